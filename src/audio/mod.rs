@@ -1,0 +1,4 @@
+//! Audio files and sample-rate conversion.
+
+pub mod resample;
+pub mod wav;

@@ -1,0 +1,247 @@
+//! Command-line definitions and handlers: parse, call the engine, print. Nothing numerical here.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::audio::resample::resample;
+use crate::audio::wav::{WavFormat, write_wav};
+use crate::engine::device::{DeviceKind, parse_dtype};
+use crate::engine::hub::resolve_model;
+use crate::engine::pipeline::audioldm2::validate;
+use crate::engine::pipeline::{AudioLdm2Pipeline, CancelFlag, Request};
+use crate::engine::schedulers::SchedulerKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "foley",
+    version,
+    about = "Local text-to-audio for sound design"
+)]
+#[command(arg_required_else_help = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate audio from a text prompt and write it as WAV.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Local diffusers directory or Hugging Face repository id (e.g. cvssp/audioldm2).
+    #[arg(long)]
+    pub model: String,
+    /// What to hear, e.g. "glass shattering on concrete".
+    #[arg(long)]
+    pub prompt: String,
+    /// What to steer away from, e.g. "low quality, noise".
+    #[arg(long)]
+    pub negative_prompt: Option<String>,
+    /// Random seed; equal to torch.Generator("cpu").manual_seed(seed). Random when omitted.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (off at or below 1).
+    #[arg(long, default_value_t = 3.5, allow_negative_numbers = true)]
+    pub guidance: f64,
+    /// Length in seconds; the model's default (10.24 s for AudioLDM 2) when omitted.
+    #[arg(long, allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+    /// Noise scheduler: ddim or dpm++2m.
+    #[arg(long, default_value = "ddim")]
+    pub scheduler: String,
+    /// Waveforms to generate for the prompt.
+    #[arg(long, default_value_t = 1)]
+    pub waveforms: usize,
+    /// cpu, cuda or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Output WAV file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// WAV sample format: f32, pcm16 or pcm24.
+    #[arg(long, default_value = "f32")]
+    pub format: String,
+    /// Output sample rate: native (the model's), 44100 or 48000.
+    #[arg(long, default_value = "native")]
+    pub sample_rate: String,
+    /// Print one JSON object describing the result on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar and no warnings on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Generate(args)) => generate(args),
+        None => Ok(()),
+    }
+}
+
+fn parse_sample_rate(value: &str) -> anyhow::Result<Option<u32>> {
+    match value {
+        "native" => Ok(None),
+        "44100" => Ok(Some(44_100)),
+        "48000" => Ok(Some(48_000)),
+        other => bail!("unknown sample rate '{other}' (native, 44100 or 48000)"),
+    }
+}
+
+/// Checks the output location before any compute is spent on it.
+fn check_output(path: &Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        bail!("output {} is a directory", path.display());
+    }
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!("output folder {} does not exist", parent.display());
+    }
+    let metadata =
+        std::fs::metadata(parent).with_context(|| format!("output folder {}", parent.display()))?;
+    if metadata.permissions().readonly() {
+        bail!("output folder {} is not writable", parent.display());
+    }
+    Ok(())
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()) >> 1
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let scheduler: SchedulerKind = args.scheduler.parse()?;
+    let device = args.device.parse::<DeviceKind>()?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let format: WavFormat = args.format.parse()?;
+    let output_rate = parse_sample_rate(&args.sample_rate)?;
+    let request = Request {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        seed: args.seed.unwrap_or_else(random_seed),
+        steps: args.steps,
+        guidance: args.guidance,
+        duration: args.duration,
+        scheduler,
+        waveforms: args.waveforms,
+    };
+    validate(&request)?;
+    check_output(&args.out)?;
+
+    let started = Instant::now();
+    let model_dir = resolve_model(&args.model)?;
+    let pipeline = AudioLdm2Pipeline::load(&model_dir, &device.open()?, dtype)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    // Fail on the duration before encoding any text.
+    pipeline.audio_length(request.duration)?;
+
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar =
+            ProgressBar::with_draw_target(Some(request.steps as u64), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} step {pos}/{len} [{bar:30}] {elapsed} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    };
+    let cancel = CancelFlag::new();
+    let clip = pipeline.generate(
+        &request,
+        &mut |progress| {
+            bar.set_length(progress.total as u64);
+            bar.set_position(progress.step as u64);
+        },
+        &cancel,
+    )?;
+    bar.finish_and_clear();
+    if !args.quiet {
+        for warning in &clip.warnings {
+            eprintln!("warning: {warning}");
+        }
+    }
+
+    let sample_rate = output_rate.unwrap_or(clip.sample_rate);
+    let paths = output_paths(&args.out, clip.waveforms.len());
+    for (path, waveform) in paths.iter().zip(&clip.waveforms) {
+        let samples = resample(waveform, clip.sample_rate, sample_rate);
+        write_wav(path, &samples, sample_rate, format)?;
+    }
+
+    if args.json {
+        let report = json!({
+            "files": paths,
+            "seed": clip.seed,
+            "settings": {
+                "model": args.model,
+                "prompt": request.prompt,
+                "negative_prompt": request.negative_prompt,
+                "steps": request.steps,
+                "guidance": request.guidance,
+                "duration": clip.duration,
+                "scheduler": scheduler.name(),
+                "waveforms": request.waveforms,
+                "device": args.device,
+                "dtype": args.dtype,
+                "format": args.format,
+                "sample_rate": sample_rate,
+            },
+            "seconds": {
+                "load": load_seconds,
+                "text_encoding": clip.timings.text_encoding,
+                "denoising": clip.timings.denoising,
+                "vae_decode": clip.timings.vae_decode,
+                "vocoder": clip.timings.vocoder,
+                "total": started.elapsed().as_secs_f64(),
+            },
+            "clap_scores": serde_json::Value::Null,
+            "warnings": clip.warnings,
+        });
+        println!("{report}");
+    } else if !args.quiet {
+        for path in &paths {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// `FILE.wav` for one waveform; `FILE-1.wav … FILE-N.wav` for several.
+fn output_paths(out: &Path, count: usize) -> Vec<PathBuf> {
+    if count == 1 {
+        return vec![out.to_path_buf()];
+    }
+    let stem = out
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let extension = out
+        .extension()
+        .map(|ext| ext.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "wav".into());
+    (1..=count)
+        .map(|index| out.with_file_name(format!("{stem}-{index}.{extension}")))
+        .collect()
+}

@@ -1,0 +1,10 @@
+//! The inference engine: models, schedulers, noise and pipelines. No UI or audio-device code.
+
+pub mod device;
+pub mod hub;
+pub mod models;
+pub mod noise;
+pub mod pipeline;
+pub mod schedulers;
+pub mod text_tokenizer;
+pub mod weights;

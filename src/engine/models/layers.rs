@@ -1,0 +1,79 @@
+//! Small building blocks shared by the neural components, named after their PyTorch modules.
+
+use candle_core::{D, DType, Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+
+/// `nn.Linear` with bias.
+pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear(input, output, vb)
+}
+
+/// `nn.Linear(bias=False)`.
+pub fn linear_no_bias(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear_no_bias(input, output, vb)
+}
+
+/// `nn.Conv2d` with a square kernel, stride and zero padding.
+pub fn conv2d(
+    input: usize,
+    output: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let config = Conv2dConfig {
+        padding,
+        stride,
+        ..Default::default()
+    };
+    candle_nn::conv2d(input, output, kernel, config, vb)
+}
+
+pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
+    candle_nn::group_norm(groups, channels, eps, vb)
+}
+
+pub fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+    candle_nn::layer_norm(size, eps, vb)
+}
+
+/// Softmax over the last dimension computed in f32, as PyTorch's attention does for half types.
+pub fn softmax_last_dim_f32(scores: &Tensor) -> Result<Tensor> {
+    let dtype = scores.dtype();
+    let probabilities = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?;
+    probabilities.to_dtype(dtype)
+}
+
+/// Additive attention bias from a 0/1 mask of shape (batch, keys): 0 where kept, `masked` where not.
+pub fn mask_to_bias(mask: &Tensor, masked: f64, dtype: DType) -> Result<Tensor> {
+    let mask = mask.to_dtype(DType::F32)?;
+    let bias = mask.affine(-masked, masked)?;
+    bias.to_dtype(dtype)
+}
+
+/// GELU with the tanh approximation (`gelu_new` / `gelu_pytorch_tanh`).
+pub fn gelu_tanh(xs: &Tensor) -> Result<Tensor> {
+    xs.gelu()
+}
+
+/// Exact GELU (`nn.GELU()` / `F.gelu`).
+pub fn gelu_exact(xs: &Tensor) -> Result<Tensor> {
+    xs.gelu_erf()
+}
+
+/// Splits the last dimension into two halves, as `tensor.chunk(2, dim=-1)`.
+pub fn chunk_last_dim(xs: &Tensor) -> Result<(Tensor, Tensor)> {
+    let half = xs.dim(D::Minus1)? / 2;
+    Ok((
+        xs.narrow(D::Minus1, 0, half)?,
+        xs.narrow(D::Minus1, half, half)?,
+    ))
+}
+
+/// Applies a module to every item of a slice in order.
+pub fn forward_all<M: Module>(modules: &[M], xs: &Tensor) -> Result<Tensor> {
+    modules
+        .iter()
+        .try_fold(xs.clone(), |hidden, module| module.forward(&hidden))
+}

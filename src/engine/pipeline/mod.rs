@@ -1,0 +1,84 @@
+//! Pipelines and the types they share with the CLI, the studio and the benchmarks:
+//! request → progress events → clip, with cancellation between steps.
+
+pub mod audioldm2;
+mod length;
+
+pub use audioldm2::AudioLdm2Pipeline;
+pub use length::AudioLength;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use crate::engine::schedulers::SchedulerKind;
+
+/// Everything that determines a generation (with the weights, it fixes the output).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    /// `torch.Generator("cpu").manual_seed(seed)`.
+    pub seed: u64,
+    pub steps: usize,
+    /// Classifier-free guidance scale; guidance is off at or below 1.
+    pub guidance: f64,
+    /// Seconds of audio; `None` uses the model's default length.
+    pub duration: Option<f64>,
+    pub scheduler: SchedulerKind,
+    /// Waveforms generated for the prompt.
+    pub waveforms: usize,
+}
+
+/// Longest clip Foley will attempt; longer requests are almost certainly typos.
+pub const MAX_DURATION_SECONDS: f64 = 120.0;
+
+/// Sent after every denoising step.
+#[derive(Debug)]
+pub struct Progress<'a> {
+    /// Steps finished so far (1-based).
+    pub step: usize,
+    pub total: usize,
+    pub timestep: u32,
+    pub latents: &'a Tensor,
+}
+
+/// Shared flag the caller sets to stop a generation between steps.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Seconds spent in each stage of one generation.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub text_encoding: f64,
+    pub denoising: f64,
+    pub vae_decode: f64,
+    pub vocoder: f64,
+}
+
+/// The result of a generation: one waveform per requested waveform, at `sample_rate`.
+#[derive(Debug, Clone)]
+pub struct Clip {
+    pub waveforms: Vec<Vec<f32>>,
+    /// Samples per second of `waveforms` (the vocoder's rate).
+    pub sample_rate: u32,
+    pub seed: u64,
+    pub duration: f64,
+    pub timings: Timings,
+    /// Things the user should know, e.g. that the prompt was truncated.
+    pub warnings: Vec<String>,
+}

@@ -1,0 +1,106 @@
+//! `scheduler_config.json` as written by diffusers; every key optional so that each scheduler
+//! can apply its own class defaults, as `from_config` does.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{FoleyError, Result};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SchedulerConfig {
+    #[serde(rename = "_class_name")]
+    pub class_name: Option<String>,
+    pub num_train_timesteps: Option<usize>,
+    pub beta_start: Option<f64>,
+    pub beta_end: Option<f64>,
+    pub beta_schedule: Option<String>,
+    pub trained_betas: Option<serde_json::Value>,
+    pub prediction_type: Option<String>,
+    pub timestep_spacing: Option<String>,
+    pub steps_offset: Option<u32>,
+    pub clip_sample: Option<bool>,
+    pub clip_sample_range: Option<f64>,
+    pub set_alpha_to_one: Option<bool>,
+    pub thresholding: Option<bool>,
+    pub rescale_betas_zero_snr: Option<bool>,
+    pub solver_order: Option<usize>,
+    pub algorithm_type: Option<String>,
+    pub solver_type: Option<String>,
+    pub lower_order_final: Option<bool>,
+    pub euler_at_final: Option<bool>,
+    pub use_karras_sigmas: Option<bool>,
+    pub use_exponential_sigmas: Option<bool>,
+    pub use_beta_sigmas: Option<bool>,
+    pub use_lu_lambdas: Option<bool>,
+    pub final_sigmas_type: Option<String>,
+    pub lambda_min_clipped: Option<f64>,
+    pub variance_type: Option<String>,
+}
+
+impl SchedulerConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => FoleyError::MissingFile {
+                path: path.to_path_buf(),
+            },
+            _ => FoleyError::BadFile {
+                path: path.to_path_buf(),
+                reason: error.to_string(),
+            },
+        })?;
+        serde_json::from_str(&text).map_err(|error| FoleyError::BadConfig {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })
+    }
+
+    pub fn num_train_timesteps(&self) -> usize {
+        self.num_train_timesteps.unwrap_or(1000)
+    }
+    pub fn beta_start(&self) -> f64 {
+        self.beta_start.unwrap_or(0.0001)
+    }
+    pub fn beta_end(&self) -> f64 {
+        self.beta_end.unwrap_or(0.02)
+    }
+    pub fn beta_schedule(&self) -> String {
+        self.beta_schedule
+            .clone()
+            .unwrap_or_else(|| "linear".into())
+    }
+    pub fn prediction_type(&self) -> String {
+        self.prediction_type
+            .clone()
+            .unwrap_or_else(|| "epsilon".into())
+    }
+    pub fn steps_offset(&self) -> u32 {
+        self.steps_offset.unwrap_or(0)
+    }
+
+    /// Options shared by all schedulers that Foley does not implement.
+    pub(crate) fn reject_unsupported_common(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if self
+            .trained_betas
+            .as_ref()
+            .is_some_and(|betas| !betas.is_null())
+        {
+            problems.push("trained_betas");
+        }
+        if self.thresholding == Some(true) {
+            problems.push("thresholding");
+        }
+        if self.rescale_betas_zero_snr == Some(true) {
+            problems.push("rescale_betas_zero_snr");
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(FoleyError::Unsupported(format!(
+                "scheduler options: {}",
+                problems.join(", ")
+            )))
+        }
+    }
+}

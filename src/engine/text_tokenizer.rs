@@ -1,0 +1,112 @@
+//! Tokenizers loaded from `tokenizer.json`, padded and truncated the way the pipelines call them.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::engine::weights::read_json;
+use crate::error::{FoleyError, Result};
+
+/// Token ids and their attention mask for one text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub mask: Vec<u32>,
+    /// True when the text did not fit and its end was cut off.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TextTokenizer {
+    tokenizer: Tokenizer,
+    pad_id: u32,
+    /// `tokenizer.model_max_length` from `tokenizer_config.json`.
+    pub max_length: usize,
+    path: PathBuf,
+}
+
+impl TextTokenizer {
+    /// Loads `dir/tokenizer.json`; `default_max_length` applies when the config has none.
+    pub fn load(dir: &Path, default_max_length: usize) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(FoleyError::MissingFile { path });
+        }
+        let tokenizer = Tokenizer::from_file(&path).map_err(|error| FoleyError::Tokenizer {
+            path: path.clone(),
+            reason: error.to_string(),
+        })?;
+        let config_path = dir.join("tokenizer_config.json");
+        let config: serde_json::Value = if config_path.is_file() {
+            read_json(&config_path)?
+        } else {
+            serde_json::Value::Null
+        };
+        // transformers writes 1e30 when no limit is known.
+        let max_length = config
+            .get("model_max_length")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|length| *length >= 1.0 && *length < 1e9)
+            .map_or(default_max_length, |length| length as usize);
+        let pad_token = config
+            .get("pad_token")
+            .and_then(|token| token.as_str().or_else(|| token.get("content")?.as_str()))
+            .unwrap_or("<pad>")
+            .to_string();
+        let pad_id = tokenizer
+            .token_to_id(&pad_token)
+            .ok_or_else(|| FoleyError::Tokenizer {
+                path: path.clone(),
+                reason: format!("pad token {pad_token} is not in the vocabulary"),
+            })?;
+        Ok(Self {
+            tokenizer,
+            pad_id,
+            max_length,
+            path,
+        })
+    }
+
+    /// Encodes with special tokens, truncated to `max_length` and, if `pad_to` is given, padded
+    /// (or truncated) to exactly that length.
+    pub fn encode(&self, text: &str, pad_to: Option<usize>) -> Result<Encoded> {
+        let limit = pad_to.unwrap_or(self.max_length).min(self.max_length);
+        let full = self.encode_with_limit(text, None)?;
+        let (ids, truncated) = if full.len() > limit {
+            (self.encode_with_limit(text, Some(limit))?, true)
+        } else {
+            (full, false)
+        };
+        let mut mask = vec![1u32; ids.len()];
+        let mut ids = ids;
+        if let Some(length) = pad_to {
+            ids.resize(length.max(ids.len()), self.pad_id);
+            mask.resize(ids.len(), 0);
+        }
+        Ok(Encoded {
+            ids,
+            mask,
+            truncated,
+        })
+    }
+
+    fn encode_with_limit(&self, text: &str, limit: Option<usize>) -> Result<Vec<u32>> {
+        let tokenizer_error = |error: tokenizers::Error| FoleyError::Tokenizer {
+            path: self.path.clone(),
+            reason: error.to_string(),
+        };
+        let mut tokenizer = self.tokenizer.clone();
+        let truncation = limit.map(|max_length| TruncationParams {
+            max_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        });
+        tokenizer
+            .with_truncation(truncation)
+            .map_err(tokenizer_error)?
+            .with_padding(None);
+        let encoding = tokenizer.encode(text, true).map_err(tokenizer_error)?;
+        Ok(encoding.get_ids().to_vec())
+    }
+}

@@ -1,0 +1,198 @@
+//! diffusers-layout model directories: `model_index.json`, one folder per component with a
+//! `config.json` and safetensors weights (a PyTorch `.bin` as fallback).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use serde::de::DeserializeOwned;
+
+use crate::error::{FoleyError, Result};
+
+/// Reads a JSON config, naming the file in any error.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => FoleyError::MissingFile {
+            path: path.to_path_buf(),
+        },
+        _ => FoleyError::BadFile {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        },
+    })?;
+    serde_json::from_str(&text).map_err(|error| FoleyError::BadConfig {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    })
+}
+
+/// One component folder of a pipeline (`unet/`, `vae/`, …).
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub dir: PathBuf,
+}
+
+impl Component {
+    pub fn new(root: &Path, name: &str) -> Result<Self> {
+        let dir = root.join(name);
+        if !dir.is_dir() {
+            return Err(FoleyError::MissingFile { path: dir });
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    pub fn config<T: DeserializeOwned>(&self) -> Result<T> {
+        read_json(&self.config_path())
+    }
+
+    /// The weight files, preferring safetensors (single or sharded) over `.bin`.
+    pub fn weight_files(&self) -> Result<Vec<PathBuf>> {
+        let mut safetensors = Vec::new();
+        let mut pickles = Vec::new();
+        let entries = std::fs::read_dir(&self.dir).map_err(|error| FoleyError::BadFile {
+            path: self.dir.clone(),
+            reason: error.to_string(),
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or("");
+            // Variants such as `*.fp16.safetensors` duplicate the main file.
+            let variant = name.split('.').count() > 2 && !name.contains("-of-");
+            if name.ends_with(".safetensors") && !variant {
+                safetensors.push(path);
+            } else if name.ends_with(".bin") && !variant {
+                pickles.push(path);
+            }
+        }
+        safetensors.sort();
+        pickles.sort();
+        match (safetensors.is_empty(), pickles.is_empty()) {
+            (false, _) => Ok(safetensors),
+            (true, false) => Ok(pickles),
+            (true, true) => Err(FoleyError::MissingFile {
+                path: self.dir.join("diffusion_pytorch_model.safetensors"),
+            }),
+        }
+    }
+
+    /// Opens the weights and runs `build` on them; any missing or misshapen tensor is reported
+    /// with the file it should have come from.
+    pub fn build<T>(
+        &self,
+        dtype: DType,
+        device: &Device,
+        build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+    ) -> Result<T> {
+        let files = self.weight_files()?;
+        let describe = || {
+            files
+                .iter()
+                .map(|file| file.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let vb = if files[0].extension().is_some_and(|ext| ext == "bin") {
+            VarBuilder::from_pth(&files[0], dtype, device)
+        } else {
+            for file in &files {
+                validate_safetensors(file)?;
+            }
+            // SAFETY: the files are memory-mapped read-only; Foley never writes model files while
+            // a pipeline is loaded.
+            unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
+        }
+        .map_err(|error| FoleyError::BadFile {
+            path: files[0].clone(),
+            reason: error.to_string(),
+        })?;
+        build(vb).map_err(|error| FoleyError::BadFile {
+            path: PathBuf::from(describe()),
+            reason: error.to_string(),
+        })
+    }
+}
+
+/// Checks the safetensors header before mapping so a truncated or foreign file gets a clear error.
+fn validate_safetensors(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let bad = |reason: String| FoleyError::BadFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = std::fs::File::open(path).map_err(|error| bad(error.to_string()))?;
+    let length = file
+        .metadata()
+        .map_err(|error| bad(error.to_string()))?
+        .len();
+    let mut size = [0u8; 8];
+    file.read_exact(&mut size)
+        .map_err(|_| bad("not a safetensors file (shorter than its header)".into()))?;
+    let header_len = u64::from_le_bytes(size);
+    if header_len.saturating_add(8) > length {
+        return Err(bad(format!(
+            "not a safetensors file or truncated: header claims {header_len} bytes, file has {length}"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)
+        .map_err(|error| bad(error.to_string()))?;
+    let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|error| bad(format!("corrupt safetensors header: {error}")))?;
+    let data_len = length - 8 - header_len;
+    for (name, entry) in &parsed {
+        if name == "__metadata__" {
+            continue;
+        }
+        let end = entry
+            .get("data_offsets")
+            .and_then(|offsets| offsets.get(1))
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| bad(format!("tensor {name} has no data_offsets")))?;
+        if end > data_len {
+            return Err(bad(format!(
+                "truncated: tensor {name} ends at byte {end} but the data section has {data_len}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `model_index.json`: which class sits in each component folder.
+#[derive(Debug, Clone)]
+pub struct ModelIndex {
+    pub class_name: String,
+    pub components: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ModelIndex {
+    pub fn load(root: &Path) -> Result<Self> {
+        if !root.is_dir() {
+            return Err(FoleyError::MissingModelDir(root.to_path_buf()));
+        }
+        let path = root.join("model_index.json");
+        let mut components: serde_json::Map<String, serde_json::Value> = read_json(&path)?;
+        let class_name = components
+            .remove("_class_name")
+            .and_then(|value| value.as_str().map(str::to_string))
+            .ok_or_else(|| FoleyError::BadConfig {
+                path: path.clone(),
+                reason: "no _class_name".into(),
+            })?;
+        Ok(Self {
+            class_name,
+            components,
+        })
+    }
+
+    /// The class of a component, e.g. `GPT2Model` for `language_model`.
+    pub fn component_class(&self, name: &str) -> Option<&str> {
+        self.components.get(name)?.get(1)?.as_str()
+    }
+}

@@ -1,0 +1,8 @@
+//! Foley: text-to-audio generation (AudioLDM 2 and relatives) in candle, usable without a window.
+
+pub mod audio;
+pub mod cli;
+pub mod engine;
+pub mod error;
+
+pub use error::{FoleyError, Result};

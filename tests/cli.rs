@@ -1,0 +1,268 @@
+//! The `foley generate` command: parity of the written WAV with diffusers, and bad input giving
+//! one clear line on stderr, a non-zero exit, no panic and no partial file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{Reference, VARIANTS, fixtures, model_dir, read_json, relative_l2_slices};
+use foley::audio::wav::read_wav;
+
+fn foley(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_foley"))
+        .args(args)
+        .output()
+        .expect("run foley")
+}
+
+/// The e2e reference case with this scheduler/negative-prompt choice at the default length.
+fn reference_case(variant: &str, scheduler: &str, with_negative: bool) -> serde_json::Value {
+    let json = read_json(&fixtures().join("reference").join(variant).join("e2e.json"));
+    let cases = json
+        .get("cases")
+        .unwrap_or(&json)
+        .as_array()
+        .unwrap()
+        .clone();
+    cases
+        .into_iter()
+        .find(|case| {
+            case["scheduler"] == scheduler
+                && case["negative_prompt"].is_string() == with_negative
+                && case["name"].as_str().unwrap().ends_with("len0")
+        })
+        .expect("reference case")
+}
+
+fn generate_args(
+    variant: &str,
+    case: &serde_json::Value,
+    scheduler_flag: &str,
+    out: &Path,
+) -> Vec<String> {
+    let mut args = vec![
+        "generate".to_string(),
+        "--model".into(),
+        model_dir(variant).display().to_string(),
+        "--prompt".into(),
+        case["prompt"].as_str().unwrap().into(),
+        "--seed".into(),
+        case["seed"].to_string(),
+        "--steps".into(),
+        case["steps"].to_string(),
+        "--guidance".into(),
+        case["guidance"].to_string(),
+        "--scheduler".into(),
+        scheduler_flag.into(),
+        "--format".into(),
+        "f32".into(),
+        "--sample-rate".into(),
+        "native".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    if let Some(negative) = case["negative_prompt"].as_str() {
+        args.extend(["--negative-prompt".to_string(), negative.to_string()]);
+    }
+    args
+}
+
+fn assert_matches_reference(variant: &str, case: &serde_json::Value, path: &Path) {
+    let (samples, rate) = read_wav(path).unwrap();
+    assert_eq!(rate, 16_000);
+    let reference = Reference::load(variant, "e2e");
+    let expected = reference.values(&format!("{}.waveform", case["name"].as_str().unwrap()));
+    let error = relative_l2_slices(&samples, &expected);
+    assert!(
+        error <= 1e-4,
+        "{variant}: CLI waveform relative L2 {error:.3e}"
+    );
+}
+
+#[test]
+fn generate_writes_what_diffusers_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    for variant in VARIANTS {
+        let case = reference_case(variant, "ddim", false);
+        let out = dir.path().join(format!("{variant}.wav"));
+        let args = generate_args(variant, &case, "ddim", &out);
+        let output = foley(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_matches_reference(variant, &case, &out);
+    }
+}
+
+#[test]
+fn generate_with_dpm_and_negative_prompt_reports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let variant = VARIANTS[1];
+    let case = reference_case(variant, "dpmpp2m", true);
+    let out = dir.path().join("dpm.wav");
+    let mut args = generate_args(variant, &case, "dpm++2m", &out);
+    args.extend(["--json".to_string(), "--quiet".to_string()]);
+    let output = foley(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.stderr.is_empty(),
+        "--quiet printed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(report["seed"], case["seed"]);
+    assert_eq!(report["settings"]["scheduler"], "dpm++2m");
+    assert_eq!(report["files"][0], out.display().to_string());
+    assert!(report["seconds"]["denoising"].as_f64().unwrap() >= 0.0);
+    assert_matches_reference(variant, &case, &out);
+}
+
+#[test]
+fn resampled_pcm_export_has_the_requested_rate_and_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("clip48k.wav");
+    let output = foley(&[
+        "generate",
+        "--model",
+        &model_dir(VARIANTS[0]).display().to_string(),
+        "--prompt",
+        "door creak",
+        "--steps",
+        "2",
+        "--seed",
+        "7",
+        "--format",
+        "pcm24",
+        "--sample-rate",
+        "48000",
+        "--out",
+        &out.display().to_string(),
+        "--quiet",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reader = hound::WavReader::open(&out).unwrap();
+    assert_eq!(reader.spec().sample_rate, 48_000);
+    assert_eq!(reader.spec().bits_per_sample, 24);
+    // 0.016 s of the tiny model's default length at 48 kHz.
+    assert_eq!(reader.len(), 768);
+}
+
+/// Runs `foley generate` with `extra` replacing or adding flags and expects a clean failure.
+fn expect_failure(model: &Path, out: &Path, extra: &[&str], needle: &str) {
+    let model = model.display().to_string();
+    let out_arg = out.display().to_string();
+    let mut args = vec![
+        "generate", "--model", &model, "--prompt", "rain", "--steps", "2", "--out", &out_arg,
+    ];
+    for pair in extra.chunks(2) {
+        match args.iter().position(|arg| *arg == pair[0]) {
+            Some(index) => args[index + 1] = pair[1],
+            None => args.extend_from_slice(pair),
+        }
+    }
+    let output = foley(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{extra:?} succeeded");
+    assert!(!stderr.contains("panicked"), "{extra:?} panicked: {stderr}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "{extra:?}: not one line: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "{extra:?}: expected '{needle}' in: {stderr}"
+    );
+    assert!(!out.exists(), "{extra:?} left a file behind");
+}
+
+#[test]
+fn bad_arguments_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_dir(VARIANTS[0]);
+    let out = dir.path().join("x.wav");
+    expect_failure(&model, &out, &["--prompt", "  "], "prompt is empty");
+    expect_failure(&model, &out, &["--duration", "0"], "duration");
+    expect_failure(&model, &out, &["--duration", "-3"], "duration");
+    expect_failure(&model, &out, &["--duration", "0.0001"], "minimum");
+    expect_failure(&model, &out, &["--duration", "9999"], "maximum");
+    expect_failure(&model, &out, &["--steps", "0"], "steps");
+    expect_failure(&model, &out, &["--guidance", "nan"], "guidance");
+    expect_failure(&model, &out, &["--guidance", "inf"], "guidance");
+    expect_failure(
+        &model,
+        &out,
+        &["--scheduler", "warp"],
+        "unknown scheduler 'warp'",
+    );
+    expect_failure(&model, &out, &["--format", "mp3"], "mp3");
+    expect_failure(&model, &out, &["--sample-rate", "22050"], "22050");
+    let unwritable = dir.path().join("no-such-folder").join("x.wav");
+    expect_failure(&model, &unwritable, &[], "does not exist");
+    expect_failure(
+        &dir.path().join("missing-model"),
+        &out,
+        &[],
+        "missing-model",
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn weight_file(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "safetensors"))
+        .expect("a safetensors file")
+}
+
+#[test]
+fn broken_model_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    copy_dir(&model_dir(VARIANTS[0]), &model);
+    let out = dir.path().join("x.wav");
+
+    let unet_weights = weight_file(&model.join("unet"));
+    let bytes = std::fs::read(&unet_weights).unwrap();
+    std::fs::write(&unet_weights, &bytes[..bytes.len() / 2]).unwrap();
+    expect_failure(&model, &out, &[], "diffusion_pytorch_model.safetensors");
+    std::fs::write(&unet_weights, b"not a safetensors file at all").unwrap();
+    expect_failure(&model, &out, &[], "unet");
+    std::fs::write(&unet_weights, &bytes).unwrap();
+
+    let vae_config = model.join("vae/config.json");
+    let original = std::fs::read(&vae_config).unwrap();
+    std::fs::write(&vae_config, b"{ this is not json").unwrap();
+    expect_failure(&model, &out, &[], "vae/config.json");
+    std::fs::remove_file(&vae_config).unwrap();
+    expect_failure(&model, &out, &[], "vae/config.json");
+    std::fs::write(&vae_config, &original).unwrap();
+
+    std::fs::remove_file(model.join("tokenizer_2/tokenizer.json")).unwrap();
+    expect_failure(&model, &out, &[], "tokenizer_2/tokenizer.json");
+}
