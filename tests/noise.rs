@@ -9,10 +9,9 @@ use foley::engine::noise::TorchGenerator;
 fn shapes() -> Vec<usize> {
     let json = read_json(&fixtures().join("reference/randn.json"));
     let shapes = json.get("shapes").unwrap_or(&json);
-    shapes
-        .as_array()
-        .unwrap()
-        .iter()
+    let shapes = shapes.as_object().expect("shapes keyed by index");
+    (0..shapes.len())
+        .map(|index| &shapes[&index.to_string()])
         .map(|shape| {
             shape
                 .as_array()

@@ -41,7 +41,8 @@ fn cases(variant: &str) -> Vec<Case> {
                     seed: case["seed"].as_u64().unwrap(),
                     steps: case["steps"].as_u64().unwrap() as usize,
                     guidance: case["guidance"].as_f64().unwrap(),
-                    duration: case["audio_length_in_s"].as_f64(),
+                    // `null` means the pipeline's default length was used.
+                    duration: case["audio_length_in_s_argument"].as_f64(),
                     scheduler,
                     waveforms: 1,
                 },

@@ -3,11 +3,12 @@
 use serde::Deserialize;
 
 /// A config value that diffusers accepts either once for all blocks or per block.
+/// `Each` is tried first: a flat `cross_attention_dim` list is one width per block.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum PerBlock<T> {
-    All(T),
     Each(Vec<T>),
+    All(T),
 }
 
 impl<T: Clone> PerBlock<T> {
