@@ -86,7 +86,7 @@ impl TorchGenerator {
         for block in data.chunks_exact_mut(16) {
             box_muller_block_f32(block);
         }
-        if numel % 16 != 0 {
+        if !numel.is_multiple_of(16) {
             // torch redraws the last 16 values, overwriting some finished outputs.
             let tail = &mut data[numel - 16..];
             for value in tail.iter_mut() {
@@ -106,7 +106,7 @@ impl TorchGenerator {
         for block in data.chunks_exact_mut(16) {
             box_muller_block_f64(block);
         }
-        if numel % 16 != 0 {
+        if !numel.is_multiple_of(16) {
             let tail = &mut data[numel - 16..];
             for value in tail.iter_mut() {
                 *value = self.uniform_f64();
@@ -176,18 +176,18 @@ fn cephes_radius(u: f32) -> f32 {
     let mut exponent = exponent_bits as f32 + 1.0;
     let below_sqrt_half = x < SQRT_HALF;
     let correction = if below_sqrt_half { x } else { 0.0 };
-    x = x - 1.0;
-    exponent = exponent - if below_sqrt_half { 1.0 } else { 0.0 };
-    x = x + correction;
+    x -= 1.0;
+    exponent -= if below_sqrt_half { 1.0 } else { 0.0 };
+    x += correction;
     let z = x * x;
     let mut y = f32::from_bits(LOG_POLY[0]).mul_add(x, f32::from_bits(LOG_POLY[1]));
     for coefficient in &LOG_POLY[2..] {
         y = y.mul_add(x, f32::from_bits(*coefficient));
     }
-    y = y * x;
+    y *= x;
     y = y.mul_add(z, exponent * LOG_Q1);
     y = z.mul_add(-0.5, y);
-    x = x + y;
+    x += y;
     let log = exponent.mul_add(LOG_Q2, x);
     (log * -2.0).sqrt()
 }
@@ -215,12 +215,12 @@ fn cephes_sincos(theta: f32) -> (f32, f32) {
     let half_z = z * 0.5;
     let mut cos_poly = f32::from_bits(COS_POLY[0]).mul_add(z, f32::from_bits(COS_POLY[1]));
     cos_poly = cos_poly.mul_add(z, f32::from_bits(COS_POLY[2]));
-    cos_poly = cos_poly * z;
+    cos_poly *= z;
     cos_poly = z.mul_add(cos_poly, -half_z);
-    cos_poly = cos_poly + 1.0;
+    cos_poly += 1.0;
     let mut sin_poly = f32::from_bits(SIN_POLY[0]).mul_add(z, f32::from_bits(SIN_POLY[1]));
     sin_poly = sin_poly.mul_add(z, f32::from_bits(SIN_POLY[2]));
-    sin_poly = sin_poly * z;
+    sin_poly *= z;
     sin_poly = sin_poly.mul_add(x, x);
     let (sin_part, cos_part) = if use_sin_poly_for_sin {
         (sin_poly, 0.0f32)

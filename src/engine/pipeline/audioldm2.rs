@@ -112,7 +112,10 @@ impl AudioLdm2Pipeline {
         let vocoder_config: HifiGanConfig = vocoder_dir.config()?;
         let vocoder = vocoder_dir.build(dtype, device, |vb| HifiGan::new(&vocoder_config, vb))?;
 
-        if vocoder_config.model_in_dim % vae_config.scale_factor() != 0 {
+        if !vocoder_config
+            .model_in_dim
+            .is_multiple_of(vae_config.scale_factor())
+        {
             return Err(FoleyError::BadConfig {
                 path: vocoder_dir.config_path(),
                 reason: "model_in_dim is not a multiple of the VAE scale factor".into(),
@@ -187,9 +190,11 @@ impl AudioLdm2Pipeline {
             .clap
             .text_features(&[clap_tokens.ids], &[clap_tokens.mask], &self.device)?
             .unsqueeze(1)?;
-        let t5 = self
-            .t5
-            .forward(&[t5_tokens.ids], &[t5_tokens.mask.clone()], &self.device)?;
+        let t5 = self.t5.forward(
+            &[t5_tokens.ids],
+            std::slice::from_ref(&t5_tokens.mask),
+            &self.device,
+        )?;
         let mask = Tensor::new(vec![t5_tokens.mask], &self.device)?;
         Ok((clap, t5, mask))
     }

@@ -43,7 +43,7 @@ impl AudioLength {
             )));
         }
         let mut mel_frames = (seconds / seconds_per_frame) as usize;
-        if mel_frames % vae_scale_factor != 0 {
+        if !mel_frames.is_multiple_of(vae_scale_factor) {
             mel_frames = mel_frames.div_ceil(vae_scale_factor) * vae_scale_factor;
         }
         Ok(Self {

@@ -10,7 +10,7 @@ use crate::error::{FoleyError, Result};
 enum Prediction {
     Epsilon,
     Sample,
-    VPrediction,
+    Velocity,
 }
 
 impl Prediction {
@@ -18,7 +18,7 @@ impl Prediction {
         match name {
             "epsilon" => Ok(Self::Epsilon),
             "sample" => Ok(Self::Sample),
-            "v_prediction" => Ok(Self::VPrediction),
+            "v_prediction" => Ok(Self::Velocity),
             other => Err(FoleyError::Unsupported(format!(
                 "prediction_type '{other}'"
             ))),
@@ -154,7 +154,7 @@ impl Scheduler for DdimScheduler {
                 let epsilon = ((sample - (model_output * sqrt_alpha)?)? / sqrt_beta)?;
                 (model_output.clone(), epsilon)
             }
-            Prediction::VPrediction => {
+            Prediction::Velocity => {
                 let original = ((sample * sqrt_alpha)? - (model_output * sqrt_beta)?)?;
                 let epsilon = ((model_output * sqrt_alpha)? + (sample * sqrt_beta)?)?;
                 (original, epsilon)
