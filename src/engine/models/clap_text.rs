@@ -5,7 +5,7 @@ use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::layers::{gelu_exact, layer_norm, linear, mask_to_bias, softmax_last_dim_f32};
+use super::layers::{attention, gelu_exact, layer_norm, linear, mask_to_bias, split_heads};
 
 fn default_eps() -> f64 {
     1e-12
@@ -117,24 +117,13 @@ impl EncoderLayer {
     }
 
     fn forward(&self, xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        let (batch, tokens, width) = xs.dims3()?;
+        let width = xs.dim(2)?;
         let heads = self.attention.heads;
-        let split = |projection: &Linear| -> Result<Tensor> {
-            projection
-                .forward(xs)?
-                .reshape((batch, tokens, heads, width / heads))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let query = split(&self.attention.query)?;
-        let key = split(&self.attention.key)?;
-        let value = split(&self.attention.value)?;
+        let query = split_heads(&self.attention.query.forward(xs)?, heads)?;
+        let key = split_heads(&self.attention.key.forward(xs)?, heads)?;
+        let value = split_heads(&self.attention.value.forward(xs)?, heads)?;
         let scale = 1.0 / ((width / heads) as f64).sqrt();
-        let scores = (query.matmul(&key.t()?)? * scale)?.broadcast_add(bias)?;
-        let context = softmax_last_dim_f32(&scores)?
-            .matmul(&value)?
-            .transpose(1, 2)?
-            .reshape((batch, tokens, width))?;
+        let context = attention(&query, &key, &value, scale, Some(bias))?;
         let attended = self
             .attention_norm
             .forward(&(self.attention_output.forward(&context)? + xs)?)?;

@@ -4,7 +4,7 @@ use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
-use super::layers::{gelu_tanh, layer_norm, softmax_last_dim_f32};
+use super::layers::{attention, gelu_tanh, layer_norm, split_heads};
 
 fn default_eps() -> f64 {
     1e-5
@@ -88,21 +88,13 @@ impl Block {
     }
 
     fn forward(&self, xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        let (batch, tokens, width) = xs.dims3()?;
-        let head_dim = width / self.heads;
+        let width = xs.dim(2)?;
         let qkv = self.c_attn.forward(&self.ln_1.forward(xs)?)?;
-        let split = |index: usize| -> Result<Tensor> {
-            qkv.narrow(D::Minus1, index * width, width)?
-                .reshape((batch, tokens, self.heads, head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
+        let split =
+            |index: usize| split_heads(&qkv.narrow(D::Minus1, index * width, width)?, self.heads);
         let (query, key, value) = (split(0)?, split(1)?, split(2)?);
-        let scores = (query.matmul(&key.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(bias)?;
-        let context = softmax_last_dim_f32(&scores)?
-            .matmul(&value)?
-            .transpose(1, 2)?
-            .reshape((batch, tokens, width))?;
+        let scale = 1.0 / ((width / self.heads) as f64).sqrt();
+        let context = attention(&query, &key, &value, scale, Some(bias))?;
         let xs = (xs + self.attn_proj.forward(&context)?)?;
         let mlp = self
             .mlp_proj

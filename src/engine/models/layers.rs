@@ -77,3 +77,34 @@ pub fn forward_all<M: Module>(modules: &[M], xs: &Tensor) -> Result<Tensor> {
         .iter()
         .try_fold(xs.clone(), |hidden, module| module.forward(&hidden))
 }
+
+/// (batch, tokens, heads·head_dim) → (batch, heads, tokens, head_dim), contiguous.
+pub fn split_heads(xs: &Tensor, heads: usize) -> Result<Tensor> {
+    let (batch, tokens, width) = xs.dims3()?;
+    xs.reshape((batch, tokens, heads, width / heads))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// softmax(q·kᵀ·scale + bias)·v over (batch, heads, tokens, head_dim), merged back to
+/// (batch, tokens, heads·head_dim). `bias` broadcasts against the scores.
+pub fn attention(
+    query: &Tensor,
+    key: &Tensor,
+    value: &Tensor,
+    scale: f64,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let mut scores = query.matmul(&key.t()?)?;
+    if scale != 1.0 {
+        scores = (scores * scale)?;
+    }
+    if let Some(bias) = bias {
+        scores = scores.broadcast_add(bias)?;
+    }
+    let attended = softmax_last_dim_f32(&scores)?.matmul(value)?;
+    let (batch, heads, tokens, head_dim) = attended.dims4()?;
+    attended
+        .transpose(1, 2)?
+        .reshape((batch, tokens, heads * head_dim))
+}

@@ -4,7 +4,7 @@ use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::layers::{gelu_tanh, linear_no_bias, mask_to_bias, softmax_last_dim_f32};
+use super::layers::{attention, gelu_tanh, linear_no_bias, mask_to_bias, split_heads};
 
 fn default_buckets() -> usize {
     32
@@ -112,7 +112,6 @@ struct Block {
     ff_norm: T5LayerNorm,
     ff: FeedForward,
     heads: usize,
-    head_dim: usize,
 }
 
 impl Block {
@@ -136,28 +135,17 @@ impl Block {
             )?,
             ff: FeedForward::new(config, vb.pp("layer.1.DenseReluDense"))?,
             heads: config.num_heads,
-            head_dim: config.d_kv,
         })
     }
 
     /// `bias`: relative position bias plus mask, (batch or 1, heads, tokens, tokens).
     fn forward(&self, xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        let (batch, tokens, _) = xs.dims3()?;
         let normed = self.attention_norm.forward(xs)?;
-        let split = |projection: &Linear| -> Result<Tensor> {
-            projection
-                .forward(&normed)?
-                .reshape((batch, tokens, self.heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let (query, key, value) = (split(&self.q)?, split(&self.k)?, split(&self.v)?);
+        let query = split_heads(&self.q.forward(&normed)?, self.heads)?;
+        let key = split_heads(&self.k.forward(&normed)?, self.heads)?;
+        let value = split_heads(&self.v.forward(&normed)?, self.heads)?;
         // T5 folds the 1/sqrt(d) scale into its weights: no scaling here.
-        let scores = query.matmul(&key.t()?)?.broadcast_add(bias)?;
-        let context = softmax_last_dim_f32(&scores)?
-            .matmul(&value)?
-            .transpose(1, 2)?
-            .reshape((batch, tokens, self.heads * self.head_dim))?;
+        let context = attention(&query, &key, &value, 1.0, Some(bias))?;
         let xs = (xs + self.o.forward(&context)?)?;
         let ff = self.ff.forward(&self.ff_norm.forward(&xs)?)?;
         xs + ff

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::engine::weights::read_json;
 use crate::error::{FoleyError, Result};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -40,19 +41,7 @@ pub struct SchedulerConfig {
 
 impl SchedulerConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|error| match error.kind() {
-            std::io::ErrorKind::NotFound => FoleyError::MissingFile {
-                path: path.to_path_buf(),
-            },
-            _ => FoleyError::BadFile {
-                path: path.to_path_buf(),
-                reason: error.to_string(),
-            },
-        })?;
-        serde_json::from_str(&text).map_err(|error| FoleyError::BadConfig {
-            path: path.to_path_buf(),
-            reason: error.to_string(),
-        })
+        read_json(path)
     }
 
     pub fn num_train_timesteps(&self) -> usize {

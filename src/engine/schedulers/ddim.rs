@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use super::{Scheduler, SchedulerConfig, alphas_cumprod, check_steps};
+use super::{Scheduler, SchedulerConfig, alphas_cumprod, check_steps, trailing_timesteps};
 use crate::engine::noise::TorchGenerator;
 use crate::error::{FoleyError, Result};
 
@@ -85,14 +85,7 @@ fn ddim_timesteps(spacing: &str, train: usize, steps: usize, offset: u32) -> Res
                 .map(|index| (index * ratio) as u32 + offset)
                 .collect()
         }
-        "trailing" => {
-            // np.arange(train, 0, -ratio) holds ceil(train / ratio) values start + i * step.
-            let ratio = train as f64 / steps as f64;
-            let count = (train as f64 / ratio).ceil() as usize;
-            (0..count)
-                .map(|index| (train as f64 - index as f64 * ratio).round_ties_even() as u32 - 1)
-                .collect()
-        }
+        "trailing" => trailing_timesteps(train, steps),
         "linspace" => {
             let last = (train - 1) as f64;
             (0..steps)

@@ -3,7 +3,7 @@
 
 use candle_core::Tensor;
 
-use super::{Scheduler, SchedulerConfig, alphas_cumprod, check_steps};
+use super::{Scheduler, SchedulerConfig, alphas_cumprod, check_steps, trailing_timesteps};
 use crate::engine::noise::TorchGenerator;
 use crate::error::{FoleyError, Result};
 
@@ -102,13 +102,7 @@ fn dpm_timesteps(spacing: &str, train: usize, steps: usize, offset: u32) -> Resu
                 .map(|index| (index * ratio) as u32 + offset)
                 .collect()
         }
-        "trailing" => {
-            let ratio = train as f64 / steps as f64;
-            let count = (train as f64 / ratio).ceil() as usize;
-            (0..count)
-                .map(|index| (train as f64 - index as f64 * ratio).round_ties_even() as u32 - 1)
-                .collect()
-        }
+        "trailing" => trailing_timesteps(train, steps),
         other => {
             return Err(FoleyError::Unsupported(format!(
                 "timestep_spacing '{other}'"

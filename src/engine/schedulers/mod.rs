@@ -132,3 +132,32 @@ pub(crate) fn check_steps(steps: usize, config: &SchedulerConfig) -> Result<()> 
     }
     Ok(())
 }
+
+/// "trailing" spacing, shared by DDIM and DPM-Solver: `round(arange(train, 0, -train/steps)) - 1`,
+/// where numpy's arange holds ceil(train / ratio) values `train - i * ratio`.
+pub(crate) fn trailing_timesteps(train: usize, steps: usize) -> Vec<u32> {
+    let ratio = train as f64 / steps as f64;
+    let count = (train as f64 / ratio).ceil() as usize;
+    (0..count)
+        .map(|index| (train as f64 - index as f64 * ratio).round_ties_even() as u32 - 1)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_spacing_matches_numpy() {
+        let ten: Vec<u32> = (0..10).rev().map(|i| i * 100 + 99).collect();
+        assert_eq!(trailing_timesteps(1000, 10), ten);
+        assert_eq!(trailing_timesteps(1000, 3), [999, 666, 332]);
+    }
+
+    #[test]
+    fn torch_linspace_counts_down_from_the_end_in_its_second_half() {
+        let values = linspace_f32(0.0, 1.0, 5);
+        assert_eq!(values, [0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(*linspace_f32(0.1, 0.7, 7).last().unwrap(), 0.7);
+    }
+}

@@ -4,8 +4,8 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
 
 use crate::engine::models::layers::{
-    chunk_last_dim, conv2d, gelu_exact, group_norm, layer_norm, linear, linear_no_bias,
-    softmax_last_dim_f32,
+    attention, chunk_last_dim, conv2d, gelu_exact, group_norm, layer_norm, linear, linear_no_bias,
+    split_heads,
 };
 
 /// Multi-head scaled dot-product attention with separate q/k/v projections.
@@ -71,26 +71,13 @@ impl Attention {
         bias: Option<&Tensor>,
     ) -> Result<Tensor> {
         let context = context.unwrap_or(xs);
-        let query = self.split_heads(&self.to_q.forward(xs)?)?;
-        let key = self.split_heads(&self.to_k.forward(context)?)?;
-        let value = self.split_heads(&self.to_v.forward(context)?)?;
-        let mut scores = (query.matmul(&key.t()?)? * self.scale)?;
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(&bias.unsqueeze(1)?)?;
-        }
-        let attended = softmax_last_dim_f32(&scores)?.matmul(&value)?;
-        let (batch, heads, tokens, head_dim) = attended.dims4()?;
-        let merged = attended
-            .transpose(1, 2)?
-            .reshape((batch, tokens, heads * head_dim))?;
+        let query = split_heads(&self.to_q.forward(xs)?, self.heads)?;
+        let key = split_heads(&self.to_k.forward(context)?, self.heads)?;
+        let value = split_heads(&self.to_v.forward(context)?, self.heads)?;
+        // The (batch, 1, keys) mask bias gains a heads axis to broadcast over the scores.
+        let bias = bias.map(|bias| bias.unsqueeze(1)).transpose()?;
+        let merged = attention(&query, &key, &value, self.scale, bias.as_ref())?;
         self.to_out.forward(&merged)
-    }
-
-    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
-        let (batch, tokens, width) = xs.dims3()?;
-        xs.reshape((batch, tokens, self.heads, width / self.heads))?
-            .transpose(1, 2)?
-            .contiguous()
     }
 }
 
