@@ -104,6 +104,7 @@ fn waveforms_match_diffusers() {
             let expected = reference.values(&format!("{}.waveform", case.name));
             assert_eq!(clip.waveforms.len(), 1);
             let error = relative_l2_slices(&clip.waveforms[0], &expected);
+            eprintln!("parity {what} waveform: relative L2 {error:.3e}");
             assert!(
                 error <= WAVEFORM_TOLERANCE,
                 "{what}: waveform relative L2 {error:.3e}"

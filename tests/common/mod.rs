@@ -129,6 +129,7 @@ pub fn relative_l2_slices(actual: &[f32], expected: &[f32]) -> f64 {
 #[track_caller]
 pub fn assert_close(actual: &Tensor, expected: &Tensor, tolerance: f64, what: &str) {
     let error = relative_l2(actual, expected);
+    eprintln!("parity {what}: relative L2 {error:.3e}");
     assert!(
         error <= tolerance,
         "{what}: relative L2 error {error:.3e} > {tolerance:.0e}"
