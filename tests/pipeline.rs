@@ -267,3 +267,10 @@ fn latents_of_first_step_are_reproducible() {
     };
     assert_close(&run(), &run(), 0.0, "same seed, same latents");
 }
+
+#[test]
+fn pipeline_can_live_on_an_inference_thread() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<AudioLdm2Pipeline>();
+    assert_send_sync::<CancelFlag>();
+}

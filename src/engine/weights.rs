@@ -91,12 +91,10 @@ impl Component {
         build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
     ) -> Result<T> {
         let files = self.weight_files()?;
-        let describe = || {
-            files
-                .iter()
-                .map(|file| file.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+        // A sharded checkpoint is named by its folder, a single file by itself.
+        let blamed = match files.as_slice() {
+            [single] => single.clone(),
+            _ => self.dir.clone(),
         };
         let vb = if files[0].extension().is_some_and(|ext| ext == "bin") {
             VarBuilder::from_pth(&files[0], dtype, device)
@@ -109,11 +107,11 @@ impl Component {
             unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
         }
         .map_err(|error| FoleyError::BadFile {
-            path: files[0].clone(),
+            path: blamed.clone(),
             reason: error.to_string(),
         })?;
         build(vb).map_err(|error| FoleyError::BadFile {
-            path: PathBuf::from(describe()),
+            path: blamed,
             reason: error.to_string(),
         })
     }
