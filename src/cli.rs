@@ -12,8 +12,7 @@ use crate::audio::resample::resample;
 use crate::audio::wav::{WavFormat, write_wav};
 use crate::engine::device::{DeviceKind, parse_dtype};
 use crate::engine::hub::resolve_model;
-use crate::engine::pipeline::audioldm2::validate;
-use crate::engine::pipeline::{AudioLdm2Pipeline, CancelFlag, Request};
+use crate::engine::pipeline::{AudioLdm2Pipeline, CancelFlag, Request, validate};
 use crate::engine::schedulers::SchedulerKind;
 
 #[derive(Debug, Parser)]

@@ -13,7 +13,7 @@ use foley::engine::models::gpt2::{Gpt2Config, Gpt2Model};
 use foley::engine::models::hifigan::{HifiGan, HifiGanConfig};
 use foley::engine::models::projection::{ProjectionConfig, ProjectionModel};
 use foley::engine::models::t5::{T5Config, T5Encoder};
-use foley::engine::models::unet::{AudioLdm2UNet, UNetConfig};
+use foley::engine::models::unet::{UNet2DConditionModel, UNetConfig};
 use foley::engine::models::vae::{VaeConfig, VaeDecoder};
 
 type Requested = BTreeMap<String, Vec<usize>>;
@@ -88,7 +88,7 @@ fn audioldm2_unet_matches_the_real_checkpoint_layout() {
         "CrossAttnUpBlock2D", "UpBlock2D"], "upcast_attention": false, "use_linear_projection": false}"#,
     )
     .unwrap();
-    let requested = record(|vb| AudioLdm2UNet::new(&config, vb));
+    let requested = record(|vb| UNet2DConditionModel::new(&config, vb));
     assert_eq!(requested.len(), 1520, "state-dict tensors");
     assert_params(&requested, 346.9, "UNet");
     let shape = |name: &str| {

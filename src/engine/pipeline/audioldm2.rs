@@ -6,14 +6,13 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings};
+use super::stages::{AudioDecoder, denoise, load_unet};
+use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings, validate};
 use crate::engine::models::clap_text::{ClapConfig, ClapTextModel};
 use crate::engine::models::gpt2::{Gpt2Config, Gpt2Model};
-use crate::engine::models::hifigan::{HifiGan, HifiGanConfig};
 use crate::engine::models::projection::{ProjectionConfig, ProjectionModel};
 use crate::engine::models::t5::{T5Config, T5Encoder};
-use crate::engine::models::unet::{AudioLdm2UNet, UNetConditioning, UNetConfig};
-use crate::engine::models::vae::{VaeConfig, VaeDecoder};
+use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning};
 use crate::engine::noise::TorchGenerator;
 use crate::engine::schedulers::SchedulerConfig;
 use crate::engine::text_tokenizer::TextTokenizer;
@@ -40,10 +39,8 @@ pub struct AudioLdm2Pipeline {
     t5: T5Encoder,
     projection: ProjectionModel,
     language_model: Gpt2Model,
-    unet: AudioLdm2UNet,
-    vae: VaeDecoder,
-    vae_config: VaeConfig,
-    vocoder: HifiGan,
+    unet: UNet2DConditionModel,
+    decoder: AudioDecoder,
     scheduler_config: SchedulerConfig,
     device: Device,
     dtype: DType,
@@ -94,33 +91,8 @@ impl AudioLdm2Pipeline {
         let language_model =
             language_dir.build(dtype, device, |vb| Gpt2Model::new(&gpt2_config, vb))?;
 
-        let unet_dir = component("unet")?;
-        let unet_config: UNetConfig = unet_dir.config()?;
-        unet_config
-            .check_supported()
-            .map_err(|reason| FoleyError::BadConfig {
-                path: unet_dir.config_path(),
-                reason,
-            })?;
-        let unet = unet_dir.build(dtype, device, |vb| AudioLdm2UNet::new(&unet_config, vb))?;
-
-        let vae_dir = component("vae")?;
-        let vae_config: VaeConfig = vae_dir.config()?;
-        let vae = vae_dir.build(dtype, device, |vb| VaeDecoder::new(&vae_config, vb))?;
-
-        let vocoder_dir = component("vocoder")?;
-        let vocoder_config: HifiGanConfig = vocoder_dir.config()?;
-        let vocoder = vocoder_dir.build(dtype, device, |vb| HifiGan::new(&vocoder_config, vb))?;
-
-        if !vocoder_config
-            .model_in_dim
-            .is_multiple_of(vae_config.scale_factor())
-        {
-            return Err(FoleyError::BadConfig {
-                path: vocoder_dir.config_path(),
-                reason: "model_in_dim is not a multiple of the VAE scale factor".into(),
-            });
-        }
+        let unet = load_unet(root, dtype, device)?;
+        let decoder = AudioDecoder::load(root, dtype, device)?;
         let scheduler_config =
             SchedulerConfig::load(&root.join("scheduler/scheduler_config.json"))?;
         Ok(Self {
@@ -131,9 +103,7 @@ impl AudioLdm2Pipeline {
             projection,
             language_model,
             unet,
-            vae,
-            vae_config,
-            vocoder,
+            decoder,
             scheduler_config,
             device: device.clone(),
             dtype,
@@ -141,7 +111,7 @@ impl AudioLdm2Pipeline {
     }
 
     pub fn sample_rate(&self) -> u32 {
-        self.vocoder.config().sampling_rate
+        self.decoder.sample_rate()
     }
 
     pub fn device(&self) -> &Device {
@@ -154,17 +124,8 @@ impl AudioLdm2Pipeline {
 
     /// The audio length a request maps to (diffusers' rounding; errors for bad durations).
     pub fn audio_length(&self, duration: Option<f64>) -> Result<AudioLength> {
-        let vocoder = self.vocoder.config();
-        let seconds_per_frame = vocoder.upsample_factor() as f64 / vocoder.sampling_rate as f64;
-        let scale = self.vae_config.scale_factor();
         let sample_size = self.unet.config().sample_size.unwrap_or(256);
-        AudioLength::resolve(
-            duration,
-            seconds_per_frame,
-            scale,
-            sample_size * scale,
-            vocoder.sampling_rate,
-        )
+        self.decoder.audio_length(duration, sample_size)
     }
 
     /// CLAP features (batch 1, 1, dim) and T5 states for one text; `t5_length` pads/truncates T5.
@@ -267,61 +228,34 @@ impl AudioLdm2Pipeline {
             .scheduler
             .build(&self.scheduler_config, request.steps)?;
         let mut generator = TorchGenerator::new(request.seed);
-        let shape = (
+        let initial = self.decoder.initial_latents(
+            &mut generator,
             request.waveforms,
             self.unet.config().in_channels,
-            length.latent_height,
-            self.vocoder.config().model_in_dim / self.vae_config.scale_factor(),
-        );
-        let noise = generator.randn_f32(shape.0 * shape.1 * shape.2 * shape.3);
-        let mut latents = (Tensor::from_vec(noise, shape, &self.device)?.to_dtype(self.dtype)?
-            * scheduler.init_noise_sigma())?;
+            &length,
+            &self.device,
+            self.dtype,
+        )?;
         let text = embeddings.text.to_dtype(self.dtype)?;
         let generated = embeddings.generated.to_dtype(self.dtype)?;
         let conditioning = UNetConditioning {
-            generated: &generated,
+            generated: Some(&generated),
             text: Some(&text),
             text_mask: Some(&embeddings.text_mask),
+            class_labels: None,
         };
-        let timesteps = scheduler.timesteps().to_vec();
-        for (index, timestep) in timesteps.iter().enumerate() {
-            if cancel.is_cancelled() {
-                return Err(FoleyError::Cancelled);
-            }
-            let input = if guidance {
-                Tensor::cat(&[&latents, &latents], 0)?
-            } else {
-                latents.clone()
-            };
-            let input = scheduler.scale_model_input(input, index)?;
-            let prediction = self.unet.forward(&input, *timestep as f64, conditioning)?;
-            let prediction = if guidance {
-                let rows = latents.dim(0)?;
-                let unconditional = prediction.narrow(0, 0, rows)?;
-                let conditional = prediction.narrow(0, rows, rows)?;
-                (&unconditional + ((conditional - &unconditional)? * request.guidance)?)?
-            } else {
-                prediction
-            };
-            latents = scheduler.step(&prediction, index, &latents, &mut generator)?;
-            on_step(&Progress {
-                step: index + 1,
-                total: timesteps.len(),
-                timestep: *timestep,
-                latents: &latents,
-            });
-        }
+        let latents = denoise(
+            &self.unet,
+            scheduler.as_mut(),
+            &mut generator,
+            initial,
+            request.guidance,
+            conditioning,
+            on_step,
+            cancel,
+        )?;
         timings.denoising = started.elapsed().as_secs_f64();
-
-        let started = Instant::now();
-        let mel = self.decode_latents(&latents)?;
-        timings.vae_decode = started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        let audio = self.vocoder.forward(&mel)?.to_dtype(DType::F32)?;
-        timings.vocoder = started.elapsed().as_secs_f64();
-
-        let samples = audio.dim(1)?.min(length.samples);
-        let waveforms = audio.narrow(1, 0, samples)?.to_vec2::<f32>()?;
+        let waveforms = self.decoder.waveforms(&latents, &length, &mut timings)?;
         Ok(Clip {
             waveforms,
             sample_rate: self.sample_rate(),
@@ -332,20 +266,11 @@ impl AudioLdm2Pipeline {
         })
     }
 
-    /// VAE decode of scaled latents to mel frames (batch, frames, bins).
-    pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
-        let scaled = (latents / self.vae_config.scaling_factor)?;
-        Ok(self.vae.decode(&scaled)?.squeeze(1)?)
-    }
-
-    pub fn unet(&self) -> &AudioLdm2UNet {
+    pub fn unet(&self) -> &UNet2DConditionModel {
         &self.unet
     }
-    pub fn vae(&self) -> &VaeDecoder {
-        &self.vae
-    }
-    pub fn vocoder(&self) -> &HifiGan {
-        &self.vocoder
+    pub fn decoder(&self) -> &AudioDecoder {
+        &self.decoder
     }
     pub fn clap(&self) -> &ClapTextModel {
         &self.clap
@@ -365,28 +290,4 @@ impl AudioLdm2Pipeline {
     pub fn t5_tokenizer(&self) -> &TextTokenizer {
         &self.t5_tokenizer
     }
-}
-
-/// Checks the parts of a request that do not depend on the model.
-pub fn validate(request: &Request) -> Result<()> {
-    if request.prompt.trim().is_empty() {
-        return Err(FoleyError::InvalidRequest("the prompt is empty".into()));
-    }
-    if request.steps == 0 {
-        return Err(FoleyError::InvalidRequest(
-            "steps must be at least 1".into(),
-        ));
-    }
-    if !request.guidance.is_finite() || request.guidance < 0.0 {
-        return Err(FoleyError::InvalidRequest(format!(
-            "guidance must be a finite number ≥ 0, got {}",
-            request.guidance
-        )));
-    }
-    if request.waveforms != 1 {
-        return Err(FoleyError::Unsupported(
-            "more than one waveform per prompt (CLAP ranking) is not available yet".into(),
-        ));
-    }
-    Ok(())
 }

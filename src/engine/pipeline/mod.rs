@@ -3,6 +3,7 @@
 
 pub mod audioldm2;
 mod length;
+pub mod stages;
 
 pub use audioldm2::AudioLdm2Pipeline;
 pub use length::AudioLength;
@@ -14,6 +15,7 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::engine::schedulers::SchedulerKind;
+use crate::error::{FoleyError, Result};
 
 /// Everything that determines a generation (with the weights, it fixes the output).
 #[derive(Debug, Clone)]
@@ -41,7 +43,7 @@ pub struct Progress<'a> {
     /// Steps finished so far (1-based).
     pub step: usize,
     pub total: usize,
-    pub timestep: u32,
+    pub timestep: f64,
     pub latents: &'a Tensor,
 }
 
@@ -81,4 +83,28 @@ pub struct Clip {
     pub timings: Timings,
     /// Things the user should know, e.g. that the prompt was truncated.
     pub warnings: Vec<String>,
+}
+
+/// Checks the parts of a request that do not depend on the model.
+pub fn validate(request: &Request) -> Result<()> {
+    if request.prompt.trim().is_empty() {
+        return Err(FoleyError::InvalidRequest("the prompt is empty".into()));
+    }
+    if request.steps == 0 {
+        return Err(FoleyError::InvalidRequest(
+            "steps must be at least 1".into(),
+        ));
+    }
+    if !request.guidance.is_finite() || request.guidance < 0.0 {
+        return Err(FoleyError::InvalidRequest(format!(
+            "guidance must be a finite number ≥ 0, got {}",
+            request.guidance
+        )));
+    }
+    if request.waveforms != 1 {
+        return Err(FoleyError::Unsupported(
+            "more than one waveform per prompt (CLAP ranking) is not available yet".into(),
+        ));
+    }
+    Ok(())
 }

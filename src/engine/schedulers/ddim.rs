@@ -109,8 +109,11 @@ fn ddim_timesteps(spacing: &str, train: usize, steps: usize, offset: u32) -> Res
 }
 
 impl Scheduler for DdimScheduler {
-    fn timesteps(&self) -> &[u32] {
-        &self.timesteps
+    fn timesteps(&self) -> Vec<f64> {
+        self.timesteps
+            .iter()
+            .map(|&timestep| timestep as f64)
+            .collect()
     }
 
     fn init_noise_sigma(&self) -> f64 {

@@ -119,8 +119,11 @@ fn alpha_sigma_lambda(sigma: f32) -> (f32, f32, f32) {
 }
 
 impl Scheduler for DpmSolverMultistepScheduler {
-    fn timesteps(&self) -> &[u32] {
-        &self.timesteps
+    fn timesteps(&self) -> Vec<f64> {
+        self.timesteps
+            .iter()
+            .map(|&timestep| timestep as f64)
+            .collect()
     }
 
     fn init_noise_sigma(&self) -> f64 {

@@ -16,7 +16,8 @@ use crate::error::{FoleyError, Result};
 
 /// One denoising scheduler; `timesteps()` are visited in order, one `step` each.
 pub trait Scheduler: Send {
-    fn timesteps(&self) -> &[u32];
+    /// The UNet timestep of each step (fractional for the interpolating schedulers).
+    fn timesteps(&self) -> Vec<f64>;
     /// Factor applied to the initial noise.
     fn init_noise_sigma(&self) -> f64;
     /// Scaling applied to the UNet input at `step_index`.

@@ -105,8 +105,14 @@ pub struct UNetConfig {
     pub use_linear_projection: bool,
     #[serde(default)]
     pub only_cross_attention: serde_json::Value,
+    /// `simple_projection` (AudioLDM, MusicLDM): a linear map of the CLAP vector.
     #[serde(default)]
     pub class_embed_type: Option<String>,
+    #[serde(default)]
+    pub projection_class_embeddings_input_dim: Option<usize>,
+    /// Whether the class embedding is concatenated to (rather than added to) the time embedding.
+    #[serde(default)]
+    pub class_embeddings_concat: bool,
     #[serde(default)]
     pub num_class_embeds: Option<usize>,
     #[serde(default = "default_shift")]
@@ -131,8 +137,15 @@ impl UNetConfig {
         if self.use_linear_projection {
             problems.push("use_linear_projection=true".to_string());
         }
-        if self.class_embed_type.is_some() || self.num_class_embeds.is_some() {
-            problems.push("class embeddings".to_string());
+        if self.num_class_embeds.is_some() {
+            problems.push("num_class_embeds".to_string());
+        }
+        match self.class_embed_type.as_deref() {
+            None => {}
+            Some("simple_projection") if self.projection_class_embeddings_input_dim.is_some() => {}
+            Some("simple_projection") => problems
+                .push("simple_projection without projection_class_embeddings_input_dim".into()),
+            Some(other) => problems.push(format!("class_embed_type={other}")),
         }
         if self.resnet_time_scale_shift != "default" {
             problems.push(format!(

@@ -1,5 +1,6 @@
-//! `AudioLDM2UNet2DConditionModel`: a UNet whose attention layers hold several transformers,
-//! routed by position to the GPT-2 context or the T5 context.
+//! diffusers' conditional UNets in one model: `UNet2DConditionModel` as AudioLDM and MusicLDM
+//! use it (a CLAP class embedding, no context) and `AudioLDM2UNet2DConditionModel`, whose
+//! attention layers hold several transformers routed by position to the GPT-2 or T5 context.
 
 mod attention;
 mod blocks;
@@ -68,22 +69,25 @@ impl TimestepEmbedding {
     }
 }
 
-/// The conditioning the AudioLDM 2 UNet takes besides the noisy latents.
-#[derive(Debug, Clone, Copy)]
+/// The conditioning a UNet takes besides the noisy latents.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct UNetConditioning<'a> {
-    /// GPT-2 generated embeddings (batch, 8, language_model_dim).
-    pub generated: &'a Tensor,
+    /// AudioLDM 2: GPT-2 generated embeddings (batch, 8, language_model_dim).
+    pub generated: Option<&'a Tensor>,
     /// T5 hidden states (batch, tokens, t5_dim).
     pub text: Option<&'a Tensor>,
     /// T5 attention mask (batch, tokens) of 0/1.
     pub text_mask: Option<&'a Tensor>,
+    /// AudioLDM / MusicLDM: the CLAP text vector (batch, projection_dim).
+    pub class_labels: Option<&'a Tensor>,
 }
 
 #[derive(Debug)]
-pub struct AudioLdm2UNet {
+pub struct UNet2DConditionModel {
     config: UNetConfig,
     conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
+    class_embedding: Option<Linear>,
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
     up_blocks: Vec<UpBlock>,
@@ -91,7 +95,7 @@ pub struct AudioLdm2UNet {
     conv_out: Conv2d,
 }
 
-impl AudioLdm2UNet {
+impl UNet2DConditionModel {
     pub fn new(config: &UNetConfig, vb: VarBuilder) -> Result<Self> {
         config.check_supported().map_err(candle_core::Error::msg)?;
         let blocks = config.block_out_channels.len();
@@ -117,10 +121,16 @@ impl AudioLdm2UNet {
         };
         let channels = &config.block_out_channels;
         let time_dim = channels[0] * 4;
+        let class_embedding = config
+            .projection_class_embeddings_input_dim
+            .filter(|_| config.class_embed_type.is_some())
+            .map(|input| linear(input, time_dim, vb.pp("class_embedding")))
+            .transpose()?;
+        let concat = class_embedding.is_some() && config.class_embeddings_concat;
         let shape = BlockShape {
             groups: config.norm_num_groups,
             eps: config.norm_eps,
-            temb_channels: time_dim,
+            temb_channels: if concat { 2 * time_dim } else { time_dim },
         };
 
         let mut down_blocks = Vec::with_capacity(blocks);
@@ -175,6 +185,7 @@ impl AudioLdm2UNet {
             config: config.clone(),
             conv_in: conv2d(config.in_channels, channels[0], 3, 1, 1, vb.pp("conv_in"))?,
             time_embedding: TimestepEmbedding::new(channels[0], time_dim, vb.pp("time_embedding"))?,
+            class_embedding,
             down_blocks,
             mid_block,
             up_blocks,
@@ -213,16 +224,27 @@ impl AudioLdm2UNet {
             sample.device(),
         )?
         .to_dtype(dtype)?;
-        let temb = self.time_embedding.forward(&features)?;
+        let mut temb = self.time_embedding.forward(&features)?;
+        if let Some(class_embedding) = &self.class_embedding {
+            let labels = conditioning.class_labels.ok_or_else(|| {
+                candle_core::Error::msg("this UNet needs class labels (the CLAP text vector)")
+            })?;
+            let class_emb = class_embedding.forward(&labels.to_dtype(dtype)?)?;
+            temb = if self.config.class_embeddings_concat {
+                Tensor::cat(&[&temb, &class_emb], 1)?
+            } else {
+                (temb + class_emb)?
+            };
+        }
 
         let text_bias = conditioning
             .text_mask
             .map(|mask| mask_to_bias(mask, -10000.0, dtype)?.unsqueeze(1))
             .transpose()?;
-        // diffusers falls back to the GPT-2 context when no T5 context is given.
-        let secondary = conditioning.text.or(Some(conditioning.generated));
+        // diffusers falls back to the first context when no second one is given.
+        let secondary = conditioning.text.or(conditioning.generated);
         let contexts = Contexts {
-            primary: Some(conditioning.generated),
+            primary: conditioning.generated,
             primary_bias: None,
             secondary,
             secondary_bias: text_bias.as_ref(),

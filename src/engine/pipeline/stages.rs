@@ -1,0 +1,169 @@
+//! The stages every pipeline shares: the seed's initial latents, the guided denoising loop and
+//! the VAE + vocoder tail that turns latents into trimmed waveforms.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::{AudioLength, CancelFlag, Progress, Timings};
+use crate::engine::models::hifigan::{HifiGan, HifiGanConfig};
+use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning, UNetConfig};
+use crate::engine::models::vae::{VaeConfig, VaeDecoder};
+use crate::engine::noise::TorchGenerator;
+use crate::engine::schedulers::Scheduler;
+use crate::engine::weights::Component;
+use crate::error::{FoleyError, Result};
+
+/// Loads `unet/`, rejecting configs with options Foley does not implement.
+pub(crate) fn load_unet(
+    root: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<UNet2DConditionModel> {
+    let dir = Component::new(root, "unet")?;
+    let config: UNetConfig = dir.config()?;
+    config
+        .check_supported()
+        .map_err(|reason| FoleyError::BadConfig {
+            path: dir.config_path(),
+            reason,
+        })?;
+    dir.build(dtype, device, |vb| UNet2DConditionModel::new(&config, vb))
+}
+
+/// VAE decoder and vocoder: latents → mel → waveform.
+pub struct AudioDecoder {
+    pub vae: VaeDecoder,
+    pub vae_config: VaeConfig,
+    pub vocoder: HifiGan,
+}
+
+impl AudioDecoder {
+    pub(crate) fn load(root: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let vae_dir = Component::new(root, "vae")?;
+        let vae_config: VaeConfig = vae_dir.config()?;
+        let vae = vae_dir.build(dtype, device, |vb| VaeDecoder::new(&vae_config, vb))?;
+        let vocoder_dir = Component::new(root, "vocoder")?;
+        let vocoder_config: HifiGanConfig = vocoder_dir.config()?;
+        if !vocoder_config
+            .model_in_dim
+            .is_multiple_of(vae_config.scale_factor())
+        {
+            return Err(FoleyError::BadConfig {
+                path: vocoder_dir.config_path(),
+                reason: "model_in_dim is not a multiple of the VAE scale factor".into(),
+            });
+        }
+        let vocoder = vocoder_dir.build(dtype, device, |vb| HifiGan::new(&vocoder_config, vb))?;
+        Ok(Self {
+            vae,
+            vae_config,
+            vocoder,
+        })
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.vocoder.config().sampling_rate
+    }
+
+    /// The length a requested duration maps to; `sample_size` is the UNet's (latent rows).
+    pub fn audio_length(&self, duration: Option<f64>, sample_size: usize) -> Result<AudioLength> {
+        let vocoder = self.vocoder.config();
+        let seconds_per_frame = vocoder.upsample_factor() as f64 / vocoder.sampling_rate as f64;
+        let scale = self.vae_config.scale_factor();
+        AudioLength::resolve(
+            duration,
+            seconds_per_frame,
+            scale,
+            sample_size * scale,
+            vocoder.sampling_rate,
+        )
+    }
+
+    /// `prepare_latents`: the seed's `torch.randn` of shape (waveforms, channels, rows, bins/scale).
+    pub(crate) fn initial_latents(
+        &self,
+        generator: &mut TorchGenerator,
+        waveforms: usize,
+        channels: usize,
+        length: &AudioLength,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let width = self.vocoder.config().model_in_dim / self.vae_config.scale_factor();
+        let shape = (waveforms, channels, length.latent_height, width);
+        let noise = generator.randn_f32(waveforms * channels * length.latent_height * width);
+        Ok(Tensor::from_vec(noise, shape, device)?.to_dtype(dtype)?)
+    }
+
+    /// VAE decode of scaled latents to mel frames (batch, frames, bins).
+    pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
+        let scaled = (latents / self.vae_config.scaling_factor)?;
+        Ok(self.vae.decode(&scaled)?.squeeze(1)?)
+    }
+
+    /// Latents to waveforms trimmed to the requested length, timing both stages.
+    pub(crate) fn waveforms(
+        &self,
+        latents: &Tensor,
+        length: &AudioLength,
+        timings: &mut Timings,
+    ) -> Result<Vec<Vec<f32>>> {
+        let started = Instant::now();
+        let mel = self.decode_latents(latents)?;
+        timings.vae_decode = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let audio = self.vocoder.forward(&mel)?.to_dtype(DType::F32)?;
+        timings.vocoder = started.elapsed().as_secs_f64();
+        let samples = audio.dim(1)?.min(length.samples);
+        Ok(audio.narrow(1, 0, samples)?.to_vec2::<f32>()?)
+    }
+}
+
+/// The denoising loop of all three pipelines. With `guidance > 1` the UNet sees the batch
+/// `[latents; latents]` against `[negative; positive]` conditioning and the two halves are
+/// combined as `uncond + guidance · (cond − uncond)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn denoise(
+    unet: &UNet2DConditionModel,
+    scheduler: &mut dyn Scheduler,
+    generator: &mut TorchGenerator,
+    initial: Tensor,
+    guidance: f64,
+    conditioning: UNetConditioning,
+    on_step: &mut dyn FnMut(&Progress),
+    cancel: &CancelFlag,
+) -> Result<Tensor> {
+    let guided = guidance > 1.0;
+    let mut latents = (initial * scheduler.init_noise_sigma())?;
+    let timesteps = scheduler.timesteps();
+    for (index, timestep) in timesteps.iter().enumerate() {
+        if cancel.is_cancelled() {
+            return Err(FoleyError::Cancelled);
+        }
+        let input = if guided {
+            Tensor::cat(&[&latents, &latents], 0)?
+        } else {
+            latents.clone()
+        };
+        let input = scheduler.scale_model_input(input, index)?;
+        let prediction = unet.forward(&input, *timestep, conditioning)?;
+        let prediction = if guided {
+            let rows = latents.dim(0)?;
+            let unconditional = prediction.narrow(0, 0, rows)?;
+            let conditional = prediction.narrow(0, rows, rows)?;
+            (&unconditional + ((conditional - &unconditional)? * guidance)?)?
+        } else {
+            prediction
+        };
+        latents = scheduler.step(&prediction, index, &latents, generator)?;
+        on_step(&Progress {
+            step: index + 1,
+            total: timesteps.len(),
+            timestep: *timestep,
+            latents: &latents,
+        });
+    }
+    Ok(latents)
+}
