@@ -12,7 +12,7 @@ use crate::audio::resample::resample;
 use crate::audio::wav::{WavFormat, write_wav};
 use crate::engine::device::{DeviceKind, parse_dtype};
 use crate::engine::hub::resolve_model;
-use crate::engine::pipeline::{AudioLdm2Pipeline, CancelFlag, Request, validate};
+use crate::engine::pipeline::{CancelFlag, Pipeline, Request, validate};
 use crate::engine::schedulers::SchedulerKind;
 
 #[derive(Debug, Parser)]
@@ -47,13 +47,14 @@ pub struct GenerateArgs {
     /// Random seed; equal to torch.Generator("cpu").manual_seed(seed). Random when omitted.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 200)]
-    pub steps: usize,
-    /// Classifier-free guidance scale (off at or below 1).
-    #[arg(long, default_value_t = 3.5, allow_negative_numbers = true)]
-    pub guidance: f64,
-    /// Length in seconds; the model's default (10.24 s for AudioLDM 2) when omitted.
+    /// Denoising steps [default: the model family's: AudioLDM 10, MusicLDM and AudioLDM 2 200].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale, off at or below 1 [default: AudioLDM 2.5, MusicLDM 2.0,
+    /// AudioLDM 2 3.5].
+    #[arg(long, allow_negative_numbers = true)]
+    pub guidance: Option<f64>,
+    /// Length in seconds [default: the model's: 5.12 s for AudioLDM, 10.24 s for the others].
     #[arg(long, allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Noise scheduler: ddim or dpm++2m.
@@ -132,12 +133,13 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let dtype = parse_dtype(&args.dtype)?;
     let format: WavFormat = args.format.parse()?;
     let output_rate = parse_sample_rate(&args.sample_rate)?;
-    let request = Request {
+    // Model-independent checks first, so a typo costs no loading time.
+    let mut request = Request {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
         seed: args.seed.unwrap_or_else(random_seed),
-        steps: args.steps,
-        guidance: args.guidance,
+        steps: args.steps.unwrap_or(1),
+        guidance: args.guidance.unwrap_or(0.0),
         duration: args.duration,
         scheduler,
         waveforms: args.waveforms,
@@ -147,8 +149,11 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let model_dir = resolve_model(&args.model)?;
-    let pipeline = AudioLdm2Pipeline::load(&model_dir, &device.open()?, dtype)?;
+    let pipeline = Pipeline::load(&model_dir, &device.open()?, dtype)?;
     let load_seconds = started.elapsed().as_secs_f64();
+    let (default_steps, default_guidance) = pipeline.defaults();
+    request.steps = args.steps.unwrap_or(default_steps);
+    request.guidance = args.guidance.unwrap_or(default_guidance);
     // Fail on the duration before encoding any text.
     pipeline.audio_length(request.duration)?;
 
@@ -195,6 +200,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
             "seed": clip.seed,
             "settings": {
                 "model": args.model,
+                "family": pipeline.name(),
                 "prompt": request.prompt,
                 "negative_prompt": request.negative_prompt,
                 "steps": request.steps,

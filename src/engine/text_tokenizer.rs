@@ -70,7 +70,8 @@ impl TextTokenizer {
     /// Encodes with special tokens, truncated to `max_length` and, if `pad_to` is given, padded
     /// (or truncated) to exactly that length.
     pub fn encode(&self, text: &str, pad_to: Option<usize>) -> Result<Encoded> {
-        let limit = pad_to.unwrap_or(self.max_length).min(self.max_length);
+        // diffusers passes an explicit max_length (the pad length) when it pads.
+        let limit = pad_to.unwrap_or(self.max_length);
         let full = self.encode_with_limit(text, None)?;
         let (ids, truncated) = if full.len() > limit {
             (self.encode_with_limit(text, Some(limit))?, true)

@@ -189,6 +189,19 @@ impl ModelIndex {
         })
     }
 
+    /// Errors unless the pipeline class is one of `expected`.
+    pub fn expect_class(&self, root: &Path, expected: &[&str]) -> Result<()> {
+        if expected.contains(&self.class_name.as_str()) {
+            return Ok(());
+        }
+        Err(FoleyError::Unsupported(format!(
+            "{} holds a {}, expected {}",
+            root.display(),
+            self.class_name,
+            expected.join(" or ")
+        )))
+    }
+
     /// The class of a component, e.g. `GPT2Model` for `language_model`.
     pub fn component_class(&self, name: &str) -> Option<&str> {
         self.components.get(name)?.get(1)?.as_str()

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::stages::{AudioDecoder, denoise, load_unet};
+use super::stages::{AudioDecoder, denoise, load_clap_text, load_unet};
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings, validate};
-use crate::engine::models::clap_text::{ClapConfig, ClapTextModel};
+use crate::engine::models::clap_text::ClapTextModel;
 use crate::engine::models::gpt2::{Gpt2Config, Gpt2Model};
 use crate::engine::models::projection::{ProjectionConfig, ProjectionModel};
 use crate::engine::models::t5::{T5Config, T5Encoder};
@@ -50,13 +50,17 @@ impl AudioLdm2Pipeline {
     /// Loads a diffusers-layout `AudioLDM2Pipeline` directory onto `device` in `dtype`.
     pub fn load(root: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let index = ModelIndex::load(root)?;
-        if index.class_name != "AudioLDM2Pipeline" {
-            return Err(FoleyError::Unsupported(format!(
-                "{} holds a {}, not an AudioLDM2Pipeline",
-                root.display(),
-                index.class_name
-            )));
-        }
+        index.expect_class(root, &["AudioLDM2Pipeline"])?;
+        Self::from_index(root, &index, device, dtype)
+    }
+
+    /// Loads the components once `model_index.json` has been read.
+    pub(crate) fn from_index(
+        root: &Path,
+        index: &ModelIndex,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         if let Some(class) = index.component_class("text_encoder_2")
             && class != "T5EncoderModel"
         {
@@ -66,15 +70,7 @@ impl AudioLdm2Pipeline {
         }
         let component = |name: &str| Component::new(root, name);
 
-        let text_encoder = component("text_encoder")?;
-        let clap_config: ClapConfig = text_encoder.config()?;
-        let clap_text_config = clap_config.text().map_err(|reason| FoleyError::BadConfig {
-            path: text_encoder.config_path(),
-            reason,
-        })?;
-        let clap = text_encoder.build(dtype, device, |vb| {
-            ClapTextModel::new(&clap_text_config, vb)
-        })?;
+        let (clap, _) = load_clap_text(root, dtype, device)?;
 
         let text_encoder_2 = component("text_encoder_2")?;
         let t5_config: T5Config = text_encoder_2.config()?;

@@ -1,12 +1,20 @@
 //! Pipelines and the types they share with the CLI, the studio and the benchmarks:
 //! request → progress events → clip, with cancellation between steps.
 
+pub mod audioldm;
 pub mod audioldm2;
 mod length;
 pub mod stages;
 
+pub use audioldm::{AudioLdmPipeline, ClapFamily};
 pub use audioldm2::AudioLdm2Pipeline;
 pub use length::AudioLength;
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+
+use crate::engine::weights::ModelIndex;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +24,75 @@ use serde::Serialize;
 
 use crate::engine::schedulers::SchedulerKind;
 use crate::error::{FoleyError, Result};
+
+/// Any supported pipeline, chosen by `model_index.json`'s class.
+pub enum Pipeline {
+    /// AudioLDM or MusicLDM.
+    AudioLdm(Box<AudioLdmPipeline>),
+    AudioLdm2(Box<AudioLdm2Pipeline>),
+}
+
+impl Pipeline {
+    pub fn load(root: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let index = ModelIndex::load(root)?;
+        match index.class_name.as_str() {
+            "AudioLDMPipeline" | "MusicLDMPipeline" => Ok(Self::AudioLdm(Box::new(
+                AudioLdmPipeline::from_index(root, &index, device, dtype)?,
+            ))),
+            "AudioLDM2Pipeline" => Ok(Self::AudioLdm2(Box::new(AudioLdm2Pipeline::from_index(
+                root, &index, device, dtype,
+            )?))),
+            other => Err(FoleyError::Unsupported(format!(
+                "{} holds a {other}; Foley runs AudioLDMPipeline, MusicLDMPipeline and AudioLDM2Pipeline",
+                root.display()
+            ))),
+        }
+    }
+
+    /// The family's own diffusers defaults: (steps, guidance).
+    pub fn defaults(&self) -> (usize, f64) {
+        match self {
+            Self::AudioLdm(pipeline) => pipeline.family().defaults(),
+            Self::AudioLdm2(_) => (200, 3.5),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::AudioLdm(pipeline) => match pipeline.family() {
+                ClapFamily::AudioLdm => "AudioLDM",
+                ClapFamily::MusicLdm => "MusicLDM",
+            },
+            Self::AudioLdm2(_) => "AudioLDM 2",
+        }
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        match self {
+            Self::AudioLdm(pipeline) => pipeline.sample_rate(),
+            Self::AudioLdm2(pipeline) => pipeline.sample_rate(),
+        }
+    }
+
+    pub fn audio_length(&self, duration: Option<f64>) -> Result<AudioLength> {
+        match self {
+            Self::AudioLdm(pipeline) => pipeline.audio_length(duration),
+            Self::AudioLdm2(pipeline) => pipeline.audio_length(duration),
+        }
+    }
+
+    pub fn generate(
+        &self,
+        request: &Request,
+        on_step: &mut dyn FnMut(&Progress),
+        cancel: &CancelFlag,
+    ) -> Result<Clip> {
+        match self {
+            Self::AudioLdm(pipeline) => pipeline.generate(request, on_step, cancel),
+            Self::AudioLdm2(pipeline) => pipeline.generate(request, on_step, cancel),
+        }
+    }
+}
 
 /// Everything that determines a generation (with the weights, it fixes the output).
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::{AudioLength, CancelFlag, Progress, Timings};
+use crate::engine::models::clap_text::{ClapConfig, ClapTextConfig, ClapTextModel};
 use crate::engine::models::hifigan::{HifiGan, HifiGanConfig};
 use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning, UNetConfig};
 use crate::engine::models::vae::{VaeConfig, VaeDecoder};
@@ -166,4 +167,20 @@ pub(crate) fn denoise(
         });
     }
     Ok(latents)
+}
+
+/// Loads `text_encoder/` (a `ClapModel` or `ClapTextModelWithProjection`) with its text config.
+pub(crate) fn load_clap_text(
+    root: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<(ClapTextModel, ClapTextConfig)> {
+    let dir = Component::new(root, "text_encoder")?;
+    let config: ClapConfig = dir.config()?;
+    let text = config.text().map_err(|reason| FoleyError::BadConfig {
+        path: dir.config_path(),
+        reason,
+    })?;
+    let model = dir.build(dtype, device, |vb| ClapTextModel::new(&text, vb))?;
+    Ok((model, text))
 }

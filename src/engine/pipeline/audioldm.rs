@@ -1,0 +1,220 @@
+//! diffusers' `AudioLDMPipeline` and `MusicLDMPipeline`: one CLAP text vector conditions the UNet
+//! through its class embedding (there is no cross-attention context), then VAE and HiFi-GAN.
+//! The two differ only in how the CLAP vector is obtained (`ClapTextModelWithProjection` plus
+//! `F.normalize` vs `ClapModel.get_text_features`, the same numbers) and in their defaults.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::stages::{AudioDecoder, denoise, load_clap_text, load_unet};
+use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings, validate};
+use crate::engine::models::clap_text::ClapTextModel;
+use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning};
+use crate::engine::noise::TorchGenerator;
+use crate::engine::schedulers::SchedulerConfig;
+use crate::engine::text_tokenizer::TextTokenizer;
+use crate::engine::weights::ModelIndex;
+use crate::error::{FoleyError, Result};
+
+/// Which of the two CLAP-conditioned pipelines a directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClapFamily {
+    AudioLdm,
+    MusicLdm,
+}
+
+impl ClapFamily {
+    /// `num_inference_steps` and `guidance_scale` defaults of the diffusers `__call__`.
+    pub fn defaults(self) -> (usize, f64) {
+        match self {
+            Self::AudioLdm => (10, 2.5),
+            Self::MusicLdm => (200, 2.0),
+        }
+    }
+}
+
+pub struct AudioLdmPipeline {
+    family: ClapFamily,
+    tokenizer: TextTokenizer,
+    clap: ClapTextModel,
+    /// Width of the CLAP vector; diffusers pads the negative prompt to this many tokens.
+    projection_dim: usize,
+    unet: UNet2DConditionModel,
+    decoder: AudioDecoder,
+    scheduler_config: SchedulerConfig,
+    device: Device,
+    dtype: DType,
+}
+
+impl AudioLdmPipeline {
+    /// Loads a diffusers-layout `AudioLDMPipeline` or `MusicLDMPipeline` directory.
+    pub fn load(root: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let index = ModelIndex::load(root)?;
+        index.expect_class(root, &["AudioLDMPipeline", "MusicLDMPipeline"])?;
+        Self::from_index(root, &index, device, dtype)
+    }
+
+    pub(crate) fn from_index(
+        root: &Path,
+        index: &ModelIndex,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let family = if index.class_name == "MusicLDMPipeline" {
+            ClapFamily::MusicLdm
+        } else {
+            ClapFamily::AudioLdm
+        };
+        let (clap, text_config) = load_clap_text(root, dtype, device)?;
+        let projection_dim = text_config.projection_dim.unwrap_or(512);
+        let unet = load_unet(root, dtype, device)?;
+        if unet.config().class_embed_type.is_none() {
+            return Err(FoleyError::BadConfig {
+                path: root.join("unet/config.json"),
+                reason: "the UNet has no class embedding for the CLAP vector".into(),
+            });
+        }
+        Ok(Self {
+            family,
+            tokenizer: TextTokenizer::load(&root.join("tokenizer"), 512)?,
+            clap,
+            projection_dim,
+            unet,
+            decoder: AudioDecoder::load(root, dtype, device)?,
+            scheduler_config: SchedulerConfig::load(&root.join("scheduler/scheduler_config.json"))?,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    pub fn family(&self) -> ClapFamily {
+        self.family
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.decoder.sample_rate()
+    }
+
+    pub fn scheduler_config(&self) -> &SchedulerConfig {
+        &self.scheduler_config
+    }
+
+    pub fn audio_length(&self, duration: Option<f64>) -> Result<AudioLength> {
+        let sample_size = self.unet.config().sample_size.unwrap_or(128);
+        self.decoder.audio_length(duration, sample_size)
+    }
+
+    /// The normalised CLAP vector of one text, tokenised to `length` tokens.
+    fn embed(&self, text: &str, length: usize, warnings: &mut Vec<String>) -> Result<Tensor> {
+        let tokens = self.tokenizer.encode(text, Some(length))?;
+        if tokens.truncated && length == self.tokenizer.max_length {
+            warnings.push(format!(
+                "the text \"{text}\" is longer than CLAP's {} tokens; its end was ignored",
+                self.tokenizer.max_length
+            ));
+        }
+        Ok(self
+            .clap
+            .text_features(&[tokens.ids], &[tokens.mask], &self.device)?)
+    }
+
+    /// `_encode_prompt`: (batch, projection_dim), `[negative; positive]` with guidance.
+    pub fn encode_prompt(
+        &self,
+        prompt: &str,
+        negative_prompt: Option<&str>,
+        guidance: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<Tensor> {
+        let positive = self.embed(prompt, self.tokenizer.max_length, warnings)?;
+        if !guidance {
+            return Ok(positive);
+        }
+        // diffusers pads the negative prompt to `prompt_embeds.shape[1]`, the CLAP width.
+        let negative = self.embed(
+            negative_prompt.unwrap_or(""),
+            self.projection_dim,
+            &mut Vec::new(),
+        )?;
+        Ok(Tensor::cat(&[&negative, &positive], 0)?)
+    }
+
+    pub fn generate(
+        &self,
+        request: &Request,
+        on_step: &mut dyn FnMut(&Progress),
+        cancel: &CancelFlag,
+    ) -> Result<Clip> {
+        validate(request)?;
+        let length = self.audio_length(request.duration)?;
+        let mut timings = Timings::default();
+        let mut warnings = Vec::new();
+
+        let started = Instant::now();
+        let class_labels = self
+            .encode_prompt(
+                &request.prompt,
+                request.negative_prompt.as_deref(),
+                request.guidance > 1.0,
+                &mut warnings,
+            )?
+            .to_dtype(self.dtype)?;
+        timings.text_encoding = started.elapsed().as_secs_f64();
+        if cancel.is_cancelled() {
+            return Err(FoleyError::Cancelled);
+        }
+
+        let started = Instant::now();
+        let mut scheduler = request
+            .scheduler
+            .build(&self.scheduler_config, request.steps)?;
+        let mut generator = TorchGenerator::new(request.seed);
+        let initial = self.decoder.initial_latents(
+            &mut generator,
+            request.waveforms,
+            self.unet.config().in_channels,
+            &length,
+            &self.device,
+            self.dtype,
+        )?;
+        let conditioning = UNetConditioning {
+            class_labels: Some(&class_labels),
+            ..Default::default()
+        };
+        let latents = denoise(
+            &self.unet,
+            scheduler.as_mut(),
+            &mut generator,
+            initial,
+            request.guidance,
+            conditioning,
+            on_step,
+            cancel,
+        )?;
+        timings.denoising = started.elapsed().as_secs_f64();
+        let waveforms = self.decoder.waveforms(&latents, &length, &mut timings)?;
+        Ok(Clip {
+            waveforms,
+            sample_rate: self.sample_rate(),
+            seed: request.seed,
+            duration: length.seconds,
+            timings,
+            warnings,
+        })
+    }
+
+    pub fn unet(&self) -> &UNet2DConditionModel {
+        &self.unet
+    }
+    pub fn decoder(&self) -> &AudioDecoder {
+        &self.decoder
+    }
+    pub fn clap(&self) -> &ClapTextModel {
+        &self.clap
+    }
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+}
