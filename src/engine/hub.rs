@@ -1,70 +1,171 @@
-//! Resolves `--model`: a local diffusers directory, or a Hugging Face repository id that is
-//! downloaded into the standard Hugging Face cache (`HF_HOME`, `~/.cache/huggingface`).
+//! Resolves `--model`: a local diffusers directory, or a Hugging Face repository id fetched into
+//! the standard Hugging Face cache (`$HF_HOME/hub`, default `~/.cache/huggingface/hub`), so
+//! models a user already downloaded with Python are reused. Downloads resume after an
+//! interruption (hf-hub keeps `.part` files); `HF_HUB_OFFLINE=1` never touches the network.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use hf_hub::{Cache, Repo};
+
 use crate::error::{FoleyError, Result};
 
-/// Checkpoints Foley knows how to run, with what they are.
-pub const KNOWN_CHECKPOINTS: &[(&str, &str)] = &[
-    ("cvssp/audioldm2", "AudioLDM 2 base: sound effects, 16 kHz"),
-    (
-        "cvssp/audioldm2-large",
-        "AudioLDM 2 large: sound effects, 16 kHz",
-    ),
-    ("cvssp/audioldm2-music", "AudioLDM 2 music, 16 kHz"),
+/// A checkpoint Foley knows how to run.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownCheckpoint {
+    pub repo: &'static str,
+    pub task: &'static str,
+    /// Parameters, in millions (model cards; components.md §3.10).
+    pub parameters_millions: u32,
+    pub license: &'static str,
+}
+
+pub const KNOWN_CHECKPOINTS: &[KnownCheckpoint] = &[
+    KnownCheckpoint {
+        repo: "cvssp/audioldm2",
+        task: "sound effects (AudioLDM 2 base)",
+        parameters_millions: 1118,
+        license: "cc-by-nc-sa-4.0",
+    },
+    KnownCheckpoint {
+        repo: "cvssp/audioldm2-large",
+        task: "sound effects (AudioLDM 2 large)",
+        parameters_millions: 1489,
+        license: "cc-by-nc-sa-4.0",
+    },
+    KnownCheckpoint {
+        repo: "cvssp/audioldm2-music",
+        task: "music (AudioLDM 2)",
+        parameters_millions: 1118,
+        license: "cc-by-nc-sa-4.0",
+    },
+    KnownCheckpoint {
+        repo: "cvssp/audioldm",
+        task: "sound effects (AudioLDM s-full)",
+        parameters_millions: 421,
+        license: "cc-by-nc-sa-4.0",
+    },
+    KnownCheckpoint {
+        repo: "cvssp/audioldm-s-full-v2",
+        task: "sound effects (AudioLDM s-full-v2)",
+        parameters_millions: 421,
+        license: "cc-by-nc-sa-4.0",
+    },
+    KnownCheckpoint {
+        repo: "cvssp/audioldm-m-full",
+        task: "sound effects (AudioLDM m-full)",
+        parameters_millions: 652,
+        license: "cc-by-nc-sa-4.0",
+    },
+    KnownCheckpoint {
+        repo: "cvssp/audioldm-l-full",
+        task: "sound effects (AudioLDM l-full)",
+        parameters_millions: 975,
+        license: "cc-by-nc-sa-4.0",
+    },
+    KnownCheckpoint {
+        repo: "ucsd-reach/musicldm",
+        task: "music (MusicLDM)",
+        parameters_millions: 490,
+        license: "cc-by-nc-sa-4.0",
+    },
 ];
 
-/// A local directory is used as is; anything shaped like `owner/name` that is not a directory
-/// is fetched from the hub.
+/// True when `HF_HUB_OFFLINE` asks for no network access (huggingface_hub's truthy values).
+pub fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|value| {
+        matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
+/// The snapshot folder of a cached repository, if its `model_index.json` is in the cache.
+pub fn cached_snapshot(repo_id: &str) -> Option<PathBuf> {
+    let cache = Cache::from_env();
+    let index = cache
+        .repo(Repo::model(repo_id.to_string()))
+        .get("model_index.json")?;
+    index.parent().map(Path::to_path_buf)
+}
+
+/// A local directory is used as is; anything shaped like `owner/name` that is not a path on
+/// this machine comes from the hub cache, downloading what is missing.
 pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     let path = Path::new(spec);
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }
+    // `models/foo` with an existing `models/` is a mistyped local path, not a repository.
+    let parent_exists = path
+        .parent()
+        .is_some_and(|parent| !parent.as_os_str().is_empty() && parent.is_dir());
+    if !looks_like_repo(spec) || parent_exists {
+        return Err(FoleyError::MissingModelDir(path.to_path_buf()));
+    }
+    if offline() {
+        return cached_snapshot(spec).ok_or_else(|| FoleyError::Download {
+            repo: spec.to_string(),
+            reason: format!(
+                "HF_HUB_OFFLINE is set and the model is not in the Hugging Face cache ({})",
+                Cache::from_env().path().display()
+            ),
+        });
+    }
+    download(spec)
+}
+
+fn looks_like_repo(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
-    let looks_like_repo = parts.len() == 2
+    parts.len() == 2
+        && !spec.starts_with('.')
         && parts.iter().all(|part| {
             !part.is_empty()
                 && part
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         })
-        && !spec.starts_with('.');
-    // `models/foo` with an existing `models/` is a mistyped local path, not a repository.
-    let parent_exists = path
-        .parent()
-        .is_some_and(|parent| !parent.as_os_str().is_empty() && parent.is_dir());
-    if !looks_like_repo || parent_exists {
-        return Err(FoleyError::MissingModelDir(path.to_path_buf()));
-    }
-    download(spec)
 }
 
-/// Files a diffusers pipeline needs: configs, tokenizers and one copy of each weight file
-/// (safetensors preferred; fp16 variants, ONNX and original checkpoints skipped).
+/// Files a diffusers pipeline needs: configs, tokenizers and one copy of each weight file.
+/// Safetensors win over `.bin`; an fp16 variant is taken only where it is all there is.
 fn needed_files(files: &[String]) -> Vec<String> {
-    let folders_with_safetensors: BTreeSet<&str> = files
+    let folder_of = |file: &str| {
+        file.rsplit_once('/')
+            .map_or("", |(folder, _)| folder)
+            .to_string()
+    };
+    let is_weight = |name: &str| name.ends_with(".safetensors") || name.ends_with(".bin");
+    let is_variant = |name: &str| name.contains(".fp16.");
+    let full_safetensors: BTreeSet<String> = files
         .iter()
-        .filter(|file| file.ends_with(".safetensors"))
-        .filter_map(|file| file.rsplit_once('/').map(|(folder, _)| folder))
+        .filter(|file| file.ends_with(".safetensors") && !is_variant(file))
+        .map(|file| folder_of(file))
+        .collect();
+    let full_weights: BTreeSet<String> = files
+        .iter()
+        .filter(|file| is_weight(file) && !is_variant(file))
+        .map(|file| folder_of(file))
         .collect();
     files
         .iter()
         .filter(|file| {
-            let (folder, name) = file.rsplit_once('/').unwrap_or(("", file.as_str()));
-            let is_variant = name.contains(".fp16.") || name.contains(".onnx");
-            let is_weight = name.ends_with(".safetensors") || name.ends_with(".bin");
-            let is_config =
-                name.ends_with(".json") || name.ends_with(".txt") || name.ends_with(".model");
-            if is_variant || folder.is_empty() && !name.ends_with(".json") {
+            let folder = folder_of(file);
+            let name = file.rsplit('/').next().unwrap_or(file);
+            if name.contains(".onnx") || name.ends_with(".ckpt") {
                 return false;
             }
-            if name.ends_with(".bin") && folders_with_safetensors.contains(folder) {
-                return false;
+            if folder.is_empty() {
+                return name == "model_index.json";
             }
-            is_weight || is_config
+            if is_weight(name) {
+                if is_variant(name) {
+                    return !full_weights.contains(&folder);
+                }
+                return !(name.ends_with(".bin") && full_safetensors.contains(&folder));
+            }
+            name.ends_with(".json") || name.ends_with(".txt") || name.ends_with(".model")
         })
         .cloned()
         .collect()
@@ -80,7 +181,17 @@ fn download(repo_id: &str) -> Result<PathBuf> {
         .build()
         .map_err(|error| failed(error.to_string()))?;
     let repo = api.model(repo_id.to_string());
-    let info = repo.info().map_err(|error| failed(error.to_string()))?;
+    let info = match repo.info() {
+        Ok(info) => info,
+        // Unreachable hub: a model fetched earlier (by Foley or Python) still works.
+        Err(error) => {
+            return cached_snapshot(repo_id).ok_or_else(|| {
+                failed(format!(
+                    "{error}; the model is not in the Hugging Face cache either"
+                ))
+            });
+        }
+    };
     let files: Vec<String> = info
         .siblings
         .into_iter()
@@ -108,7 +219,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn picks_safetensors_and_configs_only() {
+    fn picks_one_copy_of_each_weight_and_the_configs() {
         let files: Vec<String> = [
             "model_index.json",
             "README.md",
@@ -116,19 +227,23 @@ mod tests {
             "unet/diffusion_pytorch_model.safetensors",
             "unet/diffusion_pytorch_model.bin",
             "unet/diffusion_pytorch_model.fp16.safetensors",
+            "vae/diffusion_pytorch_model.fp16.safetensors",
+            "vae/config.json",
             "vocoder/pytorch_model.bin",
             "tokenizer/merges.txt",
             "tokenizer/tokenizer.json",
+            "original/model.ckpt",
         ]
         .map(String::from)
         .to_vec();
-        let picked = needed_files(&files);
         assert_eq!(
-            picked,
+            needed_files(&files),
             [
                 "model_index.json",
                 "unet/config.json",
                 "unet/diffusion_pytorch_model.safetensors",
+                "vae/diffusion_pytorch_model.fp16.safetensors",
+                "vae/config.json",
                 "vocoder/pytorch_model.bin",
                 "tokenizer/merges.txt",
                 "tokenizer/tokenizer.json",
@@ -146,5 +261,7 @@ mod tests {
             resolve_model("/tmp/definitely-missing-foley-model"),
             Err(FoleyError::MissingModelDir(_))
         ));
+        assert!(looks_like_repo("cvssp/audioldm2"));
+        assert!(!looks_like_repo("a/b/c"));
     }
 }

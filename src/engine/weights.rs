@@ -49,37 +49,42 @@ impl Component {
         read_json(&self.config_path())
     }
 
-    /// The weight files, preferring safetensors (single or sharded) over `.bin`.
+    /// The weight files in order of preference: safetensors (single or sharded), `.bin`, then a
+    /// precision variant such as `*.fp16.safetensors` when nothing else is there.
     pub fn weight_files(&self) -> Result<Vec<PathBuf>> {
-        let mut safetensors = Vec::new();
-        let mut pickles = Vec::new();
         let entries = std::fs::read_dir(&self.dir).map_err(|error| FoleyError::BadFile {
             path: self.dir.clone(),
             reason: error.to_string(),
         })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
+        // [full safetensors, full .bin, variant safetensors, variant .bin]
+        let mut groups: [Vec<PathBuf>; 4] = Default::default();
+        for path in entries.flatten().map(|entry| entry.path()) {
             let name = path
                 .file_name()
                 .and_then(|name| name.to_str())
                 .unwrap_or("");
-            // Variants such as `*.fp16.safetensors` duplicate the main file.
-            let variant = name.split('.').count() > 2 && !name.contains("-of-");
-            if name.ends_with(".safetensors") && !variant {
-                safetensors.push(path);
-            } else if name.ends_with(".bin") && !variant {
-                pickles.push(path);
-            }
+            let variant = name.contains(".fp16.") || name.contains(".bf16.");
+            let group = match (
+                name.ends_with(".safetensors"),
+                name.ends_with(".bin"),
+                variant,
+            ) {
+                (true, _, false) => 0,
+                (_, true, false) => 1,
+                (true, _, true) => 2,
+                (_, true, true) => 3,
+                _ => continue,
+            };
+            groups[group].push(path);
         }
-        safetensors.sort();
-        pickles.sort();
-        match (safetensors.is_empty(), pickles.is_empty()) {
-            (false, _) => Ok(safetensors),
-            (true, false) => Ok(pickles),
-            (true, true) => Err(FoleyError::MissingFile {
+        let mut files = groups
+            .into_iter()
+            .find(|group| !group.is_empty())
+            .ok_or_else(|| FoleyError::MissingFile {
                 path: self.dir.join("diffusion_pytorch_model.safetensors"),
-            }),
-        }
+            })?;
+        files.sort();
+        Ok(files)
     }
 
     /// Opens the weights and runs `build` on them; any missing or misshapen tensor is reported

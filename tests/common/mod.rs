@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
+use foley::engine::noise::TorchGenerator;
+use foley::engine::pipeline::{CancelFlag, Pipeline, Request};
+use foley::engine::schedulers::SchedulerKind;
 
 pub const VARIANTS: [&str; 2] = ["audioldm2-tiny", "audioldm2-tiny-deep"];
 
@@ -46,6 +49,13 @@ impl Reference {
             tensors,
             name: name.to_string(),
         }
+    }
+
+    /// How many tensors are named `{prefix}{n}` for n = 0, 1, ….
+    pub fn count_indexed(&self, prefix: &str) -> usize {
+        (0..)
+            .take_while(|n| self.has(&format!("{prefix}{n}")))
+            .count()
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -140,4 +150,119 @@ pub fn read_json(path: &std::path::Path) -> serde_json::Value {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
     serde_json::from_str(&text).unwrap()
+}
+
+/// The end-to-end tolerance on waveforms (relative L2).
+pub const WAVEFORM_TOLERANCE: f64 = 1e-4;
+
+/// One recorded diffusers generation (`e2e.json`).
+pub struct E2eCase {
+    pub name: String,
+    pub request: Request,
+    pub latent_shape: Vec<usize>,
+}
+
+pub fn e2e_cases(variant: &str) -> Vec<E2eCase> {
+    let json = read_json(&fixtures().join("reference").join(variant).join("e2e.json"));
+    let list = json.get("cases").unwrap_or(&json);
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|case| {
+            // Cases for schedulers still being ported wait until they land.
+            let name = case["scheduler"].as_str().unwrap();
+            name == "dpmpp2m" || SchedulerKind::NAMES.contains(&name)
+        })
+        .map(|case| {
+            // Older fixtures spell DPM-Solver++ as `dpmpp2m`.
+            let scheduler = match case["scheduler"].as_str().unwrap() {
+                "dpmpp2m" => "dpm++2m",
+                other => other,
+            };
+            E2eCase {
+                name: case["name"].as_str().unwrap().to_string(),
+                request: Request {
+                    prompt: case["prompt"].as_str().unwrap().to_string(),
+                    negative_prompt: case["negative_prompt"].as_str().map(str::to_string),
+                    seed: case["seed"].as_u64().unwrap(),
+                    steps: case["steps"].as_u64().unwrap() as usize,
+                    guidance: case["guidance"].as_f64().unwrap(),
+                    // `null` means the pipeline's default length was used.
+                    duration: case["audio_length_in_s_argument"].as_f64(),
+                    scheduler: scheduler
+                        .parse()
+                        .unwrap_or_else(|error| panic!("{variant}: {error}")),
+                    waveforms: 1,
+                },
+                latent_shape: case["latent_shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|dim| dim.as_u64().unwrap() as usize)
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Runs every recorded case of `variant` and compares noise (bit for bit), the latents after
+/// every UNet evaluation and the final waveform with diffusers.
+pub fn check_e2e(variant: &str, minimum_cases: usize) {
+    let pipeline = Pipeline::load(&model_dir(variant), &Device::Cpu, DType::F32)
+        .unwrap_or_else(|error| panic!("loading {variant}: {error}"));
+    let reference = Reference::load(variant, "e2e");
+    let cases = e2e_cases(variant);
+    assert!(
+        cases.len() >= minimum_cases,
+        "{variant}: expected the full case grid"
+    );
+    assert!(
+        cases.iter().any(|case| case.latent_shape[2] % 2 == 1),
+        "{variant}: no case with an odd latent height"
+    );
+    for case in cases {
+        let what = format!("{variant} {}", case.name);
+        let numel: usize = case.latent_shape.iter().product();
+        let noise = TorchGenerator::new(case.request.seed).randn_f32(numel);
+        let expected_noise = reference.values(&format!("{}.initial_noise", case.name));
+        assert!(
+            noise
+                .iter()
+                .map(|v| v.to_bits())
+                .eq(expected_noise.iter().map(|v| v.to_bits())),
+            "{what}: noise"
+        );
+
+        let mut step_errors = Vec::new();
+        let clip = pipeline
+            .generate(
+                &case.request,
+                &mut |progress| {
+                    let key = format!("{}.latents.{}", case.name, progress.step - 1);
+                    step_errors.push(relative_l2(progress.latents, &reference.f32(&key)));
+                },
+                &CancelFlag::new(),
+            )
+            .unwrap_or_else(|error| panic!("{what}: {error}"));
+        let evaluations = reference.count_indexed(&format!("{}.latents.", case.name));
+        assert_eq!(
+            step_errors.len(),
+            evaluations,
+            "{what}: one callback per UNet evaluation"
+        );
+        for (step, error) in step_errors.iter().enumerate() {
+            assert!(
+                *error <= WAVEFORM_TOLERANCE,
+                "{what}: latents after evaluation {step} off by {error:.3e}"
+            );
+        }
+        let expected = reference.values(&format!("{}.waveform", case.name));
+        assert_eq!(clip.waveforms.len(), 1);
+        let error = relative_l2_slices(&clip.waveforms[0], &expected);
+        eprintln!("parity {what} waveform: relative L2 {error:.3e}");
+        assert!(
+            error <= WAVEFORM_TOLERANCE,
+            "{what}: waveform relative L2 {error:.3e}"
+        );
+    }
 }

@@ -5,7 +5,8 @@ Run from the repository root:
 
     tools/reference/.venv/bin/python tools/reference/build_fixtures.py
 
-Everything under ``tests/fixtures/`` that this script owns is deleted and rebuilt:
+Everything under ``tests/fixtures/`` that this script owns is deleted and rebuilt (and nothing else:
+other scripts write other folders of ``tests/fixtures/reference/``):
 
 * ``tests/fixtures/audioldm2-tiny/``       the diffusers fast-test configuration (random weights)
 * ``tests/fixtures/audioldm2-tiny-deep/``  a deeper variant laid out like the real cvssp/audioldm2 repo
@@ -920,12 +921,37 @@ def dump_randn(out_dir: Path) -> None:
 VARIANTS = ["audioldm2-tiny", "audioldm2-tiny-deep"]
 
 
+# Files in reference/<variant>/ that another script writes (build_ldm1_fixtures.py: the CLAP ranking
+# reference); kept when this script clears its own outputs there.
+FOREIGN_REFERENCE_FILES = {"ranking.safetensors", "ranking.json"}
+
+
+def clear_own_outputs(fixture_dir: Path, out_dir: Path) -> None:
+    if fixture_dir.exists():
+        shutil.rmtree(fixture_dir)
+    if out_dir.exists():
+        for path in out_dir.iterdir():
+            if path.name in FOREIGN_REFERENCE_FILES:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def own_output_files() -> list[Path]:
+    """Every file this script writes (used to make them world-readable)."""
+    files = [REFERENCE / "summary.json", REFERENCE / "randn.safetensors", REFERENCE / "randn.json"]
+    for variant in VARIANTS:
+        files += [p for p in (FIXTURES / variant).rglob("*") if p.is_file()]
+        files += [p for p in (REFERENCE / variant).rglob("*") if p.is_file() and p.name not in FOREIGN_REFERENCE_FILES]
+    return files
+
+
 def build_variant(variant: str, tokenizer, tokenizer_2) -> dict:
     fixture_dir = FIXTURES / variant
     out_dir = REFERENCE / variant
-    for path in (fixture_dir, out_dir):
-        if path.exists():
-            shutil.rmtree(path)
+    clear_own_outputs(fixture_dir, out_dir)
     built = build_pipeline(variant, tokenizer, tokenizer_2)
     built.save_pretrained(fixture_dir, safe_serialization=True)
     # All references come from the pipeline as reloaded from disk, i.e. exactly what the fixture holds.
@@ -1018,9 +1044,8 @@ def main() -> None:
         },
     )
     # safetensors/diffusers write 0600 files; make the tree readable for any test user.
-    for path in FIXTURES.rglob("*"):
-        if path.is_file() and any(path.is_relative_to(FIXTURES / d) for d in [*VARIANTS, "reference"]):
-            path.chmod(0o644)
+    for path in own_output_files():
+        path.chmod(0o644)
     for s in summaries:
         print(f"{s['variant']}: default audio_length_in_s = {s['default_audio_length_in_s']}")
         for c in s["e2e"]:

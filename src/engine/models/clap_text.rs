@@ -61,10 +61,9 @@ impl ClapConfig {
             None => serde_json::from_value(serde_json::Value::Object(self.flat.clone()))
                 .map_err(|error| error.to_string())?,
         };
-        // ClapConfig's own projection_dim overrides the branch's (transformers ClapConfig.__init__).
-        if self.text_config.is_some()
-            && let Some(dim) = self.projection_dim
-        {
+        // ClapConfig's own projection_dim overrides the branch's (transformers ClapConfig.__init__);
+        // in a flat ClapTextConfig it is the text config's own key.
+        if let Some(dim) = self.projection_dim {
             text.projection_dim = Some(dim);
         }
         Ok(text)

@@ -1,0 +1,140 @@
+//! AudioLDM and MusicLDM against diffusers: CLAP text vectors, UNet with class embedding
+//! (no context), VAE (including legacy attention names), vocoder and whole generations.
+
+mod common;
+
+use candle_core::{DType, Device};
+use common::{Reference, assert_close, check_e2e, model_dir, read_json};
+use foley::engine::models::unet::UNetConditioning;
+use foley::engine::pipeline::{AudioLdmPipeline, ClapFamily};
+
+const VARIANTS: [&str; 4] = [
+    "audioldm-tiny",
+    "audioldm-tiny-deep",
+    "musicldm-tiny",
+    "musicldm-tiny-deep",
+];
+const COMPONENT_TOLERANCE: f64 = 1e-5;
+
+fn pipeline(variant: &str) -> AudioLdmPipeline {
+    AudioLdmPipeline::load(&model_dir(variant), &Device::Cpu, DType::F32)
+        .unwrap_or_else(|error| panic!("loading {variant}: {error}"))
+}
+
+#[test]
+fn families_are_recognised() {
+    for variant in VARIANTS {
+        let expected = if variant.starts_with("music") {
+            ClapFamily::MusicLdm
+        } else {
+            ClapFamily::AudioLdm
+        };
+        assert_eq!(pipeline(variant).family(), expected, "{variant}");
+    }
+}
+
+#[test]
+fn clap_text_vectors_match() {
+    for variant in VARIANTS {
+        let pipe = pipeline(variant);
+        let reference = Reference::load(variant, "text");
+        let json = read_json(
+            &common::fixtures()
+                .join("reference")
+                .join(variant)
+                .join("text.json"),
+        );
+        let prompts = json
+            .get("prompts")
+            .unwrap_or(&json)
+            .as_array()
+            .unwrap()
+            .clone();
+        for (index, prompt) in prompts.iter().enumerate() {
+            let prompt = prompt.as_str().unwrap();
+            let tokenizer = pipe.tokenizer();
+            let tokens = tokenizer
+                .encode(prompt, Some(tokenizer.max_length))
+                .unwrap();
+            assert_eq!(
+                vec![tokens.ids.clone()],
+                reference.rows(&format!("clap_ids.{index}")),
+                "{variant} ids of {prompt:?}"
+            );
+            assert_eq!(
+                vec![tokens.mask.clone()],
+                reference.rows(&format!("clap_mask.{index}")),
+                "{variant} mask of {prompt:?}"
+            );
+            let embeds = pipe
+                .clap()
+                .text_features(&[tokens.ids], &[tokens.mask], &Device::Cpu)
+                .unwrap();
+            let expected = reference.f32(&format!("text_embeds.{index}"));
+            assert_close(
+                &embeds,
+                &expected,
+                COMPONENT_TOLERANCE,
+                &format!("{variant} CLAP {index}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn unet_with_class_labels_matches() {
+    for variant in VARIANTS {
+        let pipe = pipeline(variant);
+        let reference = Reference::load(variant, "unet");
+        for case in 0..2 {
+            let sample = reference.f32(&format!("sample.{case}"));
+            let timestep = reference.ints(&format!("timestep.{case}"))[0] as f64;
+            let labels = reference.f32(&format!("class_labels.{case}"));
+            let conditioning = UNetConditioning {
+                class_labels: Some(&labels),
+                ..Default::default()
+            };
+            let out = pipe
+                .unet()
+                .forward(&sample, timestep, conditioning)
+                .unwrap();
+            let what = format!("{variant} UNet case {case} {:?}", sample.dims());
+            assert_close(
+                &out,
+                &reference.f32(&format!("out.{case}")),
+                COMPONENT_TOLERANCE,
+                &what,
+            );
+        }
+    }
+}
+
+#[test]
+fn vae_and_vocoder_match() {
+    for variant in VARIANTS {
+        let pipe = pipeline(variant);
+        let vae = Reference::load(variant, "vae");
+        let mel = pipe.decoder().vae.decode(&vae.f32("latents")).unwrap();
+        assert_close(
+            &mel,
+            &vae.f32("mel"),
+            COMPONENT_TOLERANCE,
+            &format!("{variant} VAE"),
+        );
+        let vocoder = Reference::load(variant, "vocoder");
+        let waveform = pipe.decoder().vocoder.forward(&vocoder.f32("mel")).unwrap();
+        assert_close(
+            &waveform,
+            &vocoder.f32("waveform"),
+            COMPONENT_TOLERANCE,
+            &format!("{variant} vocoder"),
+        );
+    }
+}
+
+#[test]
+fn generations_match_diffusers() {
+    for variant in VARIANTS {
+        check_e2e(variant, 8);
+    }
+}
