@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::audio::resample::resample;
 use crate::audio::wav::{WavFormat, write_wav};
 use crate::engine::device::{DeviceKind, parse_dtype};
-use crate::engine::hub::resolve_model;
+use crate::engine::hub::{KNOWN_CHECKPOINTS, cached_snapshot, resolve_model};
 use crate::engine::pipeline::{CancelFlag, Pipeline, Request, validate};
 use crate::engine::schedulers::SchedulerKind;
 
@@ -31,6 +31,15 @@ pub struct Cli {
 pub enum Command {
     /// Generate audio from a text prompt and write it as WAV.
     Generate(GenerateArgs),
+    /// List the checkpoints Foley knows, and whether each is in the Hugging Face cache.
+    Models(ModelsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Print one JSON array on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +98,7 @@ pub struct GenerateArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Generate(args)) => generate(args),
+        Some(Command::Models(args)) => models(args),
         None => Ok(()),
     }
 }
@@ -249,4 +259,47 @@ fn output_paths(out: &Path, count: usize) -> Vec<PathBuf> {
     (1..=count)
         .map(|index| out.with_file_name(format!("{stem}-{index}.{extension}")))
         .collect()
+}
+
+fn models(args: ModelsArgs) -> anyhow::Result<()> {
+    let rows: Vec<_> = KNOWN_CHECKPOINTS
+        .iter()
+        .map(|checkpoint| (checkpoint, cached_snapshot(checkpoint.repo)))
+        .collect();
+    if args.json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(checkpoint, cached)| {
+                json!({
+                    "repo": checkpoint.repo,
+                    "task": checkpoint.task,
+                    "parameters_millions": checkpoint.parameters_millions,
+                    "download_gb": checkpoint.download_gb(),
+                    "license": checkpoint.license,
+                    "cached": cached,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(());
+    }
+    println!(
+        "{:<26} {:<36} {:>7} {:>8}  {:<16} cached",
+        "model", "task", "params", "download", "license"
+    );
+    for (checkpoint, cached) in rows {
+        println!(
+            "{:<26} {:<36} {:>6}M {:>6.1}GB  {:<16} {}",
+            checkpoint.repo,
+            checkpoint.task,
+            checkpoint.parameters_millions,
+            checkpoint.download_gb(),
+            checkpoint.license,
+            cached.map_or_else(
+                || "no".to_string(),
+                |path| format!("yes ({})", path.display())
+            ),
+        );
+    }
+    Ok(())
 }

@@ -20,6 +20,13 @@ pub struct KnownCheckpoint {
     pub license: &'static str,
 }
 
+impl KnownCheckpoint {
+    /// Approximate download in GB: float32 safetensors of every parameter.
+    pub fn download_gb(&self) -> f64 {
+        self.parameters_millions as f64 * 4.0 / 1000.0
+    }
+}
+
 pub const KNOWN_CHECKPOINTS: &[KnownCheckpoint] = &[
     KnownCheckpoint {
         repo: "cvssp/audioldm2",
