@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate audio from a text prompt and write it as WAV.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// List the checkpoints Foley knows, and whether each is in the Hugging Face cache.
     Models(ModelsArgs),
 }
@@ -97,7 +97,7 @@ pub struct GenerateArgs {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Some(Command::Generate(args)) => generate(args),
+        Some(Command::Generate(args)) => generate(*args),
         Some(Command::Models(args)) => models(args),
         None => Ok(()),
     }
