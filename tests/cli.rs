@@ -219,19 +219,6 @@ fn bad_arguments_fail_cleanly() {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 fn weight_file(dir: &Path) -> PathBuf {
     std::fs::read_dir(dir)
         .unwrap()
@@ -244,7 +231,7 @@ fn weight_file(dir: &Path) -> PathBuf {
 fn broken_model_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
-    copy_dir(&model_dir(VARIANTS[0]), &model);
+    common::copy_dir(&model_dir(VARIANTS[0]), &model);
     let out = dir.path().join("x.wav");
 
     let unet_weights = weight_file(&model.join("unet"));

@@ -335,3 +335,24 @@ fn unknown_scheduler_is_a_clear_error() {
         "{error}"
     );
 }
+
+#[test]
+fn a_config_that_does_not_describe_its_weights_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    common::copy_dir(&model_dir("audioldm2-tiny-deep"), &model);
+    // One transformer block per attention instead of two: the second blocks are left over.
+    let config_path = model.join("unet/config.json");
+    let mut config = read_json(&config_path);
+    config["transformer_layers_per_block"] = serde_json::json!(1);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let error = AudioLdm2Pipeline::load(&model, &Device::Cpu, DType::F32)
+        .err()
+        .expect("mismatched config must not load")
+        .to_string();
+    assert!(
+        error.contains("unet/config.json") && error.contains("not described"),
+        "{error}"
+    );
+    assert!(error.contains("transformer_blocks.1"), "{error}");
+}

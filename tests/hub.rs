@@ -12,19 +12,6 @@ use foley::audio::wav::read_wav;
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// Puts the tiny AudioLDM 2 fixture into `hf_home` as the cached snapshot of `repo`.
 fn cache_fixture(hf_home: &Path, repo: &str) -> PathBuf {
     let folder = hf_home
@@ -33,7 +20,7 @@ fn cache_fixture(hf_home: &Path, repo: &str) -> PathBuf {
     std::fs::create_dir_all(folder.join("refs")).unwrap();
     std::fs::write(folder.join("refs/main"), COMMIT).unwrap();
     let snapshot = folder.join("snapshots").join(COMMIT);
-    copy_dir(&model_dir("audioldm2-tiny"), &snapshot);
+    common::copy_dir(&model_dir("audioldm2-tiny"), &snapshot);
     snapshot
 }
 

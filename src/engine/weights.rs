@@ -3,8 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
 use serde::de::DeserializeOwned;
 
 use crate::error::{FoleyError, Result};
@@ -88,11 +92,14 @@ impl Component {
     }
 
     /// Opens the weights and runs `build` on them; any missing or misshapen tensor is reported
-    /// with the file it should have come from.
+    /// with the file it should have come from. Every tensor in the files must be used except
+    /// those starting with one of `unused_prefixes` (parts Foley never runs, such as the VAE
+    /// encoder): a leftover tensor means the config does not describe these weights.
     pub fn build<T>(
         &self,
         dtype: DType,
         device: &Device,
+        unused_prefixes: &[&str],
         build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
     ) -> Result<T> {
         let files = self.weight_files()?;
@@ -101,29 +108,116 @@ impl Component {
             [single] => single.clone(),
             _ => self.dir.clone(),
         };
-        let vb = if files[0].extension().is_some_and(|ext| ext == "bin") {
-            VarBuilder::from_pth(&files[0], dtype, device)
+        let bad = |error: candle_core::Error| FoleyError::BadFile {
+            path: blamed.clone(),
+            reason: error.to_string(),
+        };
+        let (inner, names) = if files[0].extension().is_some_and(|ext| ext == "bin") {
+            let names: BTreeSet<String> = candle_core::pickle::PthTensors::new(&files[0], None)
+                .map_err(bad)?
+                .tensor_infos()
+                .keys()
+                .cloned()
+                .collect();
+            (
+                VarBuilder::from_pth(&files[0], dtype, device).map_err(bad)?,
+                names,
+            )
         } else {
+            let mut names = BTreeSet::new();
             for file in &files {
-                validate_safetensors(file)?;
+                names.extend(validate_safetensors(file)?);
             }
             // SAFETY: the files are memory-mapped read-only; Foley never writes model files while
             // a pipeline is loaded.
-            unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-        }
-        .map_err(|error| FoleyError::BadFile {
+            let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) };
+            (vb.map_err(bad)?, names)
+        };
+        let tracker = Tracker {
+            inner,
+            used: Default::default(),
+        };
+        let used = tracker.used.clone();
+        let model = build(VarBuilder::from_backend(
+            Box::new(tracker),
+            dtype,
+            device.clone(),
+        ))
+        .map_err(bad)?;
+        let used = used.lock().map_err(|_| FoleyError::BadFile {
             path: blamed.clone(),
-            reason: error.to_string(),
+            reason: "weight loading was interrupted".into(),
         })?;
-        build(vb).map_err(|error| FoleyError::BadFile {
-            path: blamed,
-            reason: error.to_string(),
-        })
+        let leftover: Vec<&String> = names
+            .iter()
+            .filter(|name| !used.contains(*name))
+            .filter(|name| {
+                !unused_prefixes
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+            })
+            .collect();
+        if !leftover.is_empty() {
+            let examples: Vec<&str> = leftover.iter().take(3).map(|name| name.as_str()).collect();
+            return Err(FoleyError::BadFile {
+                path: blamed,
+                reason: format!(
+                    "{} tensors are not described by {} (e.g. {}); the config and weights do not match",
+                    leftover.len(),
+                    self.config_path().display(),
+                    examples.join(", ")
+                ),
+            });
+        }
+        Ok(model)
     }
 }
 
-/// Checks the safetensors header before mapping so a truncated or foreign file gets a clear error.
-fn validate_safetensors(path: &Path) -> Result<()> {
+/// A `VarBuilder` backend that records which tensors a model asked for.
+struct Tracker {
+    inner: VarBuilder<'static>,
+    used: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Tracker {
+    fn record(&self, name: &str) {
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(name.to_string());
+        }
+    }
+}
+
+impl SimpleBackend for Tracker {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        hints: Init,
+        dtype: DType,
+        _device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.record(name);
+        self.inner.get_with_hints_dtype(shape, name, hints, dtype)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        _device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.record(name);
+        self.inner.get_unchecked_dtype(name, dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.contains_tensor(name)
+    }
+}
+
+/// Checks the safetensors header before mapping so a truncated or foreign file gets a clear
+/// error; returns the tensor names.
+fn validate_safetensors(path: &Path) -> Result<BTreeSet<String>> {
     use std::io::Read;
     let bad = |reason: String| FoleyError::BadFile {
         path: path.to_path_buf(),
@@ -149,6 +243,7 @@ fn validate_safetensors(path: &Path) -> Result<()> {
     let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
         .map_err(|error| bad(format!("corrupt safetensors header: {error}")))?;
     let data_len = length - 8 - header_len;
+    let mut names = BTreeSet::new();
     for (name, entry) in &parsed {
         if name == "__metadata__" {
             continue;
@@ -163,8 +258,9 @@ fn validate_safetensors(path: &Path) -> Result<()> {
                 "truncated: tensor {name} ends at byte {end} but the data section has {data_len}"
             )));
         }
+        names.insert(name.clone());
     }
-    Ok(())
+    Ok(names)
 }
 
 /// `model_index.json`: which class sits in each component folder.

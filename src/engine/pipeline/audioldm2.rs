@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::stages::{AudioDecoder, denoise, load_clap_text, load_unet};
+use super::stages::{AudioDecoder, GPT2_UNUSED, T5_UNUSED, denoise, load_clap_text, load_unet};
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings, validate};
 use crate::engine::models::clap_text::ClapTextModel;
 use crate::engine::models::gpt2::{Gpt2Config, Gpt2Model};
@@ -74,18 +74,21 @@ impl AudioLdm2Pipeline {
 
         let text_encoder_2 = component("text_encoder_2")?;
         let t5_config: T5Config = text_encoder_2.config()?;
-        let t5 = text_encoder_2.build(dtype, device, |vb| T5Encoder::new(&t5_config, vb))?;
+        let t5 = text_encoder_2.build(dtype, device, T5_UNUSED, |vb| {
+            T5Encoder::new(&t5_config, vb)
+        })?;
 
         let projection_dir = component("projection_model")?;
         let projection_config: ProjectionConfig = projection_dir.config()?;
-        let projection = projection_dir.build(dtype, device, |vb| {
+        let projection = projection_dir.build(dtype, device, &[], |vb| {
             ProjectionModel::new(&projection_config, vb)
         })?;
 
         let language_dir = component("language_model")?;
         let gpt2_config: Gpt2Config = language_dir.config()?;
-        let language_model =
-            language_dir.build(dtype, device, |vb| Gpt2Model::new(&gpt2_config, vb))?;
+        let language_model = language_dir.build(dtype, device, GPT2_UNUSED, |vb| {
+            Gpt2Model::new(&gpt2_config, vb)
+        })?;
 
         let unet = load_unet(root, dtype, device)?;
         let decoder = AudioDecoder::load(root, dtype, device)?;

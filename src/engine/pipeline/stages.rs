@@ -16,6 +16,25 @@ use crate::engine::schedulers::Scheduler;
 use crate::engine::weights::Component;
 use crate::error::{FoleyError, Result};
 
+/// Tensors a checkpoint may hold that text-to-audio never runs (weight loading insists that
+/// everything else is used, so a config that does not match its weights is caught).
+pub(crate) const VAE_UNUSED: &[&str] = &["encoder.", "quant_conv."];
+/// The input normalisation buffers exist even when `normalize_before` is off.
+pub(crate) const VOCODER_UNUSED: &[&str] = &["mean", "scale"];
+/// The audio branch (used only for ranking), logit scales and integer position buffers.
+pub(crate) const CLAP_TEXT_UNUSED: &[&str] = &[
+    "audio_model.",
+    "audio_projection.",
+    "logit_scale_a",
+    "logit_scale_t",
+    "text_model.embeddings.position_ids",
+    "text_model.embeddings.token_type_ids",
+];
+/// Tied copies of the token embedding; one of the two is read.
+pub(crate) const T5_UNUSED: &[&str] = &["shared.", "encoder.embed_tokens."];
+/// Generation runs from embeddings, so the token embedding and LM head are never read.
+pub(crate) const GPT2_UNUSED: &[&str] = &["wte.", "transformer.wte.", "lm_head."];
+
 /// Loads `unet/`, rejecting configs with options Foley does not implement.
 pub(crate) fn load_unet(
     root: &Path,
@@ -30,7 +49,9 @@ pub(crate) fn load_unet(
             path: dir.config_path(),
             reason,
         })?;
-    dir.build(dtype, device, |vb| UNet2DConditionModel::new(&config, vb))
+    dir.build(dtype, device, &[], |vb| {
+        UNet2DConditionModel::new(&config, vb)
+    })
 }
 
 /// VAE decoder and vocoder: latents → mel → waveform.
@@ -44,7 +65,9 @@ impl AudioDecoder {
     pub(crate) fn load(root: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let vae_dir = Component::new(root, "vae")?;
         let vae_config: VaeConfig = vae_dir.config()?;
-        let vae = vae_dir.build(dtype, device, |vb| VaeDecoder::new(&vae_config, vb))?;
+        let vae = vae_dir.build(dtype, device, VAE_UNUSED, |vb| {
+            VaeDecoder::new(&vae_config, vb)
+        })?;
         let vocoder_dir = Component::new(root, "vocoder")?;
         let vocoder_config: HifiGanConfig = vocoder_dir.config()?;
         if !vocoder_config
@@ -56,7 +79,9 @@ impl AudioDecoder {
                 reason: "model_in_dim is not a multiple of the VAE scale factor".into(),
             });
         }
-        let vocoder = vocoder_dir.build(dtype, device, |vb| HifiGan::new(&vocoder_config, vb))?;
+        let vocoder = vocoder_dir.build(dtype, device, VOCODER_UNUSED, |vb| {
+            HifiGan::new(&vocoder_config, vb)
+        })?;
         Ok(Self {
             vae,
             vae_config,
@@ -181,6 +206,8 @@ pub(crate) fn load_clap_text(
         path: dir.config_path(),
         reason,
     })?;
-    let model = dir.build(dtype, device, |vb| ClapTextModel::new(&text, vb))?;
+    let model = dir.build(dtype, device, CLAP_TEXT_UNUSED, |vb| {
+        ClapTextModel::new(&text, vb)
+    })?;
     Ok((model, text))
 }
