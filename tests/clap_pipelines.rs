@@ -6,7 +6,8 @@ mod common;
 use candle_core::{DType, Device};
 use common::{Reference, assert_close, check_e2e, model_dir, read_json};
 use foley::engine::models::unet::UNetConditioning;
-use foley::engine::pipeline::{AudioLdmPipeline, ClapFamily};
+use foley::engine::pipeline::{AudioLdmPipeline, CancelFlag, ClapFamily, Request};
+use foley::engine::schedulers::SchedulerKind;
 
 const VARIANTS: [&str; 4] = [
     "audioldm-tiny",
@@ -136,5 +137,34 @@ fn vae_and_vocoder_match() {
 fn generations_match_diffusers() {
     for variant in VARIANTS {
         check_e2e(variant, 8);
+    }
+}
+
+#[test]
+fn several_waveforms_are_generated_in_one_batch_like_diffusers() {
+    for variant in ["musicldm-tiny", "musicldm-tiny-deep"] {
+        let pipe = pipeline(variant);
+        let reference = Reference::load(variant, "ranking");
+        let request = Request {
+            prompt: "A hammer hitting a wooden surface".into(),
+            negative_prompt: None,
+            seed: 42,
+            steps: 4,
+            guidance: 2.0,
+            duration: None,
+            scheduler: SchedulerKind::Ddim,
+            waveforms: 3,
+        };
+        let clip = pipe
+            .generate_unranked(&request, &mut |_| {}, &CancelFlag::new())
+            .unwrap();
+        let expected = reference.f32("unsorted");
+        let actual = candle_core::Tensor::new(clip.waveforms, &Device::Cpu).unwrap();
+        assert_close(
+            &actual,
+            &expected,
+            common::WAVEFORM_TOLERANCE,
+            &format!("{variant} batch of 3"),
+        );
     }
 }

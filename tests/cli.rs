@@ -199,6 +199,8 @@ fn bad_arguments_fail_cleanly() {
     expect_failure(&model, &out, &["--duration", "0.0001"], "minimum");
     expect_failure(&model, &out, &["--duration", "9999"], "maximum");
     expect_failure(&model, &out, &["--steps", "0"], "steps");
+    expect_failure(&model, &out, &["--waveforms", "0"], "waveforms");
+    expect_failure(&model, &out, &["--waveforms", "99"], "waveforms");
     expect_failure(&model, &out, &["--guidance", "nan"], "guidance");
     expect_failure(&model, &out, &["--guidance", "inf"], "guidance");
     expect_failure(

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::stages::{AudioDecoder, denoise, load_clap_text, load_unet};
+use super::stages::{AudioDecoder, denoise, load_clap_text, load_unet, per_waveform};
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings, validate};
 use crate::engine::models::clap_text::ClapTextModel;
 use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning};
@@ -141,7 +141,24 @@ impl AudioLdmPipeline {
         Ok(Tensor::cat(&[&negative, &positive], 0)?)
     }
 
+    /// Runs the whole pipeline. `on_step` sees every finished step; `cancel` is checked
+    /// between steps. Several waveforms come back best first, as diffusers ranks them.
     pub fn generate(
+        &self,
+        request: &Request,
+        on_step: &mut dyn FnMut(&Progress),
+        cancel: &CancelFlag,
+    ) -> Result<Clip> {
+        if self.family == ClapFamily::MusicLdm && request.waveforms > 1 {
+            return Err(FoleyError::Unsupported(
+                "ranking several waveforms by CLAP score is not available yet".into(),
+            ));
+        }
+        self.generate_unranked(request, on_step, cancel)
+    }
+
+    /// The waveforms in generation order, before any ranking.
+    pub fn generate_unranked(
         &self,
         request: &Request,
         on_step: &mut dyn FnMut(&Progress),
@@ -153,14 +170,15 @@ impl AudioLdmPipeline {
         let mut warnings = Vec::new();
 
         let started = Instant::now();
-        let class_labels = self
-            .encode_prompt(
-                &request.prompt,
-                request.negative_prompt.as_deref(),
-                request.guidance > 1.0,
-                &mut warnings,
-            )?
-            .to_dtype(self.dtype)?;
+        let guided = request.guidance > 1.0;
+        let embeddings = self.encode_prompt(
+            &request.prompt,
+            request.negative_prompt.as_deref(),
+            guided,
+            &mut warnings,
+        )?;
+        let class_labels =
+            per_waveform(&embeddings, guided, request.waveforms)?.to_dtype(self.dtype)?;
         timings.text_encoding = started.elapsed().as_secs_f64();
         if cancel.is_cancelled() {
             return Err(FoleyError::Cancelled);

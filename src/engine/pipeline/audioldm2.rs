@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::stages::{AudioDecoder, GPT2_UNUSED, T5_UNUSED, denoise, load_clap_text, load_unet};
+use super::stages::{
+    AudioDecoder, GPT2_UNUSED, T5_UNUSED, denoise, load_clap_text, load_unet, per_waveform,
+};
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings, validate};
 use crate::engine::models::clap_text::ClapTextModel;
 use crate::engine::models::gpt2::{Gpt2Config, Gpt2Model};
@@ -199,8 +201,23 @@ impl AudioLdm2Pipeline {
     }
 
     /// Runs the whole pipeline. `on_step` sees every finished step; `cancel` is checked
-    /// between steps.
+    /// between steps. Several waveforms come back best first, as diffusers ranks them.
     pub fn generate(
+        &self,
+        request: &Request,
+        on_step: &mut dyn FnMut(&Progress),
+        cancel: &CancelFlag,
+    ) -> Result<Clip> {
+        if request.waveforms > 1 {
+            return Err(FoleyError::Unsupported(
+                "ranking several waveforms by CLAP score is not available yet".into(),
+            ));
+        }
+        self.generate_unranked(request, on_step, cancel)
+    }
+
+    /// The waveforms in generation order, before any ranking.
+    pub fn generate_unranked(
         &self,
         request: &Request,
         on_step: &mut dyn FnMut(&Progress),
@@ -235,12 +252,16 @@ impl AudioLdm2Pipeline {
             &self.device,
             self.dtype,
         )?;
-        let text = embeddings.text.to_dtype(self.dtype)?;
-        let generated = embeddings.generated.to_dtype(self.dtype)?;
+        let guided = request.guidance > 1.0;
+        let copies = request.waveforms;
+        let text = per_waveform(&embeddings.text, guided, copies)?.to_dtype(self.dtype)?;
+        let text_mask = per_waveform(&embeddings.text_mask, guided, copies)?;
+        let generated =
+            per_waveform(&embeddings.generated, guided, copies)?.to_dtype(self.dtype)?;
         let conditioning = UNetConditioning {
             generated: Some(&generated),
             text: Some(&text),
-            text_mask: Some(&embeddings.text_mask),
+            text_mask: Some(&text_mask),
             class_labels: None,
         };
         let latents = denoise(

@@ -111,6 +111,9 @@ pub struct Request {
     pub waveforms: usize,
 }
 
+/// Most waveforms generated in one batch for a prompt.
+pub const MAX_WAVEFORMS: usize = 16;
+
 /// Longest clip Foley will attempt; longer requests are almost certainly typos.
 pub const MAX_DURATION_SECONDS: f64 = 120.0;
 
@@ -178,10 +181,11 @@ pub fn validate(request: &Request) -> Result<()> {
             request.guidance
         )));
     }
-    if request.waveforms != 1 {
-        return Err(FoleyError::Unsupported(
-            "more than one waveform per prompt (CLAP ranking) is not available yet".into(),
-        ));
+    if request.waveforms == 0 || request.waveforms > MAX_WAVEFORMS {
+        return Err(FoleyError::InvalidRequest(format!(
+            "waveforms must be between 1 and {MAX_WAVEFORMS}, got {}",
+            request.waveforms
+        )));
     }
     Ok(())
 }

@@ -211,3 +211,23 @@ pub(crate) fn load_clap_text(
     })?;
     Ok((model, text))
 }
+
+/// Repeats one prompt's conditioning for `copies` waveforms in diffusers' layout: with guidance
+/// the rows `[negative; positive]` become `[negative × copies; positive × copies]`.
+pub(crate) fn per_waveform(conditioning: &Tensor, guided: bool, copies: usize) -> Result<Tensor> {
+    if copies == 1 {
+        return Ok(conditioning.clone());
+    }
+    let repeat = |rows: &Tensor| -> Result<Tensor> {
+        let mut shape = vec![1; rows.rank()];
+        shape[0] = copies;
+        Ok(rows.repeat(shape)?)
+    };
+    if guided {
+        let negative = repeat(&conditioning.narrow(0, 0, 1)?)?;
+        let positive = repeat(&conditioning.narrow(0, 1, 1)?)?;
+        Ok(Tensor::cat(&[&negative, &positive], 0)?)
+    } else {
+        repeat(conditioning)
+    }
+}
