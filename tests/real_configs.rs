@@ -120,6 +120,54 @@ fn audioldm2_unet_matches_the_real_checkpoint_layout() {
 }
 
 #[test]
+fn inferred_audioldm2_large_layout_has_the_published_size() {
+    // components.md §3.2: [[null, 768, 1024, null]] x 4 with two transformer layers per block
+    // is the layout whose size matches the published 2.87 GB UNet file.
+    let config: UNetConfig = serde_json::from_str(
+        r#"{"attention_head_dim": 8, "block_out_channels": [128, 256, 384, 640],
+        "cross_attention_dim": [[null, 768, 1024, null], [null, 768, 1024, null], [null, 768, 1024, null],
+        [null, 768, 1024, null]], "transformer_layers_per_block": 2,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "in_channels": 8, "out_channels": 8, "layers_per_block": 2, "sample_size": 256,
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]}"#,
+    )
+    .unwrap();
+    let requested = record(|vb| UNet2DConditionModel::new(&config, vb));
+    assert_params(&requested, 718.0, "AudioLDM 2 large UNet");
+    assert_eq!(
+        requested["up_blocks.0.attentions.11.transformer_blocks.1.attn2.to_k.weight"],
+        [640, 640],
+        "the fourth transformer of a layer is a self-attention one"
+    );
+}
+
+#[test]
+fn audioldm_unets_match_the_published_sizes() {
+    // components.md §3.1 / §3.10: UNet2DConditionModel with the CLAP class embedding.
+    for (channels, expected) in [
+        ([128, 256, 384, 640], 185.0),
+        ([192, 384, 576, 960], 416.0),
+        ([256, 512, 768, 1280], 739.1),
+    ] {
+        let config: UNetConfig = serde_json::from_value(serde_json::json!({
+            "block_out_channels": channels, "cross_attention_dim": channels, "attention_head_dim": 8,
+            "class_embed_type": "simple_projection", "projection_class_embeddings_input_dim": 512,
+            "class_embeddings_concat": true, "in_channels": 8, "out_channels": 8, "layers_per_block": 2,
+            "sample_size": 128,
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+        }))
+        .unwrap();
+        let requested = record(|vb| UNet2DConditionModel::new(&config, vb));
+        assert_params(&requested, expected, &format!("AudioLDM UNet {channels:?}"));
+        assert_eq!(
+            requested["down_blocks.0.resnets.0.time_emb_proj.weight"],
+            [channels[0], 8 * channels[0]]
+        );
+    }
+}
+
+#[test]
 fn vae_decoder_and_vocoder_match_the_real_checkpoint() {
     let vae: VaeConfig = serde_json::from_str(
         r#"{"in_channels": 1, "out_channels": 1, "latent_channels": 8, "block_out_channels": [128, 256, 512],
