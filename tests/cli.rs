@@ -255,3 +255,41 @@ fn broken_model_files_are_named() {
     std::fs::remove_file(model.join("tokenizer_2/tokenizer.json")).unwrap();
     expect_failure(&model, &out, &[], "tokenizer_2/tokenizer.json");
 }
+
+#[test]
+fn each_family_uses_its_own_guidance_default() {
+    let dir = tempfile::tempdir().unwrap();
+    // The AudioLDM references use guidance 2.5 and MusicLDM's 2.0: the families' defaults.
+    for variant in ["audioldm-tiny", "musicldm-tiny"] {
+        let case = reference_case(variant, "ddim", false);
+        let out = dir.path().join(format!("{variant}.wav"));
+        let model = model_dir(variant).display().to_string();
+        let out_arg = out.display().to_string();
+        let output = foley(&[
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            case["prompt"].as_str().unwrap(),
+            "--seed",
+            "42",
+            "--steps",
+            "4",
+            "--out",
+            &out_arg,
+            "--json",
+            "--quiet",
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(
+            report["settings"]["guidance"], case["guidance"],
+            "{variant}"
+        );
+        assert_matches_reference(variant, &case, &out);
+    }
+}
