@@ -8,11 +8,10 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::stages::{AudioDecoder, denoise, load_clap_text, load_unet, per_waveform};
+use super::stages::{AudioDecoder, Synthesis, load_clap_text, load_unet, per_waveform};
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings, validate};
 use crate::engine::models::clap_text::ClapTextModel;
 use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning};
-use crate::engine::noise::TorchGenerator;
 use crate::engine::schedulers::SchedulerConfig;
 use crate::engine::text_tokenizer::TextTokenizer;
 use crate::engine::weights::ModelIndex;
@@ -184,35 +183,25 @@ impl AudioLdmPipeline {
             return Err(FoleyError::Cancelled);
         }
 
-        let started = Instant::now();
-        let mut scheduler = request
-            .scheduler
-            .build(&self.scheduler_config, request.steps)?;
-        let mut generator = TorchGenerator::new(request.seed);
-        let initial = self.decoder.initial_latents(
-            &mut generator,
-            request.waveforms,
-            self.unet.config().in_channels,
-            &length,
-            &self.device,
-            self.dtype,
-        )?;
         let conditioning = UNetConditioning {
             class_labels: Some(&class_labels),
             ..Default::default()
         };
-        let latents = denoise(
-            &self.unet,
-            scheduler.as_mut(),
-            &mut generator,
-            initial,
-            request.guidance,
+        let synthesis = Synthesis {
+            unet: &self.unet,
+            decoder: &self.decoder,
+            scheduler_config: &self.scheduler_config,
+            device: &self.device,
+            dtype: self.dtype,
+        };
+        let waveforms = synthesis.run(
+            request,
+            &length,
             conditioning,
+            &mut timings,
             on_step,
             cancel,
         )?;
-        timings.denoising = started.elapsed().as_secs_f64();
-        let waveforms = self.decoder.waveforms(&latents, &length, &mut timings)?;
         Ok(Clip {
             waveforms,
             sample_rate: self.sample_rate(),

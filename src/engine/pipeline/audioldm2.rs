@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::stages::{
-    AudioDecoder, GPT2_UNUSED, T5_UNUSED, denoise, load_clap_text, load_unet, per_waveform,
+    AudioDecoder, GPT2_UNUSED, Synthesis, T5_UNUSED, load_clap_text, load_unet, per_waveform,
 };
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings, validate};
 use crate::engine::models::clap_text::ClapTextModel;
@@ -15,7 +15,6 @@ use crate::engine::models::gpt2::{Gpt2Config, Gpt2Model};
 use crate::engine::models::projection::{ProjectionConfig, ProjectionModel};
 use crate::engine::models::t5::{T5Config, T5Encoder};
 use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning};
-use crate::engine::noise::TorchGenerator;
 use crate::engine::schedulers::SchedulerConfig;
 use crate::engine::text_tokenizer::TextTokenizer;
 use crate::engine::weights::{Component, ModelIndex};
@@ -239,43 +238,32 @@ impl AudioLdm2Pipeline {
             return Err(FoleyError::Cancelled);
         }
 
-        let started = Instant::now();
-        let mut scheduler = request
-            .scheduler
-            .build(&self.scheduler_config, request.steps)?;
-        let mut generator = TorchGenerator::new(request.seed);
-        let initial = self.decoder.initial_latents(
-            &mut generator,
-            request.waveforms,
-            self.unet.config().in_channels,
-            &length,
-            &self.device,
-            self.dtype,
-        )?;
-        let guided = request.guidance > 1.0;
         let copies = request.waveforms;
-        let text = per_waveform(&embeddings.text, guided, copies)?.to_dtype(self.dtype)?;
-        let text_mask = per_waveform(&embeddings.text_mask, guided, copies)?;
+        let text = per_waveform(&embeddings.text, guidance, copies)?.to_dtype(self.dtype)?;
+        let text_mask = per_waveform(&embeddings.text_mask, guidance, copies)?;
         let generated =
-            per_waveform(&embeddings.generated, guided, copies)?.to_dtype(self.dtype)?;
+            per_waveform(&embeddings.generated, guidance, copies)?.to_dtype(self.dtype)?;
         let conditioning = UNetConditioning {
             generated: Some(&generated),
             text: Some(&text),
             text_mask: Some(&text_mask),
             class_labels: None,
         };
-        let latents = denoise(
-            &self.unet,
-            scheduler.as_mut(),
-            &mut generator,
-            initial,
-            request.guidance,
+        let synthesis = Synthesis {
+            unet: &self.unet,
+            decoder: &self.decoder,
+            scheduler_config: &self.scheduler_config,
+            device: &self.device,
+            dtype: self.dtype,
+        };
+        let waveforms = synthesis.run(
+            request,
+            &length,
             conditioning,
+            &mut timings,
             on_step,
             cancel,
         )?;
-        timings.denoising = started.elapsed().as_secs_f64();
-        let waveforms = self.decoder.waveforms(&latents, &length, &mut timings)?;
         Ok(Clip {
             waveforms,
             sample_rate: self.sample_rate(),

@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{AudioLength, CancelFlag, Progress, Timings};
+use super::{AudioLength, CancelFlag, Progress, Request, Timings};
 use crate::engine::models::clap_text::{ClapConfig, ClapTextConfig, ClapTextModel};
 use crate::engine::models::hifigan::{HifiGan, HifiGanConfig};
 use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning, UNetConfig};
 use crate::engine::models::vae::{VaeConfig, VaeDecoder};
 use crate::engine::noise::TorchGenerator;
-use crate::engine::schedulers::Scheduler;
+use crate::engine::schedulers::{Scheduler, SchedulerConfig};
 use crate::engine::weights::Component;
 use crate::error::{FoleyError, Result};
 
@@ -229,5 +229,53 @@ pub(crate) fn per_waveform(conditioning: &Tensor, guided: bool, copies: usize) -
         Ok(Tensor::cat(&[&negative, &positive], 0)?)
     } else {
         repeat(conditioning)
+    }
+}
+
+/// Everything after text encoding, shared by the pipelines: the seed's latents, the scheduler,
+/// the guided denoising loop and the decode to trimmed waveforms.
+pub(crate) struct Synthesis<'a> {
+    pub unet: &'a UNet2DConditionModel,
+    pub decoder: &'a AudioDecoder,
+    pub scheduler_config: &'a SchedulerConfig,
+    pub device: &'a Device,
+    pub dtype: DType,
+}
+
+impl Synthesis<'_> {
+    pub(crate) fn run(
+        &self,
+        request: &Request,
+        length: &AudioLength,
+        conditioning: UNetConditioning,
+        timings: &mut Timings,
+        on_step: &mut dyn FnMut(&Progress),
+        cancel: &CancelFlag,
+    ) -> Result<Vec<Vec<f32>>> {
+        let started = Instant::now();
+        let mut scheduler = request
+            .scheduler
+            .build(self.scheduler_config, request.steps)?;
+        let mut generator = TorchGenerator::new(request.seed);
+        let initial = self.decoder.initial_latents(
+            &mut generator,
+            request.waveforms,
+            self.unet.config().in_channels,
+            length,
+            self.device,
+            self.dtype,
+        )?;
+        let latents = denoise(
+            self.unet,
+            scheduler.as_mut(),
+            &mut generator,
+            initial,
+            request.guidance,
+            conditioning,
+            on_step,
+            cancel,
+        )?;
+        timings.denoising = started.elapsed().as_secs_f64();
+        self.decoder.waveforms(&latents, length, timings)
     }
 }
