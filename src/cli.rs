@@ -66,7 +66,8 @@ pub struct GenerateArgs {
     /// Length in seconds [default: the model's: 5.12 s for AudioLDM, 10.24 s for the others].
     #[arg(long, allow_negative_numbers = true)]
     pub duration: Option<f64>,
-    /// Noise scheduler: ddim or dpm++2m.
+    /// Noise scheduler: ddim, ddpm, pndm, lms, euler, euler-a, heun, kdpm2, kdpm2-a, dpm++2m,
+    /// dpm++2m-karras, dpm++-single, deis or unipc (built from the checkpoint's config).
     #[arg(long, default_value = "ddim")]
     pub scheduler: String,
     /// Waveforms to generate for the prompt.

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use foley::engine::noise::TorchGenerator;
 use foley::engine::pipeline::{CancelFlag, Pipeline, Request};
-use foley::engine::schedulers::SchedulerKind;
 
 pub const VARIANTS: [&str; 2] = ["audioldm2-tiny", "audioldm2-tiny-deep"];
 
@@ -181,11 +180,6 @@ pub fn e2e_cases(variant: &str) -> Vec<E2eCase> {
     list.as_array()
         .unwrap()
         .iter()
-        .filter(|case| {
-            // Cases for schedulers still being ported wait until they land.
-            let name = case["scheduler"].as_str().unwrap();
-            name == "dpmpp2m" || SchedulerKind::NAMES.contains(&name)
-        })
         .map(|case| {
             // Older fixtures spell DPM-Solver++ as `dpmpp2m`.
             let scheduler = match case["scheduler"].as_str().unwrap() {

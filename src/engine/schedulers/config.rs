@@ -37,6 +37,17 @@ pub struct SchedulerConfig {
     pub final_sigmas_type: Option<String>,
     pub lambda_min_clipped: Option<f64>,
     pub variance_type: Option<String>,
+    pub skip_prk_steps: Option<bool>,
+    pub interpolation_type: Option<String>,
+    pub timestep_type: Option<String>,
+    pub sigma_min: Option<f64>,
+    pub sigma_max: Option<f64>,
+    pub predict_x0: Option<bool>,
+    pub disable_corrector: Option<Vec<usize>>,
+    pub solver_p: Option<serde_json::Value>,
+    pub use_flow_sigmas: Option<bool>,
+    pub use_dynamic_shifting: Option<bool>,
+    pub shift_terminal: Option<serde_json::Value>,
 }
 
 impl SchedulerConfig {
@@ -65,6 +76,29 @@ impl SchedulerConfig {
     }
     pub fn steps_offset(&self) -> u32 {
         self.steps_offset.unwrap_or(0)
+    }
+    /// `timestep_spacing`, or the class default `default` when the file has none.
+    pub fn timestep_spacing_or(&self, default: &str) -> String {
+        self.timestep_spacing
+            .clone()
+            .unwrap_or_else(|| default.into())
+    }
+
+    /// Notes a prediction type other than epsilon (the only one these schedulers implement).
+    pub(crate) fn require_epsilon(&self, problems: &mut Vec<String>) {
+        let prediction = self.prediction_type();
+        if prediction != "epsilon" {
+            problems.push(format!("prediction_type '{prediction}'"));
+        }
+    }
+
+    /// Notes each of `flags` that is set to true (options Foley does not implement).
+    pub(crate) fn reject_flags(&self, flags: &[(Option<bool>, &str)], problems: &mut Vec<String>) {
+        for (flag, name) in flags {
+            if *flag == Some(true) {
+                problems.push((*name).to_string());
+            }
+        }
     }
 
     /// Options shared by all schedulers that Foley does not implement.

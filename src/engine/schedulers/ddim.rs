@@ -2,7 +2,9 @@
 
 use candle_core::Tensor;
 
-use super::{Scheduler, SchedulerConfig, alphas_cumprod, check_steps, trailing_timesteps};
+use super::{
+    Scheduler, SchedulerConfig, alphas_cumprod, check_steps, numpy_linspace, trailing_timesteps,
+};
 use crate::engine::noise::TorchGenerator;
 use crate::error::{FoleyError, Result};
 
@@ -86,20 +88,11 @@ fn ddim_timesteps(spacing: &str, train: usize, steps: usize, offset: u32) -> Res
                 .collect()
         }
         "trailing" => trailing_timesteps(train, steps),
-        "linspace" => {
-            let last = (train - 1) as f64;
-            (0..steps)
-                .rev()
-                .map(|index| {
-                    let value = if steps == 1 {
-                        0.0
-                    } else {
-                        index as f64 * last / (steps - 1) as f64
-                    };
-                    value.round_ties_even() as u32
-                })
-                .collect()
-        }
+        "linspace" => numpy_linspace((train - 1) as f64, steps)
+            .into_iter()
+            .rev()
+            .map(|timestep| timestep.round_ties_even() as u32)
+            .collect(),
         other => {
             return Err(FoleyError::Unsupported(format!(
                 "timestep_spacing '{other}'"

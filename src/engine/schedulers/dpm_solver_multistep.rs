@@ -1,9 +1,10 @@
 //! diffusers' `DPMSolverMultistepScheduler` with its defaults: DPM-Solver++ of order 2,
-//! midpoint solver, first order on the final step (final sigma zero).
+//! midpoint solver, first order on the final step (final sigma zero); optionally on Karras σ.
 
 use candle_core::Tensor;
 
-use super::{Scheduler, SchedulerConfig, alphas_cumprod, check_steps, trailing_timesteps};
+use super::vp::{alpha_sigma_lambda, karras_schedule, sigmas_at, solver_timesteps};
+use super::{Scheduler, SchedulerConfig, alphas_cumprod, check_steps};
 use crate::engine::noise::TorchGenerator;
 use crate::error::{FoleyError, Result};
 
@@ -34,7 +35,6 @@ impl DpmSolverMultistepScheduler {
             problems.push(format!("solver_type '{solver}'"));
         }
         for (flag, name) in [
-            (config.use_karras_sigmas, "use_karras_sigmas"),
             (config.use_exponential_sigmas, "use_exponential_sigmas"),
             (config.use_beta_sigmas, "use_beta_sigmas"),
             (config.use_lu_lambdas, "use_lu_lambdas"),
@@ -61,20 +61,19 @@ impl DpmSolverMultistepScheduler {
             )));
         }
 
-        let train = config.num_train_timesteps();
-        let spacing = config
-            .timestep_spacing
-            .clone()
-            .unwrap_or_else(|| "linspace".into());
-        let timesteps = dpm_timesteps(&spacing, train, steps, config.steps_offset())?;
         let alphas_cumprod = alphas_cumprod(config)?;
-        let mut sigmas: Vec<f32> = timesteps
-            .iter()
-            .map(|timestep| {
-                let alpha = alphas_cumprod[*timestep as usize];
-                ((1.0 - alpha) / alpha).sqrt()
-            })
-            .collect();
+        let (timesteps, mut sigmas) = if config.use_karras_sigmas == Some(true) {
+            karras_schedule(&alphas_cumprod, steps)
+        } else {
+            let timesteps = solver_timesteps(
+                &config.timestep_spacing_or("linspace"),
+                config.num_train_timesteps(),
+                steps,
+                config.steps_offset(),
+            )?;
+            let sigmas = sigmas_at(&timesteps, &alphas_cumprod);
+            (timesteps, sigmas)
+        };
         sigmas.push(0.0);
         Ok(Self {
             timesteps,
@@ -83,39 +82,6 @@ impl DpmSolverMultistepScheduler {
             lower_order_nums: 0,
         })
     }
-}
-
-/// DPM-Solver's own spacing rules: N+1 points with the last dropped.
-fn dpm_timesteps(spacing: &str, train: usize, steps: usize, offset: u32) -> Result<Vec<u32>> {
-    Ok(match spacing {
-        "linspace" => {
-            let last = (train - 1) as f64;
-            (1..=steps)
-                .rev()
-                .map(|index| (index as f64 * last / steps as f64).round_ties_even() as u32)
-                .collect()
-        }
-        "leading" => {
-            let ratio = train / (steps + 1);
-            (1..=steps)
-                .rev()
-                .map(|index| (index * ratio) as u32 + offset)
-                .collect()
-        }
-        "trailing" => trailing_timesteps(train, steps),
-        other => {
-            return Err(FoleyError::Unsupported(format!(
-                "timestep_spacing '{other}'"
-            )));
-        }
-    })
-}
-
-/// (α_t, σ_t, λ_t) of a noise level σ, in f32 as diffusers computes them.
-fn alpha_sigma_lambda(sigma: f32) -> (f32, f32, f32) {
-    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
-    let sigma_t = sigma * alpha;
-    (alpha, sigma_t, alpha.ln() - sigma_t.ln())
 }
 
 impl Scheduler for DpmSolverMultistepScheduler {
@@ -128,6 +94,10 @@ impl Scheduler for DpmSolverMultistepScheduler {
 
     fn init_noise_sigma(&self) -> f64 {
         1.0
+    }
+
+    fn sigmas(&self) -> Option<Vec<f64>> {
+        Some(self.sigmas.iter().map(|&sigma| sigma as f64).collect())
     }
 
     fn scale_model_input(&self, sample: Tensor, _step_index: usize) -> Result<Tensor> {

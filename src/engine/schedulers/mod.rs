@@ -3,11 +3,36 @@
 
 mod config;
 mod ddim;
+mod ddpm;
+mod deis;
 mod dpm_solver_multistep;
+mod dpm_solver_singlestep;
+mod euler;
+mod euler_ancestral;
+mod heun;
+mod kdpm2;
+mod kdpm2_ancestral;
+mod lms;
+mod numpy_log;
+mod pndm;
+mod sigma_schedule;
+mod unipc;
+mod vp;
 
 pub use config::SchedulerConfig;
 pub use ddim::DdimScheduler;
+pub use ddpm::DdpmScheduler;
+pub use deis::DeisMultistepScheduler;
 pub use dpm_solver_multistep::DpmSolverMultistepScheduler;
+pub use dpm_solver_singlestep::DpmSolverSinglestepScheduler;
+pub use euler::EulerScheduler;
+pub use euler_ancestral::EulerAncestralScheduler;
+pub use heun::HeunScheduler;
+pub use kdpm2::Kdpm2Scheduler;
+pub use kdpm2_ancestral::Kdpm2AncestralScheduler;
+pub use lms::LmsScheduler;
+pub use pndm::PndmScheduler;
+pub use unipc::UniPcMultistepScheduler;
 
 use candle_core::Tensor;
 
@@ -20,6 +45,11 @@ pub trait Scheduler: Send {
     fn timesteps(&self) -> Vec<f64>;
     /// Factor applied to the initial noise.
     fn init_noise_sigma(&self) -> f64;
+    /// diffusers' `scheduler.sigmas` (one per model evaluation plus the final one), for the
+    /// schedulers that keep such a table; parity tests compare it.
+    fn sigmas(&self) -> Option<Vec<f64>> {
+        None
+    }
     /// Scaling applied to the UNet input at `step_index`.
     fn scale_model_input(&self, sample: Tensor, step_index: usize) -> Result<Tensor>;
     /// Advances `sample` by one step given the UNet's prediction. Stochastic schedulers draw
@@ -37,23 +67,102 @@ pub trait Scheduler: Send {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchedulerKind {
     Ddim,
+    Ddpm,
+    Pndm,
+    Lms,
+    Euler,
+    EulerAncestral,
+    Heun,
+    Kdpm2,
+    Kdpm2Ancestral,
     DpmSolverMultistep,
+    DpmSolverMultistepKarras,
+    DpmSolverSinglestep,
+    Deis,
+    UniPc,
 }
 
 impl SchedulerKind {
-    pub const NAMES: &'static [&'static str] = &["ddim", "dpm++2m"];
+    pub const ALL: [Self; 14] = [
+        Self::Ddim,
+        Self::Ddpm,
+        Self::Pndm,
+        Self::Lms,
+        Self::Euler,
+        Self::EulerAncestral,
+        Self::Heun,
+        Self::Kdpm2,
+        Self::Kdpm2Ancestral,
+        Self::DpmSolverMultistep,
+        Self::DpmSolverMultistepKarras,
+        Self::DpmSolverSinglestep,
+        Self::Deis,
+        Self::UniPc,
+    ];
+
+    pub const NAMES: &'static [&'static str] = &[
+        "ddim",
+        "ddpm",
+        "pndm",
+        "lms",
+        "euler",
+        "euler-a",
+        "heun",
+        "kdpm2",
+        "kdpm2-a",
+        "dpm++2m",
+        "dpm++2m-karras",
+        "dpm++-single",
+        "deis",
+        "unipc",
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Ddim => "ddim",
+            Self::Ddpm => "ddpm",
+            Self::Pndm => "pndm",
+            Self::Lms => "lms",
+            Self::Euler => "euler",
+            Self::EulerAncestral => "euler-a",
+            Self::Heun => "heun",
+            Self::Kdpm2 => "kdpm2",
+            Self::Kdpm2Ancestral => "kdpm2-a",
             Self::DpmSolverMultistep => "dpm++2m",
+            Self::DpmSolverMultistepKarras => "dpm++2m-karras",
+            Self::DpmSolverSinglestep => "dpm++-single",
+            Self::Deis => "deis",
+            Self::UniPc => "unipc",
         }
     }
 
+    /// Builds the scheduler the way `X.from_config(scheduler_config)` does, then
+    /// `set_timesteps(steps)`.
     pub fn build(self, config: &SchedulerConfig, steps: usize) -> Result<Box<dyn Scheduler>> {
         Ok(match self {
             Self::Ddim => Box::new(DdimScheduler::new(config, steps)?),
+            Self::Ddpm => Box::new(DdpmScheduler::new(config, steps)?),
+            Self::Pndm => Box::new(PndmScheduler::new(config, steps)?),
+            Self::Lms => Box::new(LmsScheduler::new(config, steps)?),
+            Self::Euler => Box::new(EulerScheduler::new(config, steps)?),
+            Self::EulerAncestral => Box::new(EulerAncestralScheduler::new(config, steps)?),
+            Self::Heun => Box::new(HeunScheduler::new(config, steps)?),
+            Self::Kdpm2 => Box::new(Kdpm2Scheduler::new(config, steps)?),
+            Self::Kdpm2Ancestral => Box::new(Kdpm2AncestralScheduler::new(config, steps)?),
             Self::DpmSolverMultistep => Box::new(DpmSolverMultistepScheduler::new(config, steps)?),
+            Self::DpmSolverMultistepKarras => {
+                // `from_config(config, use_karras_sigmas=True)`: the extra argument overrides the file.
+                let config = SchedulerConfig {
+                    use_karras_sigmas: Some(true),
+                    ..config.clone()
+                };
+                Box::new(DpmSolverMultistepScheduler::new(&config, steps)?)
+            }
+            Self::DpmSolverSinglestep => {
+                Box::new(DpmSolverSinglestepScheduler::new(config, steps)?)
+            }
+            Self::Deis => Box::new(DeisMultistepScheduler::new(config, steps)?),
+            Self::UniPc => Box::new(UniPcMultistepScheduler::new(config, steps)?),
         })
     }
 }
@@ -62,14 +171,15 @@ impl std::str::FromStr for SchedulerKind {
     type Err = FoleyError;
 
     fn from_str(name: &str) -> Result<Self> {
-        match name {
-            "ddim" => Ok(Self::Ddim),
-            "dpm++2m" => Ok(Self::DpmSolverMultistep),
-            other => Err(FoleyError::InvalidRequest(format!(
-                "unknown scheduler '{other}' (available: {})",
-                Self::NAMES.join(", ")
-            ))),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| {
+                FoleyError::InvalidRequest(format!(
+                    "unknown scheduler '{name}' (available: {})",
+                    Self::NAMES.join(", ")
+                ))
+            })
     }
 }
 
@@ -90,17 +200,19 @@ pub(crate) fn alphas_cumprod(config: &SchedulerConfig) -> Result<Vec<f32>> {
             return Err(FoleyError::Unsupported(format!("beta_schedule '{other}'")));
         }
     };
-    let mut product = 1f32;
+    // torch's CPU cumprod accumulates float32 inputs in a double.
+    let mut product = 1f64;
     Ok(betas
         .iter()
         .map(|beta| {
-            product *= 1.0 - beta;
-            product
+            product *= (1.0 - beta) as f64;
+            product as f32
         })
         .collect())
 }
 
-/// `torch.linspace` in f32: the first half counts up from `start`, the second down from `end`.
+/// `torch.linspace` in f32: the first half counts up from `start`, the second down from `end`,
+/// each value one fused multiply-add (torch's scalar loop, contracted by its compiler).
 fn linspace_f32(start: f32, end: f32, count: usize) -> Vec<f32> {
     if count == 1 {
         return vec![start];
@@ -110,9 +222,9 @@ fn linspace_f32(start: f32, end: f32, count: usize) -> Vec<f32> {
     (0..count)
         .map(|index| {
             if index < halfway {
-                start + step * index as f32
+                step.mul_add(index as f32, start)
             } else {
-                end - step * (count - index - 1) as f32
+                (-step).mul_add((count - index - 1) as f32, end)
             }
         })
         .collect()
@@ -144,6 +256,50 @@ pub(crate) fn trailing_timesteps(train: usize, steps: usize) -> Vec<u32> {
         .collect()
 }
 
+/// `np.linspace(0, end, count)` as numpy computes it: `i * (end / (count - 1))` with the end point
+/// pinned (a lone point is 0).
+pub(crate) fn numpy_linspace(end: f64, count: usize) -> Vec<f64> {
+    if count == 1 {
+        return vec![0.0];
+    }
+    let step = end / (count - 1) as f64;
+    (0..count)
+        .map(|index| {
+            if index + 1 == count {
+                end
+            } else {
+                index as f64 * step
+            }
+        })
+        .collect()
+}
+
+/// `tensor / divisor` as torch computes it: a true float32 division (candle's `/ f64`
+/// multiplies by the reciprocal, which can differ in the last bit).
+pub(crate) fn div_scalar(tensor: &Tensor, divisor: f32) -> Result<Tensor> {
+    let divisor = Tensor::new(divisor, tensor.device())?.to_dtype(tensor.dtype())?;
+    Ok(tensor.broadcast_div(&divisor)?)
+}
+
+/// `randn_tensor(like.shape, generator)`: one full-size draw from the CPU generator.
+pub(crate) fn randn_like(like: &Tensor, generator: &mut TorchGenerator) -> Result<Tensor> {
+    let shape = like.shape().clone();
+    let noise = generator.randn_f32(shape.elem_count());
+    Ok(Tensor::from_vec(noise, shape, like.device())?.to_dtype(like.dtype())?)
+}
+
+/// Collects the options a scheduler does not implement into one `Unsupported` error.
+pub(crate) fn reject(scheduler: &str, problems: Vec<String>) -> Result<()> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(FoleyError::Unsupported(format!(
+            "{scheduler} options: {}",
+            problems.join(", ")
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +309,28 @@ mod tests {
         let ten: Vec<u32> = (0..10).rev().map(|i| i * 100 + 99).collect();
         assert_eq!(trailing_timesteps(1000, 10), ten);
         assert_eq!(trailing_timesteps(1000, 3), [999, 666, 332]);
+    }
+
+    /// Bit for bit against torch, which accumulates the cumulative product in double.
+    #[test]
+    fn alphas_cumprod_match_torch() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/reference/schedulers/euler.safetensors");
+        let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+        for (base, start, end, offset) in [("real", 0.0015, 0.0195, 1), ("tiny", 0.00085, 0.012, 0)]
+        {
+            let config = SchedulerConfig {
+                beta_start: Some(start),
+                beta_end: Some(end),
+                beta_schedule: Some("scaled_linear".into()),
+                steps_offset: Some(offset),
+                ..Default::default()
+            };
+            let expected: Vec<f32> = tensors[&format!("{base}.alphas_cumprod")]
+                .to_vec1()
+                .unwrap();
+            assert_eq!(alphas_cumprod(&config).unwrap(), expected, "{base}");
+        }
     }
 
     #[test]
