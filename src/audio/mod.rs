@@ -1,4 +1,5 @@
 //! Audio files and sample-rate conversion.
 
+pub mod clap_features;
 pub mod resample;
 pub mod wav;

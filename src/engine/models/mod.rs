@@ -1,6 +1,7 @@
 //! Neural components, one file per diffusers/transformers class; `VarBuilder` paths mirror the
 //! PyTorch keys so checkpoints load unchanged.
 
+pub mod clap_audio;
 pub mod clap_text;
 pub mod gpt2;
 pub mod hifigan;
