@@ -70,7 +70,8 @@ pub struct GenerateArgs {
     /// dpm++2m-karras, dpm++-single, deis or unipc (built from the checkpoint's config).
     #[arg(long, default_value = "ddim")]
     pub scheduler: String,
-    /// Waveforms to generate for the prompt.
+    /// Waveforms to generate for the prompt in one batch; MusicLDM and AudioLDM 2 return them
+    /// best first by CLAP score (FILE-1.wav is the best).
     #[arg(long, default_value_t = 1)]
     pub waveforms: usize,
     /// cpu, cuda or metal.
@@ -232,7 +233,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
                 "vocoder": clip.timings.vocoder,
                 "total": started.elapsed().as_secs_f64(),
             },
-            "clap_scores": serde_json::Value::Null,
+            "clap_scores": clip.scores,
             "warnings": clip.warnings,
         });
         println!("{report}");

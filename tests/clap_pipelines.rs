@@ -168,3 +168,73 @@ fn several_waveforms_are_generated_in_one_batch_like_diffusers() {
         );
     }
 }
+
+#[test]
+fn several_waveforms_come_back_best_first_like_diffusers() {
+    for variant in ["musicldm-tiny", "musicldm-tiny-deep"] {
+        let pipe = pipeline(variant);
+        let reference = Reference::load(variant, "ranking");
+        let request = Request {
+            prompt: "A hammer hitting a wooden surface".into(),
+            negative_prompt: None,
+            seed: 42,
+            steps: 4,
+            guidance: 2.0,
+            duration: None,
+            scheduler: SchedulerKind::Ddim,
+            waveforms: 3,
+        };
+        let clip = pipe
+            .generate(&request, &mut |_| {}, &CancelFlag::new())
+            .unwrap();
+        let actual = candle_core::Tensor::new(clip.waveforms.clone(), &Device::Cpu).unwrap();
+        assert_close(
+            &actual,
+            &reference.f32("sorted"),
+            common::WAVEFORM_TOLERANCE,
+            &format!("{variant} ranked"),
+        );
+        let scores = clip.scores.expect("ranked clips carry scores");
+        assert!(
+            scores.windows(2).all(|pair| pair[0] >= pair[1]),
+            "{variant}: {scores:?} not best first"
+        );
+        let logits = reference.values("logits_per_text");
+        let order: Vec<usize> = reference
+            .ints("order")
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
+        let expected: Vec<f32> = order.iter().map(|index| logits[*index]).collect();
+        for (ours, theirs) in scores.iter().zip(&expected) {
+            assert!(
+                (ours - theirs).abs() <= 1e-4 * theirs.abs().max(1.0),
+                "{variant}: {scores:?} vs {expected:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn audioldm_returns_several_waveforms_in_generation_order() {
+    let pipe = pipeline("audioldm-tiny");
+    let request = Request {
+        prompt: "A hammer hitting a wooden surface".into(),
+        negative_prompt: None,
+        seed: 42,
+        steps: 2,
+        guidance: 2.5,
+        duration: None,
+        scheduler: SchedulerKind::Ddim,
+        waveforms: 2,
+    };
+    let ranked = pipe
+        .generate(&request, &mut |_| {}, &CancelFlag::new())
+        .unwrap();
+    let unranked = pipe
+        .generate_unranked(&request, &mut |_| {}, &CancelFlag::new())
+        .unwrap();
+    // diffusers' AudioLDM has no score_waveforms.
+    assert_eq!(ranked.waveforms, unranked.waveforms);
+    assert!(ranked.scores.is_none());
+}

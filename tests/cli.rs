@@ -293,3 +293,55 @@ fn each_family_uses_its_own_guidance_default() {
         assert_matches_reference(variant, &case, &out);
     }
 }
+
+#[test]
+fn several_waveforms_are_written_best_first_with_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("take.wav");
+    let model = model_dir("musicldm-tiny").display().to_string();
+    let out_arg = out.display().to_string();
+    let output = foley(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "A hammer hitting a wooden surface",
+        "--seed",
+        "42",
+        "--steps",
+        "4",
+        "--waveforms",
+        "3",
+        "--out",
+        &out_arg,
+        "--json",
+        "--quiet",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let files: Vec<String> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(files.len(), 3);
+    let reference = Reference::load("musicldm-tiny", "ranking");
+    let sorted = reference.f32("sorted").to_vec2::<f32>().unwrap();
+    for (index, (file, expected)) in files.iter().zip(&sorted).enumerate() {
+        assert!(file.ends_with(&format!("take-{}.wav", index + 1)), "{file}");
+        let (samples, _) = read_wav(Path::new(file)).unwrap();
+        let error = relative_l2_slices(&samples, expected);
+        assert!(error <= 1e-4, "{file}: {error:.3e}");
+    }
+    let scores = report["clap_scores"].as_array().expect("scores");
+    assert_eq!(scores.len(), 3);
+    assert!(
+        !out.exists(),
+        "a single-file name was written for several waveforms"
+    );
+}

@@ -156,6 +156,7 @@ impl Component {
                     .iter()
                     .any(|prefix| name.starts_with(prefix))
             })
+            .filter(|name| !DERIVED_BUFFERS.iter().any(|suffix| name.ends_with(suffix)))
             .collect();
         if !leftover.is_empty() {
             let examples: Vec<&str> = leftover.iter().take(3).map(|name| name.as_str()).collect();
@@ -172,6 +173,14 @@ impl Component {
         Ok(model)
     }
 }
+
+/// Buffers PyTorch saves that are derived from the config rather than learned; models recompute
+/// them, so they never count as unused weights.
+const DERIVED_BUFFERS: &[&str] = &[
+    ".num_batches_tracked",
+    ".relative_position_index",
+    ".position_ids",
+];
 
 /// A `VarBuilder` backend that records which tensors a model asked for.
 struct Tracker {

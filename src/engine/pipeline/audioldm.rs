@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::ranking::{LazyRanker, rank_clip};
 use super::stages::{AudioDecoder, Synthesis, load_clap_text, load_unet, per_waveform};
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings, validate};
 use crate::engine::models::clap_text::ClapTextModel;
@@ -43,6 +44,8 @@ pub struct AudioLdmPipeline {
     unet: UNet2DConditionModel,
     decoder: AudioDecoder,
     scheduler_config: SchedulerConfig,
+    /// CLAP audio branch for ranking several waveforms, loaded on first use.
+    ranker: LazyRanker,
     device: Device,
     dtype: DType,
 }
@@ -83,6 +86,7 @@ impl AudioLdmPipeline {
             unet,
             decoder: AudioDecoder::load(root, dtype, device)?,
             scheduler_config: SchedulerConfig::load(&root.join("scheduler/scheduler_config.json"))?,
+            ranker: LazyRanker::new(root, dtype, device),
             device: device.clone(),
             dtype,
         })
@@ -148,12 +152,18 @@ impl AudioLdmPipeline {
         on_step: &mut dyn FnMut(&Progress),
         cancel: &CancelFlag,
     ) -> Result<Clip> {
+        let clip = self.generate_unranked(request, on_step, cancel)?;
         if self.family == ClapFamily::MusicLdm && request.waveforms > 1 {
-            return Err(FoleyError::Unsupported(
-                "ranking several waveforms by CLAP score is not available yet".into(),
-            ));
+            return rank_clip(
+                clip,
+                &request.prompt,
+                &self.tokenizer,
+                &self.clap,
+                &self.ranker,
+                &self.device,
+            );
         }
-        self.generate_unranked(request, on_step, cancel)
+        Ok(clip)
     }
 
     /// The waveforms in generation order, before any ranking.
@@ -209,6 +219,7 @@ impl AudioLdmPipeline {
             duration: length.seconds,
             timings,
             warnings,
+            scores: None,
         })
     }
 

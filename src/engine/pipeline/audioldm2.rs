@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::ranking::{LazyRanker, rank_clip};
 use super::stages::{
     AudioDecoder, GPT2_UNUSED, Synthesis, T5_UNUSED, load_clap_text, load_unet, per_waveform,
 };
@@ -43,6 +44,8 @@ pub struct AudioLdm2Pipeline {
     unet: UNet2DConditionModel,
     decoder: AudioDecoder,
     scheduler_config: SchedulerConfig,
+    /// CLAP audio branch for ranking several waveforms, loaded on first use.
+    ranker: LazyRanker,
     device: Device,
     dtype: DType,
 }
@@ -105,6 +108,7 @@ impl AudioLdm2Pipeline {
             unet,
             decoder,
             scheduler_config,
+            ranker: LazyRanker::new(root, dtype, device),
             device: device.clone(),
             dtype,
         })
@@ -207,12 +211,18 @@ impl AudioLdm2Pipeline {
         on_step: &mut dyn FnMut(&Progress),
         cancel: &CancelFlag,
     ) -> Result<Clip> {
+        let clip = self.generate_unranked(request, on_step, cancel)?;
         if request.waveforms > 1 {
-            return Err(FoleyError::Unsupported(
-                "ranking several waveforms by CLAP score is not available yet".into(),
-            ));
+            return rank_clip(
+                clip,
+                &request.prompt,
+                &self.clap_tokenizer,
+                &self.clap,
+                &self.ranker,
+                &self.device,
+            );
         }
-        self.generate_unranked(request, on_step, cancel)
+        Ok(clip)
     }
 
     /// The waveforms in generation order, before any ranking.
@@ -271,6 +281,7 @@ impl AudioLdm2Pipeline {
             duration: length.seconds,
             timings,
             warnings: embeddings.warnings,
+            scores: None,
         })
     }
 

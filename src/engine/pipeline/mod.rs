@@ -4,6 +4,7 @@
 pub mod audioldm;
 pub mod audioldm2;
 mod length;
+pub mod ranking;
 pub mod stages;
 
 pub use audioldm::{AudioLdmPipeline, ClapFamily};
@@ -150,6 +151,8 @@ pub struct Timings {
     pub denoising: f64,
     pub vae_decode: f64,
     pub vocoder: f64,
+    /// CLAP scoring of several waveforms (0 when there was one).
+    pub ranking: f64,
 }
 
 /// The result of a generation: one waveform per requested waveform, at `sample_rate`.
@@ -163,6 +166,8 @@ pub struct Clip {
     pub timings: Timings,
     /// Things the user should know, e.g. that the prompt was truncated.
     pub warnings: Vec<String>,
+    /// CLAP text–audio scores (`logits_per_text`) of `waveforms`, when they were ranked.
+    pub scores: Option<Vec<f32>>,
 }
 
 /// Checks the parts of a request that do not depend on the model.

@@ -1,0 +1,154 @@
+//! diffusers' `score_waveforms` (MusicLDM, AudioLDM 2): several waveforms for one prompt are
+//! ordered by CLAP text–audio similarity, best first. The audio branch is loaded on first use,
+//! so single-waveform generation never pays for it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::Clip;
+use crate::audio::clap_features::{ClapFeatureExtractor, ClapFeatureExtractorConfig};
+use crate::audio::resample::resample;
+use crate::engine::models::clap_audio::{ClapAudioModel, ClapModelAudioConfig, rank_waveforms};
+use crate::engine::models::clap_text::ClapTextModel;
+use crate::engine::text_tokenizer::TextTokenizer;
+use crate::engine::weights::{Component, read_json};
+use crate::error::{FoleyError, Result};
+
+/// The CLAP audio encoder with its feature extractor.
+pub struct ClapRanker {
+    audio: ClapAudioModel,
+    features: ClapFeatureExtractor,
+}
+
+/// The ranking result: the order to return the waveforms in and each one's score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    pub order: Vec<usize>,
+    /// `logits_per_text` of every waveform, in generation order.
+    pub scores: Vec<f32>,
+}
+
+impl ClapRanker {
+    fn load(root: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let text_encoder = Component::new(root, "text_encoder")?;
+        let config: ClapModelAudioConfig = text_encoder.config()?;
+        if config.audio_config.is_none() {
+            return Err(FoleyError::BadConfig {
+                path: text_encoder.config_path(),
+                reason: "no audio_config: this CLAP model cannot score audio".into(),
+            });
+        }
+        let audio_config = config.audio();
+        // The text half was loaded with the pipeline; here only the audio half is read.
+        let text_half = &["text_model.", "text_projection.", "logit_scale_a"];
+        let audio = text_encoder.build(dtype, device, text_half, |vb| {
+            ClapAudioModel::new(&audio_config, config.projection_dim, vb)
+        })?;
+        let path = root.join("feature_extractor/preprocessor_config.json");
+        let features_config: ClapFeatureExtractorConfig = read_json(&path)?;
+        let features =
+            ClapFeatureExtractor::new(&features_config).map_err(|error| FoleyError::BadConfig {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?;
+        Ok(Self { audio, features })
+    }
+
+    /// Scores `waveforms` (at `sample_rate`) against the normalised CLAP text vector
+    /// `text_embeds` (1, dim) and returns the best-first order.
+    pub fn rank(
+        &self,
+        text_embeds: &Tensor,
+        waveforms: &[Vec<f32>],
+        sample_rate: u32,
+        device: &Device,
+    ) -> Result<Ranking> {
+        let target_rate = self.features.sampling_rate();
+        let resampled: Vec<Vec<f32>> = waveforms
+            .iter()
+            .map(|waveform| resample(waveform, sample_rate, target_rate))
+            .collect();
+        let clips: Vec<&[f32]> = resampled.iter().map(Vec::as_slice).collect();
+        let input_features = self.features.input_features(&clips, device)?;
+        let audio_embeds = self.audio.audio_embeds(&input_features)?;
+        let text_embeds = text_embeds.to_dtype(audio_embeds.dtype())?;
+        let logits = self.audio.logits_per_text(&text_embeds, &audio_embeds)?;
+        Ok(Ranking {
+            order: rank_waveforms(&logits, waveforms.len())?,
+            scores: logits.flatten_all()?.to_vec1::<f32>()?,
+        })
+    }
+}
+
+/// A `ClapRanker` loaded on first use and then kept.
+pub struct LazyRanker {
+    root: PathBuf,
+    dtype: DType,
+    device: Device,
+    loaded: Mutex<Option<Arc<ClapRanker>>>,
+}
+
+impl LazyRanker {
+    pub(crate) fn new(root: &Path, dtype: DType, device: &Device) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            dtype,
+            device: device.clone(),
+            loaded: Mutex::new(None),
+        }
+    }
+
+    pub fn get(&self) -> Result<Arc<ClapRanker>> {
+        let mut loaded = self.loaded.lock().map_err(|_| {
+            FoleyError::Unsupported("the CLAP ranker failed to load earlier".into())
+        })?;
+        if let Some(ranker) = loaded.as_ref() {
+            return Ok(ranker.clone());
+        }
+        let ranker = Arc::new(ClapRanker::load(&self.root, self.dtype, &self.device)?);
+        *loaded = Some(ranker.clone());
+        Ok(ranker)
+    }
+}
+
+/// Reorders the clip's waveforms best first, as diffusers returns them.
+pub(crate) fn apply_ranking(waveforms: Vec<Vec<f32>>, ranking: &Ranking) -> Vec<Vec<f32>> {
+    let mut slots: Vec<Option<Vec<f32>>> = waveforms.into_iter().map(Some).collect();
+    ranking
+        .order
+        .iter()
+        .filter_map(|index| slots.get_mut(*index).and_then(Option::take))
+        .collect()
+}
+
+/// `score_waveforms` on a finished clip: the prompt is tokenised without padding (diffusers'
+/// `padding=True` for one text), embedded by the CLAP text branch and compared with every
+/// waveform; the clip comes back best first with its scores.
+pub(crate) fn rank_clip(
+    mut clip: Clip,
+    prompt: &str,
+    tokenizer: &TextTokenizer,
+    text_model: &ClapTextModel,
+    ranker: &LazyRanker,
+    device: &Device,
+) -> Result<Clip> {
+    let started = Instant::now();
+    let tokens = tokenizer.encode(prompt, None)?;
+    let text_embeds = text_model.text_features(&[tokens.ids], &[tokens.mask], device)?;
+    let ranking = ranker
+        .get()?
+        .rank(&text_embeds, &clip.waveforms, clip.sample_rate, device)?;
+    clip.scores = Some(
+        ranking
+            .order
+            .iter()
+            .map(|index| ranking.scores[*index])
+            .collect(),
+    );
+    clip.waveforms = apply_ranking(std::mem::take(&mut clip.waveforms), &ranking);
+    clip.timings.ranking = started.elapsed().as_secs_f64();
+    Ok(clip)
+}
