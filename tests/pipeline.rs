@@ -178,3 +178,49 @@ fn pipeline_can_live_on_an_inference_thread() {
     assert_send_sync::<AudioLdm2Pipeline>();
     assert_send_sync::<CancelFlag>();
 }
+
+#[test]
+fn several_waveforms_are_ranked_by_clap_like_diffusers() {
+    let variant = "audioldm2-tiny-deep";
+    let pipe = AudioLdm2Pipeline::load(&model_dir(variant), &Device::Cpu, DType::F32).unwrap();
+    let reference = common::Reference::load(variant, "ranking");
+    let request = Request {
+        waveforms: 3,
+        steps: 4,
+        ..tiny_request()
+    };
+    let unranked = pipe
+        .generate_unranked(&request, &mut |_| {}, &CancelFlag::new())
+        .unwrap();
+    let unranked = candle_core::Tensor::new(unranked.waveforms, &Device::Cpu).unwrap();
+    assert_close(
+        &unranked,
+        &reference.f32("unsorted"),
+        common::WAVEFORM_TOLERANCE,
+        "batch of 3",
+    );
+    let clip = pipe
+        .generate(&request, &mut |_| {}, &CancelFlag::new())
+        .unwrap();
+    let ranked = candle_core::Tensor::new(clip.waveforms, &Device::Cpu).unwrap();
+    assert_close(
+        &ranked,
+        &reference.f32("sorted"),
+        common::WAVEFORM_TOLERANCE,
+        "best first",
+    );
+    let logits = reference.values("logits_per_text");
+    let order: Vec<usize> = reference
+        .ints("order")
+        .into_iter()
+        .map(|i| i as usize)
+        .collect();
+    let scores = clip.scores.expect("scores");
+    for (position, index) in order.iter().enumerate() {
+        let (ours, theirs) = (scores[position], logits[*index]);
+        assert!(
+            (ours - theirs).abs() <= 1e-4 * theirs.abs().max(1.0),
+            "{scores:?} vs {logits:?}"
+        );
+    }
+}

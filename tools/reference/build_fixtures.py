@@ -332,8 +332,14 @@ CLAP_AUDIO_BRANCH = {
     "depths": [1, 1], "num_attention_heads": [1, 1], "num_hidden_layers": 1, "hidden_size": 192,
     "projection_dim": 8, "patch_size": 2, "patch_stride": 2, "patch_embed_input_channels": 4,
 }
-# The deep variant shrinks it to keep the fixture small (patch embedding 8 -> final hidden size 16).
-CLAP_AUDIO_BRANCH_SMALL = {**CLAP_AUDIO_BRANCH, "patch_embeds_hidden_size": 8, "hidden_size": 16}
+# The deep variant uses a small branch with the real HTSAT geometry (64 mel bins, spec_size 256,
+# window 8, patch 4, one input channel), so that diffusers' score_waveforms works on it and
+# build_ldm1_fixtures.py can record an AudioLDM 2 ranking reference (the test branch above fails).
+CLAP_AUDIO_BRANCH_DEEP = {
+    "spec_size": 256, "window_size": 8, "num_mel_bins": 64, "intermediate_size": 37, "layer_norm_eps": 1e-05,
+    "depths": [1, 1], "num_attention_heads": [2, 2], "num_hidden_layers": 2, "patch_embeds_hidden_size": 8,
+    "hidden_size": 16, "patch_size": 4, "patch_stride": 4, "patch_embed_input_channels": 1, "enable_fusion": False,
+}
 
 
 def tiny_components(tokenizer, tokenizer_2) -> dict:
@@ -453,9 +459,13 @@ def deep_components(tokenizer, tokenizer_2) -> dict:
     }
     # projection_dim 24 differs from every other width (GPT-2 16, T5 32), like 512/768/1024 in the real model.
     text_encoder = ClapModel(
-        ClapConfig(text_config=text_branch, audio_config=CLAP_AUDIO_BRANCH_SMALL, projection_dim=24)
+        ClapConfig(text_config=text_branch, audio_config=CLAP_AUDIO_BRANCH_DEEP, projection_dim=24)
     )
-    feature_extractor = ClapFeatureExtractor(hop_length=7900)
+    # The real audioldm2 extractor settings (rand_trunc, frequency_min 50), hop shortened for tiny clips.
+    feature_extractor = ClapFeatureExtractor(
+        feature_size=64, sampling_rate=48000, hop_length=7900, max_length_s=10, fft_window_size=1024,
+        padding="repeatpad", truncation="rand_trunc", frequency_min=50, frequency_max=14000,
+    )
     torch.manual_seed(4)
     text_encoder_2 = T5EncoderModel(
         T5Config(

@@ -2,7 +2,7 @@
 """Build Foley's AudioLDM (v1) and MusicLDM test fixtures plus reference tensors.
 
 Run from the repository root, after ``build_fixtures.py`` (the AudioLDM2 ranking reference reads
-its ``audioldm2-tiny`` fixture):
+its ``audioldm2-tiny-deep`` fixture):
 
     tools/reference/.venv/bin/python tools/reference/build_fixtures.py
     tools/reference/.venv/bin/python tools/reference/build_ldm1_fixtures.py
@@ -12,9 +12,8 @@ Outputs (each deleted and rebuilt; nothing else under ``tests/fixtures/`` is tou
 * ``tests/fixtures/{audioldm-tiny,audioldm-tiny-deep,musicldm-tiny,musicldm-tiny-deep}/``
   pipelines saved with ``save_pretrained(safe_serialization=True)``
 * ``tests/fixtures/reference/<same four names>/``  per-module, end-to-end and ranking references
-* ``tests/fixtures/reference/audioldm2-tiny/ranking.{safetensors,json}``  CLAP re-ranking of the
-  AudioLDM2 tiny pipeline (the other files of that folder belong to ``build_fixtures.py``), written
-  only if diffusers' score_waveforms can run on that fixture, which it currently cannot (see
+* ``tests/fixtures/reference/audioldm2-tiny-deep/ranking.{safetensors,json}``  CLAP re-ranking of the
+  AudioLDM2 deep pipeline (the other files of that folder belong to ``build_fixtures.py``; see
   ``build_audioldm2_ranking``)
 
 Conventions are those of ``build_fixtures.py`` (same locally trained RoBERTa BPE tokenizer, same
@@ -834,30 +833,20 @@ def dump_ranking(pipe, out_dir: Path, guidance: float) -> dict:
     return info
 
 
-def build_audioldm2_ranking() -> dict | None:
-    """Ranking reference for the existing audioldm2-tiny pipeline, if diffusers can compute one.
+def build_audioldm2_ranking() -> dict:
+    """Ranking reference for the audioldm2-tiny-deep pipeline written by build_fixtures.py.
 
-    It cannot with the fixture as build_fixtures.py writes it (the diffusers test configuration):
-    its CLAP audio branch (spec_size 8, patch_stride 2, window_size 4, depths [1, 1]) reaches a
-    2x2 grid in stage 2, smaller than the window, and transformers 5.23's Swin attention then fails
-    for *every* input ("The size of tensor a (4) must match the size of tensor b (16)"); before that,
-    its feature extractor (feature_size 64) does not even fit the branch's 8 mel bins ("running_mean
-    should contain 64 elements not 8"). So this reports the error and writes nothing; should a
-    future fixture make score_waveforms work, the files are written like the MusicLDM ones.
+    Its CLAP audio branch has the real HTSAT geometry. The diffusers test configuration used by
+    audioldm2-tiny cannot be scored at all: its branch (spec_size 8, patch_stride 2, window_size 4,
+    depths [1, 1]) reaches a 2x2 grid in stage 2, smaller than the window, and transformers 5.23's
+    Swin attention fails for every input; its feature extractor (64 mel bins) does not even fit the
+    branch's 8.
     """
-    out_dir = REFERENCE / "audioldm2-tiny"
-    for name in ("ranking.safetensors", "ranking.json"):
-        (out_dir / name).unlink(missing_ok=True)
-    pipe = shims.load_audioldm2_pipeline(FIXTURES / "audioldm2-tiny")
+    out_dir = REFERENCE / "audioldm2-tiny-deep"
+    pipe = shims.load_audioldm2_pipeline(FIXTURES / "audioldm2-tiny-deep")
     pipe.set_progress_bar_config(disable=True)
     pipe.to("cpu")
-    try:
-        return dump_ranking(pipe, out_dir, AUDIOLDM2_GUIDANCE)
-    except (RuntimeError, ValueError) as e:
-        for name in ("ranking.safetensors", "ranking.json"):
-            (out_dir / name).unlink(missing_ok=True)
-        print(f"audioldm2-tiny: no ranking reference, diffusers' score_waveforms fails: {type(e).__name__}: {e}")
-        return None
+    return dump_ranking(pipe, out_dir, AUDIOLDM2_GUIDANCE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -989,13 +978,13 @@ def main() -> None:
             if path.is_file():
                 path.chmod(0o644)
     for name in ["ranking.safetensors", "ranking.json"]:
-        if (REFERENCE / "audioldm2-tiny" / name).exists():
-            (REFERENCE / "audioldm2-tiny" / name).chmod(0o644)
+        if (REFERENCE / "audioldm2-tiny-deep" / name).exists():
+            (REFERENCE / "audioldm2-tiny-deep" / name).chmod(0o644)
 
     for s in summaries:
         print(json.dumps(s, indent=1))
     if ranking2 is not None:
-        print("audioldm2-tiny ranking:", ranking2["order_values"], ranking2["input_features_shape"])
+        print("audioldm2-tiny-deep ranking:", ranking2["order_values"], ranking2["input_features_shape"])
 
 
 if __name__ == "__main__":
