@@ -19,10 +19,13 @@ use crate::engine::schedulers::SchedulerKind;
 #[command(
     name = "foley",
     version,
-    about = "Local text-to-audio for sound design"
+    about = "Local text-to-audio for sound design",
+    long_about = "Local text-to-audio for sound design. Without a subcommand, opens the studio."
 )]
-#[command(arg_required_else_help = true)]
 pub struct Cli {
+    /// Model the studio opens with: local diffusers directory or Hugging Face repository id.
+    #[arg(long)]
+    pub model: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -101,7 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Generate(args)) => generate(*args),
         Some(Command::Models(args)) => models(args),
-        None => Ok(()),
+        None => crate::gui::run(cli.model),
     }
 }
 

@@ -4,5 +4,7 @@ pub mod audio;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod gui;
+pub mod library;
 
 pub use error::{FoleyError, Result};

@@ -1,5 +1,6 @@
 //! Audio files and sample-rate conversion.
 
 pub mod clap_features;
+pub mod playback;
 pub mod resample;
 pub mod wav;

@@ -204,7 +204,7 @@ impl AudioLdmPipeline {
             device: &self.device,
             dtype: self.dtype,
         };
-        let waveforms = synthesis.run(
+        let decoded = synthesis.run(
             request,
             &length,
             conditioning,
@@ -213,7 +213,9 @@ impl AudioLdmPipeline {
             cancel,
         )?;
         Ok(Clip {
-            waveforms,
+            waveforms: decoded.waveforms,
+            mels: decoded.mels,
+            mel_bins: decoded.mel_bins,
             sample_rate: self.sample_rate(),
             seed: request.seed,
             duration: length.seconds,

@@ -266,7 +266,7 @@ impl AudioLdm2Pipeline {
             device: &self.device,
             dtype: self.dtype,
         };
-        let waveforms = synthesis.run(
+        let decoded = synthesis.run(
             request,
             &length,
             conditioning,
@@ -275,7 +275,9 @@ impl AudioLdm2Pipeline {
             cancel,
         )?;
         Ok(Clip {
-            waveforms,
+            waveforms: decoded.waveforms,
+            mels: decoded.mels,
+            mel_bins: decoded.mel_bins,
             sample_rate: self.sample_rate(),
             seed: request.seed,
             duration: length.seconds,

@@ -159,6 +159,9 @@ pub struct Timings {
 #[derive(Debug, Clone)]
 pub struct Clip {
     pub waveforms: Vec<Vec<f32>>,
+    /// The VAE's log-mel spectrogram of each waveform, (frames × mel_bins) row-major.
+    pub mels: Vec<Vec<f32>>,
+    pub mel_bins: usize,
     /// Samples per second of `waveforms` (the vocoder's rate).
     pub sample_rate: u32,
     pub seed: u64,

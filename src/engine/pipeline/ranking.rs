@@ -114,9 +114,9 @@ impl LazyRanker {
     }
 }
 
-/// Reorders the clip's waveforms best first, as diffusers returns them.
-pub(crate) fn apply_ranking(waveforms: Vec<Vec<f32>>, ranking: &Ranking) -> Vec<Vec<f32>> {
-    let mut slots: Vec<Option<Vec<f32>>> = waveforms.into_iter().map(Some).collect();
+/// Reorders per-waveform items best first, as diffusers returns the waveforms.
+pub(crate) fn apply_ranking<T>(items: Vec<T>, ranking: &Ranking) -> Vec<T> {
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
     ranking
         .order
         .iter()
@@ -149,6 +149,7 @@ pub(crate) fn rank_clip(
             .collect(),
     );
     clip.waveforms = apply_ranking(std::mem::take(&mut clip.waveforms), &ranking);
+    clip.mels = apply_ranking(std::mem::take(&mut clip.mels), &ranking);
     clip.timings.ranking = started.elapsed().as_secs_f64();
     Ok(clip)
 }

@@ -129,13 +129,14 @@ impl AudioDecoder {
         Ok(self.vae.decode(&scaled)?.squeeze(1)?)
     }
 
-    /// Latents to waveforms trimmed to the requested length, timing both stages.
+    /// Latents to waveforms trimmed to the requested length, with the VAE's mel frames for
+    /// display, timing both stages.
     pub(crate) fn waveforms(
         &self,
         latents: &Tensor,
         length: &AudioLength,
         timings: &mut Timings,
-    ) -> Result<Vec<Vec<f32>>> {
+    ) -> Result<Decoded> {
         let started = Instant::now();
         let mel = self.decode_latents(latents)?;
         timings.vae_decode = started.elapsed().as_secs_f64();
@@ -143,8 +144,24 @@ impl AudioDecoder {
         let audio = self.vocoder.forward(&mel)?.to_dtype(DType::F32)?;
         timings.vocoder = started.elapsed().as_secs_f64();
         let samples = audio.dim(1)?.min(length.samples);
-        Ok(audio.narrow(1, 0, samples)?.to_vec2::<f32>()?)
+        let (_, _, mel_bins) = mel.dims3()?;
+        Ok(Decoded {
+            waveforms: audio.narrow(1, 0, samples)?.to_vec2::<f32>()?,
+            mels: mel
+                .to_dtype(DType::F32)?
+                .flatten_from(1)?
+                .to_vec2::<f32>()?,
+            mel_bins,
+        })
     }
+}
+
+/// Decoded audio of a batch: waveforms and their log-mel spectrograms.
+pub(crate) struct Decoded {
+    pub waveforms: Vec<Vec<f32>>,
+    /// Per waveform, (frames × mel_bins) row-major.
+    pub mels: Vec<Vec<f32>>,
+    pub mel_bins: usize,
 }
 
 /// The denoising loop of all three pipelines. With `guidance > 1` the UNet sees the batch
@@ -251,7 +268,7 @@ impl Synthesis<'_> {
         timings: &mut Timings,
         on_step: &mut dyn FnMut(&Progress),
         cancel: &CancelFlag,
-    ) -> Result<Vec<Vec<f32>>> {
+    ) -> Result<Decoded> {
         let started = Instant::now();
         let mut scheduler = request
             .scheduler

@@ -1,0 +1,742 @@
+//! The studio's state and frame logic: `logic` drains worker events, `ui` draws the panels.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use candle_core::DType;
+use eframe::egui::{self, Key};
+
+use super::settings::Settings;
+use super::views::clip::{ClipAction, ClipView};
+use super::worker::{Command, Event, Job, Worker};
+use crate::audio::playback::Playback;
+use crate::engine::device::DeviceKind;
+use crate::engine::hub::KNOWN_CHECKPOINTS;
+use crate::engine::pipeline::{CancelFlag, MAX_WAVEFORMS, Request};
+use crate::engine::schedulers::SchedulerKind;
+use crate::library::{ClipRecord, Library};
+
+const STORAGE_KEY: &str = "foley-settings";
+
+/// How the studio starts; tests use a temporary library and no audio device.
+#[derive(Debug, Clone, Default)]
+pub struct AppConfig {
+    /// Model to load at start (overrides the remembered one).
+    pub model: Option<String>,
+    /// Library folder (overrides the remembered one).
+    pub library_dir: Option<PathBuf>,
+    /// Open the audio output device.
+    pub audio: bool,
+}
+
+/// Where model loading stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelState {
+    None,
+    Loading(String),
+    Ready {
+        model: String,
+        family: &'static str,
+        defaults: (usize, f64),
+    },
+    Failed {
+        model: String,
+        error: String,
+    },
+}
+
+/// The run in progress: its jobs share one cancel flag.
+struct Run {
+    id: u64,
+    cancel: CancelFlag,
+    variations: usize,
+    finished: usize,
+    /// (variation, step, total, elapsed seconds) of the latest progress event.
+    progress: Option<(usize, usize, usize, f64)>,
+}
+
+pub struct FoleyApp {
+    pub settings: Settings,
+    worker: Worker,
+    playback: Result<Playback, String>,
+    library: Result<Library, String>,
+    pub model_state: ModelState,
+    run: Option<Run>,
+    next_run: u64,
+    /// Clips of the latest run, side by side.
+    pub results: Vec<ClipView>,
+    /// The clip open from the library list.
+    pub opened: Option<ClipView>,
+    /// Which clip plays: (in results?, index or id).
+    playing: Option<PlayingClip>,
+    /// Readable messages (errors, warnings) shown until dismissed.
+    pub messages: Vec<String>,
+    search: String,
+    /// Clip id awaiting delete confirmation.
+    confirm_delete: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum PlayingClip {
+    Result(usize),
+    Opened,
+}
+
+impl FoleyApp {
+    pub fn new(creation: &eframe::CreationContext<'_>, config: AppConfig) -> Self {
+        let mut settings: Settings = creation
+            .storage
+            .and_then(|storage| eframe::get_value(storage, STORAGE_KEY))
+            .unwrap_or_default();
+        if let Some(model) = &config.model {
+            settings.model = model.clone();
+        }
+        if let Some(dir) = &config.library_dir {
+            settings.library_dir = dir.clone();
+        }
+        let ctx = creation.egui_ctx.clone();
+        let repaint: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
+        let worker = Worker::spawn(repaint).expect("the inference thread could not start");
+        let playback = if config.audio {
+            Playback::open()
+        } else {
+            Err("audio output is switched off".into())
+        };
+        let library = Library::open(&settings.library_dir).map_err(|error| error.to_string());
+        let mut app = Self {
+            settings,
+            worker,
+            playback,
+            library,
+            model_state: ModelState::None,
+            run: None,
+            next_run: 1,
+            results: Vec::new(),
+            opened: None,
+            playing: None,
+            messages: Vec::new(),
+            search: String::new(),
+            confirm_delete: None,
+        };
+        if let Ok(library) = &app.library {
+            app.messages.extend(library.problems.iter().cloned());
+        }
+        if config.model.is_some()
+            || crate::engine::hub::cached_snapshot(&app.settings.model).is_some()
+            || std::path::Path::new(&app.settings.model).is_dir()
+        {
+            app.load_model();
+        }
+        app
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.run.is_some()
+    }
+
+    pub fn library(&self) -> Option<&Library> {
+        self.library.as_ref().ok()
+    }
+
+    fn load_model(&mut self) {
+        self.worker.send(Command::Load {
+            model: self.settings.model.trim().to_string(),
+            device: DeviceKind::Cpu,
+            dtype: DType::F32,
+        });
+        self.model_state = ModelState::Loading(self.settings.model.clone());
+    }
+
+    /// Queues a run: one job per variation, seeds seed, seed+1, …
+    pub fn generate(&mut self) {
+        let ModelState::Ready { defaults, .. } = &self.model_state else {
+            self.messages.push("load a model first".into());
+            return;
+        };
+        if self.settings.prompt.trim().is_empty() {
+            self.messages.push("type a prompt first".into());
+            return;
+        }
+        let scheduler = match self.settings.scheduler.parse::<SchedulerKind>() {
+            Ok(kind) => kind,
+            Err(error) => {
+                self.messages.push(error.to_string());
+                return;
+            }
+        };
+        if self.settings.random_seed {
+            use std::hash::{BuildHasher, RandomState};
+            self.settings.seed =
+                RandomState::new().hash_one(std::time::SystemTime::now()) % 1_000_000_000;
+        }
+        let (default_steps, default_guidance) = *defaults;
+        let run = Run {
+            id: self.next_run,
+            cancel: CancelFlag::new(),
+            variations: self.settings.variations.clamp(1, MAX_WAVEFORMS),
+            finished: 0,
+            progress: None,
+        };
+        self.next_run += 1;
+        let negative = self.settings.negative_prompt.trim();
+        for variation in 0..run.variations {
+            let request = Request {
+                prompt: self.settings.prompt.trim().to_string(),
+                negative_prompt: (!negative.is_empty()).then(|| negative.to_string()),
+                seed: self.settings.seed.wrapping_add(variation as u64),
+                steps: if self.settings.steps == 0 {
+                    default_steps
+                } else {
+                    self.settings.steps
+                },
+                guidance: if self.settings.guidance <= 0.0 {
+                    default_guidance
+                } else {
+                    self.settings.guidance
+                },
+                duration: (self.settings.duration > 0.0).then_some(self.settings.duration),
+                scheduler,
+                waveforms: 1,
+            };
+            self.worker.send(Command::Generate(Job {
+                run: run.id,
+                variation,
+                request,
+                cancel: run.cancel.clone(),
+            }));
+        }
+        self.results.clear();
+        self.stop_playback();
+        self.run = Some(run);
+    }
+
+    pub fn cancel(&mut self) {
+        if let Some(run) = &self.run {
+            run.cancel.cancel();
+        }
+    }
+
+    /// Handles worker events; called every frame.
+    pub fn poll(&mut self) {
+        while let Ok(event) = self.worker.events.try_recv() {
+            self.handle(event);
+        }
+        if self.playing.is_some()
+            && let Ok(playback) = &self.playback
+            && !playback.is_playing()
+        {
+            self.playing = None;
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Loading { model } => self.model_state = ModelState::Loading(model),
+            Event::Loaded {
+                model,
+                family,
+                defaults,
+            } => {
+                self.model_state = ModelState::Ready {
+                    model,
+                    family,
+                    defaults,
+                }
+            }
+            Event::LoadFailed { model, error } => {
+                self.messages
+                    .push(format!("could not load {model}: {error}"));
+                self.model_state = ModelState::Failed { model, error };
+            }
+            Event::Progress {
+                run,
+                variation,
+                step,
+                total,
+                elapsed,
+            } => {
+                if let Some(current) = self.run.as_mut().filter(|current| current.id == run) {
+                    current.progress = Some((variation, step, total, elapsed));
+                }
+            }
+            Event::Finished {
+                run,
+                request,
+                model,
+                clip,
+                ..
+            } => {
+                let Some(current) = self.run.as_mut().filter(|current| current.id == run) else {
+                    return;
+                };
+                current.finished += 1;
+                if current.finished >= current.variations {
+                    self.run = None;
+                }
+                self.messages.extend(clip.warnings.iter().cloned());
+                let samples = clip.waveforms.into_iter().next().unwrap_or_default();
+                let mel = clip.mels.into_iter().next().map(|mel| (mel, clip.mel_bins));
+                let record = ClipRecord {
+                    id: String::new(),
+                    prompt: request.prompt,
+                    negative_prompt: request.negative_prompt,
+                    seed: request.seed,
+                    steps: request.steps,
+                    guidance: request.guidance,
+                    scheduler: request.scheduler.name().into(),
+                    model,
+                    duration: clip.duration,
+                    sample_rate: clip.sample_rate,
+                    timings: vec![
+                        ("text_encoding".into(), clip.timings.text_encoding),
+                        ("denoising".into(), clip.timings.denoising),
+                        ("vae_decode".into(), clip.timings.vae_decode),
+                        ("vocoder".into(), clip.timings.vocoder),
+                    ],
+                    score: clip.scores.and_then(|scores| scores.first().copied()),
+                    starred: false,
+                    mel_bins: None,
+                    created: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |elapsed| elapsed.as_secs()),
+                };
+                let saved = match self.library.as_mut() {
+                    Ok(library) => library
+                        .add(
+                            record.clone(),
+                            &samples,
+                            mel.as_ref().map(|(m, b)| (m.as_slice(), *b)),
+                        )
+                        .map_err(|error| error.to_string()),
+                    Err(error) => Err(error.clone()),
+                };
+                let record = match saved {
+                    Ok(record) => record,
+                    Err(error) => {
+                        self.messages
+                            .push(format!("the clip could not be saved: {error}"));
+                        record
+                    }
+                };
+                self.results
+                    .push(ClipView::new(record, samples.into(), mel));
+            }
+            Event::Failed { run, error } => {
+                if self.run.as_ref().is_some_and(|current| current.id == run) {
+                    self.run = None;
+                    self.messages.push(format!("generation failed: {error}"));
+                }
+            }
+            Event::Cancelled { run } => {
+                if self.run.as_ref().is_some_and(|current| current.id == run) {
+                    self.run = None;
+                }
+            }
+        }
+    }
+
+    fn stop_playback(&mut self) {
+        if let Ok(playback) = &self.playback {
+            playback.stop();
+        }
+        self.playing = None;
+    }
+
+    fn play(&mut self, which: PlayingClip, start: f64) {
+        let clip = match &which {
+            PlayingClip::Result(index) => self.results.get(*index),
+            PlayingClip::Opened => self.opened.as_ref(),
+        };
+        let Some(clip) = clip else { return };
+        match &self.playback {
+            Ok(playback) => match playback.play(&clip.samples, clip.record.sample_rate, start) {
+                Ok(()) => self.playing = Some(which),
+                Err(error) => self.messages.push(format!("playback: {error}")),
+            },
+            Err(error) => self
+                .messages
+                .push(format!("playback is unavailable: {error}")),
+        }
+    }
+
+    /// A/B: switches playback to result `index` at the current position.
+    pub fn switch_to(&mut self, index: usize) {
+        if index >= self.results.len() {
+            return;
+        }
+        let position = match &self.playback {
+            Ok(playback) if self.playing.is_some() => playback.position_seconds(),
+            _ => 0.0,
+        };
+        self.play(PlayingClip::Result(index), position);
+    }
+
+    fn playhead(&self, which: &PlayingClip) -> Option<f64> {
+        match (&self.playing, &self.playback) {
+            (Some(playing), Ok(playback)) if playing == which => Some(playback.position_seconds()),
+            _ => None,
+        }
+    }
+
+    fn apply(&mut self, which: PlayingClip, action: ClipAction) {
+        let record = match &which {
+            PlayingClip::Result(index) => self.results.get(*index).map(|clip| clip.record.clone()),
+            PlayingClip::Opened => self.opened.as_ref().map(|clip| clip.record.clone()),
+        };
+        let Some(record) = record else { return };
+        match action {
+            ClipAction::Play => self.play(which, 0.0),
+            ClipAction::Stop => self.stop_playback(),
+            ClipAction::Seek(seconds) => {
+                if self.playing.as_ref() == Some(&which)
+                    && let Ok(playback) = &self.playback
+                {
+                    playback.seek_seconds(seconds);
+                } else {
+                    self.play(which, seconds);
+                }
+            }
+            ClipAction::ToggleStar => {
+                let starred = !record.starred;
+                if let Ok(library) = self.library.as_mut()
+                    && let Err(error) = library.set_starred(&record.id, starred)
+                {
+                    self.messages.push(error.to_string());
+                }
+                for clip in self.results.iter_mut().chain(self.opened.as_mut()) {
+                    if clip.record.id == record.id {
+                        clip.record.starred = starred;
+                    }
+                }
+            }
+            ClipAction::UseSettings => {
+                self.settings.prompt = record.prompt.clone();
+                self.settings.negative_prompt = record.negative_prompt.clone().unwrap_or_default();
+                self.settings.seed = record.seed;
+                self.settings.random_seed = false;
+                self.settings.steps = record.steps;
+                self.settings.guidance = record.guidance;
+                self.settings.scheduler = record.scheduler.clone();
+                self.settings.duration = record.duration;
+            }
+            ClipAction::Delete => self.confirm_delete = Some(record.id),
+        }
+    }
+
+    fn open_from_library(&mut self, record: &ClipRecord) {
+        let Ok(library) = &self.library else { return };
+        match library.load_clip(record) {
+            Ok((samples, mel)) => {
+                self.stop_playback();
+                self.opened = Some(ClipView::new(record.clone(), samples.into(), mel));
+            }
+            Err(error) => self.messages.push(error.to_string()),
+        }
+    }
+
+    fn delete(&mut self, id: &str) {
+        self.stop_playback();
+        if let Ok(library) = self.library.as_mut()
+            && let Err(error) = library.delete(id)
+        {
+            self.messages.push(error.to_string());
+        }
+        self.results.retain(|clip| clip.record.id != id);
+        if self
+            .opened
+            .as_ref()
+            .is_some_and(|clip| clip.record.id == id)
+        {
+            self.opened = None;
+        }
+    }
+
+    fn shortcuts(&mut self, ctx: &egui::Context) {
+        let (generate, cancel, number) = ctx.input(|input| {
+            let number = (1..=9).find(|n| {
+                let key = Key::from_name(&n.to_string());
+                key.is_some_and(|key| input.key_pressed(key)) && !input.modifiers.any()
+            });
+            (
+                input.modifiers.command && input.key_pressed(Key::Enter),
+                input.key_pressed(Key::Escape),
+                number,
+            )
+        });
+        if generate && !self.is_busy() {
+            self.generate();
+        }
+        if cancel {
+            self.cancel();
+        }
+        // Number keys switch clips only when no text field has focus.
+        if let Some(number) = number
+            && ctx.memory(|memory| memory.focused().is_none())
+        {
+            self.switch_to(number - 1);
+        }
+    }
+
+    fn prompt_panel(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Foley");
+        ui.add_space(4.0);
+        let label = ui.label("Model");
+        ui.horizontal(|ui| {
+            ui.add(egui::TextEdit::singleline(&mut self.settings.model).desired_width(170.0))
+                .labelled_by(label.id);
+            if ui.button("Load").clicked() {
+                self.load_model();
+            }
+        });
+        egui::ComboBox::from_label("Known checkpoints")
+            .selected_text("choose…")
+            .show_ui(ui, |ui| {
+                for checkpoint in KNOWN_CHECKPOINTS {
+                    let text = format!("{} · {:.1} GB", checkpoint.repo, checkpoint.download_gb());
+                    if ui.selectable_label(false, text).clicked() {
+                        self.settings.model = checkpoint.repo.to_string();
+                    }
+                }
+            });
+        match &self.model_state {
+            ModelState::None => ui.label("No model loaded. Pick a known checkpoint (downloaded on Load) or type a local diffusers folder."),
+            ModelState::Loading(model) => ui.label(format!("Loading {model}…")),
+            ModelState::Ready { model, family, .. } => ui.label(format!("{family}: {model}")),
+            ModelState::Failed { error, .. } => ui.colored_label(ui.visuals().error_fg_color, error),
+        };
+        ui.separator();
+        let label = ui.label("Prompt");
+        ui.add(
+            egui::TextEdit::multiline(&mut self.settings.prompt)
+                .hint_text("glass shattering on concrete")
+                .desired_rows(3),
+        )
+        .labelled_by(label.id);
+        let label = ui.label("Negative prompt");
+        ui.add(egui::TextEdit::singleline(
+            &mut self.settings.negative_prompt,
+        ))
+        .labelled_by(label.id);
+        egui::Grid::new("parameters").num_columns(2).show(ui, |ui| {
+            let label = ui.label("Duration (s, 0 = model default)");
+            ui.add(
+                egui::DragValue::new(&mut self.settings.duration)
+                    .range(0.0..=120.0)
+                    .speed(0.1),
+            )
+            .labelled_by(label.id);
+            ui.end_row();
+            let label = ui.label("Steps (0 = default)");
+            ui.add(egui::DragValue::new(&mut self.settings.steps).range(0..=1000))
+                .labelled_by(label.id);
+            ui.end_row();
+            let label = ui.label("Guidance (0 = default)");
+            ui.add(
+                egui::DragValue::new(&mut self.settings.guidance)
+                    .range(0.0..=20.0)
+                    .speed(0.1),
+            )
+            .labelled_by(label.id);
+            ui.end_row();
+            ui.label("");
+            egui::ComboBox::from_label("Scheduler")
+                .selected_text(self.settings.scheduler.clone())
+                .show_ui(ui, |ui| {
+                    for name in SchedulerKind::NAMES {
+                        ui.selectable_value(&mut self.settings.scheduler, name.to_string(), *name);
+                    }
+                });
+            ui.end_row();
+            let label = ui.label("Seed");
+            ui.add(egui::DragValue::new(&mut self.settings.seed))
+                .labelled_by(label.id);
+            ui.end_row();
+            ui.label("");
+            ui.checkbox(&mut self.settings.random_seed, "New seed every run");
+            ui.end_row();
+            let label = ui.label("Variations");
+            ui.add(egui::DragValue::new(&mut self.settings.variations).range(1..=MAX_WAVEFORMS))
+                .labelled_by(label.id);
+            ui.end_row();
+        });
+        ui.add_space(6.0);
+        ui.horizontal(|ui| {
+            let ready = matches!(self.model_state, ModelState::Ready { .. }) && !self.is_busy();
+            if ui
+                .add_enabled(ready, egui::Button::new("Generate"))
+                .on_hover_text("Ctrl+Enter")
+                .clicked()
+            {
+                self.generate();
+            }
+            if ui
+                .add_enabled(self.is_busy(), egui::Button::new("Cancel"))
+                .on_hover_text("Esc")
+                .clicked()
+            {
+                self.cancel();
+            }
+        });
+        if let Some(run) = &self.run {
+            match run.progress {
+                Some((variation, step, total, elapsed)) => {
+                    let fraction = step as f32 / total.max(1) as f32;
+                    let eta = if step > 0 {
+                        elapsed / step as f64 * (total - step) as f64
+                    } else {
+                        0.0
+                    };
+                    ui.add(egui::ProgressBar::new(fraction).text(format!(
+                        "clip {}/{} · step {step}/{total} · {elapsed:.1} s · eta {eta:.1} s",
+                        variation + 1,
+                        run.variations
+                    )));
+                }
+                None => {
+                    ui.add(egui::ProgressBar::new(0.0).text("preparing…"));
+                }
+            }
+        }
+        match &self.playback {
+            Ok(playback) => ui.small(format!(
+                "Audio: {} at {} Hz",
+                playback.device_name, playback.device_rate
+            )),
+            Err(error) => ui.small(format!("Playback unavailable: {error}")),
+        };
+    }
+
+    fn library_panel(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Library");
+        let label = ui.label("Search");
+        ui.add(egui::TextEdit::singleline(&mut self.search))
+            .labelled_by(label.id);
+        let Ok(library) = &self.library else {
+            if let Err(error) = &self.library {
+                ui.colored_label(ui.visuals().error_fg_color, error);
+            }
+            return;
+        };
+        ui.small(library.dir().display().to_string());
+        let records: Vec<ClipRecord> = library.search(&self.search).cloned().collect();
+        let mut open = None;
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            for record in &records {
+                let star = if record.starred { "[kept] " } else { "" };
+                let text = format!("{star}{} · s{}", record.prompt, record.seed);
+                if ui.selectable_label(false, text).clicked() {
+                    open = Some(record.clone());
+                }
+            }
+        });
+        if let Some(record) = open {
+            self.open_from_library(&record);
+        }
+    }
+
+    fn clips_panel(&mut self, ui: &mut egui::Ui) {
+        let mut actions = Vec::new();
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            if self.results.is_empty() && self.opened.is_none() && self.run.is_none() {
+                ui.label("Type a prompt and press Generate (Ctrl+Enter). Clips appear here and in the library.");
+            }
+            let compact = self.results.len() > 1;
+            let playheads: Vec<Option<f64>> = (0..self.results.len())
+                .map(|index| self.playhead(&PlayingClip::Result(index)))
+                .collect();
+            for (index, clip) in self.results.iter_mut().enumerate() {
+                ui.group(|ui| {
+                    if compact {
+                        ui.label(format!("{}", index + 1));
+                    }
+                    if let Some(action) = clip.ui(ui, playheads[index], compact) {
+                        actions.push((PlayingClip::Result(index), action));
+                    }
+                });
+            }
+            if compact {
+                ui.small("Keys 1–9 switch playback between clips at the same position.");
+            }
+            let opened_playhead = self.playhead(&PlayingClip::Opened);
+            if let Some(clip) = self.opened.as_mut() {
+                ui.separator();
+                ui.label("From the library");
+                if let Some(action) = clip.ui(ui, opened_playhead, false) {
+                    actions.push((PlayingClip::Opened, action));
+                }
+            }
+        });
+        for (which, action) in actions {
+            self.apply(which, action);
+        }
+    }
+
+    fn dialogs(&mut self, ctx: &egui::Context) {
+        if let Some(id) = self.confirm_delete.clone() {
+            let mut decision = None;
+            egui::Window::new("Delete clip?")
+                .collapsible(false)
+                .show(ctx, |ui| {
+                    ui.label(format!(
+                        "Delete {id} from the library? The WAV file is removed."
+                    ));
+                    ui.horizontal(|ui| {
+                        if ui.button("Delete for good").clicked() {
+                            decision = Some(true);
+                        }
+                        if ui.button("Keep").clicked() {
+                            decision = Some(false);
+                        }
+                    });
+                });
+            match decision {
+                Some(true) => {
+                    self.confirm_delete = None;
+                    self.delete(&id);
+                }
+                Some(false) => self.confirm_delete = None,
+                None => {}
+            }
+        }
+    }
+}
+
+impl eframe::App for FoleyApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.poll();
+        self.shortcuts(ctx);
+        if self.playing.is_some() || self.run.is_some() {
+            ctx.request_repaint_after(std::time::Duration::from_millis(33));
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        egui::Panel::left("prompt")
+            .default_size(300.0)
+            .show(ui, |ui| self.prompt_panel(ui));
+        egui::Panel::right("library")
+            .default_size(240.0)
+            .show(ui, |ui| self.library_panel(ui));
+        if !self.messages.is_empty() {
+            egui::Panel::bottom("messages").show(ui, |ui| {
+                let mut dismiss = false;
+                for message in &self.messages {
+                    ui.colored_label(ui.visuals().warn_fg_color, message);
+                }
+                if ui.button("Dismiss messages").clicked() {
+                    dismiss = true;
+                }
+                if dismiss {
+                    self.messages.clear();
+                }
+            });
+        }
+        egui::CentralPanel::default().show(ui, |ui| self.clips_panel(ui));
+        let ctx = ui.ctx().clone();
+        self.dialogs(&ctx);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, STORAGE_KEY, &self.settings);
+    }
+}

@@ -1,0 +1,66 @@
+//! What the studio remembers between runs (eframe storage), kept apart from transient state.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Persisted studio settings; missing fields take their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Local diffusers folder or Hugging Face repository id.
+    pub model: String,
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// Seconds; 0 uses the model's default length.
+    pub duration: f64,
+    /// 0 uses the model family's default.
+    pub steps: usize,
+    /// 0 uses the model family's default.
+    pub guidance: f64,
+    pub scheduler: String,
+    pub seed: u64,
+    /// Draw a new seed for every run.
+    pub random_seed: bool,
+    /// Clips per run, with seeds seed, seed+1, …
+    pub variations: usize,
+    pub library_dir: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: "cvssp/audioldm2".into(),
+            prompt: String::new(),
+            negative_prompt: "low quality, average quality".into(),
+            duration: 0.0,
+            steps: 0,
+            guidance: 0.0,
+            scheduler: "dpm++2m".into(),
+            seed: 42,
+            random_seed: true,
+            variations: 1,
+            library_dir: default_library_dir(),
+        }
+    }
+}
+
+/// The platform's data folder: `$XDG_DATA_HOME/foley/library` (Linux),
+/// `~/Library/Application Support/Foley/Library` (macOS), `%APPDATA%\Foley\Library` (Windows).
+pub fn default_library_dir() -> PathBuf {
+    let env = |name: &str| std::env::var_os(name).map(PathBuf::from);
+    if cfg!(target_os = "windows") {
+        if let Some(appdata) = env("APPDATA") {
+            return appdata.join("Foley").join("Library");
+        }
+    } else if cfg!(target_os = "macos") {
+        if let Some(home) = env("HOME") {
+            return home.join("Library/Application Support/Foley/Library");
+        }
+    } else if let Some(data) =
+        env("XDG_DATA_HOME").or_else(|| env("HOME").map(|h| h.join(".local/share")))
+    {
+        return data.join("foley").join("library");
+    }
+    PathBuf::from("foley-library")
+}

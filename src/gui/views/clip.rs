@@ -1,0 +1,227 @@
+//! One clip: its mel spectrogram, its waveform with a playhead, its settings and actions.
+
+use std::sync::Arc;
+
+use eframe::egui::{
+    self, Color32, ColorImage, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2,
+};
+
+use super::colormap::magma;
+use crate::library::ClipRecord;
+
+/// What the user asked a clip view to do; the app carries it out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClipAction {
+    Play,
+    Stop,
+    /// Seconds into the clip.
+    Seek(f64),
+    ToggleStar,
+    UseSettings,
+    Delete,
+}
+
+/// A clip on screen: the saved record, its samples and its spectrogram.
+pub struct ClipView {
+    pub record: ClipRecord,
+    pub samples: Arc<[f32]>,
+    /// The VAE's log-mel, (frames × bins) row-major, when known.
+    pub mel: Option<(Vec<f32>, usize)>,
+    texture: Option<TextureHandle>,
+}
+
+impl ClipView {
+    pub fn new(record: ClipRecord, samples: Arc<[f32]>, mel: Option<(Vec<f32>, usize)>) -> Self {
+        Self {
+            record,
+            samples,
+            mel,
+            texture: None,
+        }
+    }
+
+    /// Seconds of audio.
+    pub fn seconds(&self) -> f64 {
+        self.samples.len() as f64 / self.record.sample_rate as f64
+    }
+
+    /// Draws the clip; `playhead` is the playback position in seconds when this clip plays.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        playhead: Option<f64>,
+        compact: bool,
+    ) -> Option<ClipAction> {
+        let mut action = None;
+        ui.horizontal(|ui| {
+            let star = if self.record.starred { "Kept" } else { "Keep" };
+            if ui.button(star).on_hover_text("Keep this clip").clicked() {
+                action = Some(ClipAction::ToggleStar);
+            }
+            ui.strong(&self.record.prompt);
+        });
+        ui.label(format!(
+            "seed {} · {} steps · guidance {} · {} · {:.2} s{}",
+            self.record.seed,
+            self.record.steps,
+            self.record.guidance,
+            self.record.scheduler,
+            self.seconds(),
+            self.record
+                .score
+                .map(|score| format!(" · CLAP {score:.3}"))
+                .unwrap_or_default()
+        ));
+        let width = ui.available_width().max(120.0);
+        let height = if compact { 60.0 } else { 140.0 };
+        if let Some(texture) = self.spectrogram_texture(ui.ctx()) {
+            let response = ui.add(
+                egui::Image::new((texture.id(), Vec2::new(width, height))).sense(Sense::click()),
+            );
+            response
+                .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Spectrogram"));
+            if let Some(position) = response.interact_pointer_pos() {
+                action = Some(ClipAction::Seek(
+                    self.fraction_seconds(response.rect, position.x),
+                ));
+            }
+            draw_playhead(ui, response.rect, playhead, self.seconds());
+        }
+        let (response, painter) =
+            ui.allocate_painter(Vec2::new(width, height * 0.6), Sense::click());
+        response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Waveform"));
+        painter.rect_filled(response.rect, 2.0, ui.visuals().extreme_bg_color);
+        let columns = response.rect.width().max(1.0) as usize;
+        let middle = response.rect.center().y;
+        let half = response.rect.height() / 2.0;
+        let color = ui.visuals().widgets.active.fg_stroke.color;
+        for (column, (low, high)) in peaks(&self.samples, columns).into_iter().enumerate() {
+            let x = response.rect.left() + column as f32 + 0.5;
+            painter.line_segment(
+                [
+                    egui::pos2(x, middle - high * half),
+                    egui::pos2(x, middle - low * half),
+                ],
+                Stroke::new(1.0, color),
+            );
+        }
+        if let Some(position) = response.interact_pointer_pos() {
+            action = Some(ClipAction::Seek(
+                self.fraction_seconds(response.rect, position.x),
+            ));
+        }
+        draw_playhead(ui, response.rect, playhead, self.seconds());
+        ui.horizontal(|ui| {
+            if playhead.is_some() {
+                if ui.button("Stop").clicked() {
+                    action = Some(ClipAction::Stop);
+                }
+            } else if ui.button("Play").clicked() {
+                action = Some(ClipAction::Play);
+            }
+            if ui.button("Use these settings").clicked() {
+                action = Some(ClipAction::UseSettings);
+            }
+            if !compact && ui.button("Delete").clicked() {
+                action = Some(ClipAction::Delete);
+            }
+        });
+        action
+    }
+
+    fn fraction_seconds(&self, rect: Rect, x: f32) -> f64 {
+        let fraction = ((x - rect.left()) / rect.width().max(1.0)).clamp(0.0, 1.0);
+        fraction as f64 * self.seconds()
+    }
+
+    fn spectrogram_texture(&mut self, ctx: &egui::Context) -> Option<&TextureHandle> {
+        if self.texture.is_none() {
+            let (mel, bins) = self.mel.as_ref()?;
+            let image = spectrogram_image(mel, *bins)?;
+            self.texture = Some(ctx.load_texture(
+                format!("spectrogram-{}", self.record.id),
+                image,
+                TextureOptions::LINEAR,
+            ));
+        }
+        self.texture.as_ref()
+    }
+}
+
+fn draw_playhead(ui: &egui::Ui, rect: Rect, playhead: Option<f64>, seconds: f64) {
+    if let Some(position) = playhead
+        && seconds > 0.0
+    {
+        let x = rect.left() + rect.width() * (position / seconds).clamp(0.0, 1.0) as f32;
+        ui.painter().line_segment(
+            [egui::pos2(x, rect.top()), egui::pos2(x, rect.bottom())],
+            Stroke::new(1.5, Color32::WHITE),
+        );
+    }
+}
+
+/// A log-mel (frames × bins) as an image: time left to right, low bins at the bottom, the
+/// value range mapped onto the colour map.
+pub fn spectrogram_image(mel: &[f32], bins: usize) -> Option<ColorImage> {
+    if bins == 0 || mel.len() < bins {
+        return None;
+    }
+    let frames = mel.len() / bins;
+    let finite = mel.iter().copied().filter(|value| value.is_finite());
+    let (low, high) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(low, high), value| {
+        (low.min(value), high.max(value))
+    });
+    let span = (high - low).max(1e-6);
+    let mut pixels = Vec::with_capacity(frames * bins);
+    for row in 0..bins {
+        let bin = bins - 1 - row;
+        for frame in 0..frames {
+            let [r, g, b] = magma((mel[frame * bins + bin] - low) / span);
+            pixels.push(Color32::from_rgb(r, g, b));
+        }
+    }
+    Some(ColorImage::new([frames, bins], pixels))
+}
+
+/// (min, max) of the samples falling in each of `columns` equal slices.
+pub fn peaks(samples: &[f32], columns: usize) -> Vec<(f32, f32)> {
+    if samples.is_empty() || columns == 0 {
+        return Vec::new();
+    }
+    (0..columns)
+        .map(|column| {
+            let start = column * samples.len() / columns;
+            let end = ((column + 1) * samples.len() / columns)
+                .max(start + 1)
+                .min(samples.len());
+            samples[start.min(samples.len() - 1)..end]
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(low, high), value| {
+                    (low.min(*value), high.max(*value))
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peaks_cover_every_sample() {
+        let samples = [0.0, 1.0, -1.0, 0.5];
+        assert_eq!(peaks(&samples, 2), vec![(0.0, 1.0), (-1.0, 0.5)]);
+        assert_eq!(peaks(&samples, 8).len(), 8);
+        assert!(peaks(&[], 4).is_empty());
+    }
+
+    #[test]
+    fn spectrogram_puts_low_bins_at_the_bottom() {
+        // 2 frames × 2 bins: bin 0 quiet, bin 1 loud.
+        let image = spectrogram_image(&[0.0, 1.0, 0.0, 1.0], 2).unwrap();
+        assert_eq!(image.size, [2, 2]);
+        let top = image.pixels[0];
+        let bottom = image.pixels[2];
+        assert!(top.r() > bottom.r(), "loud bin 1 should be on top");
+    }
+}
