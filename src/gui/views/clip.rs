@@ -95,7 +95,28 @@ impl ClipView {
         let middle = response.rect.center().y;
         let half = response.rect.height() / 2.0;
         let color = ui.visuals().widgets.active.fg_stroke.color;
-        for (column, (low, high)) in peaks(&self.samples, columns).into_iter().enumerate() {
+        if self.samples.len() < columns {
+            // Fewer samples than pixels: a line through the samples themselves.
+            let step = response.rect.width() / self.samples.len().max(1) as f32;
+            let points = self
+                .samples
+                .iter()
+                .enumerate()
+                .map(|(index, value)| {
+                    egui::pos2(
+                        response.rect.left() + index as f32 * step,
+                        middle - value * half,
+                    )
+                })
+                .collect();
+            painter.add(egui::Shape::line(points, Stroke::new(1.0, color)));
+        }
+        let peak_columns = if self.samples.len() < columns {
+            0
+        } else {
+            columns
+        };
+        for (column, (low, high)) in peaks(&self.samples, peak_columns).into_iter().enumerate() {
             let x = response.rect.left() + column as f32 + 0.5;
             painter.line_segment(
                 [
@@ -183,7 +204,8 @@ pub fn spectrogram_image(mel: &[f32], bins: usize) -> Option<ColorImage> {
     Some(ColorImage::new([frames, bins], pixels))
 }
 
-/// (min, max) of the samples falling in each of `columns` equal slices.
+/// (min, max) of the samples falling in each of `columns` equal slices (each slice also
+/// includes the sample before it).
 pub fn peaks(samples: &[f32], columns: usize) -> Vec<(f32, f32)> {
     if samples.is_empty() || columns == 0 {
         return Vec::new();
@@ -194,7 +216,8 @@ pub fn peaks(samples: &[f32], columns: usize) -> Vec<(f32, f32)> {
             let end = ((column + 1) * samples.len() / columns)
                 .max(start + 1)
                 .min(samples.len());
-            samples[start.min(samples.len() - 1)..end]
+            // Starting one sample early joins neighbouring columns into a continuous trace.
+            samples[start.min(samples.len() - 1).saturating_sub(1)..end]
                 .iter()
                 .fold((f32::INFINITY, f32::NEG_INFINITY), |(low, high), value| {
                     (low.min(*value), high.max(*value))
@@ -210,7 +233,7 @@ mod tests {
     #[test]
     fn peaks_cover_every_sample() {
         let samples = [0.0, 1.0, -1.0, 0.5];
-        assert_eq!(peaks(&samples, 2), vec![(0.0, 1.0), (-1.0, 0.5)]);
+        assert_eq!(peaks(&samples, 2), vec![(0.0, 1.0), (-1.0, 1.0)]);
         assert_eq!(peaks(&samples, 8).len(), 8);
         assert!(peaks(&[], 4).is_empty());
     }
