@@ -1,5 +1,6 @@
 //! Foley: text-to-audio generation (AudioLDM 2 and relatives) in candle, usable without a window.
 
+pub mod atomic_file;
 pub mod audio;
 pub mod cli;
 pub mod engine;

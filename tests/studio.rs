@@ -155,3 +155,51 @@ fn variations_use_consecutive_seeds() {
             .any(|m| m.contains("playback is unavailable"))
     );
 }
+
+#[test]
+fn export_writes_a_tagged_wav_for_the_daw() {
+    let library = tempfile::tempdir().unwrap();
+    let exports = tempfile::tempdir().unwrap();
+    let mut harness = studio(library.path());
+    wait_until(&mut harness, "the model", model_ready);
+    type_prompt(&mut harness, "thunder rumble");
+    {
+        let settings = &mut harness.state_mut().settings;
+        settings.steps = 2;
+        settings.random_seed = false;
+        settings.seed = 9;
+        settings.export_dir = exports.path().to_path_buf();
+        settings.export.format = "pcm16".into();
+        settings.export.sample_rate = Some(44_100);
+    }
+    harness.run_steps(2);
+    harness.get_by_label("Generate").click();
+    wait_until(&mut harness, "the clip", |app| {
+        app.results.len() == 1 && !app.is_busy()
+    });
+    harness.get_by_label("Export").click();
+    harness.run_steps(2);
+    let path = harness
+        .state()
+        .last_export
+        .clone()
+        .expect("an exported file");
+    assert!(path.starts_with(exports.path()));
+    assert!(
+        path.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("thunder-rumble_audioldm2-tiny_s9")
+    );
+    let reader = hound::WavReader::open(&path).unwrap();
+    assert_eq!(reader.spec().sample_rate, 44_100);
+    assert_eq!(reader.spec().bits_per_sample, 16);
+    let metadata = foley::audio::wav::read_wav_metadata(&path).unwrap();
+    assert!(
+        metadata.description.starts_with("thunder rumble | seed 9"),
+        "{metadata:?}"
+    );
+    assert!(metadata.comment.contains("steps: 2"), "{metadata:?}");
+    harness.get_by_label("Copy path");
+    harness.get_by_label("Show in folder");
+}

@@ -1,12 +1,13 @@
-//! WAV export. Files are written to a temporary sibling and renamed into place, so a failed or
-//! interrupted export never leaves a half-written file under the requested name.
+//! WAV files. They are encoded in memory and written atomically (temporary sibling, fsync,
+//! rename), so a failed or interrupted export never leaves a half-written file; exports can
+//! carry the prompt and settings as BWF `bext` and RIFF INFO metadata.
 
-use std::fs::File;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::io::Cursor;
+use std::path::Path;
 
 use hound::{SampleFormat, WavSpec, WavWriter};
 
+use crate::atomic_file::write_atomic;
 use crate::error::{FoleyError, Result};
 
 /// Sample encoding of an exported WAV.
@@ -34,28 +35,70 @@ impl std::str::FromStr for WavFormat {
     }
 }
 
+/// Text embedded in an exported WAV: a BWF `bext` chunk (EBU Tech 3285) and a RIFF
+/// `LIST/INFO` chunk, which DAWs and file browsers show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WavMetadata {
+    /// `bext` Description (≤ 256 ASCII bytes; longer text is cut).
+    pub description: String,
+    /// `bext` Originator (≤ 32).
+    pub originator: String,
+    /// `bext` OriginationDate, `yyyy-mm-dd`.
+    pub date: String,
+    /// `bext` OriginationTime, `hh:mm:ss`.
+    pub time: String,
+    /// INFO `INAM`.
+    pub title: String,
+    /// INFO `ICMT`: the full prompt and settings.
+    pub comment: String,
+    /// INFO `ISFT`.
+    pub software: String,
+}
+
 /// Writes mono `samples` at `sample_rate` to `path` atomically.
 pub fn write_wav(path: &Path, samples: &[f32], sample_rate: u32, format: WavFormat) -> Result<()> {
-    let failed = |reason: String| FoleyError::Output {
-        path: path.to_path_buf(),
-        reason,
+    write_wav_with_metadata(path, samples, sample_rate, format, None)
+}
+
+/// Writes mono `samples` with optional metadata chunks, atomically.
+pub fn write_wav_with_metadata(
+    path: &Path,
+    samples: &[f32],
+    sample_rate: u32,
+    format: WavFormat,
+    metadata: Option<&WavMetadata>,
+) -> Result<()> {
+    let bytes = encode_wav(samples, sample_rate, format, metadata).map_err(|reason| {
+        FoleyError::Output {
+            path: path.to_path_buf(),
+            reason,
+        }
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// The whole WAV file in memory: hound's RIFF/fmt/data, plus `bext` before the data and
+/// `LIST/INFO` after it when metadata is given.
+fn encode_wav(
+    samples: &[f32],
+    sample_rate: u32,
+    format: WavFormat,
+    metadata: Option<&WavMetadata>,
+) -> std::result::Result<Vec<u8>, String> {
+    let (bits, sample_format) = match format {
+        WavFormat::Float32 => (32, SampleFormat::Float),
+        WavFormat::Pcm16 => (16, SampleFormat::Int),
+        WavFormat::Pcm24 => (24, SampleFormat::Int),
     };
-    let temporary = temporary_sibling(path);
-    let result = (|| -> std::result::Result<(), String> {
-        let (bits, sample_format) = match format {
-            WavFormat::Float32 => (32, SampleFormat::Float),
-            WavFormat::Pcm16 => (16, SampleFormat::Int),
-            WavFormat::Pcm24 => (24, SampleFormat::Int),
-        };
-        let spec = WavSpec {
-            channels: 1,
-            sample_rate,
-            bits_per_sample: bits,
-            sample_format,
-        };
-        let file = File::create(&temporary).map_err(|error| error.to_string())?;
-        let mut writer =
-            WavWriter::new(BufWriter::new(file), spec).map_err(|error| error.to_string())?;
+    let spec = WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: bits,
+        sample_format,
+    };
+    let mut cursor = Cursor::new(Vec::new());
+    {
+        let mut writer = WavWriter::new(&mut cursor, spec).map_err(|error| error.to_string())?;
         for sample in samples {
             let written = match format {
                 WavFormat::Float32 => writer.write_sample(*sample),
@@ -65,16 +108,153 @@ pub fn write_wav(path: &Path, samples: &[f32], sample_rate: u32, format: WavForm
             written.map_err(|error| error.to_string())?;
         }
         writer.finalize().map_err(|error| error.to_string())?;
-        File::open(&temporary)
-            .and_then(|file| file.sync_all())
-            .map_err(|error| error.to_string())?;
-        std::fs::rename(&temporary, path).map_err(|error| error.to_string())
-    })();
-    if let Err(reason) = result {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(failed(reason));
     }
-    Ok(())
+    let plain = cursor.into_inner();
+    let Some(metadata) = metadata else {
+        return Ok(plain);
+    };
+    let chunks = split_chunks(&plain)?;
+    let mut body = b"WAVE".to_vec();
+    for (id, data) in &chunks {
+        if id == b"data" {
+            push_chunk(&mut body, b"bext", &bext_chunk(metadata));
+        }
+        push_chunk(&mut body, id, data);
+    }
+    push_chunk(&mut body, b"LIST", &info_chunk(metadata));
+    let mut file = b"RIFF".to_vec();
+    file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    file.extend_from_slice(&body);
+    Ok(file)
+}
+
+/// The (id, data) chunks of a RIFF/WAVE file.
+fn split_chunks(file: &[u8]) -> std::result::Result<Vec<([u8; 4], Vec<u8>)>, String> {
+    if file.len() < 12 || &file[..4] != b"RIFF" || &file[8..12] != b"WAVE" {
+        return Err("not a RIFF/WAVE file".into());
+    }
+    let mut chunks = Vec::new();
+    let mut offset = 12;
+    while offset + 8 <= file.len() {
+        let id: [u8; 4] = [
+            file[offset],
+            file[offset + 1],
+            file[offset + 2],
+            file[offset + 3],
+        ];
+        let size = u32::from_le_bytes([
+            file[offset + 4],
+            file[offset + 5],
+            file[offset + 6],
+            file[offset + 7],
+        ]) as usize;
+        let start = offset + 8;
+        let end = start
+            .checked_add(size)
+            .filter(|end| *end <= file.len())
+            .ok_or_else(|| {
+                format!(
+                    "chunk {} runs past the end of the file",
+                    String::from_utf8_lossy(&id)
+                )
+            })?;
+        chunks.push((id, file[start..end].to_vec()));
+        offset = end + (size % 2);
+    }
+    Ok(chunks)
+}
+
+fn push_chunk(out: &mut Vec<u8>, id: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(id);
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+    if data.len() % 2 == 1 {
+        out.push(0);
+    }
+}
+
+/// `text` as a fixed-width ASCII field: non-ASCII replaced by '?', cut or zero-padded.
+fn fixed_ascii(text: &str, width: usize) -> Vec<u8> {
+    let mut field: Vec<u8> = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c as u8
+            } else {
+                b'?'
+            }
+        })
+        .take(width)
+        .collect();
+    field.resize(width, 0);
+    field
+}
+
+/// BWF `bext` version 1: Description, Originator, OriginatorReference, date, time, time
+/// reference, version, UMID, reserved; no coding history.
+fn bext_chunk(metadata: &WavMetadata) -> Vec<u8> {
+    let mut chunk = fixed_ascii(&metadata.description, 256);
+    chunk.extend(fixed_ascii(&metadata.originator, 32));
+    chunk.extend(fixed_ascii("", 32));
+    chunk.extend(fixed_ascii(&metadata.date, 10));
+    chunk.extend(fixed_ascii(&metadata.time, 8));
+    chunk.extend_from_slice(&[0; 8]); // TimeReference (low, high)
+    chunk.extend_from_slice(&1u16.to_le_bytes());
+    chunk.extend_from_slice(&[0; 64]); // UMID
+    chunk.extend_from_slice(&[0; 190]); // loudness fields (version 2) and reserved
+    chunk
+}
+
+/// `LIST` chunk of type `INFO` with INAM, ICMT and ISFT (UTF-8, zero-terminated).
+fn info_chunk(metadata: &WavMetadata) -> Vec<u8> {
+    let mut chunk = b"INFO".to_vec();
+    for (id, text) in [
+        (b"INAM", &metadata.title),
+        (b"ICMT", &metadata.comment),
+        (b"ISFT", &metadata.software),
+    ] {
+        if text.is_empty() {
+            continue;
+        }
+        let mut value = text.as_bytes().to_vec();
+        value.push(0);
+        push_chunk(&mut chunk, id, &value);
+    }
+    chunk
+}
+
+/// Reads back the `bext` and `LIST/INFO` text of a WAV file (empty fields where absent).
+pub fn read_wav_metadata(path: &Path) -> Result<WavMetadata> {
+    let bad = |reason: String| FoleyError::BadFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::read(path).map_err(|error| bad(error.to_string()))?;
+    let text = |bytes: &[u8]| {
+        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+        String::from_utf8_lossy(&bytes[..end]).into_owned()
+    };
+    let mut metadata = WavMetadata::default();
+    for (id, data) in split_chunks(&file).map_err(bad)? {
+        if &id == b"bext" && data.len() >= 338 {
+            metadata.description = text(&data[..256]);
+            metadata.originator = text(&data[256..288]);
+            metadata.date = text(&data[320..330]);
+            metadata.time = text(&data[330..338]);
+        } else if &id == b"LIST" && data.starts_with(b"INFO") {
+            let mut wrapped = b"RIFF\0\0\0\0WAVE".to_vec();
+            wrapped.extend_from_slice(&data[4..]);
+            for (field, value) in split_chunks(&wrapped).map_err(bad)? {
+                match &field {
+                    b"INAM" => metadata.title = text(&value),
+                    b"ICMT" => metadata.comment = text(&value),
+                    b"ISFT" => metadata.software = text(&value),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(metadata)
 }
 
 /// Rounds a [-1, 1] sample to a signed integer of `bits`, clipping out-of-range values.
@@ -82,14 +262,6 @@ fn quantize(sample: f32, bits: u32) -> i32 {
     let peak = ((1i64 << (bits - 1)) - 1) as f32;
     let sample = if sample.is_finite() { sample } else { 0.0 };
     (sample.clamp(-1.0, 1.0) * peak).round() as i32
-}
-
-fn temporary_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output.wav".into());
-    path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
 }
 
 /// Reads a mono WAV back as f32 samples in [-1, 1] and its sample rate.
@@ -131,6 +303,30 @@ mod tests {
         assert_eq!(read, samples);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temporary file left behind");
+    }
+
+    #[test]
+    fn metadata_round_trips_and_hound_still_reads_the_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tagged.wav");
+        let metadata = WavMetadata {
+            description: "glass shattering on concrete | seed 42".into(),
+            originator: "Foley".into(),
+            date: "2026-11-21".into(),
+            time: "10:20:30".into(),
+            title: "glass shattering".into(),
+            comment: "prompt: glass shattering on concrete (é)".into(),
+            software: "Foley 0.1.0".into(),
+        };
+        let samples = vec![0.5, -0.25, 0.0];
+        write_wav_with_metadata(&path, &samples, 48_000, WavFormat::Pcm24, Some(&metadata))
+            .unwrap();
+        assert_eq!(read_wav_metadata(&path).unwrap(), metadata);
+        let (read, rate) = read_wav(&path).unwrap();
+        assert_eq!(rate, 48_000);
+        for (a, b) in read.iter().zip(&samples) {
+            assert!((a - b).abs() < 1e-6);
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use eframe::egui::{self, Key};
 use super::settings::Settings;
 use super::views::clip::{ClipAction, ClipView};
 use super::worker::{Command, Event, Job, Worker};
+use crate::audio::export::export_clip;
 use crate::audio::playback::Playback;
 use crate::engine::device::DeviceKind;
 use crate::engine::hub::KNOWN_CHECKPOINTS;
@@ -74,6 +75,8 @@ pub struct FoleyApp {
     search: String,
     /// Clip id awaiting delete confirmation.
     confirm_delete: Option<String>,
+    /// The file the last export wrote, offered for copying and revealing.
+    pub last_export: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +120,7 @@ impl FoleyApp {
             messages: Vec::new(),
             search: String::new(),
             confirm_delete: None,
+            last_export: None,
         };
         if let Ok(library) = &app.library {
             app.messages.extend(library.problems.iter().cloned());
@@ -419,6 +423,24 @@ impl FoleyApp {
                 self.settings.scheduler = record.scheduler.clone();
                 self.settings.duration = record.duration;
             }
+            ClipAction::Export => {
+                let samples = match &which {
+                    PlayingClip::Result(index) => {
+                        self.results.get(*index).map(|clip| clip.samples.clone())
+                    }
+                    PlayingClip::Opened => self.opened.as_ref().map(|clip| clip.samples.clone()),
+                };
+                let Some(samples) = samples else { return };
+                match export_clip(
+                    &self.settings.export_dir,
+                    &record,
+                    &samples,
+                    &self.settings.export,
+                ) {
+                    Ok(path) => self.last_export = Some(path),
+                    Err(error) => self.messages.push(format!("export failed: {error}")),
+                }
+            }
             ClipAction::Delete => self.confirm_delete = Some(record.id),
         }
     }
@@ -577,6 +599,7 @@ impl FoleyApp {
                 self.cancel();
             }
         });
+        egui::CollapsingHeader::new("Export options").show(ui, |ui| self.export_options(ui));
         if let Some(run) = &self.run {
             match run.progress {
                 Some((variation, step, total, elapsed)) => {
@@ -604,6 +627,70 @@ impl FoleyApp {
             )),
             Err(error) => ui.small(format!("Playback unavailable: {error}")),
         };
+    }
+
+    fn export_options(&mut self, ui: &mut egui::Ui) {
+        let export = &mut self.settings.export;
+        egui::ComboBox::from_label("Export format")
+            .selected_text(export.format.clone())
+            .show_ui(ui, |ui| {
+                for (name, text) in [
+                    ("pcm16", "16-bit PCM"),
+                    ("pcm24", "24-bit PCM"),
+                    ("f32", "32-bit float"),
+                ] {
+                    ui.selectable_value(&mut export.format, name.to_string(), text);
+                }
+            });
+        let rate_text = export
+            .sample_rate
+            .map_or_else(|| "model rate".to_string(), |rate| format!("{rate} Hz"));
+        egui::ComboBox::from_label("Export sample rate")
+            .selected_text(rate_text)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut export.sample_rate, None, "model rate");
+                ui.selectable_value(&mut export.sample_rate, Some(44_100), "44100 Hz");
+                ui.selectable_value(&mut export.sample_rate, Some(48_000), "48000 Hz");
+            });
+        ui.checkbox(&mut export.normalize, "Normalise peak to -1 dBFS");
+        ui.horizontal(|ui| {
+            let label = ui.label("Fade in (ms)");
+            ui.add(egui::DragValue::new(&mut export.fade_in_ms).range(0.0..=5000.0))
+                .labelled_by(label.id);
+            let label = ui.label("Fade out (ms)");
+            ui.add(egui::DragValue::new(&mut export.fade_out_ms).range(0.0..=5000.0))
+                .labelled_by(label.id);
+        });
+        let label = ui.label("Export folder");
+        let mut folder = self.settings.export_dir.display().to_string();
+        if ui
+            .add(egui::TextEdit::singleline(&mut folder))
+            .labelled_by(label.id)
+            .changed()
+        {
+            self.settings.export_dir = PathBuf::from(folder);
+        }
+    }
+
+    fn last_export_bar(&mut self, ui: &mut egui::Ui) {
+        let Some(path) = self.last_export.clone() else {
+            return;
+        };
+        ui.horizontal(|ui| {
+            ui.label(format!("Exported {}", path.display()));
+            if ui.button("Copy path").clicked() {
+                ui.ctx().copy_text(path.display().to_string());
+            }
+            if ui.button("Show in folder").clicked()
+                && let Err(error) = reveal(&path)
+            {
+                self.messages
+                    .push(format!("could not open the folder: {error}"));
+            }
+            if ui.button("Close").clicked() {
+                self.last_export = None;
+            }
+        });
     }
 
     fn library_panel(&mut self, ui: &mut egui::Ui) {
@@ -731,6 +818,9 @@ impl eframe::App for FoleyApp {
                 }
             });
         }
+        if self.last_export.is_some() {
+            egui::Panel::bottom("export").show(ui, |ui| self.last_export_bar(ui));
+        }
         egui::CentralPanel::default().show(ui, |ui| self.clips_panel(ui));
         let ctx = ui.ctx().clone();
         self.dialogs(&ctx);
@@ -739,4 +829,20 @@ impl eframe::App for FoleyApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, STORAGE_KEY, &self.settings);
     }
+}
+
+/// Opens the folder holding `path` in the system's file manager.
+fn reveal(path: &std::path::Path) -> std::io::Result<()> {
+    let folder = path.parent().unwrap_or(path);
+    let program = if cfg!(target_os = "windows") {
+        "explorer"
+    } else if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    std::process::Command::new(program)
+        .arg(folder)
+        .spawn()
+        .map(|_| ())
 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audio::export::ExportOptions;
+
 /// Persisted studio settings; missing fields take their defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -25,6 +27,9 @@ pub struct Settings {
     /// Clips per run, with seeds seed, seed+1, …
     pub variations: usize,
     pub library_dir: PathBuf,
+    /// Where "Export" writes WAV files for the DAW.
+    pub export_dir: PathBuf,
+    pub export: ExportOptions,
 }
 
 impl Default for Settings {
@@ -41,6 +46,11 @@ impl Default for Settings {
             random_seed: true,
             variations: 1,
             library_dir: default_library_dir(),
+            export_dir: default_library_dir().parent().map_or_else(
+                || PathBuf::from("foley-exports"),
+                |data| data.join("exports"),
+            ),
+            export: ExportOptions::default(),
         }
     }
 }

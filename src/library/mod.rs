@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file::write_atomic;
 use crate::audio::wav::{WavFormat, write_wav};
 use crate::error::{FoleyError, Result};
 
@@ -56,31 +57,6 @@ pub struct Library {
     records: Vec<ClipRecord>,
     /// Sidecars that could not be read, with the reason (shown, never deleted).
     pub problems: Vec<String>,
-}
-
-/// Writes `bytes` to `path` through a temporary sibling and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let failed = |reason: String| FoleyError::Output {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temporary = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if let Err(error) = result {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(failed(error.to_string()));
-    }
-    Ok(())
 }
 
 /// A file-name-safe slug of the prompt: lowercase words joined by '-', at most 40 characters.

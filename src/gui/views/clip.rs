@@ -18,6 +18,8 @@ pub enum ClipAction {
     Seek(f64),
     ToggleStar,
     UseSettings,
+    /// Write a WAV for the DAW with the export options.
+    Export,
     Delete,
 }
 
@@ -142,6 +144,13 @@ impl ClipView {
             }
             if ui.button("Use these settings").clicked() {
                 action = Some(ClipAction::UseSettings);
+            }
+            if ui
+                .button("Export")
+                .on_hover_text("Write a WAV with the export options")
+                .clicked()
+            {
+                action = Some(ClipAction::Export);
             }
             if !compact && ui.button("Delete").clicked() {
                 action = Some(ClipAction::Delete);

@@ -1,0 +1,239 @@
+//! Export of a clip for a DAW: optional resampling, peak normalisation and fades, PCM or float,
+//! the prompt and settings embedded as metadata, and a file name safe on every OS.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::resample::resample;
+use super::wav::{WavFormat, WavMetadata, write_wav_with_metadata};
+use crate::error::Result;
+use crate::library::{ClipRecord, slug};
+
+/// How a clip is exported; remembered by the studio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExportOptions {
+    /// "f32", "pcm16" or "pcm24".
+    pub format: String,
+    /// Output rate; `None` keeps the model's rate.
+    pub sample_rate: Option<u32>,
+    /// Scale so the loudest sample sits at -1 dBFS.
+    pub normalize: bool,
+    /// Linear fade-in length in milliseconds.
+    pub fade_in_ms: f32,
+    /// Linear fade-out length in milliseconds.
+    pub fade_out_ms: f32,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            format: "pcm24".into(),
+            sample_rate: Some(48_000),
+            normalize: false,
+            fade_in_ms: 0.0,
+            fade_out_ms: 0.0,
+        }
+    }
+}
+
+/// -1 dBFS.
+const NORMALIZED_PEAK: f32 = 0.891_250_9;
+
+/// The samples as they will be written, and their rate.
+pub fn prepare(samples: &[f32], sample_rate: u32, options: &ExportOptions) -> (Vec<f32>, u32) {
+    let rate = options.sample_rate.unwrap_or(sample_rate);
+    let mut output = resample(samples, sample_rate, rate);
+    let frames = |ms: f32| ((ms.max(0.0) / 1000.0) * rate as f32) as usize;
+    let (fade_in, fade_out) = (frames(options.fade_in_ms), frames(options.fade_out_ms));
+    let length = output.len();
+    for index in 0..fade_in.min(length) {
+        output[index] *= index as f32 / fade_in as f32;
+    }
+    for index in 0..fade_out.min(length) {
+        output[length - 1 - index] *= index as f32 / fade_out as f32;
+    }
+    // After the fades, so the faded result is what reaches the target peak.
+    if options.normalize {
+        let peak = output
+            .iter()
+            .fold(0f32, |peak, value| peak.max(value.abs()));
+        if peak > 0.0 {
+            let gain = NORMALIZED_PEAK / peak;
+            output.iter_mut().for_each(|value| *value *= gain);
+        }
+    }
+    (output, rate)
+}
+
+/// The metadata describing a clip: a one-line summary in `bext`, everything in the comment.
+pub fn metadata(record: &ClipRecord) -> WavMetadata {
+    let (date, time) = civil_date_time(record.created);
+    WavMetadata {
+        description: format!(
+            "{} | seed {} | {}",
+            record.prompt, record.seed, record.model
+        ),
+        originator: "Foley".into(),
+        date,
+        time,
+        title: record.prompt.clone(),
+        comment: format!(
+            "prompt: {}\nnegative prompt: {}\nseed: {}\nsteps: {}\nguidance: {}\nscheduler: {}\nmodel: {}\nduration: {:.3} s",
+            record.prompt,
+            record.negative_prompt.as_deref().unwrap_or(""),
+            record.seed,
+            record.steps,
+            record.guidance,
+            record.scheduler,
+            record.model,
+            record.duration,
+        ),
+        software: format!("Foley {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// `<prompt>_<model>_s<seed>.wav` in `dir`, numbered if the name is taken.
+pub fn export_path(dir: &Path, record: &ClipRecord) -> PathBuf {
+    let model = record
+        .model
+        .trim_end_matches(['/', '\\'])
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("model");
+    let base = format!("{}_{}_s{}", slug(&record.prompt), slug(model), record.seed);
+    (1..)
+        .map(|n| {
+            let name = if n == 1 {
+                format!("{base}.wav")
+            } else {
+                format!("{base}_{n}.wav")
+            };
+            dir.join(name)
+        })
+        .find(|path| !path.exists())
+        .unwrap_or_else(|| dir.join(format!("{base}.wav")))
+}
+
+/// Writes the clip into `dir` and returns the file's path.
+pub fn export_clip(
+    dir: &Path,
+    record: &ClipRecord,
+    samples: &[f32],
+    options: &ExportOptions,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|error| crate::error::FoleyError::Output {
+        path: dir.to_path_buf(),
+        reason: error.to_string(),
+    })?;
+    let format: WavFormat = options.format.parse()?;
+    let (prepared, rate) = prepare(samples, record.sample_rate, options);
+    let path = export_path(dir, record);
+    write_wav_with_metadata(&path, &prepared, rate, format, Some(&metadata(record)))?;
+    Ok(path)
+}
+
+/// UTC `yyyy-mm-dd` and `hh:mm:ss` of a Unix time (proleptic Gregorian calendar).
+fn civil_date_time(unix_seconds: u64) -> (String, String) {
+    let days = (unix_seconds / 86_400) as i64;
+    let seconds = unix_seconds % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        format!(
+            "{:02}:{:02}:{:02}",
+            seconds / 3600,
+            seconds / 60 % 60,
+            seconds % 60
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::wav::{read_wav, read_wav_metadata};
+
+    fn record() -> ClipRecord {
+        ClipRecord {
+            id: "x".into(),
+            prompt: "Glass: shattering / concrete?".into(),
+            negative_prompt: Some("noise".into()),
+            seed: 7,
+            steps: 25,
+            guidance: 3.5,
+            scheduler: "dpm++2m".into(),
+            model: "cvssp/audioldm2".into(),
+            duration: 1.0,
+            sample_rate: 16_000,
+            timings: vec![],
+            score: None,
+            starred: false,
+            mel_bins: None,
+            created: 1_795_000_000,
+        }
+    }
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(civil_date_time(0), ("1970-01-01".into(), "00:00:00".into()));
+        assert_eq!(
+            civil_date_time(951_782_400),
+            ("2000-02-29".into(), "00:00:00".into())
+        );
+        assert_eq!(civil_date_time(1_795_000_000 + 3_661).1, "12:07:41");
+    }
+
+    #[test]
+    fn export_resamples_normalizes_fades_and_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let samples: Vec<f32> = (0..16_000)
+            .map(|n| 0.25 * (n as f32 * 0.05).sin())
+            .collect();
+        let options = ExportOptions {
+            format: "pcm24".into(),
+            sample_rate: Some(48_000),
+            normalize: true,
+            fade_in_ms: 10.0,
+            fade_out_ms: 10.0,
+        };
+        let path = export_clip(dir.path(), &record(), &samples, &options).unwrap();
+        assert_eq!(
+            path.file_name().unwrap(),
+            "glass-shattering-concrete_audioldm2_s7.wav"
+        );
+        let (read, rate) = read_wav(&path).unwrap();
+        assert_eq!(rate, 48_000);
+        assert_eq!(read.len(), 48_000);
+        let peak = read.iter().fold(0f32, |p, v| p.max(v.abs()));
+        assert!((peak - NORMALIZED_PEAK).abs() < 1e-3, "{peak}");
+        assert_eq!(read[0], 0.0);
+        assert!(read[read.len() - 1].abs() < 1e-6);
+        let metadata = read_wav_metadata(&path).unwrap();
+        assert!(
+            metadata
+                .description
+                .starts_with("Glass: shattering / concrete? | seed 7")
+        );
+        assert!(metadata.comment.contains("scheduler: dpm++2m"));
+        assert_eq!(metadata.originator, "Foley");
+        // A second export does not overwrite the first.
+        let again = export_clip(dir.path(), &record(), &samples, &options).unwrap();
+        assert_ne!(again, path);
+    }
+}
