@@ -48,8 +48,8 @@ pub fn prepare(samples: &[f32], sample_rate: u32, options: &ExportOptions) -> (V
     let frames = |ms: f32| ((ms.max(0.0) / 1000.0) * rate as f32) as usize;
     let (fade_in, fade_out) = (frames(options.fade_in_ms), frames(options.fade_out_ms));
     let length = output.len();
-    for index in 0..fade_in.min(length) {
-        output[index] *= index as f32 / fade_in as f32;
+    for (index, value) in output.iter_mut().take(fade_in).enumerate() {
+        *value *= index as f32 / fade_in as f32;
     }
     for index in 0..fade_out.min(length) {
         output[length - 1 - index] *= index as f32 / fade_out as f32;

@@ -128,8 +128,11 @@ fn encode_wav(
     Ok(file)
 }
 
+/// A RIFF chunk: four-character id and data.
+type Chunk = ([u8; 4], Vec<u8>);
+
 /// The (id, data) chunks of a RIFF/WAVE file.
-fn split_chunks(file: &[u8]) -> std::result::Result<Vec<([u8; 4], Vec<u8>)>, String> {
+fn split_chunks(file: &[u8]) -> std::result::Result<Vec<Chunk>, String> {
     if file.len() < 12 || &file[..4] != b"RIFF" || &file[8..12] != b"WAVE" {
         return Err("not a RIFF/WAVE file".into());
     }
