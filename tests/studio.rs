@@ -77,6 +77,7 @@ fn generate_a_clip_and_find_it_after_a_restart() {
     assert!(app.messages.is_empty(), "{:?}", app.messages);
     assert_eq!(app.results[0].record.prompt, "glass shattering on concrete");
     assert_eq!(app.results[0].record.steps, 3);
+    assert_eq!(app.last_progress, Some((3, 3)), "progress reached N/N");
     assert!(app.results[0].mel.is_some());
     harness.get_by_label("Spectrogram");
     harness.get_by_label("Waveform");

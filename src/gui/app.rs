@@ -77,6 +77,8 @@ pub struct FoleyApp {
     confirm_delete: Option<String>,
     /// The file the last export wrote, offered for copying and revealing.
     pub last_export: Option<PathBuf>,
+    /// (step, total) of the latest progress event, kept after the run ends.
+    pub last_progress: Option<(usize, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +123,7 @@ impl FoleyApp {
             search: String::new(),
             confirm_delete: None,
             last_export: None,
+            last_progress: None,
         };
         if let Ok(library) = &app.library {
             app.messages.extend(library.problems.iter().cloned());
@@ -261,6 +264,7 @@ impl FoleyApp {
             } => {
                 if let Some(current) = self.run.as_mut().filter(|current| current.id == run) {
                     current.progress = Some((variation, step, total, elapsed));
+                    self.last_progress = Some((step, total));
                 }
             }
             Event::Finished {
