@@ -36,6 +36,22 @@ pub enum Command {
     Generate(Box<GenerateArgs>),
     /// List the checkpoints Foley knows, and whether each is in the Hugging Face cache.
     Models(ModelsArgs),
+    /// Draw a WAV's spectrogram and waveform into a PNG.
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The WAV file to draw.
+    pub clip: PathBuf,
+    /// The PNG to write.
+    pub out: PathBuf,
+    /// Picture width in pixels.
+    #[arg(long, default_value_t = 1200)]
+    pub width: u32,
+    /// Picture height in pixels.
+    #[arg(long, default_value_t = 600)]
+    pub height: u32,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Generate(args)) => generate(*args),
         Some(Command::Models(args)) => models(args),
+        Some(Command::Plot(args)) => plot(args),
         None => crate::gui::run(cli.model),
     }
 }
@@ -306,5 +323,25 @@ fn models(args: ModelsArgs) -> anyhow::Result<()> {
             ),
         );
     }
+    Ok(())
+}
+
+fn plot(args: PlotArgs) -> anyhow::Result<()> {
+    if !(64..=8192).contains(&args.width) || !(64..=8192).contains(&args.height) {
+        bail!("picture size must be between 64 and 8192 pixels on each side");
+    }
+    check_output(&args.out)?;
+    let (samples, sample_rate) = crate::audio::wav::read_wav(&args.clip)?;
+    let title = args
+        .clip
+        .file_stem()
+        .map_or_else(String::new, |stem| stem.to_string_lossy().into_owned());
+    crate::audio::plot::render_plot(
+        &samples,
+        sample_rate,
+        &title,
+        &args.out,
+        (args.width, args.height),
+    )?;
     Ok(())
 }

@@ -345,3 +345,32 @@ fn several_waveforms_are_written_best_first_with_scores() {
         "a single-file name was written for several waveforms"
     );
 }
+
+#[test]
+fn plot_draws_a_png_and_rejects_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.wav");
+    let tone: Vec<f32> = (0..8_000).map(|n| 0.4 * (n as f32 * 0.2).sin()).collect();
+    foley::audio::wav::write_wav(&clip, &tone, 16_000, foley::audio::wav::WavFormat::Float32)
+        .unwrap();
+    let png = dir.path().join("clip.png");
+    let output = foley(&[
+        "plot",
+        &clip.display().to_string(),
+        &png.display().to_string(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+
+    let missing = foley(&["plot", "/no/such.wav", &png.display().to_string()]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("/no/such.wav") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}

@@ -203,4 +203,13 @@ fn export_writes_a_tagged_wav_for_the_daw() {
     assert!(metadata.comment.contains("steps: 2"), "{metadata:?}");
     harness.get_by_label("Copy path");
     harness.get_by_label("Show in folder");
+    harness.get_by_label("Save picture").click();
+    harness.run_steps(2);
+    let picture = harness
+        .state()
+        .last_export
+        .clone()
+        .expect("a saved picture");
+    assert_eq!(picture.extension().unwrap(), "png");
+    assert_eq!(&std::fs::read(&picture).unwrap()[1..4], b"PNG");
 }

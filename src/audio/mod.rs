@@ -2,6 +2,8 @@
 
 pub mod clap_features;
 pub mod export;
+mod fft;
 pub mod playback;
+pub mod plot;
 pub mod resample;
 pub mod wav;

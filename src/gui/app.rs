@@ -9,8 +9,9 @@ use eframe::egui::{self, Key};
 use super::settings::Settings;
 use super::views::clip::{ClipAction, ClipView};
 use super::worker::{Command, Event, Job, Worker};
-use crate::audio::export::export_clip;
+use crate::audio::export::{export_clip, export_path};
 use crate::audio::playback::Playback;
+use crate::audio::plot::render_plot;
 use crate::engine::device::DeviceKind;
 use crate::engine::hub::KNOWN_CHECKPOINTS;
 use crate::engine::pipeline::{CancelFlag, MAX_WAVEFORMS, Request};
@@ -443,6 +444,34 @@ impl FoleyApp {
                 ) {
                     Ok(path) => self.last_export = Some(path),
                     Err(error) => self.messages.push(format!("export failed: {error}")),
+                }
+            }
+            ClipAction::SavePicture => {
+                let samples = match &which {
+                    PlayingClip::Result(index) => {
+                        self.results.get(*index).map(|clip| clip.samples.clone())
+                    }
+                    PlayingClip::Opened => self.opened.as_ref().map(|clip| clip.samples.clone()),
+                };
+                let Some(samples) = samples else { return };
+                let path = export_path(&self.settings.export_dir, &record).with_extension("png");
+                let saved = std::fs::create_dir_all(&self.settings.export_dir)
+                    .map_err(|error| error.to_string())
+                    .and_then(|()| {
+                        render_plot(
+                            &samples,
+                            record.sample_rate,
+                            &record.prompt,
+                            &path,
+                            (1200, 600),
+                        )
+                        .map_err(|error| error.to_string())
+                    });
+                match saved {
+                    Ok(()) => self.last_export = Some(path),
+                    Err(error) => self
+                        .messages
+                        .push(format!("the picture could not be saved: {error}")),
                 }
             }
             ClipAction::Delete => self.confirm_delete = Some(record.id),

@@ -20,6 +20,8 @@ pub enum ClipAction {
     UseSettings,
     /// Write a WAV for the DAW with the export options.
     Export,
+    /// Save the spectrogram + waveform picture (as `foley plot` draws it).
+    SavePicture,
     Delete,
 }
 
@@ -134,7 +136,7 @@ impl ClipView {
             ));
         }
         draw_playhead(ui, response.rect, playhead, self.seconds());
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             if playhead.is_some() {
                 if ui.button("Stop").clicked() {
                     action = Some(ClipAction::Stop);
@@ -151,6 +153,9 @@ impl ClipView {
                 .clicked()
             {
                 action = Some(ClipAction::Export);
+            }
+            if !compact && ui.button("Save picture").clicked() {
+                action = Some(ClipAction::SavePicture);
             }
             if !compact && ui.button("Delete").clicked() {
                 action = Some(ClipAction::Delete);
