@@ -27,9 +27,7 @@ fn plays_through_a_real_alsa_stream() {
     playback.play(&one_second, 16_000, 0.25).unwrap();
     assert!(playback.is_playing());
     let started = Instant::now();
-    let mut furthest = 0.0f64;
     while playback.is_playing() {
-        furthest = furthest.max(playback.position_seconds());
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "playback never finished"
@@ -42,7 +40,8 @@ fn plays_through_a_real_alsa_stream() {
         "stopped at {} s",
         playback.position_seconds()
     );
-    assert!(furthest >= 0.25, "started at the requested position");
+    // The start offset itself is checked in the renderer's unit tests: the null device may
+    // finish before this thread first looks.
 
     // Looping keeps it going until stopped.
     playback.set_looping(true);
