@@ -280,6 +280,75 @@ impl Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// Counts allocations and frees made by the current thread while `COUNTING` is set.
+    struct CountingAllocator;
+
+    thread_local! {
+        static COUNTING: Cell<bool> = const { Cell::new(false) };
+        static EVENTS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn note() {
+        let _ = COUNTING.try_with(|counting| {
+            if counting.get() {
+                let _ = EVENTS.try_with(|events| events.set(events.get() + 1));
+            }
+        });
+    }
+
+    // SAFETY: forwards to the system allocator; the bookkeeping touches only thread-locals.
+    unsafe impl GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note();
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+            note();
+            unsafe { System.dealloc(pointer, layout) }
+        }
+        unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+            note();
+            unsafe { System.realloc(pointer, layout, size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+    /// Allocation events during `work` on this thread.
+    fn allocations_during(work: impl FnOnce()) -> usize {
+        EVENTS.with(|events| events.set(0));
+        COUNTING.with(|counting| counting.set(true));
+        work();
+        COUNTING.with(|counting| counting.set(false));
+        EVENTS.with(Cell::get)
+    }
+
+    #[test]
+    fn the_callback_neither_allocates_nor_frees() {
+        let (mut renderer, clips, retired, shared) = renderer();
+        shared.playing.store(true, Ordering::Release);
+        let mut out = vec![0f32; 512];
+        clips.send(Arc::from(vec![0.1f32; 1000])).unwrap();
+        clips.send(Arc::from(vec![0.2f32; 1000])).unwrap();
+        let events = allocations_during(|| {
+            // Takes a clip, swaps in the next one (retiring the first), seeks and loops.
+            renderer.render(&mut out, 2);
+            renderer.render(&mut out, 2);
+            shared.seek.store(10, Ordering::Release);
+            shared.looping.store(true, Ordering::Release);
+            for _ in 0..10 {
+                renderer.render(&mut out, 2);
+            }
+        });
+        assert_eq!(events, 0, "the audio callback allocated or freed");
+        // The counter does see allocations on this thread.
+        assert!(allocations_during(|| drop(std::hint::black_box(vec![1u8; 16]))) >= 2);
+        assert_eq!(retired.try_recv().unwrap()[0], 0.1);
+    }
 
     type Harness = (
         Renderer,
