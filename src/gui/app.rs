@@ -138,6 +138,14 @@ impl FoleyApp {
         app
     }
 
+    /// Index of the result clip that is playing, if any.
+    pub fn playing_result(&self) -> Option<usize> {
+        match self.playing {
+            Some(PlayingClip::Result(index)) => Some(index),
+            _ => None,
+        }
+    }
+
     pub fn is_busy(&self) -> bool {
         self.run.is_some()
     }
@@ -358,7 +366,10 @@ impl FoleyApp {
         };
         let Some(clip) = clip else { return };
         match &self.playback {
-            Ok(playback) => match playback.play(&clip.samples, clip.record.sample_rate, start) {
+            Ok(playback) => match {
+                playback.set_looping(self.settings.loop_playback);
+                playback.play(&clip.samples, clip.record.sample_rate, start)
+            } {
                 Ok(()) => self.playing = Some(which),
                 Err(error) => self.messages.push(format!("playback: {error}")),
             },
@@ -654,10 +665,18 @@ impl FoleyApp {
             }
         }
         match &self.playback {
-            Ok(playback) => ui.small(format!(
-                "Audio: {} at {} Hz",
-                playback.device_name, playback.device_rate
-            )),
+            Ok(playback) => {
+                if ui
+                    .checkbox(&mut self.settings.loop_playback, "Loop playback")
+                    .changed()
+                {
+                    playback.set_looping(self.settings.loop_playback);
+                }
+                ui.small(format!(
+                    "Audio: {} at {} Hz",
+                    playback.device_name, playback.device_rate
+                ))
+            }
             Err(error) => ui.small(format!("Playback unavailable: {error}")),
         };
     }

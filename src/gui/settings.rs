@@ -27,6 +27,8 @@ pub struct Settings {
     /// Clips per run, with seeds seed, seed+1, …
     pub variations: usize,
     pub library_dir: PathBuf,
+    /// Repeat the playing clip until stopped.
+    pub loop_playback: bool,
     /// Where "Export" writes WAV files for the DAW.
     pub export_dir: PathBuf,
     pub export: ExportOptions,
@@ -46,6 +48,7 @@ impl Default for Settings {
             random_seed: true,
             variations: 1,
             library_dir: default_library_dir(),
+            loop_playback: false,
             export_dir: default_library_dir().parent().map_or_else(
                 || PathBuf::from("foley-exports"),
                 |data| data.join("exports"),
