@@ -365,17 +365,17 @@ impl FoleyApp {
             PlayingClip::Opened => self.opened.as_ref(),
         };
         let Some(clip) = clip else { return };
-        match &self.playback {
-            Ok(playback) => match {
-                playback.set_looping(self.settings.loop_playback);
-                playback.play(&clip.samples, clip.record.sample_rate, start)
-            } {
-                Ok(()) => self.playing = Some(which),
-                Err(error) => self.messages.push(format!("playback: {error}")),
-            },
-            Err(error) => self
-                .messages
-                .push(format!("playback is unavailable: {error}")),
+        let started = self.playback.as_ref().map(|playback| {
+            playback.set_looping(self.settings.loop_playback);
+            playback.play(&clip.samples, clip.record.sample_rate, start)
+        });
+        match started {
+            Ok(Ok(())) => self.playing = Some(which),
+            Ok(Err(error)) => self.messages.push(format!("playback: {error}")),
+            Err(error) => {
+                let message = format!("playback is unavailable: {error}");
+                self.messages.push(message);
+            }
         }
     }
 
