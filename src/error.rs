@@ -16,7 +16,7 @@ pub enum FoleyError {
     InvalidRequest(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
-    #[error("generation cancelled")]
+    #[error("cancelled")]
     Cancelled,
     #[error("downloading {repo}: {reason}")]
     Download { repo: String, reason: String },

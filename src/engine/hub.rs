@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use hf_hub::{Cache, Repo};
 
+use crate::engine::pipeline::CancelFlag;
 use crate::error::{FoleyError, Result};
 
 /// A checkpoint Foley knows how to run.
@@ -97,9 +98,39 @@ pub fn cached_snapshot(repo_id: &str) -> Option<PathBuf> {
     index.parent().map(Path::to_path_buf)
 }
 
+/// Receives download progress (the studio shows it; the CLI uses hf-hub's own bar).
+pub trait DownloadReport {
+    /// A file of `bytes` bytes starts downloading.
+    fn started(&mut self, file: &str, bytes: usize);
+    /// `bytes` more bytes of the current file arrived.
+    fn advanced(&mut self, bytes: usize);
+}
+
+/// hf-hub's progress callback, forwarded to a `DownloadReport`.
+struct Forward<'a>(&'a mut dyn DownloadReport);
+
+impl hf_hub::api::Progress for Forward<'_> {
+    fn init(&mut self, size: usize, filename: &str) {
+        self.0.started(filename, size);
+    }
+    fn update(&mut self, size: usize) {
+        self.0.advanced(size);
+    }
+    fn finish(&mut self) {}
+}
+
 /// A local directory is used as is; anything shaped like `owner/name` that is not a path on
 /// this machine comes from the hub cache, downloading what is missing.
 pub fn resolve_model(spec: &str) -> Result<PathBuf> {
+    resolve_model_reporting(spec, None, None)
+}
+
+/// `resolve_model` that reports each downloaded file and stops between files once `cancel` is set.
+pub fn resolve_model_reporting(
+    spec: &str,
+    report: Option<&mut dyn DownloadReport>,
+    cancel: Option<&CancelFlag>,
+) -> Result<PathBuf> {
     let path = Path::new(spec);
     if path.is_dir() {
         return Ok(path.to_path_buf());
@@ -120,7 +151,7 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
             ),
         });
     }
-    download(spec)
+    download(spec, report, cancel)
 }
 
 fn looks_like_repo(spec: &str) -> bool {
@@ -178,13 +209,17 @@ fn needed_files(files: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn download(repo_id: &str) -> Result<PathBuf> {
+fn download(
+    repo_id: &str,
+    mut report: Option<&mut dyn DownloadReport>,
+    cancel: Option<&CancelFlag>,
+) -> Result<PathBuf> {
     let failed = |reason: String| FoleyError::Download {
         repo: repo_id.to_string(),
         reason,
     };
     let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
+        .with_progress(report.is_none())
         .build()
         .map_err(|error| failed(error.to_string()))?;
     let repo = api.model(repo_id.to_string());
@@ -209,11 +244,18 @@ fn download(repo_id: &str) -> Result<PathBuf> {
             "the repository has no model_index.json (not a diffusers pipeline)".into(),
         ));
     }
+    let cache = Cache::from_env().repo(Repo::model(repo_id.to_string()));
     let mut root = None;
     for file in needed_files(&files) {
-        let local = repo
-            .get(&file)
-            .map_err(|error| failed(format!("{file}: {error}")))?;
+        if cancel.is_some_and(CancelFlag::is_cancelled) {
+            return Err(FoleyError::Cancelled);
+        }
+        let local = match (cache.get(&file), report.as_deref_mut()) {
+            (Some(cached), _) => Ok(cached),
+            (None, Some(report)) => repo.download_with_progress(&file, Forward(report)),
+            (None, None) => repo.download(&file),
+        }
+        .map_err(|error| failed(format!("{file}: {error}")))?;
         if file == "model_index.json" {
             root = local.parent().map(Path::to_path_buf);
         }

@@ -36,6 +36,13 @@ pub struct AppConfig {
 pub enum ModelState {
     None,
     Loading(String),
+    /// Downloading `file`: bytes done of total.
+    Downloading {
+        model: String,
+        file: String,
+        done: usize,
+        total: usize,
+    },
     Ready {
         model: String,
         family: &'static str,
@@ -80,6 +87,8 @@ pub struct FoleyApp {
     pub last_export: Option<PathBuf>,
     /// (step, total) of the latest progress event, kept after the run ends.
     pub last_progress: Option<(usize, usize)>,
+    /// Stops the model download in progress.
+    load_cancel: CancelFlag,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +134,7 @@ impl FoleyApp {
             confirm_delete: None,
             last_export: None,
             last_progress: None,
+            load_cancel: CancelFlag::new(),
         };
         if let Ok(library) = &app.library {
             app.messages.extend(library.problems.iter().cloned());
@@ -155,10 +165,12 @@ impl FoleyApp {
     }
 
     fn load_model(&mut self) {
+        self.load_cancel = CancelFlag::new();
         self.worker.send(Command::Load {
             model: self.settings.model.trim().to_string(),
             device: DeviceKind::Cpu,
             dtype: DType::F32,
+            cancel: self.load_cancel.clone(),
         });
         self.model_state = ModelState::Loading(self.settings.model.clone());
     }
@@ -248,6 +260,20 @@ impl FoleyApp {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Loading { model } => self.model_state = ModelState::Loading(model),
+            Event::Downloading { file, done, total } => {
+                let model = match &self.model_state {
+                    ModelState::Loading(model) | ModelState::Downloading { model, .. } => {
+                        model.clone()
+                    }
+                    _ => self.settings.model.clone(),
+                };
+                self.model_state = ModelState::Downloading {
+                    model,
+                    file,
+                    done,
+                    total,
+                };
+            }
             Event::Loaded {
                 model,
                 family,
@@ -567,6 +593,24 @@ impl FoleyApp {
         match &self.model_state {
             ModelState::None => ui.label("No model loaded. Pick a known checkpoint (downloaded on Load) or type a local diffusers folder."),
             ModelState::Loading(model) => ui.label(format!("Loading {model}…")),
+            ModelState::Downloading {
+                model,
+                file,
+                done,
+                total,
+            } => {
+                let fraction = *done as f32 / (*total).max(1) as f32;
+                ui.label(format!("Downloading {model}"));
+                ui.add(egui::ProgressBar::new(fraction).text(format!(
+                    "{file}: {:.0} / {:.0} MB",
+                    *done as f64 / 1e6,
+                    *total as f64 / 1e6
+                )));
+                if ui.button("Cancel download").clicked() {
+                    self.load_cancel.cancel();
+                }
+                ui.small("Finished files stay in the Hugging Face cache; a new Load resumes.")
+            }
             ModelState::Ready { model, family, .. } => ui.label(format!("{family}: {model}")),
             ModelState::Failed { error, .. } => ui.colored_label(ui.visuals().error_fg_color, error),
         };

@@ -10,7 +10,7 @@ use candle_core::DType;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::engine::device::DeviceKind;
-use crate::engine::hub::resolve_model;
+use crate::engine::hub::{DownloadReport, resolve_model_reporting};
 use crate::engine::pipeline::{CancelFlag, Clip, Pipeline, Request};
 use crate::error::FoleyError;
 
@@ -21,6 +21,8 @@ pub enum Command {
         model: String,
         device: DeviceKind,
         dtype: DType,
+        /// Stops a download between files.
+        cancel: CancelFlag,
     },
     Generate(Job),
     Shutdown,
@@ -39,6 +41,12 @@ pub struct Job {
 pub enum Event {
     Loading {
         model: String,
+    },
+    /// A model file is downloading: bytes done of its total.
+    Downloading {
+        file: String,
+        done: usize,
+        total: usize,
     },
     Loaded {
         model: String,
@@ -124,12 +132,19 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, repaint: Arc<dyn Fn()
                 model,
                 device,
                 dtype,
+                cancel,
             } => {
                 emit(Event::Loading {
                     model: model.clone(),
                 });
                 loaded = None;
-                let result = resolve_model(&model)
+                let mut report = Reporter {
+                    emit: &emit,
+                    file: String::new(),
+                    done: 0,
+                    total: 0,
+                };
+                let result = resolve_model_reporting(&model, Some(&mut report), Some(&cancel))
                     .and_then(|dir| Pipeline::load(&dir, &device.open()?, dtype));
                 match result {
                     Ok(pipeline) => {
@@ -187,6 +202,40 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, repaint: Arc<dyn Fn()
                     }),
                 }
             }
+        }
+    }
+}
+
+/// Turns hf-hub progress into `Downloading` events, at most one per percent.
+struct Reporter<'a> {
+    emit: &'a dyn Fn(Event),
+    file: String,
+    done: usize,
+    total: usize,
+}
+
+impl DownloadReport for Reporter<'_> {
+    fn started(&mut self, file: &str, bytes: usize) {
+        self.file = file.to_string();
+        self.done = 0;
+        self.total = bytes;
+        (self.emit)(Event::Downloading {
+            file: self.file.clone(),
+            done: 0,
+            total: bytes,
+        });
+    }
+
+    fn advanced(&mut self, bytes: usize) {
+        let step = (self.total / 100).max(1);
+        let before = self.done / step;
+        self.done += bytes;
+        if self.done / step != before {
+            (self.emit)(Event::Downloading {
+                file: self.file.clone(),
+                done: self.done,
+                total: self.total,
+            });
         }
     }
 }
