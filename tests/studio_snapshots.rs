@@ -1,0 +1,66 @@
+//! Pictures of the main studio screens, rendered by egui_kittest (wgpu, software rasteriser) and
+//! compared with tests/snapshots/*.png. `UPDATE_SNAPSHOTS=1 cargo test --test studio_snapshots`
+//! rewrites them after an intended change.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use eframe::egui::Vec2;
+use egui_kittest::Harness;
+use foley::gui::{AppConfig, FoleyApp, ModelState};
+
+fn wait_until(
+    harness: &mut Harness<'static, FoleyApp>,
+    what: &str,
+    done: impl Fn(&FoleyApp) -> bool,
+) {
+    let started = Instant::now();
+    while !done(harness.state()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        harness.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    harness.run_steps(3);
+}
+
+#[test]
+fn main_screens_look_as_recorded() {
+    // Fixed paths: the window shows them, so they must not change between runs or machines.
+    let library = std::env::temp_dir().join("foley-snapshot-library");
+    let _ = std::fs::remove_dir_all(&library);
+    let mut harness = Harness::builder()
+        .with_size(Vec2::new(1200.0, 760.0))
+        .wgpu()
+        .build_eframe(move |creation| {
+            FoleyApp::new(
+                creation,
+                AppConfig {
+                    model: Some("tests/fixtures/audioldm2-tiny-deep".into()),
+                    library_dir: Some(library),
+                    audio: false,
+                },
+            )
+        });
+    wait_until(&mut harness, "the model", |app| {
+        matches!(app.model_state, ModelState::Ready { .. })
+    });
+    harness.snapshot("studio_start");
+
+    {
+        let settings = &mut harness.state_mut().settings;
+        settings.prompt = "glass shattering on concrete".into();
+        settings.steps = 10;
+        settings.random_seed = false;
+        settings.seed = 42;
+        settings.variations = 3;
+    }
+    harness.state_mut().generate();
+    wait_until(&mut harness, "three clips", |app| {
+        app.results.len() == 3 && !app.is_busy()
+    });
+    harness.snapshot("studio_variations");
+}
