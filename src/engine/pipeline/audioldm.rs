@@ -204,25 +204,15 @@ impl AudioLdmPipeline {
             device: &self.device,
             dtype: self.dtype,
         };
-        let decoded = synthesis.run(
+        synthesis.run(
             request,
             &length,
             conditioning,
-            &mut timings,
-            on_step,
-            cancel,
-        )?;
-        Ok(Clip {
-            waveforms: decoded.waveforms,
-            mels: decoded.mels,
-            mel_bins: decoded.mel_bins,
-            sample_rate: self.sample_rate(),
-            seed: request.seed,
-            duration: length.seconds,
             timings,
             warnings,
-            scores: None,
-        })
+            on_step,
+            cancel,
+        )
     }
 
     pub fn unet(&self) -> &UNet2DConditionModel {

@@ -266,25 +266,15 @@ impl AudioLdm2Pipeline {
             device: &self.device,
             dtype: self.dtype,
         };
-        let decoded = synthesis.run(
+        synthesis.run(
             request,
             &length,
             conditioning,
-            &mut timings,
+            timings,
+            embeddings.warnings,
             on_step,
             cancel,
-        )?;
-        Ok(Clip {
-            waveforms: decoded.waveforms,
-            mels: decoded.mels,
-            mel_bins: decoded.mel_bins,
-            sample_rate: self.sample_rate(),
-            seed: request.seed,
-            duration: length.seconds,
-            timings,
-            warnings: embeddings.warnings,
-            scores: None,
-        })
+        )
     }
 
     pub fn unet(&self) -> &UNet2DConditionModel {

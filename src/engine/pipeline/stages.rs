@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{AudioLength, CancelFlag, Progress, Request, Timings};
+use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings};
 use crate::engine::models::clap_text::{ClapConfig, ClapTextConfig, ClapTextModel};
 use crate::engine::models::hifigan::{HifiGan, HifiGanConfig};
 use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning, UNetConfig};
@@ -260,15 +260,18 @@ pub(crate) struct Synthesis<'a> {
 }
 
 impl Synthesis<'_> {
+    /// Denoises, decodes and packages the clip; `timings` already holds the text encoding.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         &self,
         request: &Request,
         length: &AudioLength,
         conditioning: UNetConditioning,
-        timings: &mut Timings,
+        mut timings: Timings,
+        warnings: Vec<String>,
         on_step: &mut dyn FnMut(&Progress),
         cancel: &CancelFlag,
-    ) -> Result<Decoded> {
+    ) -> Result<Clip> {
         let started = Instant::now();
         let mut scheduler = request
             .scheduler
@@ -293,6 +296,17 @@ impl Synthesis<'_> {
             cancel,
         )?;
         timings.denoising = started.elapsed().as_secs_f64();
-        self.decoder.waveforms(&latents, length, timings)
+        let decoded = self.decoder.waveforms(&latents, length, &mut timings)?;
+        Ok(Clip {
+            waveforms: decoded.waveforms,
+            mels: decoded.mels,
+            mel_bins: decoded.mel_bins,
+            sample_rate: self.decoder.sample_rate(),
+            seed: request.seed,
+            duration: length.seconds,
+            timings,
+            warnings,
+            scores: None,
+        })
     }
 }
