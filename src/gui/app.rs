@@ -89,6 +89,8 @@ pub struct FoleyApp {
     pub last_progress: Option<(usize, usize)>,
     /// Stops the model download in progress.
     load_cancel: CancelFlag,
+    /// Kept open: on X11/Wayland the copied file list is served while the clipboard lives.
+    clipboard: Option<arboard::Clipboard>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +137,7 @@ impl FoleyApp {
             last_export: None,
             last_progress: None,
             load_cancel: CancelFlag::new(),
+            clipboard: None,
         };
         if let Ok(library) = &app.library {
             app.messages.extend(library.problems.iter().cloned());
@@ -768,12 +771,32 @@ impl FoleyApp {
         }
     }
 
+    /// Puts `path` on the clipboard as a file (a file list / text/uri-list), so pasting into a
+    /// DAW or file manager copies the clip; this stands in for dragging out of the window.
+    fn copy_file(&mut self, path: &std::path::Path) -> Result<(), arboard::Error> {
+        if self.clipboard.is_none() {
+            self.clipboard = Some(arboard::Clipboard::new()?);
+        }
+        match self.clipboard.as_mut() {
+            Some(clipboard) => clipboard.set().file_list(&[path]),
+            None => Err(arboard::Error::ClipboardNotSupported),
+        }
+    }
+
     fn last_export_bar(&mut self, ui: &mut egui::Ui) {
         let Some(path) = self.last_export.clone() else {
             return;
         };
         ui.horizontal(|ui| {
-            ui.label(format!("Exported {}", path.display()));
+            if ui
+                .button("Copy file")
+                .on_hover_text("Paste it into a DAW or file manager")
+                .clicked()
+                && let Err(error) = self.copy_file(&path)
+            {
+                self.messages
+                    .push(format!("could not copy the file: {error}"));
+            }
             if ui.button("Copy path").clicked() {
                 ui.ctx().copy_text(path.display().to_string());
             }
@@ -786,6 +809,8 @@ impl FoleyApp {
             if ui.button("Close").clicked() {
                 self.last_export = None;
             }
+            // Buttons first: a long path must not push them out of the window.
+            ui.add(egui::Label::new(format!("Exported {}", path.display())).truncate());
         });
     }
 
