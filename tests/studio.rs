@@ -213,3 +213,21 @@ fn export_writes_a_tagged_wav_for_the_daw() {
     assert_eq!(picture.extension().unwrap(), "png");
     assert_eq!(&std::fs::read(&picture).unwrap()[1..4], b"PNG");
 }
+
+#[test]
+fn an_unavailable_device_is_explained_not_fatal() {
+    let library = tempfile::tempdir().unwrap();
+    let mut harness = studio(library.path());
+    wait_until(&mut harness, "the model", model_ready);
+    harness.state_mut().settings.device = "cuda".into();
+    harness.get_by_label("Load").click();
+    wait_until(&mut harness, "the load to fail", |app| {
+        matches!(app.model_state, foley::gui::ModelState::Failed { .. })
+    });
+    let messages = harness.state().messages.join("\n");
+    assert!(messages.contains("CUDA"), "{messages}");
+    // Back on the CPU the studio works again.
+    harness.state_mut().settings.device = "cpu".into();
+    harness.get_by_label("Load").click();
+    wait_until(&mut harness, "the model", model_ready);
+}

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use candle_core::DType;
 use eframe::egui::{self, Key};
 
 use super::settings::Settings;
@@ -12,7 +11,7 @@ use super::worker::{Command, Event, Job, Worker};
 use crate::audio::export::{export_clip, export_path};
 use crate::audio::playback::Playback;
 use crate::audio::plot::render_plot;
-use crate::engine::device::DeviceKind;
+use crate::engine::device::{DeviceKind, parse_dtype};
 use crate::engine::hub::KNOWN_CHECKPOINTS;
 use crate::engine::pipeline::{CancelFlag, MAX_WAVEFORMS, Request};
 use crate::engine::schedulers::SchedulerKind;
@@ -168,11 +167,20 @@ impl FoleyApp {
     }
 
     fn load_model(&mut self) {
+        let device = self.settings.device.parse::<DeviceKind>();
+        let dtype = parse_dtype(&self.settings.dtype);
+        let (device, dtype) = match (device, dtype) {
+            (Ok(device), Ok(dtype)) => (device, dtype),
+            (Err(error), _) | (_, Err(error)) => {
+                self.messages.push(error.to_string());
+                return;
+            }
+        };
         self.load_cancel = CancelFlag::new();
         self.worker.send(Command::Load {
             model: self.settings.model.trim().to_string(),
-            device: DeviceKind::Cpu,
-            dtype: DType::F32,
+            device,
+            dtype,
             cancel: self.load_cancel.clone(),
         });
         self.model_state = ModelState::Loading(self.settings.model.clone());
@@ -582,6 +590,22 @@ impl FoleyApp {
             if ui.button("Load").clicked() {
                 self.load_model();
             }
+        });
+        ui.horizontal(|ui| {
+            egui::ComboBox::from_label("Device")
+                .selected_text(self.settings.device.clone())
+                .show_ui(ui, |ui| {
+                    for device in ["cpu", "cuda", "metal"] {
+                        ui.selectable_value(&mut self.settings.device, device.to_string(), device);
+                    }
+                });
+            egui::ComboBox::from_label("Precision")
+                .selected_text(self.settings.dtype.clone())
+                .show_ui(ui, |ui| {
+                    for dtype in ["f32", "f16", "bf16"] {
+                        ui.selectable_value(&mut self.settings.dtype, dtype.to_string(), dtype);
+                    }
+                });
         });
         egui::ComboBox::from_label("Known checkpoints")
             .selected_text("choose…")

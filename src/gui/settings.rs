@@ -12,6 +12,10 @@ use crate::audio::export::ExportOptions;
 pub struct Settings {
     /// Local diffusers folder or Hugging Face repository id.
     pub model: String,
+    /// "cpu", "cuda" or "metal" (the GPU ones need a build with that backend).
+    pub device: String,
+    /// "f32", "f16" or "bf16".
+    pub dtype: String,
     pub prompt: String,
     pub negative_prompt: String,
     /// Seconds; 0 uses the model's default length.
@@ -38,6 +42,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             model: "cvssp/audioldm2".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
             prompt: String::new(),
             negative_prompt: "low quality, average quality".into(),
             duration: 0.0,
