@@ -26,6 +26,7 @@ fn studio(library: &Path) -> Harness<'static, FoleyApp> {
                     audio: false,
                 },
             )
+            .expect("the studio starts")
         })
 }
 

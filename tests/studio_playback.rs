@@ -52,6 +52,7 @@ fn number_keys_switch_playback_between_variations() {
                     audio: true,
                 },
             )
+            .expect("the studio starts")
         });
     wait_until(&mut harness, "the model", |app| {
         matches!(app.model_state, ModelState::Ready { .. })

@@ -44,6 +44,7 @@ fn main_screens_look_as_recorded() {
                     audio: false,
                 },
             )
+            .expect("the studio starts")
         });
     wait_until(&mut harness, "the model", |app| {
         matches!(app.model_state, ModelState::Ready { .. })

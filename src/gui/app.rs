@@ -99,7 +99,8 @@ enum PlayingClip {
 }
 
 impl FoleyApp {
-    pub fn new(creation: &eframe::CreationContext<'_>, config: AppConfig) -> Self {
+    /// Builds the studio; fails only when the inference thread cannot be started.
+    pub fn new(creation: &eframe::CreationContext<'_>, config: AppConfig) -> std::io::Result<Self> {
         let mut settings: Settings = creation
             .storage
             .and_then(|storage| eframe::get_value(storage, STORAGE_KEY))
@@ -112,7 +113,7 @@ impl FoleyApp {
         }
         let ctx = creation.egui_ctx.clone();
         let repaint: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
-        let worker = Worker::spawn(repaint).expect("the inference thread could not start");
+        let worker = Worker::spawn(repaint)?;
         let playback = if config.audio {
             Playback::open()
         } else {
@@ -147,7 +148,7 @@ impl FoleyApp {
         {
             app.load_model();
         }
-        app
+        Ok(app)
     }
 
     /// Index of the result clip that is playing, if any.

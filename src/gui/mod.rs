@@ -24,7 +24,10 @@ pub fn run(model: Option<String>) -> anyhow::Result<()> {
     eframe::run_native(
         "Foley",
         options,
-        Box::new(move |creation| Ok(Box::new(FoleyApp::new(creation, config)))),
+        Box::new(move |creation| {
+            let app = FoleyApp::new(creation, config)?;
+            Ok(Box::new(app) as Box<dyn eframe::App>)
+        }),
     )
     .map_err(|error| anyhow::anyhow!("the studio window could not open: {error}"))
 }
