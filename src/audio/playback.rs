@@ -88,6 +88,11 @@ impl Playback {
         })
     }
 
+    /// `samples` (mono, at `sample_rate`) converted to the device rate, ready for `play_prepared`.
+    pub fn prepare(&self, samples: &[f32], sample_rate: u32) -> Arc<[f32]> {
+        resample(samples, sample_rate, self.device_rate).into()
+    }
+
     /// Starts `samples` (mono, at `sample_rate`) from `start_seconds`.
     pub fn play(
         &self,
@@ -95,8 +100,12 @@ impl Playback {
         sample_rate: u32,
         start_seconds: f64,
     ) -> Result<(), String> {
+        self.play_prepared(self.prepare(samples, sample_rate), start_seconds)
+    }
+
+    /// Starts a clip already at the device rate (see `prepare`) from `start_seconds`.
+    pub fn play_prepared(&self, converted: Arc<[f32]>, start_seconds: f64) -> Result<(), String> {
         self.collect_retired();
-        let converted: Arc<[f32]> = resample(samples, sample_rate, self.device_rate).into();
         let length = converted.len();
         match self.clips.try_send(converted) {
             Ok(()) => {}

@@ -399,13 +399,21 @@ impl FoleyApp {
 
     fn play(&mut self, which: PlayingClip, start: f64) {
         let clip = match &which {
-            PlayingClip::Result(index) => self.results.get(*index),
-            PlayingClip::Opened => self.opened.as_ref(),
+            PlayingClip::Result(index) => self.results.get_mut(*index),
+            PlayingClip::Opened => self.opened.as_mut(),
         };
         let Some(clip) = clip else { return };
         let started = self.playback.as_ref().map(|playback| {
+            let prepared = match &clip.device_samples {
+                Some((rate, samples)) if *rate == playback.device_rate => samples.clone(),
+                _ => {
+                    let samples = playback.prepare(&clip.samples, clip.record.sample_rate);
+                    clip.device_samples = Some((playback.device_rate, samples.clone()));
+                    samples
+                }
+            };
             playback.set_looping(self.settings.loop_playback);
-            playback.play(&clip.samples, clip.record.sample_rate, start)
+            playback.play_prepared(prepared, start)
         });
         match started {
             Ok(Ok(())) => self.playing = Some(which),

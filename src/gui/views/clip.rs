@@ -32,6 +32,9 @@ pub struct ClipView {
     /// The VAE's log-mel, (frames × bins) row-major, when known.
     pub mel: Option<(Vec<f32>, usize)>,
     texture: Option<TextureHandle>,
+    /// The samples converted to the audio device's rate (rate, samples), kept so switching
+    /// between clips does not resample again.
+    pub device_samples: Option<(u32, Arc<[f32]>)>,
 }
 
 impl ClipView {
@@ -41,6 +44,7 @@ impl ClipView {
             samples,
             mel,
             texture: None,
+            device_samples: None,
         }
     }
 
