@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
 
 use crate::engine::weights::read_json;
 use crate::error::{FoleyError, Result};
@@ -32,10 +32,18 @@ impl TextTokenizer {
         if !path.is_file() {
             return Err(FoleyError::MissingFile { path });
         }
-        let tokenizer = Tokenizer::from_file(&path).map_err(|error| FoleyError::Tokenizer {
+        let mut tokenizer = Tokenizer::from_file(&path).map_err(|error| FoleyError::Tokenizer {
             path: path.clone(),
             reason: error.to_string(),
         })?;
+        // Padding and truncation are the pipeline's decision, not the file's.
+        tokenizer
+            .with_truncation(None)
+            .map_err(|error| FoleyError::Tokenizer {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?
+            .with_padding(None);
         let config_path = dir.join("tokenizer_config.json");
         let config: serde_json::Value = if config_path.is_file() {
             read_json(&config_path)?
@@ -72,14 +80,32 @@ impl TextTokenizer {
     pub fn encode(&self, text: &str, pad_to: Option<usize>) -> Result<Encoded> {
         // diffusers passes an explicit max_length (the pad length) when it pads.
         let limit = pad_to.unwrap_or(self.max_length);
-        let full = self.encode_with_limit(text, None)?;
-        let (ids, truncated) = if full.len() > limit {
-            (self.encode_with_limit(text, Some(limit))?, true)
-        } else {
-            (full, false)
+        let tokenizer_error = |error: tokenizers::Error| FoleyError::Tokenizer {
+            path: self.path.clone(),
+            reason: error.to_string(),
         };
+        // What `encode(text, true)` with truncation does, without cloning the tokenizer to set
+        // a limit: truncate the plain encoding to leave room for the special tokens, then add them.
+        let mut encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(tokenizer_error)?;
+        let special = self
+            .tokenizer
+            .get_post_processor()
+            .map_or(0, |processor| processor.added_tokens(false));
+        let room = limit.saturating_sub(special);
+        let truncated = encoding.len() > room;
+        if truncated {
+            encoding.truncate(room, 0, TruncationDirection::Right);
+        }
+        let mut ids = self
+            .tokenizer
+            .post_process(encoding, None, true)
+            .map_err(tokenizer_error)?
+            .get_ids()
+            .to_vec();
         let mut mask = vec![1u32; ids.len()];
-        let mut ids = ids;
         if let Some(length) = pad_to {
             ids.resize(length.max(ids.len()), self.pad_id);
             mask.resize(ids.len(), 0);
@@ -89,25 +115,5 @@ impl TextTokenizer {
             mask,
             truncated,
         })
-    }
-
-    fn encode_with_limit(&self, text: &str, limit: Option<usize>) -> Result<Vec<u32>> {
-        let tokenizer_error = |error: tokenizers::Error| FoleyError::Tokenizer {
-            path: self.path.clone(),
-            reason: error.to_string(),
-        };
-        let mut tokenizer = self.tokenizer.clone();
-        let truncation = limit.map(|max_length| TruncationParams {
-            max_length,
-            strategy: TruncationStrategy::LongestFirst,
-            stride: 0,
-            direction: TruncationDirection::Right,
-        });
-        tokenizer
-            .with_truncation(truncation)
-            .map_err(tokenizer_error)?
-            .with_padding(None);
-        let encoding = tokenizer.encode(text, true).map_err(tokenizer_error)?;
-        Ok(encoding.get_ids().to_vec())
     }
 }
