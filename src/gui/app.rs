@@ -444,12 +444,20 @@ impl FoleyApp {
         }
     }
 
+    fn clip(&self, which: &PlayingClip) -> Option<&ClipView> {
+        match which {
+            PlayingClip::Result(index) => self.results.get(*index),
+            PlayingClip::Opened => self.opened.as_ref(),
+        }
+    }
+
     fn apply(&mut self, which: PlayingClip, action: ClipAction) {
-        let record = match &which {
-            PlayingClip::Result(index) => self.results.get(*index).map(|clip| clip.record.clone()),
-            PlayingClip::Opened => self.opened.as_ref().map(|clip| clip.record.clone()),
+        let Some((record, samples)) = self
+            .clip(&which)
+            .map(|clip| (clip.record.clone(), clip.samples.clone()))
+        else {
+            return;
         };
-        let Some(record) = record else { return };
         match action {
             ClipAction::Play => self.play(which, 0.0),
             ClipAction::Stop => self.stop_playback(),
@@ -486,13 +494,6 @@ impl FoleyApp {
                 self.settings.duration = record.duration;
             }
             ClipAction::Export => {
-                let samples = match &which {
-                    PlayingClip::Result(index) => {
-                        self.results.get(*index).map(|clip| clip.samples.clone())
-                    }
-                    PlayingClip::Opened => self.opened.as_ref().map(|clip| clip.samples.clone()),
-                };
-                let Some(samples) = samples else { return };
                 match export_clip(
                     &self.settings.export_dir,
                     &record,
@@ -504,13 +505,6 @@ impl FoleyApp {
                 }
             }
             ClipAction::SavePicture => {
-                let samples = match &which {
-                    PlayingClip::Result(index) => {
-                        self.results.get(*index).map(|clip| clip.samples.clone())
-                    }
-                    PlayingClip::Opened => self.opened.as_ref().map(|clip| clip.samples.clone()),
-                };
-                let Some(samples) = samples else { return };
                 let path = export_path(&self.settings.export_dir, &record).with_extension("png");
                 let saved = std::fs::create_dir_all(&self.settings.export_dir)
                     .map_err(|error| error.to_string())
