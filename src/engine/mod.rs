@@ -2,6 +2,7 @@
 
 pub mod device;
 pub mod hub;
+pub mod kernels;
 pub mod models;
 pub mod noise;
 pub mod pipeline;

@@ -3,7 +3,9 @@
 //! Only used to rank generated waveforms against the prompt (`score_waveforms`).
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use crate::engine::kernels::conv::Conv2d;
 use serde::Deserialize;
 
 use super::layers::{

@@ -5,7 +5,8 @@ use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::layers::{attention, gelu_exact, layer_norm, linear, mask_to_bias, split_heads};
+use super::layers::{gelu_exact, layer_norm, linear, mask_to_bias};
+use crate::engine::kernels::attention::attention;
 
 fn default_eps() -> f64 {
     1e-12
@@ -118,11 +119,11 @@ impl EncoderLayer {
     fn forward(&self, xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let width = xs.dim(2)?;
         let heads = self.attention.heads;
-        let query = split_heads(&self.attention.query.forward(xs)?, heads)?;
-        let key = split_heads(&self.attention.key.forward(xs)?, heads)?;
-        let value = split_heads(&self.attention.value.forward(xs)?, heads)?;
+        let query = self.attention.query.forward(xs)?;
+        let key = self.attention.key.forward(xs)?;
+        let value = self.attention.value.forward(xs)?;
         let scale = 1.0 / ((width / heads) as f64).sqrt();
-        let context = attention(&query, &key, &value, scale, Some(bias))?;
+        let context = attention(&query, &key, &value, heads, scale, Some(bias))?;
         let attended = self
             .attention_norm
             .forward(&(self.attention_output.forward(&context)? + xs)?)?;
@@ -232,9 +233,8 @@ impl ClapTextModel {
             .broadcast_add(&self.token_type_row)?;
         let mut hidden = self.embeddings_norm.forward(&embedded)?;
         let mask = Tensor::new(mask.to_vec(), device)?;
-        let bias = mask_to_bias(&mask, f32::MIN as f64, dtype)?
-            .unsqueeze(1)?
-            .unsqueeze(1)?;
+        // (batch, keys): every head and query sees the same key mask.
+        let bias = mask_to_bias(&mask, f32::MIN as f64, dtype)?;
         for layer in &self.layers {
             hidden = layer.forward(&hidden, &bias)?;
         }

@@ -1,8 +1,10 @@
 //! transformers' `SpeechT5HifiGan`: mel spectrogram (batch, frames, bins) to waveform.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
+
+use crate::engine::kernels::conv::{Conv1d, ConvTranspose1d};
 
 fn default_slope() -> f64 {
     0.1
@@ -37,12 +39,8 @@ fn conv1d(
     dilation: usize,
     vb: VarBuilder,
 ) -> Result<Conv1d> {
-    let config = Conv1dConfig {
-        padding: (kernel * dilation - dilation) / 2,
-        dilation,
-        ..Default::default()
-    };
-    candle_nn::conv1d(channels_in, channels_out, kernel, config, vb)
+    let padding = (kernel * dilation - dilation) / 2;
+    Conv1d::new(channels_in, channels_out, kernel, padding, dilation, vb)
 }
 
 /// Three (leaky ReLU, dilated conv, leaky ReLU, conv) residual units.
@@ -118,16 +116,12 @@ impl HifiGan {
             .enumerate()
         {
             let output = config.upsample_initial_channel >> (index + 1);
-            let transposed = ConvTranspose1dConfig {
-                padding: (kernel - rate) / 2,
-                stride: *rate,
-                ..Default::default()
-            };
-            upsamplers.push(candle_nn::conv_transpose1d(
+            upsamplers.push(ConvTranspose1d::new(
                 channels,
                 output,
                 *kernel,
-                transposed,
+                *rate,
+                (kernel - rate) / 2,
                 vb.pp(format!("upsampler.{index}")),
             )?);
             channels = output;

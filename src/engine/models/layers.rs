@@ -1,7 +1,10 @@
 //! Small building blocks shared by the neural components, named after their PyTorch modules.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use crate::engine::kernels::conv::Conv2d;
+use crate::engine::kernels::group_norm::GroupNorm;
 
 /// `nn.Linear` with bias.
 pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
@@ -22,16 +25,11 @@ pub fn conv2d(
     padding: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    let config = Conv2dConfig {
-        padding,
-        stride,
-        ..Default::default()
-    };
-    candle_nn::conv2d(input, output, kernel, config, vb)
+    Conv2d::new(input, output, kernel, stride, padding, vb)
 }
 
 pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
-    candle_nn::group_norm(groups, channels, eps, vb)
+    GroupNorm::new(groups, channels, eps, vb)
 }
 
 pub fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {

@@ -1,11 +1,13 @@
 //! The decoder half of diffusers' `AutoencoderKL`: latents to a mel spectrogram.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::layers::{conv2d, group_norm};
 use super::unet::{ResnetBlock2D, ResnetConfig, SpatialSelfAttention, Upsample2D};
+use crate::engine::kernels::conv::Conv2d;
+use crate::engine::kernels::group_norm::GroupNorm;
 
 fn default_layers() -> usize {
     1
@@ -155,7 +157,7 @@ impl VaeDecoder {
                 hidden = upsampler.forward(&hidden, None)?;
             }
         }
-        let hidden = self.conv_norm_out.forward(&hidden)?.silu()?;
+        let hidden = self.conv_norm_out.forward_silu(&hidden)?;
         self.conv_out.forward(&hidden)
     }
 }

@@ -1,11 +1,14 @@
 //! diffusers `Attention`, `FeedForward` (GEGLU), `BasicTransformerBlock` and `Transformer2DModel`.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use crate::engine::kernels::attention::attention;
+use crate::engine::kernels::conv::Conv2d;
+use crate::engine::kernels::group_norm::GroupNorm;
 
 use crate::engine::models::layers::{
-    attention, chunk_last_dim, conv2d, gelu_exact, group_norm, layer_norm, linear, linear_no_bias,
-    split_heads,
+    chunk_last_dim, conv2d, gelu_exact, group_norm, layer_norm, linear, linear_no_bias,
 };
 
 /// Multi-head scaled dot-product attention with separate q/k/v projections.
@@ -71,12 +74,11 @@ impl Attention {
         bias: Option<&Tensor>,
     ) -> Result<Tensor> {
         let context = context.unwrap_or(xs);
-        let query = split_heads(&self.to_q.forward(xs)?, self.heads)?;
-        let key = split_heads(&self.to_k.forward(context)?, self.heads)?;
-        let value = split_heads(&self.to_v.forward(context)?, self.heads)?;
-        // The (batch, 1, keys) mask bias gains a heads axis to broadcast over the scores.
-        let bias = bias.map(|bias| bias.unsqueeze(1)).transpose()?;
-        let merged = attention(&query, &key, &value, self.scale, bias.as_ref())?;
+        let query = self.to_q.forward(xs)?;
+        let key = self.to_k.forward(context)?;
+        let value = self.to_v.forward(context)?;
+        let bias = bias.map(|bias| bias.squeeze(1)).transpose()?;
+        let merged = attention(&query, &key, &value, self.heads, self.scale, bias.as_ref())?;
         self.to_out.forward(&merged)
     }
 }

@@ -13,10 +13,12 @@ pub use config::UNetConfig;
 pub use resnet::{ResnetBlock2D, ResnetConfig, Upsample2D};
 
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use blocks::{AttentionSpec, BlockShape, Contexts, DownBlock, MidBlock, UpBlock, UpChannels};
 
+use crate::engine::kernels::conv::Conv2d;
+use crate::engine::kernels::group_norm::GroupNorm;
 use crate::engine::models::layers::{conv2d, group_norm, linear, mask_to_bias};
 
 /// Sinusoidal timestep features, computed in f32 like diffusers' `get_timestep_embedding`.
@@ -271,7 +273,7 @@ impl UNet2DConditionModel {
             };
             hidden = block.forward(&hidden, &block_skips, &temb, &contexts, upsample_size)?;
         }
-        let hidden = self.conv_norm_out.forward(&hidden)?.silu()?;
+        let hidden = self.conv_norm_out.forward_silu(&hidden)?;
         self.conv_out.forward(&hidden)
     }
 }

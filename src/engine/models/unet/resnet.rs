@@ -1,8 +1,10 @@
 //! diffusers `ResnetBlock2D`, `Downsample2D` and `Upsample2D` (shared by the UNets and the VAE).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
+use crate::engine::kernels::conv::Conv2d;
+use crate::engine::kernels::group_norm::GroupNorm;
 use crate::engine::models::layers::{conv2d, group_norm, linear};
 
 /// Pre-norm residual block with an optional time-embedding projection ("default" scale-shift).
@@ -52,12 +54,12 @@ impl ResnetBlock2D {
     }
 
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut hidden = self.conv1.forward(&self.norm1.forward(xs)?.silu()?)?;
+        let mut hidden = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
         if let (Some(projection), Some(temb)) = (&self.time_emb_proj, temb) {
             let temb = projection.forward(&temb.silu()?)?;
             hidden = hidden.broadcast_add(&temb.unsqueeze(2)?.unsqueeze(3)?)?;
         }
-        let hidden = self.conv2.forward(&self.norm2.forward(&hidden)?.silu()?)?;
+        let hidden = self.conv2.forward(&self.norm2.forward_silu(&hidden)?)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(xs)?,
             None => xs.clone(),

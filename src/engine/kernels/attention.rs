@@ -1,0 +1,167 @@
+//! Multi-head attention on (batch, tokens, heads·head_dim) tensors.
+//!
+//! On the CPU in f32 the scores of one block of queries for one head are computed, soft-maxed and
+//! applied while they are still in cache: the 16M-entry score tensor of a 1024-token UNet layer
+//! (64 MB, 4096 tokens in the VAE) is never built, and q/k/v are read in place, with no head
+//! split or merge copies.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::exp::softmax_row;
+use super::gemm::{View, matmul};
+use super::{contiguous_f32, is_cpu_f32};
+use crate::engine::models::layers::{attention as split_attention, split_heads};
+
+/// Queries one task handles: their scores for one head are 256 KB at 1024 keys.
+const QUERY_BLOCK: usize = 64;
+
+/// softmax(q·kᵀ·scale + key_bias)·v per head. `query` (batch, queries, heads·d),
+/// `key`/`value` (batch, keys, heads·d and heads·d_v), `key_bias` (batch, keys) additive.
+/// Returns (batch, queries, heads·d_v).
+pub fn attention(
+    query: &Tensor,
+    key: &Tensor,
+    value: &Tensor,
+    heads: usize,
+    scale: f64,
+    key_bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    if [query, key, value].into_iter().all(is_cpu_f32) {
+        let bias = key_bias
+            .map(|bias| {
+                bias.to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()
+            })
+            .transpose()?;
+        let op = AttentionOp {
+            heads,
+            scale: scale as f32,
+            bias,
+        };
+        return query
+            .contiguous()?
+            .apply_op3_no_bwd(&key.contiguous()?, &value.contiguous()?, &op);
+    }
+    let bias = key_bias
+        .map(|bias| {
+            let (batch, keys) = bias.dims2()?;
+            bias.reshape((batch, 1, 1, keys))
+        })
+        .transpose()?;
+    split_attention(
+        &split_heads(query, heads)?,
+        &split_heads(key, heads)?,
+        &split_heads(value, heads)?,
+        scale,
+        bias.as_ref(),
+    )
+}
+
+struct AttentionOp {
+    heads: usize,
+    scale: f32,
+    /// (batch, keys), row-major.
+    bias: Option<Vec<f32>>,
+}
+
+impl CustomOp3 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "foley-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        query: &CpuStorage,
+        query_layout: &Layout,
+        key: &CpuStorage,
+        key_layout: &Layout,
+        value: &CpuStorage,
+        value_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (batch, queries, width) = query_layout.shape().dims3()?;
+        let (key_batch, keys, key_width) = key_layout.shape().dims3()?;
+        let (value_batch, value_keys, value_width) = value_layout.shape().dims3()?;
+        let heads = self.heads;
+        if key_batch != batch
+            || value_batch != batch
+            || value_keys != keys
+            || key_width != width
+            || width % heads != 0
+            || value_width % heads != 0
+        {
+            candle_core::bail!(
+                "attention: query {:?}, key {:?}, value {:?} do not fit {heads} heads",
+                query_layout.dims(),
+                key_layout.dims(),
+                value_layout.dims()
+            );
+        }
+        if let Some(bias) = &self.bias
+            && bias.len() != batch * keys
+        {
+            candle_core::bail!(
+                "attention: bias has {} entries, expected {}",
+                bias.len(),
+                batch * keys
+            );
+        }
+        let query = contiguous_f32(query, query_layout, "attention query")?;
+        let key = contiguous_f32(key, key_layout, "attention key")?;
+        let value = contiguous_f32(value, value_layout, "attention value")?;
+        let (dim, value_dim) = (width / heads, value_width / heads);
+        let mut output = vec![0f32; batch * queries * value_width];
+        if queries == 0 || keys == 0 {
+            return Ok((
+                CpuStorage::F32(output),
+                Shape::from((batch, queries, value_width)),
+            ));
+        }
+        output
+            .par_chunks_mut(queries * value_width)
+            .enumerate()
+            .for_each(|(item, out)| {
+                let query = &query[item * queries * width..][..queries * width];
+                let key = &key[item * keys * width..][..keys * width];
+                let value = &value[item * keys * value_width..][..keys * value_width];
+                let bias = self.bias.as_ref().map(|bias| &bias[item * keys..][..keys]);
+                out.par_chunks_mut(QUERY_BLOCK * value_width)
+                    .enumerate()
+                    .for_each(|(block, out)| {
+                        let rows = out.len() / value_width;
+                        let query = &query[block * QUERY_BLOCK * width..][..rows * width];
+                        let mut scores = vec![0f32; rows * keys];
+                        for head in 0..heads {
+                            matmul(
+                                (&mut scores, View::rows(rows, keys, keys)),
+                                (&query[head * dim..], View::rows(rows, dim, width)),
+                                (&key[head * dim..], View::transposed(dim, keys, width)),
+                                false,
+                                false,
+                            );
+                            scores
+                                .chunks_exact_mut(keys)
+                                .for_each(|row| softmax_row(row, self.scale, bias));
+                            matmul(
+                                (
+                                    &mut out[head * value_dim..],
+                                    View::rows(rows, value_dim, value_width),
+                                ),
+                                (&scores, View::rows(rows, keys, keys)),
+                                (
+                                    &value[head * value_dim..],
+                                    View::rows(keys, value_dim, value_width),
+                                ),
+                                false,
+                                false,
+                            );
+                        }
+                    });
+            });
+        Ok((
+            CpuStorage::F32(output),
+            Shape::from((batch, queries, value_width)),
+        ))
+    }
+}

@@ -1,0 +1,405 @@
+//! Conv2d, Conv1d and ConvTranspose1d layers with PyTorch's weight names.
+//!
+//! On the CPU in f32 a convolution runs as im2col tiles (each a bounded block of output
+//! positions) multiplied by the weight matrix with `gemm`, the bias preloaded into the output.
+//! A transposed convolution multiplies first and scatters the columns after, so HiFi-GAN's padded
+//! upsamplers skip candle's naive padded kernel. Other devices use candle's ops.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result, Shape, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+use super::gemm::{View, matmul};
+use super::{contiguous_f32, is_cpu_f32};
+
+/// Floats an im2col tile may hold (32 MB): large enough for gemm to run at full speed, small
+/// enough that long clips do not need gigabytes of columns.
+const TILE_FLOATS: usize = 8 << 20;
+
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    stride: usize,
+    padding: (usize, usize),
+    dilation: (usize, usize),
+}
+
+/// `nn.Conv2d` with square stride, as the UNet and VAE use it.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    geometry: Geometry,
+}
+
+impl Conv2d {
+    /// Loads `weight` (out, in, k, k) and `bias` (out) from `vb`.
+    pub fn new(
+        input: usize,
+        output: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((output, input, kernel, kernel), "weight")?,
+            bias: vb.get(output, "bias")?,
+            geometry: Geometry {
+                stride,
+                padding: (padding, padding),
+                dilation: (1, 1),
+            },
+        })
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if is_cpu_f32(xs) && is_cpu_f32(&self.weight) {
+            return xs.contiguous()?.apply_op3_no_bwd(
+                &self.weight,
+                &self.bias,
+                &ConvOp(self.geometry),
+            );
+        }
+        let (padding, _) = self.geometry.padding;
+        let convolved = xs.conv2d(&self.weight, padding, self.geometry.stride, 1, 1)?;
+        convolved.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+    }
+}
+
+/// `nn.Conv1d` with stride 1 and symmetric padding, as HiFi-GAN uses it.
+#[derive(Debug, Clone)]
+pub struct Conv1d {
+    weight: Tensor,
+    bias: Tensor,
+    kernel: usize,
+    padding: usize,
+    dilation: usize,
+}
+
+impl Conv1d {
+    pub fn new(
+        input: usize,
+        output: usize,
+        kernel: usize,
+        padding: usize,
+        dilation: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((output, input, kernel), "weight")?,
+            bias: vb.get(output, "bias")?,
+            kernel,
+            padding,
+            dilation,
+        })
+    }
+}
+
+impl Module for Conv1d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if is_cpu_f32(xs) && is_cpu_f32(&self.weight) {
+            // A 1-D convolution is a 2-D one over a single row.
+            let (output, input, _) = self.weight.dims3()?;
+            let weight = self.weight.reshape((output, input, 1, self.kernel))?;
+            let geometry = Geometry {
+                stride: 1,
+                padding: (0, self.padding),
+                dilation: (1, self.dilation),
+            };
+            return xs
+                .unsqueeze(2)?
+                .contiguous()?
+                .apply_op3_no_bwd(&weight, &self.bias, &ConvOp(geometry))?
+                .squeeze(2);
+        }
+        let convolved = xs.conv1d(&self.weight, self.padding, 1, self.dilation, 1)?;
+        convolved.broadcast_add(&self.bias.reshape((1, (), 1))?)
+    }
+}
+
+/// `nn.ConvTranspose1d` (no output padding, no dilation), as HiFi-GAN's upsamplers use it.
+#[derive(Debug, Clone)]
+pub struct ConvTranspose1d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl ConvTranspose1d {
+    pub fn new(
+        input: usize,
+        output: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((input, output, kernel), "weight")?,
+            bias: vb.get(output, "bias")?,
+            stride,
+            padding,
+        })
+    }
+}
+
+impl Module for ConvTranspose1d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if is_cpu_f32(xs) && is_cpu_f32(&self.weight) {
+            let op = TransposedOp {
+                stride: self.stride,
+                padding: self.padding,
+            };
+            return xs
+                .contiguous()?
+                .apply_op3_no_bwd(&self.weight, &self.bias, &op);
+        }
+        // candle's fast transposed kernel needs padding 0; cropping afterwards is identical.
+        let full = xs.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;
+        let length = full.dim(2)? - 2 * self.padding;
+        let cropped = full.narrow(2, self.padding, length)?;
+        cropped.broadcast_add(&self.bias.reshape((1, (), 1))?)
+    }
+}
+
+/// Convolution of (batch, in, height, width) with (out, in, kh, kw) plus a bias.
+struct ConvOp(Geometry);
+
+/// What one im2col tile reads: the input plane size, kernel and geometry.
+struct Patch {
+    height: usize,
+    width: usize,
+    kernel: (usize, usize),
+    out_width: usize,
+    geometry: Geometry,
+}
+
+impl Patch {
+    /// Fills `column` with the inputs kernel tap (`ky`, `kx`) of channel plane `plane` sees at
+    /// output positions `start..start + column.len()`.
+    fn fill(&self, plane: &[f32], ky: usize, kx: usize, start: usize, column: &mut [f32]) {
+        let Geometry {
+            stride,
+            padding: (pad_y, pad_x),
+            dilation: (dil_y, dil_x),
+        } = self.geometry;
+        let mut position = start;
+        let mut done = 0;
+        while done < column.len() {
+            let (oy, ox0) = (position / self.out_width, position % self.out_width);
+            let run = (self.out_width - ox0).min(column.len() - done);
+            let out = &mut column[done..done + run];
+            let iy = (oy * stride + ky * dil_y) as isize - pad_y as isize;
+            if iy < 0 || iy >= self.height as isize {
+                out.fill(0.0);
+            } else {
+                let row = &plane[iy as usize * self.width..(iy as usize + 1) * self.width];
+                let offset = (kx * dil_x) as isize - pad_x as isize;
+                if stride == 1 {
+                    // Output columns whose input column lies inside the row.
+                    let first = (-offset - ox0 as isize).clamp(0, run as isize) as usize;
+                    let last = (self.width as isize - offset - ox0 as isize)
+                        .clamp(first as isize, run as isize)
+                        as usize;
+                    out[..first].fill(0.0);
+                    let from = (ox0 + first) as isize + offset;
+                    out[first..last]
+                        .copy_from_slice(&row[from as usize..from as usize + last - first]);
+                    out[last..].fill(0.0);
+                } else {
+                    for (i, value) in out.iter_mut().enumerate() {
+                        let ix = ((ox0 + i) * stride) as isize + offset;
+                        *value = if ix < 0 || ix >= self.width as isize {
+                            0.0
+                        } else {
+                            row[ix as usize]
+                        };
+                    }
+                }
+            }
+            position += run;
+            done += run;
+        }
+    }
+}
+
+impl CustomOp3 for ConvOp {
+    fn name(&self) -> &'static str {
+        "foley-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        input: &CpuStorage,
+        input_layout: &Layout,
+        weight: &CpuStorage,
+        weight_layout: &Layout,
+        bias: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let geometry = self.0;
+        let (batch, channels, height, width) = input_layout.shape().dims4()?;
+        let (outputs, weight_channels, kh, kw) = weight_layout.shape().dims4()?;
+        if weight_channels != channels {
+            candle_core::bail!("conv2d: input has {channels} channels, weight {weight_channels}");
+        }
+        let input = contiguous_f32(input, input_layout, "conv2d input")?;
+        let weight = contiguous_f32(weight, weight_layout, "conv2d weight")?;
+        let bias = contiguous_f32(bias, bias_layout, "conv2d bias")?;
+        let span = |size: usize, pad: usize, dil: usize, k: usize| {
+            (size + 2 * pad)
+                .checked_sub(dil * (k - 1) + 1)
+                .map(|s| s / geometry.stride + 1)
+        };
+        let (Some(out_h), Some(out_w)) = (
+            span(height, geometry.padding.0, geometry.dilation.0, kh),
+            span(width, geometry.padding.1, geometry.dilation.1, kw),
+        ) else {
+            candle_core::bail!("conv2d: kernel larger than the padded input");
+        };
+        let positions = out_h * out_w;
+        let depth = channels * kh * kw;
+        let mut output: Vec<f32> = bias
+            .iter()
+            .flat_map(|&b| std::iter::repeat_n(b, positions))
+            .collect::<Vec<_>>()
+            .repeat(batch);
+        let weights = View::rows(outputs, depth, depth);
+        let pointwise = kh == 1 && kw == 1 && geometry.stride == 1 && geometry.padding == (0, 0);
+        let tile = (TILE_FLOATS / depth).clamp(1, positions);
+        let mut columns = if pointwise {
+            Vec::new()
+        } else {
+            vec![0f32; depth * tile]
+        };
+        let patch = Patch {
+            height,
+            width,
+            kernel: (kh, kw),
+            out_width: out_w,
+            geometry,
+        };
+        for item in 0..batch {
+            let planes = &input[item * channels * height * width..][..channels * height * width];
+            let out = &mut output[item * outputs * positions..][..outputs * positions];
+            if pointwise {
+                let rhs = View::rows(depth, positions, positions);
+                let dst = View::rows(outputs, positions, positions);
+                matmul((out, dst), (weight, weights), (planes, rhs), true, true);
+                continue;
+            }
+            for start in (0..positions).step_by(tile) {
+                let count = tile.min(positions - start);
+                let columns = &mut columns[..depth * count];
+                columns
+                    .par_chunks_mut(count)
+                    .enumerate()
+                    .for_each(|(row, column)| {
+                        let (channel, tap) = (row / (kh * kw), row % (kh * kw));
+                        let plane = &planes[channel * height * width..][..height * width];
+                        patch.fill(
+                            plane,
+                            tap / patch.kernel.1,
+                            tap % patch.kernel.1,
+                            start,
+                            column,
+                        );
+                    });
+                let rhs = View::rows(depth, count, count);
+                let dst = View::rows(outputs, count, positions);
+                matmul(
+                    (&mut out[start..], dst),
+                    (weight, weights),
+                    (columns, rhs),
+                    true,
+                    true,
+                );
+            }
+        }
+        let shape = Shape::from((batch, outputs, out_h, out_w));
+        Ok((CpuStorage::F32(output), shape))
+    }
+}
+
+/// Transposed convolution of (batch, in, length) with (in, out, k) plus a bias.
+struct TransposedOp {
+    stride: usize,
+    padding: usize,
+}
+
+impl CustomOp3 for TransposedOp {
+    fn name(&self) -> &'static str {
+        "foley-conv-transpose1d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        input: &CpuStorage,
+        input_layout: &Layout,
+        weight: &CpuStorage,
+        weight_layout: &Layout,
+        bias: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (batch, channels, length) = input_layout.shape().dims3()?;
+        let (weight_channels, outputs, kernel) = weight_layout.shape().dims3()?;
+        if weight_channels != channels {
+            candle_core::bail!(
+                "conv_transpose1d: input has {channels} channels, weight {weight_channels}"
+            );
+        }
+        let input = contiguous_f32(input, input_layout, "conv_transpose1d input")?;
+        let weight = contiguous_f32(weight, weight_layout, "conv_transpose1d weight")?;
+        let bias = contiguous_f32(bias, bias_layout, "conv_transpose1d bias")?;
+        let (stride, padding) = (self.stride, self.padding);
+        let Some(out_len) = ((length.max(1) - 1) * stride + kernel).checked_sub(2 * padding) else {
+            candle_core::bail!("conv_transpose1d: padding larger than the output");
+        };
+        let mut output: Vec<f32> = bias
+            .iter()
+            .flat_map(|&b| std::iter::repeat_n(b, out_len))
+            .collect::<Vec<_>>()
+            .repeat(batch);
+        let rows = outputs * kernel;
+        // Weights are (in, out·k): the transpose maps input channels to (out, tap) rows.
+        let weights = View::transposed(rows, channels, rows);
+        let tile = (TILE_FLOATS / rows).clamp(1, length.max(1));
+        let mut columns = vec![0f32; rows * tile];
+        for item in 0..batch {
+            let source = &input[item * channels * length..][..channels * length];
+            let out = &mut output[item * outputs * out_len..][..outputs * out_len];
+            for start in (0..length).step_by(tile) {
+                let count = tile.min(length - start);
+                let columns = &mut columns[..rows * count];
+                let rhs = View::rows(channels, count, length);
+                matmul(
+                    (columns, View::rows(rows, count, count)),
+                    (weight, weights),
+                    (&source[start..], rhs),
+                    false,
+                    true,
+                );
+                let columns = &*columns;
+                out.par_chunks_mut(out_len)
+                    .enumerate()
+                    .for_each(|(channel, plane)| {
+                        for tap in 0..kernel {
+                            let column = &columns[(channel * kernel + tap) * count..][..count];
+                            for (offset, value) in column.iter().enumerate() {
+                                let t =
+                                    ((start + offset) * stride + tap) as isize - padding as isize;
+                                if t >= 0 && (t as usize) < out_len {
+                                    plane[t as usize] += value;
+                                }
+                            }
+                        }
+                    });
+            }
+        }
+        let shape = Shape::from((batch, outputs, out_len));
+        Ok((CpuStorage::F32(output), shape))
+    }
+}

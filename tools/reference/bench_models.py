@@ -1,0 +1,394 @@
+#!/usr/bin/env python3
+"""Build real-size, random-weight AudioLDM 2 / AudioLDM / MusicLDM pipelines for CPU benchmarks.
+
+Run from the repository root:
+
+    tools/reference/.venv/bin/python tools/reference/bench_models.py            # all three, if missing
+    tools/reference/.venv/bin/python tools/reference/bench_models.py --only musicldm --force
+
+Each pipeline has exactly the configuration of the published checkpoint (shapes, layer counts, vocabulary
+sizes, scheduler, VAE scaling factor; components.md §3, §5, §7), so it does the same compute as the real
+model, but its weights are random (fixed ``torch.manual_seed``): the audio is noise. Diffusers and Foley load
+the *same* directory, which is what makes their timings comparable. The Hugging Face Hub is unreachable from
+the build machines, so the tokenizers are trained locally (build_fixtures.py) with the real
+``model_max_length`` values (CLAP 512, padded to it; T5 128) and ids below the models' real vocabulary sizes.
+
+Outputs go to ``$FOLEY_BENCH_DIR`` (default ``~/.cache/foley-bench``)``/<name>``, written with
+``save_pretrained(safe_serialization=True)`` into ``<name>.partial`` and renamed when complete, so a
+directory that exists is complete. Names:
+
+* ``audioldm2``          cvssp/audioldm2 (AudioLDM2Pipeline, 1.1 B parameters, ~4.5 GB)
+* ``audioldm-s-full-v2`` cvssp/audioldm-s-full-v2 (AudioLDMPipeline, 421 M, ~1.7 GB)
+* ``musicldm``           ucsd-reach/musicldm (MusicLDMPipeline, ~490 M, ~2.0 GB)
+
+One pipeline is in memory at a time (the AudioLDM 2 build peaks at about 2x its 4.5 GB of weights).
+See tools/reference/README.md ("CPU benchmark against diffusers").
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import argparse
+import gc
+import json
+import math
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import build_fixtures as bf  # noqa: E402  (tokenizer training, corpus, the real DDIM config)
+
+from diffusers import (  # noqa: E402
+    AudioLDM2Pipeline,
+    AudioLDM2ProjectionModel,
+    AudioLDM2UNet2DConditionModel,
+    AudioLDMPipeline,
+    AutoencoderKL,
+    DDIMScheduler,
+    MusicLDMPipeline,
+    UNet2DConditionModel,
+)
+from transformers import (  # noqa: E402
+    ClapConfig,
+    ClapFeatureExtractor,
+    ClapModel,
+    ClapTextConfig,
+    ClapTextModelWithProjection,
+    GPT2Config,
+    GPT2LMHeadModel,
+    RobertaTokenizerFast,
+    SpeechT5HifiGan,
+    SpeechT5HifiGanConfig,
+    T5Config,
+    T5EncoderModel,
+    T5TokenizerFast,
+)
+
+NAMES = ["audioldm2", "audioldm-s-full-v2", "musicldm"]
+
+# The benchmark prompts (bench_diffusers.py / bench_compare.py). They are added to the tokenizer corpus so
+# that they split into roughly word-sized pieces, as with the real RoBERTa / Flan-T5 vocabularies (the
+# T5 sequence length sets the T5 and cross-attention cost; CLAP is always padded to 512 tokens).
+BENCH_PROMPT = "The sound of Brazilian samba drums with waves gently crashing in the background"
+BENCH_NEGATIVE_PROMPT = "Low quality, average quality."
+
+CLAP_MAX_LENGTH = 512  # tokenizer_config.json of every published CLAP tokenizer (components.md §5)
+T5_MAX_LENGTH = 128  # set by the AudioLDM 2 conversion script (components.md §2.4)
+
+# cvssp/audioldm2 and ucsd-reach/musicldm `text_encoder` (components.md §3.5, §3.6; params_meta.py):
+# RoBERTa-base text branch (vocab 50265) + HTSAT audio branch, projection 512 (relu).
+CLAP_TEXT = dict(fusion_hidden_size=768, fusion_num_hidden_layers=2, projection_hidden_size=768)
+CLAP_AUDIO = dict(
+    depths=[2, 2, 12, 2],
+    fusion_num_hidden_layers=2,
+    hidden_size=1024,
+    patch_embeds_hidden_size=128,
+    projection_hidden_size=768,
+    enable_fusion=False,
+)
+
+VAE_SCALING = {
+    "audioldm2": 0.4110932946205139,
+    "audioldm-s-full-v2": 0.9392935633659363,
+    "musicldm": 1.075324296951294,
+}
+VAE_SAMPLE_SIZE = {"audioldm2": 1024, "audioldm-s-full-v2": 512, "musicldm": 1024}
+
+SEEDS = {"audioldm2": 1000, "audioldm-s-full-v2": 2000, "musicldm": 3000}
+
+
+def bench_dir() -> Path:
+    return Path(os.environ.get("FOLEY_BENCH_DIR", "~/.cache/foley-bench")).expanduser()
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizers
+# --------------------------------------------------------------------------------------------------
+
+
+def corpus() -> list[str]:
+    return bf.build_corpus() + [BENCH_PROMPT, BENCH_NEGATIVE_PROMPT] * 20
+
+
+def clap_tokenizer() -> RobertaTokenizerFast:
+    """RoBERTa-style byte-level BPE (1000 ids < 50265), model_max_length 512."""
+    trained = bf.train_clap_tokenizer(corpus())
+    return RobertaTokenizerFast(tokenizer_object=trained.backend_tokenizer, model_max_length=CLAP_MAX_LENGTH)
+
+
+def t5_tokenizer() -> T5TokenizerFast:
+    """T5-style Unigram (~950 ids < 32128), model_max_length 128."""
+    trained = bf.train_t5_tokenizer(corpus())
+    return T5TokenizerFast(tokenizer_object=trained.backend_tokenizer, model_max_length=T5_MAX_LENGTH, extra_ids=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Components (real configurations)
+# --------------------------------------------------------------------------------------------------
+
+
+def real_scheduler() -> DDIMScheduler:
+    """The DDIM config every one of these checkpoints ships (components.md §4.1)."""
+    return DDIMScheduler(**bf.REAL_DDIM_CONFIG)
+
+
+def real_vae(name: str) -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        latent_channels=8,
+        block_out_channels=[128, 256, 512],
+        layers_per_block=2,
+        norm_num_groups=32,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        act_fn="silu",
+        sample_size=VAE_SAMPLE_SIZE[name],
+        scaling_factor=VAE_SCALING[name],
+    )
+
+
+def real_vocoder() -> SpeechT5HifiGan:
+    return SpeechT5HifiGan(
+        SpeechT5HifiGanConfig(
+            model_in_dim=64,
+            sampling_rate=16000,
+            upsample_initial_channel=1024,
+            upsample_rates=[5, 4, 2, 2, 2],
+            upsample_kernel_sizes=[16, 16, 8, 4, 4],
+            resblock_kernel_sizes=[3, 7, 11],
+            resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+            leaky_relu_slope=0.1,
+            normalize_before=False,
+        )
+    )
+
+
+def real_clap_model() -> ClapModel:
+    return ClapModel(
+        ClapConfig(text_config=dict(CLAP_TEXT), audio_config=dict(CLAP_AUDIO), projection_dim=512,
+                   projection_hidden_act="relu")
+    )
+
+
+def real_feature_extractor() -> ClapFeatureExtractor:
+    """cvssp/audioldm2's preprocessor_config.json (components.md §2.5): the unfused HTSAT settings.
+    (The class defaults use truncation "fusion", i.e. 4 stacked mels, which this unfused audio branch
+    cannot take; only score_waveforms uses it, i.e. never with one waveform per prompt.)"""
+    return ClapFeatureExtractor(
+        feature_size=64, sampling_rate=48000, hop_length=480, max_length_s=10, fft_window_size=1024,
+        padding="repeatpad", truncation="rand_trunc", frequency_min=50, frequency_max=14000,
+    )
+
+
+LDM1_DOWN = ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
+LDM1_UP = ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+
+
+def ldm1_unet_s(sample_size: int) -> UNet2DConditionModel:
+    """AudioLDM-s / MusicLDM UNet (components.md §3.1): 128 model channels, CLAP vector as class embedding."""
+    channels = [128, 256, 384, 640]
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=8,
+        out_channels=8,
+        block_out_channels=channels,
+        layers_per_block=2,
+        down_block_types=LDM1_DOWN,
+        up_block_types=LDM1_UP,
+        cross_attention_dim=channels,
+        attention_head_dim=8,
+        class_embed_type="simple_projection",
+        projection_class_embeddings_input_dim=512,
+        class_embeddings_concat=True,
+        flip_sin_to_cos=True,
+        freq_shift=0,
+        norm_num_groups=32,
+        norm_eps=1e-5,
+        use_linear_projection=False,
+        act_fn="silu",
+    )
+
+
+def audioldm2_components() -> dict:
+    name = "audioldm2"
+    torch.manual_seed(SEEDS[name])
+    unet = AudioLDM2UNet2DConditionModel(
+        sample_size=256,
+        in_channels=8,
+        out_channels=8,
+        block_out_channels=[128, 256, 384, 640],
+        layers_per_block=2,
+        down_block_types=LDM1_DOWN,
+        up_block_types=LDM1_UP,
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        cross_attention_dim=[[None, 768, 1024]] * 4,
+        transformer_layers_per_block=1,
+        attention_head_dim=8,
+        flip_sin_to_cos=True,
+        freq_shift=0,
+        norm_num_groups=32,
+        norm_eps=1e-5,
+        use_linear_projection=False,
+        act_fn="silu",
+    )
+    vae = real_vae(name)
+    text_encoder = real_clap_model()
+    text_encoder_2 = T5EncoderModel(
+        T5Config(
+            vocab_size=32128, d_model=1024, d_kv=64, d_ff=2816, num_layers=24, num_heads=16,
+            feed_forward_proj="gated-gelu", relative_attention_num_buckets=32, relative_attention_max_distance=128,
+            layer_norm_epsilon=1e-6, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+    # GPT-2 base (vocab 50257). The real repo stores a plain GPT2Model; diffusers 0.42 + transformers 5
+    # cannot run one (shims.py, item 2), so this is saved as GPT2LMHeadModel (same weights under
+    # `transformer.`, lm_head tied to wte and never used). Foley accepts both layouts.
+    language_model = GPT2LMHeadModel(GPT2Config(n_embd=768, n_head=12, n_layer=12, n_positions=1024))
+    language_model.config.max_new_tokens = 8
+    projection_model = AudioLDM2ProjectionModel(text_encoder_dim=512, text_encoder_1_dim=1024, langauge_model_dim=768)
+    vocoder = real_vocoder()
+    return dict(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, projection_model=projection_model,
+        language_model=language_model, tokenizer=clap_tokenizer(), tokenizer_2=t5_tokenizer(),
+        feature_extractor=real_feature_extractor(), unet=unet, scheduler=real_scheduler(), vocoder=vocoder,
+    )
+
+
+def audioldm_components() -> dict:
+    name = "audioldm-s-full-v2"
+    torch.manual_seed(SEEDS[name])
+    unet = ldm1_unet_s(sample_size=128)
+    vae = real_vae(name)
+    text_encoder = ClapTextModelWithProjection(ClapTextConfig(projection_dim=512, projection_hidden_act="relu"))
+    vocoder = real_vocoder()
+    return dict(
+        vae=vae, text_encoder=text_encoder, tokenizer=clap_tokenizer(), unet=unet, scheduler=real_scheduler(),
+        vocoder=vocoder,
+    )
+
+
+def musicldm_components() -> dict:
+    name = "musicldm"
+    torch.manual_seed(SEEDS[name])
+    unet = ldm1_unet_s(sample_size=256)
+    vae = real_vae(name)
+    text_encoder = real_clap_model()
+    vocoder = real_vocoder()
+    return dict(
+        vae=vae, text_encoder=text_encoder, tokenizer=clap_tokenizer(), feature_extractor=real_feature_extractor(),
+        unet=unet, scheduler=real_scheduler(), vocoder=vocoder,
+    )
+
+
+BUILDERS = {
+    "audioldm2": (audioldm2_components, AudioLDM2Pipeline),
+    "audioldm-s-full-v2": (audioldm_components, AudioLDMPipeline),
+    "musicldm": (musicldm_components, MusicLDMPipeline),
+}
+
+
+@torch.no_grad()
+def scale_vocoder(vocoder: SpeechT5HifiGan, seed: int) -> None:
+    """transformers 5 initialises the HiFi-GAN convs with N(0, 0.01); redraw them with std 1/sqrt(fan_in)
+    (as build_fixtures.make_weights_informative does) so that the waveform has a realistic O(0.1-1)
+    amplitude instead of shrinking layer by layer (tiny activations are not free on a CPU: subnormals)."""
+    g = torch.Generator("cpu").manual_seed(seed)
+    for module in vocoder.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+            w = module.weight
+            fan_in = (w.shape[0] if isinstance(module, torch.nn.ConvTranspose1d) else w.shape[1]) * w.shape[2]
+            w.copy_(torch.randn(w.shape, generator=g) / math.sqrt(fan_in))
+
+
+def build(name: str, root: Path) -> Path:
+    target = root / name
+    partial = root / f"{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    started = time.perf_counter()
+    builder, cls = BUILDERS[name]
+    components = builder()
+    scale_vocoder(components["vocoder"], SEEDS[name] + 1)
+    counts = {}
+    for key, value in components.items():
+        if isinstance(value, torch.nn.Module):
+            value.eval()
+            counts[key] = params(value)
+    pipe = cls(**components)
+    del components
+    partial.mkdir(parents=True)
+    pipe.save_pretrained(partial, safe_serialization=True)
+    del pipe
+    gc.collect()
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
+    sizes = {p.name: dir_size(p) for p in sorted(target.iterdir()) if p.is_dir()}
+    print(
+        json.dumps(
+            {
+                "built": name,
+                "path": str(target),
+                "seconds": round(time.perf_counter() - started, 1),
+                "parameters_millions": {k: round(v / 1e6, 2) for k, v in counts.items()},
+                "parameters_millions_total": round(sum(counts.values()) / 1e6, 1),
+                "component_bytes": sizes,
+                "bytes": dir_size(target),
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            }
+        ),
+        flush=True,
+    )
+    return target
+
+
+def ensure(name: str, force: bool = False, root: Path | None = None) -> Path:
+    """The model directory, built first if missing (or if `force`)."""
+    if name not in BUILDERS:
+        raise SystemExit(f"unknown model {name!r}; known: {', '.join(NAMES)}")
+    root = root or bench_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / name
+    if force or not (target / "model_index.json").is_file():
+        return build(name, root)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=NAMES, action="append", help="build only this model (repeatable)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the directory exists")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads while building")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    root = bench_dir()
+    for name in args.only or NAMES:
+        path = ensure(name, force=args.force, root=root)
+        print(f"{name}: {path} {dir_size(path) / 1e9:.2f} GB", flush=True)
+
+
+if __name__ == "__main__":
+    main()
