@@ -154,6 +154,14 @@ fn check_output(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The process's peak resident memory (Linux `VmHWM`); `None` where the OS does not say.
+fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now()) >> 1
@@ -253,6 +261,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
                 "vocoder": clip.timings.vocoder,
                 "total": started.elapsed().as_secs_f64(),
             },
+            "peak_memory_bytes": peak_memory_bytes(),
             "clap_scores": clip.scores,
             "warnings": clip.warnings,
         });

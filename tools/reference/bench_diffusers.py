@@ -132,6 +132,7 @@ def main(args) -> None:
     torch.set_num_threads(args.threads)
     model = Path(args.model).expanduser()
     warnings.filterwarnings("ignore")
+    diffusers.utils.logging.disable_progress_bar()
 
     started = time.perf_counter()
     pipe, class_name = load_pipeline(model)

@@ -313,8 +313,8 @@ BUILDERS = {
 @torch.no_grad()
 def scale_vocoder(vocoder: SpeechT5HifiGan, seed: int) -> None:
     """transformers 5 initialises the HiFi-GAN convs with N(0, 0.01); redraw them with std 1/sqrt(fan_in)
-    (as build_fixtures.make_weights_informative does) so that the waveform has a realistic O(0.1-1)
-    amplitude instead of shrinking layer by layer (tiny activations are not free on a CPU: subnormals)."""
+    (as build_fixtures.make_weights_informative does) so that the activations keep their size through the
+    upsampling stages instead of shrinking layer by layer (tiny values are not free on a CPU: subnormals)."""
     g = torch.Generator("cpu").manual_seed(seed)
     for module in vocoder.modules():
         if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):

@@ -56,11 +56,13 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         if is_cpu_f32(xs) && is_cpu_f32(&self.weight) {
-            return xs.contiguous()?.apply_op3_no_bwd(
-                &self.weight,
-                &self.bias,
-                &ConvOp(self.geometry),
-            );
+            let op = ConvOp {
+                geometry: self.geometry,
+                input_slope: None,
+            };
+            return xs
+                .contiguous()?
+                .apply_op3_no_bwd(&self.weight, &self.bias, &op);
         }
         let (padding, _) = self.geometry.padding;
         let convolved = xs.conv2d(&self.weight, padding, self.geometry.stride, 1, 1)?;
@@ -97,8 +99,14 @@ impl Conv1d {
     }
 }
 
-impl Module for Conv1d {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl Conv1d {
+    /// `conv(leaky_relu(xs, slope))`; on the CPU the activation is applied while gathering the
+    /// im2col tiles, so the activated input is never written out.
+    pub fn forward_leaky(&self, xs: &Tensor, slope: f64) -> Result<Tensor> {
+        self.run(xs, Some(slope))
+    }
+
+    fn run(&self, xs: &Tensor, input_slope: Option<f64>) -> Result<Tensor> {
         if is_cpu_f32(xs) && is_cpu_f32(&self.weight) {
             // A 1-D convolution is a 2-D one over a single row.
             let (output, input, _) = self.weight.dims3()?;
@@ -108,14 +116,38 @@ impl Module for Conv1d {
                 padding: (0, self.padding),
                 dilation: (1, self.dilation),
             };
+            let op = ConvOp {
+                geometry,
+                input_slope: input_slope.map(|slope| slope as f32),
+            };
             return xs
                 .unsqueeze(2)?
                 .contiguous()?
-                .apply_op3_no_bwd(&weight, &self.bias, &ConvOp(geometry))?
+                .apply_op3_no_bwd(&weight, &self.bias, &op)?
                 .squeeze(2);
         }
+        let xs = match input_slope {
+            Some(slope) => leaky_relu(xs, slope)?,
+            None => xs.clone(),
+        };
         let convolved = xs.conv1d(&self.weight, self.padding, 1, self.dilation, 1)?;
         convolved.broadcast_add(&self.bias.reshape((1, (), 1))?)
+    }
+}
+
+impl Module for Conv1d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.run(xs, None)
+    }
+}
+
+/// `F.leaky_relu`: two passes instead of candle_nn's five for the usual slopes in [0, 1].
+pub fn leaky_relu(xs: &Tensor, slope: f64) -> Result<Tensor> {
+    if (0.0..=1.0).contains(&slope) {
+        // max(x, s·x) is x for x ≥ 0 and s·x below: the same products PyTorch forms.
+        xs.maximum(&(xs * slope)?)
+    } else {
+        candle_nn::ops::leaky_relu(xs, slope)
     }
 }
 
@@ -165,8 +197,12 @@ impl Module for ConvTranspose1d {
     }
 }
 
-/// Convolution of (batch, in, height, width) with (out, in, kh, kw) plus a bias.
-struct ConvOp(Geometry);
+/// Convolution of (batch, in, height, width) with (out, in, kh, kw) plus a bias, optionally of
+/// `leaky_relu(input, input_slope)`.
+struct ConvOp {
+    geometry: Geometry,
+    input_slope: Option<f32>,
+}
 
 /// What one im2col tile reads: the input plane size, kernel and geometry.
 struct Patch {
@@ -175,6 +211,7 @@ struct Patch {
     kernel: (usize, usize),
     out_width: usize,
     geometry: Geometry,
+    input_slope: Option<f32>,
 }
 
 impl Patch {
@@ -220,6 +257,10 @@ impl Patch {
                     }
                 }
             }
+            if let Some(slope) = self.input_slope {
+                out.iter_mut()
+                    .for_each(|value| *value = if *value < 0.0 { *value * slope } else { *value });
+            }
             position += run;
             done += run;
         }
@@ -240,7 +281,7 @@ impl CustomOp3 for ConvOp {
         bias: &CpuStorage,
         bias_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let geometry = self.0;
+        let geometry = self.geometry;
         let (batch, channels, height, width) = input_layout.shape().dims4()?;
         let (outputs, weight_channels, kh, kw) = weight_layout.shape().dims4()?;
         if weight_channels != channels {
@@ -268,7 +309,11 @@ impl CustomOp3 for ConvOp {
             .collect::<Vec<_>>()
             .repeat(batch);
         let weights = View::rows(outputs, depth, depth);
-        let pointwise = kh == 1 && kw == 1 && geometry.stride == 1 && geometry.padding == (0, 0);
+        let pointwise = kh == 1
+            && kw == 1
+            && geometry.stride == 1
+            && geometry.padding == (0, 0)
+            && self.input_slope.is_none();
         let tile = (TILE_FLOATS / depth).clamp(1, positions);
         let mut columns = if pointwise {
             Vec::new()
@@ -281,6 +326,7 @@ impl CustomOp3 for ConvOp {
             kernel: (kh, kw),
             out_width: out_w,
             geometry,
+            input_slope: self.input_slope,
         };
         for item in 0..batch {
             let planes = &input[item * channels * height * width..][..channels * height * width];

@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use crate::engine::kernels::conv::{Conv1d, ConvTranspose1d};
+use crate::engine::kernels::conv::{Conv1d, ConvTranspose1d, leaky_relu};
 
 fn default_slope() -> f64 {
     0.1
@@ -78,8 +78,8 @@ impl ResidualBlock {
         let mut hidden = xs.clone();
         for (dilated, plain) in self.convs1.iter().zip(&self.convs2) {
             let residual = hidden.clone();
-            let inner = dilated.forward(&candle_nn::ops::leaky_relu(&hidden, self.slope)?)?;
-            let inner = plain.forward(&candle_nn::ops::leaky_relu(&inner, self.slope)?)?;
+            let inner = dilated.forward_leaky(&hidden, self.slope)?;
+            let inner = plain.forward_leaky(&inner, self.slope)?;
             hidden = (inner + residual)?;
         }
         Ok(hidden)
@@ -179,10 +179,7 @@ impl HifiGan {
         let mut hidden = self.conv_pre.forward(&mel.transpose(1, 2)?.contiguous()?)?;
         let kernels = self.config.resblock_kernel_sizes.len();
         for (index, upsampler) in self.upsamplers.iter().enumerate() {
-            hidden = upsampler.forward(&candle_nn::ops::leaky_relu(
-                &hidden,
-                self.config.leaky_relu_slope,
-            )?)?;
+            hidden = upsampler.forward(&leaky_relu(&hidden, self.config.leaky_relu_slope)?)?;
             let blocks = &self.resblocks[index * kernels..(index + 1) * kernels];
             let mut sum = blocks[0].forward(&hidden)?;
             for block in &blocks[1..] {
@@ -191,7 +188,9 @@ impl HifiGan {
             hidden = (sum / kernels as f64)?;
         }
         // transformers uses the default 0.01 slope here, not the configured one.
-        let hidden = candle_nn::ops::leaky_relu(&hidden, 0.01)?;
-        self.conv_post.forward(&hidden)?.tanh()?.squeeze(1)
+        self.conv_post
+            .forward_leaky(&hidden, 0.01)?
+            .tanh()?
+            .squeeze(1)
     }
 }

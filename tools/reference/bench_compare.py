@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""CPU benchmark: Foley against diffusers on the same random-weight, real-size checkpoints.
+
+Run from the repository root (after `cargo build --release`):
+
+    tools/reference/.venv/bin/python tools/reference/bench_compare.py \
+        --models audioldm2,audioldm-s-full-v2,musicldm --json-out /tmp/bench.json
+
+For each model: builds it with bench_models.py if its directory is missing (in a subprocess), reads its files
+once so that both runs start from a warm page cache, runs bench_diffusers.py in a subprocess and then
+`foley generate ... --quiet --json` in a subprocess (one after the other, never together), times each whole
+process itself (perf_counter around start to exit) and takes each one's peak RSS from `wait4`, then prints a
+Markdown table per model. Both runs get the same prompt, negative prompt, seed, steps, scheduler, duration and
+the family's default guidance, and the same thread count (torch: set_num_threads + OMP/MKL_NUM_THREADS;
+Foley/candle: RAYON_NUM_THREADS).
+
+Rows: stage seconds as each program reports them (see bench_diffusers.py for the diffusers definitions; they
+are chosen to cover what Foley's timers cover), "per step" = denoising / steps for both, "UNet forward" =
+the mean UNet call (diffusers; Foley only if its JSON has seconds.per_step), "generation" = total - load,
+"whole process" = measured wall time of the subprocess (imports, load, run, exit), "peak RSS" = wait4's
+ru_maxrss of the subprocess. Ratio = foley / diffusers (below 1: Foley is faster or smaller).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
+NAMES = ["audioldm2", "audioldm-s-full-v2", "musicldm"]
+PROMPT = "The sound of Brazilian samba drums with waves gently crashing in the background"
+NEGATIVE_PROMPT = "Low quality, average quality."
+
+
+def bench_dir() -> Path:
+    return Path(os.environ.get("FOLEY_BENCH_DIR", "~/.cache/foley-bench")).expanduser()
+
+
+def default_foley() -> Path:
+    target = os.environ.get("CARGO_TARGET_DIR")
+    return (Path(target) if target else REPO_ROOT / "target") / "release" / "foley"
+
+
+def machine() -> dict:
+    model, logical, flags = "unknown", 0, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and model == "unknown":
+                model = value.strip()
+            elif key == "processor":
+                logical += 1
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    simd = [f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "avx2", "fma") if f in flags]
+    return {"cpu": model, "cpuinfo_processors": logical, "nproc": usable, "mem_bytes": mem, "simd": simd,
+            "kernel": platform.release()}
+
+
+def prewarm(path: Path) -> None:
+    """Read every file once so neither run pays for disk reads the other does not."""
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        with open(file, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+
+
+def run_measured(cmd: list[str], env: dict) -> dict:
+    """Run to completion; wall seconds, peak RSS (wait4), return code, stdout, stderr."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO_ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    report = None
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            report = json.loads(line)
+            break
+        except json.JSONDecodeError:
+            continue
+    return {
+        "cmd": cmd,
+        "returncode": proc.returncode,
+        "wall_seconds": wall,
+        "max_rss_bytes": usage.ru_maxrss * 1024,  # Linux: KiB
+        "user_seconds": usage.ru_utime,
+        "system_seconds": usage.ru_stime,
+        "report": report,
+        "stderr_tail": stderr[-4000:],
+    }
+
+
+def thread_env(threads: int) -> dict:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+        env[var] = str(threads)
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    return env
+
+
+def seconds(run: dict | None, key: str):
+    if not run or run["returncode"] != 0 or not run["report"]:
+        return None
+    value = run["report"].get("seconds", {}).get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def rows(diffusers: dict, foley: dict | None, steps: int) -> list[tuple[str, float | None, float | None, str]]:
+    """(label, diffusers value, foley value, unit) for the table."""
+
+    def both(fn):
+        return fn(diffusers), fn(foley)
+
+    def per_step(run):
+        d = seconds(run, "denoising")
+        return d / steps if d is not None and steps else None
+
+    def generation(run):
+        total, load = seconds(run, "total"), seconds(run, "load")
+        return total - load if total is not None and load is not None else None
+
+    def wall(run):
+        return run["wall_seconds"] if run and run["returncode"] == 0 else None
+
+    def rss(run):
+        return run["max_rss_bytes"] / 1e9 if run and run["returncode"] == 0 else None
+
+    return [
+        ("load", *both(lambda r: seconds(r, "load")), "s"),
+        ("text encoding", *both(lambda r: seconds(r, "text_encoding")), "s"),
+        ("per step (denoising / steps)", *both(per_step), "s"),
+        ("UNet forward (mean per call)", *both(lambda r: seconds(r, "per_step")), "s"),
+        ("denoising", *both(lambda r: seconds(r, "denoising")), "s"),
+        ("VAE decode", *both(lambda r: seconds(r, "vae_decode")), "s"),
+        ("vocoder", *both(lambda r: seconds(r, "vocoder")), "s"),
+        ("pipeline call (total - load)", *both(generation), "s"),
+        ("total (load + call)", *both(lambda r: seconds(r, "total")), "s"),
+        ("whole process (measured)", *both(wall), "s"),
+        ("peak RSS (GB)", *both(rss), "GB"),
+    ]
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if unit == "GB" or value >= 10 else f"{value:.3f}"
+
+
+def table(name: str, diffusers: dict, foley: dict | None, steps: int) -> str:
+    lines = [f"### {name}", "", "| stage | diffusers s | foley s | ratio (foley/diffusers) |", "|---|---:|---:|---:|"]
+    for label, d, f, unit in rows(diffusers, foley, steps):
+        ratio = f"{f / d:.2f}" if d and f is not None else "–"
+        lines.append(f"| {label} | {fmt(d, unit)} | {fmt(f, unit)} | {ratio} |")
+    for tag, run in (("diffusers", diffusers), ("foley", foley)):
+        if run and run["returncode"] != 0:
+            tail = run["stderr_tail"].strip().splitlines()[-3:]
+            lines.append("")
+            lines.append(f"{tag} failed (exit {run['returncode']}): " + " / ".join(tail))
+    if foley is None:
+        lines.append("")
+        lines.append("foley not run (binary missing)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(NAMES), help="comma-separated bench_models.py names")
+    parser.add_argument("--foley", default=None, help="Foley binary [default: $CARGO_TARGET_DIR or target/ + release/foley]")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=10.24)
+    parser.add_argument("--scheduler", default="dpm++2m", choices=["dpm++2m", "ddim"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guidance", type=float, default=None, help="default: each family's (same in both)")
+    parser.add_argument("--prompt", default=PROMPT)
+    parser.add_argument("--negative-prompt", default=NEGATIVE_PROMPT)
+    parser.add_argument("--json-out", default=None, help="write both runs' raw JSON (and measurements) here")
+    parser.add_argument("--no-prewarm", action="store_true", help="do not read the model files before the runs")
+    args = parser.parse_args()
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; known: {NAMES}")
+    foley_bin = Path(args.foley).expanduser() if args.foley else default_foley()
+    has_foley = foley_bin.is_file() and os.access(foley_bin, os.X_OK)
+    env = thread_env(args.threads)
+    info = machine()
+    settings = {
+        "steps": args.steps, "duration": args.duration, "scheduler": args.scheduler, "threads": args.threads,
+        "seed": args.seed, "guidance": args.guidance, "prompt": args.prompt, "negative_prompt": args.negative_prompt,
+        "foley": str(foley_bin) if has_foley else None,
+    }
+
+    print(f"Machine: {info['cpu']}, {info['cpuinfo_processors']} logical CPUs in /proc/cpuinfo, nproc {info['nproc']}, "
+          f"{(info['mem_bytes'] or 0) / 2**30:.1f} GiB RAM, SIMD {'/'.join(info['simd']) or '?'}")
+    guidance = "family default" if args.guidance is None else args.guidance
+    print(f"Settings: {args.steps} steps {args.scheduler}, {args.duration} s, seed {args.seed}, guidance {guidance}, "
+          f"{args.threads} threads, f32 CPU")
+    if not has_foley:
+        print(f"Foley binary not found at {foley_bin}: diffusers only", file=sys.stderr)
+    print(flush=True)
+
+    results = {}
+    for name in names:
+        model_dir = bench_dir() / name
+        if not (model_dir / "model_index.json").is_file():
+            print(f"building {name} ...", file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, str(HERE / "bench_models.py"), "--only", name], check=True, cwd=REPO_ROOT)
+        if not args.no_prewarm:
+            prewarm(model_dir)
+
+        common = ["--model", str(model_dir), "--seed", str(args.seed), "--steps", str(args.steps),
+                  "--scheduler", args.scheduler, "--duration", repr(args.duration)]
+        if args.guidance is not None:
+            common += ["--guidance", repr(args.guidance)]
+        diffusers_cmd = [sys.executable, str(HERE / "bench_diffusers.py"), *common, "--threads", str(args.threads),
+                         "--prompt", args.prompt, "--negative-prompt", args.negative_prompt]
+        print(f"{name}: diffusers ...", file=sys.stderr, flush=True)
+        diffusers = run_measured(diffusers_cmd, env)
+
+        foley = None
+        if has_foley:
+            with tempfile.TemporaryDirectory() as tmp:
+                foley_cmd = [str(foley_bin), "generate", *common, "--prompt", args.prompt,
+                             "--negative-prompt", args.negative_prompt, "--out", str(Path(tmp) / "bench.wav"),
+                             "--quiet", "--json"]
+                print(f"{name}: foley ...", file=sys.stderr, flush=True)
+                foley = run_measured(foley_cmd, env)
+
+        results[name] = {"diffusers": diffusers, "foley": foley}
+        print(table(name, diffusers, foley, args.steps), flush=True)
+        print(flush=True)
+
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"machine": info, "settings": settings, "results": results}, indent=1))
+        print(f"raw results: {args.json_out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
