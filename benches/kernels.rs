@@ -1,0 +1,123 @@
+//! Op-level CPU benchmark: candle 0.11's own kernels against Foley's fast paths
+//! (src/engine/kernels) at the shapes of a 10.24 s AudioLDM 2 generation.
+//!
+//! `cargo bench --bench kernels` (release profile). Prints one Markdown row per op: median
+//! milliseconds of 5 runs after a warm-up, and GFLOP/s (2 FLOP per multiply-add).
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+use foley::engine::kernels::attention::attention;
+use foley::engine::kernels::conv::{Conv1d, Conv2d, ConvTranspose1d};
+use foley::engine::kernels::group_norm::GroupNorm;
+use foley::engine::models::layers::{attention as split_attention, split_heads};
+
+fn median_ms(mut run: impl FnMut() -> Result<Tensor>) -> Result<f64> {
+    run()?;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        run()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[2])
+}
+
+fn row(op: &str, shape: &str, gflop: f64, candle_ms: f64, foley_ms: f64) {
+    let rate = |ms: f64| if gflop > 0.0 { format!("{:.0}", gflop / ms * 1e3) } else { "–".into() };
+    println!(
+        "| {op} | {shape} | {candle_ms:.1} ({}) | {foley_ms:.1} ({}) | {:.2}× |",
+        rate(candle_ms),
+        rate(foley_ms),
+        candle_ms / foley_ms
+    );
+}
+
+fn random(shape: &[usize], device: &Device) -> Result<Tensor> {
+    Tensor::randn(0f32, 1.0, shape, device)
+}
+
+fn weights(device: &Device) -> VarBuilder<'static> {
+    // Random weights by name: the benchmark only needs shapes.
+    VarBuilder::from_varmap(&candle_nn::VarMap::new(), DType::F32, device)
+}
+
+fn conv2d(device: &Device, shape: [usize; 4], out: usize, kernel: usize) -> Result<()> {
+    let [batch, channels, height, width] = shape;
+    let vb = weights(device);
+    let layer = Conv2d::new(channels, out, kernel, 1, kernel / 2, vb.pp("conv"))?;
+    let weight = random(&[out, channels, kernel, kernel], device)?;
+    let xs = random(&shape, device)?;
+    let gflop = 2.0 * (batch * out * height * width * channels * kernel * kernel) as f64 / 1e9;
+    let candle = median_ms(|| xs.conv2d(&weight, kernel / 2, 1, 1, 1))?;
+    let ours = median_ms(|| layer.forward(&xs))?;
+    row(&format!("conv2d {kernel}×{kernel}"), &format!("{shape:?}→{out}"), gflop, candle, ours);
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let device = Device::Cpu;
+    println!("| op | shape | candle ms (GFLOP/s) | Foley ms (GFLOP/s) | speed-up |");
+    println!("|---|---|---|---|---|");
+
+    let a = random(&[2048, 1024], &device)?;
+    let b = random(&[1024, 1024], &device)?;
+    let matmul = median_ms(|| a.matmul(&b))?;
+    row("matmul (reference)", "2048×1024·1024×1024", 2.0 * 2048.0 * 1024.0 * 1024.0 / 1e9, matmul, matmul);
+
+    conv2d(&device, [2, 128, 256, 16], 128, 3)?;
+    conv2d(&device, [2, 256, 128, 8], 256, 3)?;
+    conv2d(&device, [2, 640, 32, 2], 640, 3)?;
+    conv2d(&device, [2, 256, 128, 8], 256, 1)?;
+    conv2d(&device, [1, 128, 1024, 64], 128, 3)?;
+
+    let vb = weights(&device);
+    let (channels, length, kernel, dilation) = (128, 40960, 7, 3);
+    let layer = Conv1d::new(channels, channels, kernel, dilation * (kernel - 1) / 2, dilation, vb.pp("c1"))?;
+    let weight = random(&[channels, channels, kernel], &device)?;
+    let xs = random(&[1, channels, length], &device)?;
+    let gflop = 2.0 * (channels * channels * kernel * length) as f64 / 1e9;
+    let candle = median_ms(|| xs.conv1d(&weight, dilation * (kernel - 1) / 2, 1, dilation, 1))?;
+    let ours = median_ms(|| layer.forward(&xs))?;
+    row("conv1d k7 d3", "[1,128,40960]→128", gflop, candle, ours);
+
+    let (input, output, length, kernel, stride, padding) = (1024, 512, 1024, 16, 5, 5);
+    let layer = ConvTranspose1d::new(input, output, kernel, stride, padding, vb.pp("ct"))?;
+    let weight = random(&[input, output, kernel], &device)?;
+    let xs = random(&[1, input, length], &device)?;
+    let gflop = 2.0 * (input * output * kernel * length) as f64 / 1e9;
+    let candle = median_ms(|| xs.conv_transpose1d(&weight, padding, 0, stride, 1, 1))?;
+    let ours = median_ms(|| layer.forward(&xs))?;
+    row("conv_transpose1d k16 s5 p5", "[1,1024,1024]→512", gflop, candle, ours);
+
+    for (tokens, width, heads) in [(1024, 256, 8), (4096, 512, 1)] {
+        let batch = if heads == 1 { 1 } else { 2 };
+        let q = random(&[batch, tokens, width], &device)?;
+        let k = random(&[batch, tokens, width], &device)?;
+        let v = random(&[batch, tokens, width], &device)?;
+        let scale = 1.0 / ((width / heads) as f64).sqrt();
+        let gflop = 4.0 * (batch * tokens * tokens * width) as f64 / 1e9;
+        let candle = median_ms(|| {
+            let (q, k, v) = (split_heads(&q, heads)?, split_heads(&k, heads)?, split_heads(&v, heads)?);
+            split_attention(&q, &k, &v, scale, None)
+        })?;
+        let ours = median_ms(|| attention(&q, &k, &v, heads, scale, None))?;
+        row("self-attention", &format!("{batch}×{heads} heads, {tokens} tokens, width {width}"), gflop, candle, ours);
+    }
+
+    let xs = random(&[2, 128, 256, 16], &device)?;
+    let norm = GroupNorm::new(32, 128, 1e-5, vb.pp("gn"))?;
+    let reference = candle_nn::GroupNorm::new(
+        Tensor::ones(128, DType::F32, &device)?,
+        Tensor::zeros(128, DType::F32, &device)?,
+        128,
+        32,
+        1e-5,
+    )?;
+    let candle = median_ms(|| reference.forward(&xs)?.silu())?;
+    let ours = median_ms(|| norm.forward_silu(&xs))?;
+    row("group norm + SiLU", "[2,128,256,16]", 0.0, candle, ours);
+    Ok(())
+}
