@@ -26,7 +26,13 @@ fn median_ms(mut run: impl FnMut() -> Result<Tensor>) -> Result<f64> {
 }
 
 fn row(op: &str, shape: &str, gflop: f64, candle_ms: f64, foley_ms: f64) {
-    let rate = |ms: f64| if gflop > 0.0 { format!("{:.0}", gflop / ms * 1e3) } else { "–".into() };
+    let rate = |ms: f64| {
+        if gflop > 0.0 {
+            format!("{:.0}", gflop / ms * 1e3)
+        } else {
+            "–".into()
+        }
+    };
     println!(
         "| {op} | {shape} | {candle_ms:.1} ({}) | {foley_ms:.1} ({}) | {:.2}× |",
         rate(candle_ms),
@@ -53,7 +59,13 @@ fn conv2d(device: &Device, shape: [usize; 4], out: usize, kernel: usize) -> Resu
     let gflop = 2.0 * (batch * out * height * width * channels * kernel * kernel) as f64 / 1e9;
     let candle = median_ms(|| xs.conv2d(&weight, kernel / 2, 1, 1, 1))?;
     let ours = median_ms(|| layer.forward(&xs))?;
-    row(&format!("conv2d {kernel}×{kernel}"), &format!("{shape:?}→{out}"), gflop, candle, ours);
+    row(
+        &format!("conv2d {kernel}×{kernel}"),
+        &format!("{shape:?}→{out}"),
+        gflop,
+        candle,
+        ours,
+    );
     Ok(())
 }
 
@@ -65,7 +77,13 @@ fn main() -> Result<()> {
     let a = random(&[2048, 1024], &device)?;
     let b = random(&[1024, 1024], &device)?;
     let matmul = median_ms(|| a.matmul(&b))?;
-    row("matmul (reference)", "2048×1024·1024×1024", 2.0 * 2048.0 * 1024.0 * 1024.0 / 1e9, matmul, matmul);
+    row(
+        "matmul (reference)",
+        "2048×1024·1024×1024",
+        2.0 * 2048.0 * 1024.0 * 1024.0 / 1e9,
+        matmul,
+        matmul,
+    );
 
     conv2d(&device, [2, 128, 256, 16], 128, 3)?;
     conv2d(&device, [2, 256, 128, 8], 256, 3)?;
@@ -75,7 +93,14 @@ fn main() -> Result<()> {
 
     let vb = weights(&device);
     let (channels, length, kernel, dilation) = (128, 40960, 7, 3);
-    let layer = Conv1d::new(channels, channels, kernel, dilation * (kernel - 1) / 2, dilation, vb.pp("c1"))?;
+    let layer = Conv1d::new(
+        channels,
+        channels,
+        kernel,
+        dilation * (kernel - 1) / 2,
+        dilation,
+        vb.pp("c1"),
+    )?;
     let weight = random(&[channels, channels, kernel], &device)?;
     let xs = random(&[1, channels, length], &device)?;
     let gflop = 2.0 * (channels * channels * kernel * length) as f64 / 1e9;
@@ -90,7 +115,13 @@ fn main() -> Result<()> {
     let gflop = 2.0 * (input * output * kernel * length) as f64 / 1e9;
     let candle = median_ms(|| xs.conv_transpose1d(&weight, padding, 0, stride, 1, 1))?;
     let ours = median_ms(|| layer.forward(&xs))?;
-    row("conv_transpose1d k16 s5 p5", "[1,1024,1024]→512", gflop, candle, ours);
+    row(
+        "conv_transpose1d k16 s5 p5",
+        "[1,1024,1024]→512",
+        gflop,
+        candle,
+        ours,
+    );
 
     for (tokens, width, heads) in [(1024, 256, 8), (4096, 512, 1)] {
         let batch = if heads == 1 { 1 } else { 2 };
@@ -100,11 +131,21 @@ fn main() -> Result<()> {
         let scale = 1.0 / ((width / heads) as f64).sqrt();
         let gflop = 4.0 * (batch * tokens * tokens * width) as f64 / 1e9;
         let candle = median_ms(|| {
-            let (q, k, v) = (split_heads(&q, heads)?, split_heads(&k, heads)?, split_heads(&v, heads)?);
+            let (q, k, v) = (
+                split_heads(&q, heads)?,
+                split_heads(&k, heads)?,
+                split_heads(&v, heads)?,
+            );
             split_attention(&q, &k, &v, scale, None)
         })?;
         let ours = median_ms(|| attention(&q, &k, &v, heads, scale, None))?;
-        row("self-attention", &format!("{batch}×{heads} heads, {tokens} tokens, width {width}"), gflop, candle, ours);
+        row(
+            "self-attention",
+            &format!("{batch}×{heads} heads, {tokens} tokens, width {width}"),
+            gflop,
+            candle,
+            ours,
+        );
     }
 
     let xs = random(&[2, 128, 256, 16], &device)?;

@@ -18,7 +18,7 @@ use crate::engine::schedulers::SchedulerKind;
 #[derive(Debug, Parser)]
 #[command(
     name = "foley",
-    version,
+    version = version_line(),
     about = "Local text-to-audio for sound design",
     long_about = "Local text-to-audio for sound design. Without a subcommand, opens the studio."
 )]
@@ -28,6 +28,27 @@ pub struct Cli {
     pub model: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The compute backends this build can use.
+pub fn backends() -> Vec<&'static str> {
+    let mut backends = vec!["cpu"];
+    if cfg!(feature = "cuda") {
+        backends.push("cuda");
+    }
+    if cfg!(feature = "cudnn") {
+        backends.push("cudnn");
+    }
+    if cfg!(feature = "metal") {
+        backends.push("metal");
+    }
+    backends
+}
+
+/// `foley --version`: the version and the backends compiled in, e.g. `0.1.0 (cpu, cuda)`.
+fn version_line() -> &'static str {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| format!("{} ({})", env!("CARGO_PKG_VERSION"), backends().join(", ")))
 }
 
 #[derive(Debug, Subcommand)]

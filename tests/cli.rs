@@ -122,6 +122,9 @@ fn generate_with_dpm_and_negative_prompt_reports_json() {
     assert_eq!(report["settings"]["scheduler"], "dpm++2m");
     assert_eq!(report["files"][0], out.display().to_string());
     assert!(report["seconds"]["denoising"].as_f64().unwrap() >= 0.0);
+    if cfg!(target_os = "linux") {
+        assert!(report["peak_memory_bytes"].as_u64().unwrap() > 0);
+    }
     assert_matches_reference(variant, &case, &out);
 }
 
@@ -373,4 +376,15 @@ fn plot_draws_a_png_and_rejects_bad_input() {
         stderr.contains("/no/such.wav") && !stderr.contains("panicked"),
         "{stderr}"
     );
+}
+
+#[test]
+fn version_names_the_compiled_backends() {
+    let output = foley(&["--version"]);
+    assert!(output.status.success());
+    let line = String::from_utf8_lossy(&output.stdout);
+    let expected = format!("foley {} (cpu", env!("CARGO_PKG_VERSION"));
+    assert!(line.starts_with(&expected), "{line}");
+    assert_eq!(line.contains("cuda"), cfg!(feature = "cuda"), "{line}");
+    assert_eq!(line.contains("metal"), cfg!(feature = "metal"), "{line}");
 }

@@ -231,8 +231,14 @@ impl ClapTextModel {
             .map(|row| row.iter().rposition(|m| *m != 0).map_or(1, |last| last + 1))
             .max()
             .unwrap_or(1);
-        let ids: Vec<Vec<u32>> = ids.iter().map(|row| row[..keep.min(row.len())].to_vec()).collect();
-        let mask: Vec<Vec<u32>> = mask.iter().map(|row| row[..keep.min(row.len())].to_vec()).collect();
+        let ids: Vec<Vec<u32>> = ids
+            .iter()
+            .map(|row| row[..keep.min(row.len())].to_vec())
+            .collect();
+        let mask: Vec<Vec<u32>> = mask
+            .iter()
+            .map(|row| row[..keep.min(row.len())].to_vec())
+            .collect();
         let (ids, mask) = (ids.as_slice(), mask.as_slice());
         let dtype = self.token_type_row.dtype();
         let ids_tensor = Tensor::new(ids.to_vec(), device)?;

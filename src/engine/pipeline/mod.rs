@@ -115,8 +115,9 @@ pub struct Request {
 /// Most waveforms generated in one batch for a prompt.
 pub const MAX_WAVEFORMS: usize = 16;
 
-/// Longest clip Foley will attempt; longer requests are almost certainly typos.
-pub const MAX_DURATION_SECONDS: f64 = 120.0;
+/// Longest clip Foley will attempt (4 waveforms of 150 s fit in 24 GB on the CPU,
+/// docs/PERFORMANCE.md); longer requests are almost certainly typos.
+pub const MAX_DURATION_SECONDS: f64 = 300.0;
 
 /// Sent after every denoising step.
 #[derive(Debug)]
