@@ -8,11 +8,19 @@ pub mod worker;
 
 pub use app::{AppConfig, FoleyApp, ModelState};
 
+/// The app icon (packaging/icons, rendered from assets/icon.svg) for the title bar and task bar.
+fn window_icon() -> std::sync::Arc<eframe::egui::IconData> {
+    let png = include_bytes!("../../packaging/icons/png/foley-256x256.png");
+    // A broken PNG is a build mistake, not a reason to refuse to open: fall back to no icon.
+    std::sync::Arc::new(eframe::icon_data::from_png_bytes(png).unwrap_or_default())
+}
+
 /// Opens the studio window; `model` preselects (and loads) a model.
 pub fn run(model: Option<String>) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("Foley")
+            .with_icon(window_icon())
             .with_inner_size([1200.0, 760.0]),
         ..Default::default()
     };
