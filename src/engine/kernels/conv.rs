@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
-use super::{contiguous_f32, is_cpu_f32};
+use super::{contiguous_f32, is_cpu_f32, winograd};
 
 /// Floats an im2col tile may hold (32 MB): large enough for gemm to run at full speed, small
 /// enough that long clips do not need gigabytes of columns.
@@ -315,7 +315,13 @@ impl CustomOp3 for ConvOp {
             && geometry.padding == (0, 0)
             && self.input_slope.is_none();
         let tile = (TILE_FLOATS / depth).clamp(1, positions);
-        let mut columns = if pointwise {
+        let winograd = (kh, kw) == (3, 3)
+            && geometry.stride == 1
+            && geometry.padding == (1, 1)
+            && geometry.dilation == (1, 1)
+            && self.input_slope.is_none()
+            && winograd::worthwhile(out_h, out_w, channels);
+        let mut columns = if pointwise || winograd {
             Vec::new()
         } else {
             vec![0f32; depth * tile]
@@ -331,6 +337,10 @@ impl CustomOp3 for ConvOp {
         for item in 0..batch {
             let planes = &input[item * channels * height * width..][..channels * height * width];
             let out = &mut output[item * outputs * positions..][..outputs * positions];
+            if winograd {
+                winograd::convolve(planes, (channels, height, width), weight, outputs, out);
+                continue;
+            }
             if pointwise {
                 let rhs = View::rows(depth, positions, positions);
                 let dst = View::rows(outputs, positions, positions);
@@ -447,5 +457,62 @@ impl CustomOp3 for TransposedOp {
         }
         let shape = Shape::from((batch, outputs, out_len));
         Ok((CpuStorage::F32(output), shape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Module};
+    use candle_nn::VarBuilder;
+
+    fn relative_l2(a: &Tensor, b: &Tensor) -> f32 {
+        let diff = (a - b).unwrap().sqr().unwrap().sum_all().unwrap();
+        let norm = b.sqr().unwrap().sum_all().unwrap();
+        (diff.to_scalar::<f32>().unwrap() / norm.to_scalar::<f32>().unwrap()).sqrt()
+    }
+
+    fn layer(
+        input: usize,
+        output: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> (Conv2d, Tensor, Tensor) {
+        let device = Device::Cpu;
+        let weight = Tensor::randn(0f32, 0.2, (output, input, kernel, kernel), &device).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, output, &device).unwrap();
+        let tensors = [
+            ("c.weight".to_string(), weight.clone()),
+            ("c.bias".to_string(), bias.clone()),
+        ];
+        let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), DType::F32, &device);
+        let conv = Conv2d::new(input, output, kernel, stride, kernel / 2, vb.pp("c")).unwrap();
+        (conv, weight, bias)
+    }
+
+    use candle_core::DType;
+
+    /// Every CPU path (Winograd, im2col, pointwise, strided) against candle's direct convolution,
+    /// on odd sizes that leave partial tiles.
+    #[test]
+    fn fast_convolutions_match_candle() {
+        for (shape, out, kernel, stride) in [
+            ([2, 8, 37, 21], 12, 3, 1),
+            ([1, 5, 9, 7], 6, 3, 1),
+            ([2, 8, 37, 21], 12, 1, 1),
+            ([2, 8, 37, 21], 12, 3, 2),
+        ] {
+            let (conv, weight, bias) = layer(shape[1], out, kernel, stride);
+            let xs = Tensor::randn(0f32, 1.0, &shape, &Device::Cpu).unwrap();
+            let ours = conv.forward(&xs).unwrap();
+            let reference = xs
+                .conv2d(&weight, kernel / 2, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, out, 1, 1)).unwrap())
+                .unwrap();
+            assert_eq!(ours.dims(), reference.dims());
+            let error = relative_l2(&ours, &reference);
+            assert!(error < 1e-6, "{shape:?} k{kernel} s{stride}: {error}");
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod conv;
 mod exp;
 mod gemm;
 pub mod group_norm;
+mod winograd;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Tensor};
 

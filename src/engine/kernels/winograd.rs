@@ -1,0 +1,196 @@
+//! 3×3, stride-1, padding-1 convolution by Winograd's F(2×2, 3×3).
+//!
+//! Each 2×2 block of outputs comes from a 4×4 input tile: transforming tiles and weights turns the
+//! 9 multiplies per output into 4, carried out as 16 matrix products (one per transformed tile
+//! position) with `gemm`. The transforms only add, subtract and halve, so results differ from a
+//! direct convolution by a few ulp, like any other summation order. 3×3 convolutions are most of
+//! a UNet step's convolution work and nearly all of the VAE's.
+
+use rayon::prelude::*;
+
+use super::gemm::{View, matmul};
+
+/// Transformed positions per tile.
+const TAPS: usize = 16;
+
+/// Floats the transformed inputs of one chunk of tiles may hold (32 MB).
+const CHUNK_FLOATS: usize = 8 << 20;
+
+/// Whether the Winograd path pays off: with few tiles the 16 products are too thin for gemm.
+pub fn worthwhile(out_h: usize, out_w: usize, channels: usize) -> bool {
+    out_h.div_ceil(2) * out_w.div_ceil(2) >= 64 && channels >= 4
+}
+
+/// `G g Gᵀ` for every (out, in) pair, laid out (out, tap, in) so each tap's matrix is a strided
+/// view.
+fn transform_weights(weight: &[f32], outputs: usize, channels: usize) -> Vec<f32> {
+    let mut transformed = vec![0f32; outputs * TAPS * channels];
+    transformed
+        .par_chunks_mut(TAPS * channels)
+        .enumerate()
+        .for_each(|(out, block)| {
+            for input in 0..channels {
+                let g = &weight[(out * channels + input) * 9..][..9];
+                // G g: 4×3, rows (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2) over the kernel's rows.
+                let mut left = [[0f32; 3]; 4];
+                for col in 0..3 {
+                    let (a, b, c) = (g[col], g[3 + col], g[6 + col]);
+                    left[0][col] = a;
+                    left[1][col] = 0.5 * (a + b + c);
+                    left[2][col] = 0.5 * (a - b + c);
+                    left[3][col] = c;
+                }
+                for (row, values) in left.iter().enumerate() {
+                    let [a, b, c] = *values;
+                    let taps = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+                    for (col, tap) in taps.into_iter().enumerate() {
+                        block[(row * 4 + col) * channels + input] = tap;
+                    }
+                }
+            }
+        });
+    transformed
+}
+
+/// Convolves one image (channels, height, width) into `out` (outputs, height, width), which holds
+/// the bias already.
+pub fn convolve(
+    image: &[f32],
+    (channels, height, width): (usize, usize, usize),
+    weight: &[f32],
+    outputs: usize,
+    out: &mut [f32],
+) {
+    let weights = transform_weights(weight, outputs, channels);
+    let (tiles_y, tiles_x) = (height.div_ceil(2), width.div_ceil(2));
+    // Whole rows of tiles per chunk, so each chunk writes whole rows of output.
+    let rows_per_chunk =
+        (CHUNK_FLOATS / (TAPS * channels.max(outputs) * tiles_x)).clamp(1, tiles_y);
+    let chunk_tiles = rows_per_chunk * tiles_x;
+    let mut inputs = vec![0f32; channels * TAPS * chunk_tiles];
+    let mut products = vec![0f32; outputs * TAPS * chunk_tiles];
+    for first_row in (0..tiles_y).step_by(rows_per_chunk) {
+        let rows = rows_per_chunk.min(tiles_y - first_row);
+        let count = rows * tiles_x;
+        let inputs = &mut inputs[..channels * TAPS * count];
+        inputs
+            .par_chunks_mut(TAPS * count)
+            .enumerate()
+            .for_each(|(channel, block)| {
+                let plane = &image[channel * height * width..][..height * width];
+                transform_inputs(plane, height, width, first_row, rows, tiles_x, block);
+            });
+        let products = &mut products[..outputs * TAPS * count];
+        for tap in 0..TAPS {
+            matmul(
+                (
+                    &mut products[tap * count..],
+                    View::rows(outputs, count, TAPS * count),
+                ),
+                (
+                    &weights[tap * channels..],
+                    View::rows(outputs, channels, TAPS * channels),
+                ),
+                (
+                    &inputs[tap * count..],
+                    View::rows(channels, count, TAPS * count),
+                ),
+                false,
+                true,
+            );
+        }
+        let products = &*products;
+        out.par_chunks_mut(height * width)
+            .enumerate()
+            .for_each(|(output, plane)| {
+                let block = &products[output * TAPS * count..][..TAPS * count];
+                transform_outputs(block, count, plane, height, width, first_row, tiles_x);
+            });
+    }
+}
+
+/// `Bᵀ d B` of every tile in rows `first_row..first_row + rows` of one channel, written
+/// (tap, tile) into `block`. Pixels outside the image are the zero padding.
+fn transform_inputs(
+    plane: &[f32],
+    height: usize,
+    width: usize,
+    first_row: usize,
+    rows: usize,
+    tiles_x: usize,
+    block: &mut [f32],
+) {
+    let count = rows * tiles_x;
+    let pixel = |y: isize, x: isize| {
+        if y < 0 || x < 0 || y >= height as isize || x >= width as isize {
+            0.0
+        } else {
+            plane[y as usize * width + x as usize]
+        }
+    };
+    for row in 0..rows {
+        let top = 2 * (first_row + row) as isize - 1;
+        for tile_x in 0..tiles_x {
+            let left = 2 * tile_x as isize - 1;
+            let mut d = [[0f32; 4]; 4];
+            for (dy, line) in d.iter_mut().enumerate() {
+                for (dx, value) in line.iter_mut().enumerate() {
+                    *value = pixel(top + dy as isize, left + dx as isize);
+                }
+            }
+            // Bᵀ d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
+            let mut rows_t = [[0f32; 4]; 4];
+            for col in 0..4 {
+                let (a, b, c, e) = (d[0][col], d[1][col], d[2][col], d[3][col]);
+                rows_t[0][col] = a - c;
+                rows_t[1][col] = b + c;
+                rows_t[2][col] = c - b;
+                rows_t[3][col] = b - e;
+            }
+            let tile = row * tiles_x + tile_x;
+            for (r, line) in rows_t.iter().enumerate() {
+                let [a, b, c, e] = *line;
+                let taps = [a - c, b + c, c - b, b - e];
+                for (col, tap) in taps.into_iter().enumerate() {
+                    block[(r * 4 + col) * count + tile] = tap;
+                }
+            }
+        }
+    }
+}
+
+/// `Aᵀ m A` of every tile of one output channel, added to `plane` (which holds the bias).
+fn transform_outputs(
+    block: &[f32],
+    count: usize,
+    plane: &mut [f32],
+    height: usize,
+    width: usize,
+    first_row: usize,
+    tiles_x: usize,
+) {
+    for tile in 0..count {
+        let (row, tile_x) = (tile / tiles_x, tile % tiles_x);
+        let m = |r: usize, c: usize| block[(r * 4 + c) * count + tile];
+        // Aᵀ m: rows (m0 + m1 + m2, m1 - m2 - m3).
+        let mut top = [0f32; 4];
+        let mut bottom = [0f32; 4];
+        for col in 0..4 {
+            top[col] = m(0, col) + m(1, col) + m(2, col);
+            bottom[col] = m(1, col) - m(2, col) - m(3, col);
+        }
+        let y = 2 * (first_row + row);
+        let x = 2 * tile_x;
+        for (dy, line) in [top, bottom].into_iter().enumerate() {
+            if y + dy >= height {
+                continue;
+            }
+            let values = [line[0] + line[1] + line[2], line[1] - line[2] - line[3]];
+            for (dx, value) in values.into_iter().enumerate() {
+                if x + dx < width {
+                    plane[(y + dy) * width + x + dx] += value;
+                }
+            }
+        }
+    }
+}
