@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use eframe::egui::Vec2;
+use eframe::egui::{self, Vec2};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use foley::gui::{AppConfig, FoleyApp};
@@ -204,6 +204,25 @@ fn export_writes_a_tagged_wav_for_the_daw() {
     assert!(metadata.comment.contains("steps: 2"), "{metadata:?}");
     harness.get_by_label("Copy path");
     harness.get_by_label("Show in folder");
+    // Dragging the export out: the test harness has no native window, so the studio explains
+    // that dragging out is unavailable instead of failing silently (tests/drag_out.rs drives
+    // the X11 drag itself).
+    let handle = harness.get_by_label("Drag to DAW").rect().center();
+    harness.drag_at(handle);
+    harness.run_steps(1);
+    harness.hover_at(handle + egui::vec2(40.0, -300.0));
+    harness.run_steps(2);
+    harness.drop_at(handle + egui::vec2(40.0, -300.0));
+    harness.run_steps(1);
+    assert!(
+        harness
+            .state()
+            .messages
+            .iter()
+            .any(|message| message.contains("not available here")),
+        "{:?}",
+        harness.state().messages
+    );
     harness.get_by_label("Save picture").click();
     harness.run_steps(2);
     let picture = harness

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crossbeam_channel::Receiver;
 use eframe::egui::{self, Key};
 
+use super::drag_out::{self, DragError, DragOutcome};
 use super::settings::Settings;
 use super::views::clip::{ClipAction, ClipView};
 use super::worker::{Command, Event, Job, Worker};
@@ -90,6 +92,10 @@ pub struct FoleyApp {
     load_cancel: CancelFlag,
     /// Kept open: on X11/Wayland the copied file list is served while the clipboard lives.
     clipboard: Option<arboard::Clipboard>,
+    /// The studio window's handle this frame: picks how a clip is dragged out.
+    window: Option<raw_window_handle::RawWindowHandle>,
+    /// The drag-out in progress, reporting how it ended.
+    drag: Option<Receiver<Result<DragOutcome, DragError>>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +144,8 @@ impl FoleyApp {
             last_progress: None,
             load_cancel: CancelFlag::new(),
             clipboard: None,
+            window: None,
+            drag: None,
         };
         if let Ok(library) = &app.library {
             app.messages.extend(library.problems.iter().cloned());
@@ -810,11 +818,45 @@ impl FoleyApp {
         }
     }
 
+    /// Hands the exported file to the platform's drag-and-drop while the button is held.
+    fn start_drag(&mut self, path: PathBuf) {
+        if self.drag.is_some() {
+            return;
+        }
+        match drag_out::start(path, self.window) {
+            Ok(receiver) => self.drag = Some(receiver),
+            Err(error) => self.messages.push(error.to_string()),
+        }
+    }
+
+    fn poll_drag(&mut self) {
+        let Some(receiver) = &self.drag else {
+            return;
+        };
+        let Ok(result) = receiver.try_recv() else {
+            return;
+        };
+        self.drag = None;
+        match result {
+            Ok(DragOutcome::Dropped | DragOutcome::NoTarget) => {}
+            Ok(DragOutcome::Refused) => self
+                .messages
+                .push("the drop target did not take the file".into()),
+            Err(error) => self.messages.push(format!("drag failed: {error}")),
+        }
+    }
+
     fn last_export_bar(&mut self, ui: &mut egui::Ui) {
         let Some(path) = self.last_export.clone() else {
             return;
         };
         ui.horizontal(|ui| {
+            let drag = ui
+                .add(egui::Button::new("Drag to DAW").sense(egui::Sense::click_and_drag()))
+                .on_hover_text("Drag onto a DAW track, the desktop or a file manager");
+            if drag.drag_started() {
+                self.start_drag(path.clone());
+            }
             if ui
                 .button("Copy file")
                 .on_hover_text("Paste it into a DAW or file manager")
@@ -939,13 +981,16 @@ impl FoleyApp {
 impl eframe::App for FoleyApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.poll();
+        self.poll_drag();
         self.shortcuts(ctx);
         if self.playing.is_some() || self.run.is_some() {
             ctx.request_repaint_after(std::time::Duration::from_millis(33));
         }
     }
 
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        use raw_window_handle::HasWindowHandle as _;
+        self.window = frame.window_handle().ok().map(|handle| handle.as_raw());
         egui::Panel::left("prompt")
             .default_size(300.0)
             .show(ui, |ui| self.prompt_panel(ui));

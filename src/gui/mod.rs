@@ -2,6 +2,7 @@
 //! spectrogram, waveform and playback, seed variations, and the clip library.
 
 mod app;
+pub mod drag_out;
 pub mod settings;
 pub mod views;
 pub mod worker;
