@@ -90,6 +90,9 @@ fn main() -> Result<()> {
     conv2d(&device, [2, 640, 32, 2], 640, 3)?;
     conv2d(&device, [2, 256, 128, 8], 256, 1)?;
     conv2d(&device, [1, 128, 1024, 64], 128, 3)?;
+    conv2d(&device, [1, 256, 512, 32], 256, 3)?;
+    conv2d(&device, [1, 512, 256, 16], 512, 3)?;
+    conv2d(&device, [2, 384, 64, 4], 384, 3)?;
 
     let vb = weights(&device);
     let (channels, length, kernel, dilation) = (128, 40960, 7, 3);

@@ -492,11 +492,12 @@ mod tests {
 
     use candle_core::DType;
 
-    /// Every CPU path (Winograd, im2col, pointwise, strided) against candle's direct convolution,
-    /// on odd sizes that leave partial tiles.
+    /// Every CPU path (Winograd for the 256-channel case, im2col, pointwise, strided) against
+    /// candle's direct convolution, on sizes that leave partial tiles.
     #[test]
     fn fast_convolutions_match_candle() {
         for (shape, out, kernel, stride) in [
+            ([1, 256, 40, 30], 12, 3, 1),
             ([2, 8, 37, 21], 12, 3, 1),
             ([1, 5, 9, 7], 6, 3, 1),
             ([2, 8, 37, 21], 12, 1, 1),
