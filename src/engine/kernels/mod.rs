@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod conv;
 mod exp;
+pub mod geglu;
 mod gemm;
 pub mod group_norm;
 mod winograd;

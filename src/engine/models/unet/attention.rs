@@ -5,11 +5,10 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use crate::engine::kernels::attention::attention;
 use crate::engine::kernels::conv::Conv2d;
+use crate::engine::kernels::geglu::geglu;
 use crate::engine::kernels::group_norm::GroupNorm;
 
-use crate::engine::models::layers::{
-    chunk_last_dim, conv2d, gelu_exact, group_norm, layer_norm, linear, linear_no_bias,
-};
+use crate::engine::models::layers::{conv2d, group_norm, layer_norm, linear, linear_no_bias};
 
 /// Multi-head scaled dot-product attention with separate q/k/v projections.
 #[derive(Debug)]
@@ -100,8 +99,7 @@ impl FeedForward {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (hidden, gate) = chunk_last_dim(&self.proj.forward(xs)?)?;
-        self.out.forward(&(hidden * gelu_exact(&gate)?)?)
+        self.out.forward(&geglu(&self.proj.forward(xs)?)?)
     }
 }
 
