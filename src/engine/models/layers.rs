@@ -1,6 +1,6 @@
 //! Small building blocks shared by the neural components, named after their PyTorch modules.
 
-use candle_core::{D, DType, Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use crate::engine::kernels::conv::Conv2d;
@@ -58,15 +58,6 @@ pub fn gelu_tanh(xs: &Tensor) -> Result<Tensor> {
 /// Exact GELU (`nn.GELU()` / `F.gelu`).
 pub fn gelu_exact(xs: &Tensor) -> Result<Tensor> {
     xs.gelu_erf()
-}
-
-/// Splits the last dimension into two halves, as `tensor.chunk(2, dim=-1)`.
-pub fn chunk_last_dim(xs: &Tensor) -> Result<(Tensor, Tensor)> {
-    let half = xs.dim(D::Minus1)? / 2;
-    Ok((
-        xs.narrow(D::Minus1, 0, half)?,
-        xs.narrow(D::Minus1, half, half)?,
-    ))
 }
 
 /// Applies a module to every item of a slice in order.

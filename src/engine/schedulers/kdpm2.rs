@@ -6,7 +6,7 @@ use candle_core::Tensor;
 
 use super::sigma_schedule::{
     FinalSigma, Respacing, SigmaSchedule, init_noise_sigma, reject_sigma_options, scale_by_sigma,
-    sigma_to_t_f32,
+    sigma_table_accessors, sigma_to_t_f32,
 };
 use super::{Scheduler, SchedulerConfig, alphas_cumprod, check_steps, div_scalar, reject};
 use crate::engine::noise::TorchGenerator;
@@ -95,17 +95,7 @@ pub(super) fn expand_pairs(values: &[f32]) -> Vec<f32> {
 }
 
 impl Scheduler for Kdpm2Scheduler {
-    fn timesteps(&self) -> Vec<f64> {
-        self.timesteps.iter().map(|&t| t as f64).collect()
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma as f64
-    }
-
-    fn sigmas(&self) -> Option<Vec<f64>> {
-        Some(self.sigmas.iter().map(|&sigma| sigma as f64).collect())
-    }
+    sigma_table_accessors!();
 
     fn scale_model_input(&self, sample: Tensor, step_index: usize) -> Result<Tensor> {
         let sigma = if self.first_sample.is_none() {

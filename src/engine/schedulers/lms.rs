@@ -7,6 +7,7 @@ use candle_core::Tensor;
 
 use super::sigma_schedule::{
     FinalSigma, Respacing, SigmaSchedule, init_noise_sigma, reject_sigma_options, scale_by_sigma,
+    sigma_table_accessors,
 };
 use super::{Scheduler, SchedulerConfig, alphas_cumprod, check_steps, div_scalar, reject};
 use crate::engine::noise::TorchGenerator;
@@ -110,17 +111,7 @@ fn legendre(n: usize, x: f64) -> (f64, f64) {
 }
 
 impl Scheduler for LmsScheduler {
-    fn timesteps(&self) -> Vec<f64> {
-        self.timesteps.iter().map(|&t| t as f64).collect()
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma as f64
-    }
-
-    fn sigmas(&self) -> Option<Vec<f64>> {
-        Some(self.sigmas.iter().map(|&sigma| sigma as f64).collect())
-    }
+    sigma_table_accessors!();
 
     fn scale_model_input(&self, sample: Tensor, step_index: usize) -> Result<Tensor> {
         scale_by_sigma(&sample, self.sigmas[step_index])

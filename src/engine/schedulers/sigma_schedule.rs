@@ -5,6 +5,25 @@
 
 use candle_core::Tensor;
 
+/// The `Scheduler` accessors every σ-space scheduler shares, for a struct with float32
+/// `timesteps`, `sigmas` and `init_noise_sigma` fields (as diffusers stores them).
+macro_rules! sigma_table_accessors {
+    () => {
+        fn timesteps(&self) -> Vec<f64> {
+            self.timesteps.iter().map(|&t| t as f64).collect()
+        }
+
+        fn init_noise_sigma(&self) -> f64 {
+            self.init_noise_sigma as f64
+        }
+
+        fn sigmas(&self) -> Option<Vec<f64>> {
+            Some(self.sigmas.iter().map(|&sigma| sigma as f64).collect())
+        }
+    };
+}
+pub(crate) use sigma_table_accessors;
+
 use super::numpy_log::log_f32;
 use super::{SchedulerConfig, div_scalar, numpy_linspace, trailing_timesteps};
 use crate::error::{FoleyError, Result};
