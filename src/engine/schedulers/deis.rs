@@ -5,7 +5,7 @@
 use candle_core::Tensor;
 
 use super::numpy_log::log_f32;
-use super::vp::{alpha_sigma_lambda, sigmas_at, solver_timesteps};
+use super::vp::{alpha_sigma_lambda, sigmas_at, solver_accessors, solver_timesteps};
 use super::{Scheduler, SchedulerConfig, alphas_cumprod, check_steps, div_scalar, reject};
 use crate::engine::noise::TorchGenerator;
 use crate::error::Result;
@@ -80,21 +80,7 @@ fn basis_integral(t: f32, b: f32, c: f32) -> f32 {
 }
 
 impl Scheduler for DeisMultistepScheduler {
-    fn timesteps(&self) -> Vec<f64> {
-        self.timesteps.iter().map(|&t| t as f64).collect()
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn sigmas(&self) -> Option<Vec<f64>> {
-        Some(self.sigmas.iter().map(|&sigma| sigma as f64).collect())
-    }
-
-    fn scale_model_input(&self, sample: Tensor, _step_index: usize) -> Result<Tensor> {
-        Ok(sample)
-    }
+    solver_accessors!();
 
     fn step(
         &mut self,

@@ -3,7 +3,9 @@
 
 use candle_core::Tensor;
 
-use super::vp::{alpha_sigma_lambda, karras_schedule, sigmas_at, solver_timesteps};
+use super::vp::{
+    alpha_sigma_lambda, karras_schedule, sigmas_at, solver_accessors, solver_timesteps,
+};
 use super::{Scheduler, SchedulerConfig, alphas_cumprod, check_steps};
 use crate::engine::noise::TorchGenerator;
 use crate::error::{FoleyError, Result};
@@ -85,24 +87,7 @@ impl DpmSolverMultistepScheduler {
 }
 
 impl Scheduler for DpmSolverMultistepScheduler {
-    fn timesteps(&self) -> Vec<f64> {
-        self.timesteps
-            .iter()
-            .map(|&timestep| timestep as f64)
-            .collect()
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn sigmas(&self) -> Option<Vec<f64>> {
-        Some(self.sigmas.iter().map(|&sigma| sigma as f64).collect())
-    }
-
-    fn scale_model_input(&self, sample: Tensor, _step_index: usize) -> Result<Tensor> {
-        Ok(sample)
-    }
+    solver_accessors!();
 
     fn step(
         &mut self,

@@ -6,7 +6,7 @@
 
 use candle_core::Tensor;
 
-use super::vp::{alpha_sigma_lambda, linspace_timesteps, sigmas_at};
+use super::vp::{alpha_sigma_lambda, linspace_timesteps, sigmas_at, solver_accessors};
 use super::{Scheduler, SchedulerConfig, alphas_cumprod, check_steps, div_scalar, reject};
 use crate::engine::noise::TorchGenerator;
 use crate::error::Result;
@@ -99,21 +99,7 @@ fn order_list(steps: usize, order: usize) -> Vec<usize> {
 }
 
 impl Scheduler for DpmSolverSinglestepScheduler {
-    fn timesteps(&self) -> Vec<f64> {
-        self.timesteps.iter().map(|&t| t as f64).collect()
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn sigmas(&self) -> Option<Vec<f64>> {
-        Some(self.sigmas.iter().map(|&sigma| sigma as f64).collect())
-    }
-
-    fn scale_model_input(&self, sample: Tensor, _step_index: usize) -> Result<Tensor> {
-        Ok(sample)
-    }
+    solver_accessors!();
 
     fn step(
         &mut self,

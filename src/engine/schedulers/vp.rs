@@ -6,6 +6,30 @@ use super::sigma_schedule::{karras, log_table, sigma_to_t, train_sigmas};
 use super::{numpy_linspace, trailing_timesteps};
 use crate::error::{FoleyError, Result};
 
+/// The `Scheduler` accessors the solvers share, for a struct with integer `timesteps` and
+/// float32 `sigmas` fields: no initial noise scaling and no input scaling (diffusers' 1.0 and
+/// identity).
+macro_rules! solver_accessors {
+    () => {
+        fn timesteps(&self) -> Vec<f64> {
+            self.timesteps.iter().map(|&t| t as f64).collect()
+        }
+
+        fn init_noise_sigma(&self) -> f64 {
+            1.0
+        }
+
+        fn sigmas(&self) -> Option<Vec<f64>> {
+            Some(self.sigmas.iter().map(|&sigma| sigma as f64).collect())
+        }
+
+        fn scale_model_input(&self, sample: Tensor, _step_index: usize) -> Result<Tensor> {
+            Ok(sample)
+        }
+    };
+}
+pub(crate) use solver_accessors;
+
 /// The solvers' own spacing rules: N+1 points with the last dropped.
 pub(crate) fn solver_timesteps(
     spacing: &str,
