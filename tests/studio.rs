@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use eframe::egui::{self, Vec2};
 use egui_kittest::Harness;
@@ -31,23 +30,6 @@ fn studio(library: &Path) -> Harness<'static, FoleyApp> {
 }
 
 /// Steps the UI until `done` holds, failing after a minute.
-fn wait_until(
-    harness: &mut Harness<'static, FoleyApp>,
-    what: &str,
-    done: impl Fn(&FoleyApp) -> bool,
-) {
-    let started = Instant::now();
-    while !done(harness.state()) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        harness.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    harness.step();
-}
-
 /// Focuses the prompt field and types into it, as a user would.
 fn type_prompt(harness: &mut Harness<'static, FoleyApp>, text: &str) {
     harness.get_by_label("Prompt").focus();
@@ -65,13 +47,13 @@ fn model_ready(app: &FoleyApp) -> bool {
 fn generate_a_clip_and_find_it_after_a_restart() {
     let library = tempfile::tempdir().unwrap();
     let mut harness = studio(library.path());
-    wait_until(&mut harness, "the model", model_ready);
+    common::wait_until(&mut harness, "the model", model_ready);
     type_prompt(&mut harness, "glass shattering on concrete");
     harness.state_mut().settings.steps = 3;
     harness.state_mut().settings.random_seed = false;
     harness.run_steps(2);
     harness.get_by_label("Generate").click();
-    wait_until(&mut harness, "the clip", |app| {
+    common::wait_until(&mut harness, "the clip", |app| {
         app.results.len() == 1 && !app.is_busy()
     });
     let app = harness.state();
@@ -85,7 +67,7 @@ fn generate_a_clip_and_find_it_after_a_restart() {
     drop(harness);
 
     let mut reopened = studio(library.path());
-    wait_until(&mut reopened, "the model", model_ready);
+    common::wait_until(&mut reopened, "the model", model_ready);
     let records = reopened.state().library().unwrap().records().to_vec();
     assert_eq!(records.len(), 1);
     reopened
@@ -107,7 +89,7 @@ fn generate_a_clip_and_find_it_after_a_restart() {
 fn cancel_stops_a_run() {
     let library = tempfile::tempdir().unwrap();
     let mut harness = studio(library.path());
-    wait_until(&mut harness, "the model", model_ready);
+    common::wait_until(&mut harness, "the model", model_ready);
     type_prompt(&mut harness, "rain");
     harness.state_mut().settings.steps = 1000;
     harness.run_steps(2);
@@ -115,7 +97,7 @@ fn cancel_stops_a_run() {
     harness.run_steps(2);
     assert!(harness.state().is_busy());
     harness.get_by_label("Cancel").click();
-    wait_until(&mut harness, "the cancel", |app| !app.is_busy());
+    common::wait_until(&mut harness, "the cancel", |app| !app.is_busy());
     assert!(harness.state().results.is_empty());
     assert!(harness.state().library().unwrap().records().is_empty());
 }
@@ -124,7 +106,7 @@ fn cancel_stops_a_run() {
 fn variations_use_consecutive_seeds() {
     let library = tempfile::tempdir().unwrap();
     let mut harness = studio(library.path());
-    wait_until(&mut harness, "the model", model_ready);
+    common::wait_until(&mut harness, "the model", model_ready);
     type_prompt(&mut harness, "door creak");
     {
         let settings = &mut harness.state_mut().settings;
@@ -135,7 +117,7 @@ fn variations_use_consecutive_seeds() {
     }
     harness.run_steps(2);
     harness.get_by_label("Generate").click();
-    wait_until(&mut harness, "four clips", |app| {
+    common::wait_until(&mut harness, "four clips", |app| {
         app.results.len() == 4 && !app.is_busy()
     });
     let seeds: Vec<u64> = harness
@@ -163,7 +145,7 @@ fn export_writes_a_tagged_wav_for_the_daw() {
     let library = tempfile::tempdir().unwrap();
     let exports = tempfile::tempdir().unwrap();
     let mut harness = studio(library.path());
-    wait_until(&mut harness, "the model", model_ready);
+    common::wait_until(&mut harness, "the model", model_ready);
     type_prompt(&mut harness, "thunder rumble");
     {
         let settings = &mut harness.state_mut().settings;
@@ -176,7 +158,7 @@ fn export_writes_a_tagged_wav_for_the_daw() {
     }
     harness.run_steps(2);
     harness.get_by_label("Generate").click();
-    wait_until(&mut harness, "the clip", |app| {
+    common::wait_until(&mut harness, "the clip", |app| {
         app.results.len() == 1 && !app.is_busy()
     });
     harness.get_by_label("Export").click();
@@ -238,10 +220,10 @@ fn export_writes_a_tagged_wav_for_the_daw() {
 fn an_unavailable_device_is_explained_not_fatal() {
     let library = tempfile::tempdir().unwrap();
     let mut harness = studio(library.path());
-    wait_until(&mut harness, "the model", model_ready);
+    common::wait_until(&mut harness, "the model", model_ready);
     harness.state_mut().settings.device = "cuda".into();
     harness.get_by_label("Load").click();
-    wait_until(&mut harness, "the load to fail", |app| {
+    common::wait_until(&mut harness, "the load to fail", |app| {
         matches!(app.model_state, foley::gui::ModelState::Failed { .. })
     });
     let messages = harness.state().messages.join("\n");
@@ -249,5 +231,5 @@ fn an_unavailable_device_is_explained_not_fatal() {
     // Back on the CPU the studio works again.
     harness.state_mut().settings.device = "cpu".into();
     harness.get_by_label("Load").click();
-    wait_until(&mut harness, "the model", model_ready);
+    common::wait_until(&mut harness, "the model", model_ready);
 }

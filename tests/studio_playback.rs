@@ -3,29 +3,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use eframe::egui::{Key, Vec2};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use foley::gui::{AppConfig, FoleyApp, ModelState};
-
-fn wait_until(
-    harness: &mut Harness<'static, FoleyApp>,
-    what: &str,
-    done: impl Fn(&FoleyApp) -> bool,
-) {
-    let started = Instant::now();
-    while !done(harness.state()) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        harness.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    harness.step();
-}
 
 #[cfg(target_os = "linux")]
 #[test]
@@ -54,7 +35,7 @@ fn number_keys_switch_playback_between_variations() {
             )
             .expect("the studio starts")
         });
-    wait_until(&mut harness, "the model", |app| {
+    common::wait_until(&mut harness, "the model", |app| {
         matches!(app.model_state, ModelState::Ready { .. })
     });
     {
@@ -68,7 +49,7 @@ fn number_keys_switch_playback_between_variations() {
     harness.run_steps(2);
     assert!(harness.state().settings.loop_playback);
     harness.get_by_label("Generate").click();
-    wait_until(&mut harness, "four clips", |app| {
+    common::wait_until(&mut harness, "four clips", |app| {
         app.results.len() == 4 && !app.is_busy()
     });
     for (key, index) in [

@@ -4,28 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use eframe::egui::Vec2;
 use egui_kittest::Harness;
 use foley::gui::{AppConfig, FoleyApp, ModelState};
-
-fn wait_until(
-    harness: &mut Harness<'static, FoleyApp>,
-    what: &str,
-    done: impl Fn(&FoleyApp) -> bool,
-) {
-    let started = Instant::now();
-    while !done(harness.state()) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        harness.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    harness.run_steps(3);
-}
 
 #[test]
 fn main_screens_look_as_recorded() {
@@ -46,9 +27,10 @@ fn main_screens_look_as_recorded() {
             )
             .expect("the studio starts")
         });
-    wait_until(&mut harness, "the model", |app| {
+    common::wait_until(&mut harness, "the model", |app| {
         matches!(app.model_state, ModelState::Ready { .. })
     });
+    harness.run_steps(2);
     harness.snapshot("studio_start");
 
     {
@@ -60,8 +42,9 @@ fn main_screens_look_as_recorded() {
         settings.variations = 3;
     }
     harness.state_mut().generate();
-    wait_until(&mut harness, "three clips", |app| {
+    common::wait_until(&mut harness, "three clips", |app| {
         app.results.len() == 3 && !app.is_busy()
     });
+    harness.run_steps(2);
     harness.snapshot("studio_variations");
 }

@@ -273,3 +273,21 @@ pub fn check_e2e(variant: &str, minimum_cases: usize) {
         );
     }
 }
+
+/// Steps the studio until `done` holds (60 s at most), then once more so the result is drawn.
+pub fn wait_until(
+    harness: &mut egui_kittest::Harness<'static, foley::gui::FoleyApp>,
+    what: &str,
+    done: impl Fn(&foley::gui::FoleyApp) -> bool,
+) {
+    let started = std::time::Instant::now();
+    while !done(harness.state()) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        harness.step();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    harness.step();
+}
