@@ -8,11 +8,13 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::audio::resample::resample;
+use crate::engine::dsp::resample::resample;
 use crate::audio::wav::{WavFormat, write_wav};
 use crate::engine::device::{DeviceKind, parse_dtype};
 use crate::engine::hub::{KNOWN_CHECKPOINTS, cached_snapshot, resolve_model};
-use crate::engine::pipeline::{CancelFlag, Pipeline, Request, validate};
+use crate::audio::wav_in::read_input_audio;
+use crate::engine::pipeline::task::DEFAULT_AUDIO_TO_AUDIO_STRENGTH;
+use crate::engine::pipeline::{CancelFlag, EncodeMode, Pipeline, Regions, Request, Task, validate};
 use crate::engine::schedulers::SchedulerKind;
 
 #[derive(Debug, Parser)]
@@ -87,9 +89,9 @@ pub struct GenerateArgs {
     /// Local diffusers directory or Hugging Face repository id (e.g. cvssp/audioldm2).
     #[arg(long)]
     pub model: String,
-    /// What to hear, e.g. "glass shattering on concrete".
+    /// What to hear, e.g. "glass shattering on concrete" (optional with --variation-of).
     #[arg(long)]
-    pub prompt: String,
+    pub prompt: Option<String>,
     /// What to steer away from, e.g. "low quality, noise".
     #[arg(long)]
     pub negative_prompt: Option<String>,
@@ -135,6 +137,132 @@ pub struct GenerateArgs {
     /// No progress bar and no warnings on stderr.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub edit: EditArgs,
+}
+
+/// Editing a sound instead of making one from text alone (research/editing.md).
+#[derive(Debug, Args, Default)]
+pub struct EditArgs {
+    /// The WAV to edit (any rate, mono or stereo, 16/24-bit PCM or 32-bit float). Alone it
+    /// asks for audio-to-audio; with --inpaint, --regenerate-above-hz, --extend or --loop for
+    /// those edits. --duration then defaults to the file's length.
+    #[arg(long)]
+    pub init_audio: Option<PathBuf>,
+    /// How far from the input to move, 0–1: the fraction of the schedule that is run
+    /// [default: 0.5 for audio-to-audio, 1.0 when a region is regenerated].
+    #[arg(long, allow_negative_numbers = true)]
+    pub strength: Option<f64>,
+    /// How the input becomes latents: `sample` (the VAE posterior, seeded) or `mean`.
+    #[arg(long)]
+    pub encode_mode: Option<String>,
+    /// Regenerate START:END seconds of the input and keep the rest (repeatable).
+    #[arg(long, value_name = "START:END", allow_hyphen_values = true)]
+    pub inpaint: Vec<String>,
+    /// Super-resolution: keep the input below this frequency, regenerate above it.
+    #[arg(long, allow_negative_numbers = true)]
+    pub regenerate_above_hz: Option<f64>,
+    /// Extend the input by this many seconds of new audio that follows on from its end.
+    #[arg(long, allow_negative_numbers = true, value_name = "SECONDS")]
+    pub extend: Option<f64>,
+    /// Append a bridge of this many seconds so that the clip loops seamlessly.
+    #[arg(long = "loop", allow_negative_numbers = true, value_name = "SECONDS")]
+    pub loop_seconds: Option<f64>,
+    /// Generate variations of this WAV: conditioned on its CLAP audio embedding instead of
+    /// text (MusicLDM, or an AudioLDM checkpoint with a CLAP audio branch).
+    #[arg(long, value_name = "FILE.wav")]
+    pub variation_of: Option<PathBuf>,
+}
+
+/// `START:END` in seconds.
+fn parse_range(text: &str) -> anyhow::Result<(f64, f64)> {
+    let parsed = text.split_once(':').and_then(|(start, end)| {
+        Some((start.trim().parse::<f64>().ok()?, end.trim().parse::<f64>().ok()?))
+    });
+    match parsed {
+        Some((start, end)) if start.is_finite() && end.is_finite() => Ok((start, end)),
+        _ => bail!("--inpaint '{text}' is not START:END in seconds (e.g. 1.5:2.25)"),
+    }
+}
+
+/// The task the editing flags ask for, with the input file read and checked (before any model
+/// is loaded, so a bad file costs nothing).
+fn task_from_args(edit: &EditArgs, duration: Option<f64>) -> anyhow::Result<Task> {
+    let regions = Regions {
+        time: edit
+            .inpaint
+            .iter()
+            .map(|range| parse_range(range))
+            .collect::<anyhow::Result<_>>()?,
+        above_hz: edit.regenerate_above_hz,
+    };
+    let masked = !regions.time.is_empty() || regions.above_hz.is_some();
+    let encode_mode = match &edit.encode_mode {
+        Some(name) => Some(name.parse::<EncodeMode>()?),
+        None => None,
+    };
+    if let Some(variation) = &edit.variation_of {
+        if edit.init_audio.is_some() || masked || edit.extend.is_some() || edit.loop_seconds.is_some() {
+            bail!("--variation-of cannot be combined with --init-audio or its edits");
+        }
+        if edit.strength.is_some() || encode_mode.is_some() {
+            bail!("--strength and --encode-mode apply to --init-audio, not --variation-of");
+        }
+        return Ok(Task::Variation {
+            input: read_input_audio(variation)?,
+        });
+    }
+    let Some(path) = &edit.init_audio else {
+        let flags = [
+            (masked, "--inpaint/--regenerate-above-hz"),
+            (edit.extend.is_some(), "--extend"),
+            (edit.loop_seconds.is_some(), "--loop"),
+            (edit.strength.is_some(), "--strength"),
+            (encode_mode.is_some(), "--encode-mode"),
+        ];
+        if let Some((_, flag)) = flags.iter().find(|(given, _)| *given) {
+            bail!("{flag} needs --init-audio FILE.wav");
+        }
+        return Ok(Task::TextToAudio);
+    };
+    let chosen = [masked, edit.extend.is_some(), edit.loop_seconds.is_some()];
+    if chosen.iter().filter(|given| **given).count() > 1 {
+        bail!("choose one edit: --inpaint/--regenerate-above-hz, --extend or --loop");
+    }
+    if (edit.extend.is_some() || edit.loop_seconds.is_some()) && edit.strength.is_some() {
+        bail!("--strength does not apply to --extend or --loop (the new audio starts from noise)");
+    }
+    if (edit.extend.is_some() || edit.loop_seconds.is_some()) && duration.is_some() {
+        bail!("--duration does not apply to --extend or --loop (the result is the input plus the new seconds)");
+    }
+    let input = read_input_audio(path)?;
+    let encode_mode = encode_mode.unwrap_or_default();
+    Ok(if let Some(seconds) = edit.extend {
+        Task::Continue {
+            input,
+            seconds,
+            encode_mode,
+        }
+    } else if let Some(seconds) = edit.loop_seconds {
+        Task::Loop {
+            input,
+            seconds,
+            encode_mode,
+        }
+    } else if masked {
+        Task::Inpaint {
+            input,
+            regions,
+            strength: edit.strength.unwrap_or(1.0),
+            encode_mode,
+        }
+    } else {
+        Task::AudioToAudio {
+            input,
+            strength: edit.strength.unwrap_or(DEFAULT_AUDIO_TO_AUDIO_STRENGTH),
+            encode_mode,
+        }
+    })
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -195,8 +323,15 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let format: WavFormat = args.format.parse()?;
     let output_rate = parse_sample_rate(&args.sample_rate)?;
     // Model-independent checks first, so a typo costs no loading time.
+    let task = task_from_args(&args.edit, args.duration)?;
+    let prompt = match (&args.prompt, &task) {
+        (Some(prompt), _) => prompt.clone(),
+        (None, Task::Variation { .. }) => String::new(),
+        (None, _) => bail!("--prompt is required (it is optional only with --variation-of)"),
+    };
     let mut request = Request {
-        prompt: args.prompt.clone(),
+        task,
+        prompt,
         negative_prompt: args.negative_prompt.clone(),
         seed: args.seed.unwrap_or_else(random_seed),
         steps: args.steps.unwrap_or(1),
@@ -216,7 +351,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     request.steps = args.steps.unwrap_or(default_steps);
     request.guidance = args.guidance.unwrap_or(default_guidance);
     // Fail on the duration before encoding any text.
-    pipeline.audio_length(request.duration)?;
+    pipeline.audio_length(request.effective_duration())?;
 
     let bar = if args.quiet {
         ProgressBar::hidden()
@@ -274,9 +409,12 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
                 "format": args.format,
                 "sample_rate": sample_rate,
             },
+            "task": clip.task,
+            "denoising_steps": clip.denoising_steps,
             "seconds": {
                 "load": load_seconds,
                 "text_encoding": clip.timings.text_encoding,
+                "encoding": clip.timings.encoding,
                 "denoising": clip.timings.denoising,
                 "vae_decode": clip.timings.vae_decode,
                 "vocoder": clip.timings.vocoder,

@@ -146,6 +146,7 @@ fn several_waveforms_are_generated_in_one_batch_like_diffusers() {
         let pipe = pipeline(variant);
         let reference = Reference::load(variant, "ranking");
         let request = Request {
+            task: Default::default(),
             prompt: "A hammer hitting a wooden surface".into(),
             negative_prompt: None,
             seed: 42,
@@ -175,6 +176,7 @@ fn several_waveforms_come_back_best_first_like_diffusers() {
         let pipe = pipeline(variant);
         let reference = Reference::load(variant, "ranking");
         let request = Request {
+            task: Default::default(),
             prompt: "A hammer hitting a wooden surface".into(),
             negative_prompt: None,
             seed: 42,
@@ -219,6 +221,7 @@ fn several_waveforms_come_back_best_first_like_diffusers() {
 fn audioldm_returns_several_waveforms_in_generation_order() {
     let pipe = pipeline("audioldm-tiny");
     let request = Request {
+        task: Default::default(),
         prompt: "A hammer hitting a wooden surface".into(),
         negative_prompt: None,
         seed: 42,

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use foley::audio::clap_features::{ClapFeatureExtractor, ClapFeatureExtractorConfig};
-use foley::audio::resample::resample;
+use foley::engine::dsp::clap_features::{ClapFeatureExtractor, ClapFeatureExtractorConfig};
+use foley::engine::dsp::resample::resample;
 use foley::engine::models::clap_audio::{ClapAudioModel, ClapModelAudioConfig, rank_waveforms};
 
 const VARIANTS: [&str; 2] = ["musicldm-tiny", "musicldm-tiny-deep"];

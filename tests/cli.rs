@@ -388,3 +388,113 @@ fn version_names_the_compiled_backends() {
     assert_eq!(line.contains("cuda"), cfg!(feature = "cuda"), "{line}");
     assert_eq!(line.contains("metal"), cfg!(feature = "metal"), "{line}");
 }
+
+/// A stereo 16-bit WAV of `seconds` at `rate`: a chirp on the left, its half on the right.
+fn write_input(path: &Path, rate: u32, seconds: f64) {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).unwrap();
+    let frames = (seconds * rate as f64) as usize;
+    for index in 0..frames {
+        let t = index as f64 / rate as f64;
+        let value = (0.4 * (2.0 * std::f64::consts::PI * (300.0 + 4000.0 * t) * t).sin() * 32767.0) as i16;
+        writer.write_sample(value).unwrap();
+        writer.write_sample(value / 2).unwrap();
+    }
+    writer.finalize().unwrap();
+}
+
+#[test]
+fn editing_flags_run_each_task_and_report_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_dir(VARIANTS[0]).display().to_string();
+    let input = dir.path().join("input.wav");
+    write_input(&input, 22_050, 0.02);
+    let input = input.display().to_string();
+    let cases: [(&str, &[&str], usize); 5] = [
+        ("audio_to_audio", &["--strength", "0.6"], 320),
+        ("inpaint", &["--inpaint", "0.005:0.01", "--encode-mode", "mean"], 320),
+        ("inpaint", &["--regenerate-above-hz", "3000"], 320),
+        ("continue", &["--extend", "0.01"], 480),
+        ("loop", &["--loop", "0.01"], 480),
+    ];
+    for (task, flags, samples) in cases {
+        let out = dir.path().join(format!("{task}-{}.wav", flags[0].trim_start_matches('-')));
+        let out_arg = out.display().to_string();
+        let mut args = vec![
+            "generate", "--model", &model, "--prompt", "rain", "--steps", "4", "--seed", "3",
+            "--init-audio", &input, "--out", &out_arg, "--json", "--quiet",
+        ];
+        args.extend_from_slice(flags);
+        let output = foley(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{task} {flags:?}: {stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["task"]["name"], task, "{report}");
+        assert!(report["task"]["input"].as_str().unwrap().ends_with("input.wav"));
+        let (samples_read, rate) = read_wav(&out).unwrap();
+        assert_eq!(rate, 16_000);
+        assert_eq!(samples_read.len(), samples, "{task} {flags:?}");
+        assert!(samples_read.iter().all(|v| v.is_finite()));
+        if task == "audio_to_audio" {
+            // int(4 · 0.6) = 2 of the 4 steps.
+            assert_eq!(report["denoising_steps"], 2);
+            assert_eq!(report["task"]["strength"], 0.6);
+            assert_eq!(report["task"]["encode_mode"], "sample");
+        }
+    }
+}
+
+#[test]
+fn bad_editing_input_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_dir(VARIANTS[0]);
+    let out = dir.path().join("x.wav");
+    let input = dir.path().join("in.wav");
+    write_input(&input, 16_000, 0.02);
+    let input = input.display().to_string();
+    let short = dir.path().join("short.wav");
+    write_input(&short, 16_000, 0.005);
+    let short = short.display().to_string();
+    let text = dir.path().join("notes.wav");
+    std::fs::write(&text, "not a wav").unwrap();
+    let text = text.display().to_string();
+    let missing = dir.path().join("gone.wav").display().to_string();
+    let with_input = |extra: &[&'static str]| {
+        let mut args: Vec<String> = vec!["--init-audio".into(), input.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let check = |args: Vec<String>, needle: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        expect_failure(&model, &out, &args, needle);
+    };
+    check(vec!["--init-audio".into(), missing], "gone.wav");
+    check(vec!["--init-audio".into(), text], "not a readable WAV");
+    check(vec!["--init-audio".into(), short], "at least 101");
+    check(with_input(&["--strength", "1.5"]), "strength");
+    check(with_input(&["--strength", "-0.1"]), "strength");
+    check(with_input(&["--strength", "nan"]), "strength");
+    check(with_input(&["--inpaint", "0.01:0.005"]), "START < END");
+    check(with_input(&["--inpaint", "0.01-0.02"]), "START:END");
+    check(with_input(&["--inpaint", "5:6"]), "outside the clip");
+    check(with_input(&["--regenerate-above-hz", "9000"]), "Nyquist");
+    check(with_input(&["--regenerate-above-hz", "-5"]), "regenerate-above-hz");
+    check(with_input(&["--extend", "0.01", "--loop", "0.01"]), "choose one edit");
+    check(with_input(&["--extend", "-1"]), "positive");
+    check(with_input(&["--encode-mode", "median"]), "encode mode");
+    check(vec!["--inpaint".into(), "0:0.01".into()], "needs --init-audio");
+    check(vec!["--extend".into(), "1".into()], "needs --init-audio");
+    check(vec!["--strength".into(), "0.5".into()], "needs --init-audio");
+    check(
+        vec!["--variation-of".into(), input.clone(), "--init-audio".into(), input.clone()],
+        "cannot be combined",
+    );
+    check(vec!["--variation-of".into(), input.clone()], "need MusicLDM");
+    let audioldm = fixtures().join("audioldm-tiny");
+    expect_failure(&audioldm, &out, &["--variation-of", &input], "CLAP audio branch");
+}

@@ -19,6 +19,7 @@ fn waveforms_match_diffusers() {
 
 fn tiny_request() -> Request {
     Request {
+        task: Default::default(),
         prompt: "A hammer hitting a wooden surface".into(),
         negative_prompt: None,
         seed: 42,

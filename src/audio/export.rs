@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::resample::resample;
+use crate::engine::dsp::resample::resample;
 use super::wav::{WavFormat, WavMetadata, write_wav_with_metadata};
 use crate::error::Result;
 use crate::library::{ClipRecord, slug};

@@ -1,9 +1,7 @@
-//! Audio files and sample-rate conversion.
+//! Audio files, playback and pictures (the DSP they share with the engine is `engine::dsp`).
 
-pub mod clap_features;
 pub mod export;
-mod fft;
 pub mod playback;
 pub mod plot;
-pub mod resample;
 pub mod wav;
+pub mod wav_in;

@@ -13,7 +13,7 @@ use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, SampleFormat, SizedSample};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::audio::resample::resample;
+use crate::engine::dsp::resample::resample;
 
 const NO_SEEK: usize = usize::MAX;
 

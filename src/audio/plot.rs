@@ -7,7 +7,7 @@ use std::sync::Once;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use super::fft::Fft;
+use crate::engine::dsp::fft::Fft;
 use crate::error::{FoleyError, Result};
 use crate::gui::views::colormap::magma;
 

@@ -1,6 +1,7 @@
 //! The inference engine: models, schedulers, noise and pipelines. No UI or audio-device code.
 
 pub mod device;
+pub mod dsp;
 pub mod hub;
 pub mod kernels;
 pub mod models;

@@ -229,6 +229,7 @@ impl FoleyApp {
         let negative = self.settings.negative_prompt.trim();
         for variation in 0..run.variations {
             let request = Request {
+                task: Default::default(),
                 prompt: self.settings.prompt.trim().to_string(),
                 negative_prompt: (!negative.is_empty()).then(|| negative.to_string()),
                 seed: self.settings.seed.wrapping_add(variation as u64),

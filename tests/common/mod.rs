@@ -189,6 +189,7 @@ pub fn e2e_cases(variant: &str) -> Vec<E2eCase> {
             E2eCase {
                 name: case["name"].as_str().unwrap().to_string(),
                 request: Request {
+                    task: Default::default(),
                     prompt: case["prompt"].as_str().unwrap().to_string(),
                     negative_prompt: case["negative_prompt"].as_str().map(str::to_string),
                     seed: case["seed"].as_u64().unwrap(),

@@ -10,3 +10,4 @@ pub mod projection;
 pub mod t5;
 pub mod unet;
 pub mod vae;
+pub mod vae_encoder;

@@ -37,6 +37,8 @@ pub struct VaeConfig {
     #[serde(default = "default_true")]
     pub use_post_quant_conv: bool,
     #[serde(default = "default_true")]
+    pub use_quant_conv: bool,
+    #[serde(default = "default_true")]
     pub mid_block_add_attention: bool,
 }
 
@@ -47,7 +49,7 @@ impl VaeConfig {
     }
 }
 
-const EPS: f64 = 1e-6;
+pub(crate) const EPS: f64 = 1e-6;
 
 #[derive(Debug)]
 struct UpDecoderBlock {

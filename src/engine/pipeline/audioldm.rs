@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::ranking::{LazyRanker, rank_clip};
 use super::stages::{AudioDecoder, Synthesis, load_clap_text, load_unet, per_waveform};
-use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings, validate};
+use super::{AudioLength, CancelFlag, Clip, InputAudio, Progress, Request, Task, Timings, validate};
 use crate::engine::models::clap_text::ClapTextModel;
 use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning};
 use crate::engine::schedulers::SchedulerConfig;
@@ -144,6 +144,52 @@ impl AudioLdmPipeline {
         Ok(Tensor::cat(&[&negative, &positive], 0)?)
     }
 
+    /// A variation's conditioning (editing.md §3.4): the sound's CLAP audio embedding takes the
+    /// place of the prompt's text embedding, as `pipe(prompt_embeds=audio_embeds)` does; the
+    /// negative side stays text. Needs the checkpoint's CLAP audio branch (MusicLDM has it; the
+    /// Hub's AudioLDM checkpoints ship only the text branch).
+    pub fn encode_variation(
+        &self,
+        input: &InputAudio,
+        negative_prompt: Option<&str>,
+        guidance: bool,
+    ) -> Result<Tensor> {
+        let ranker = self.ranker.get().map_err(|error| {
+            FoleyError::Unsupported(format!(
+                "variations need a CLAP audio branch, and this {} checkpoint has none ({error})",
+                match self.family {
+                    ClapFamily::AudioLdm => "AudioLDM",
+                    ClapFamily::MusicLdm => "MusicLDM",
+                }
+            ))
+        })?;
+        if input.frames() == 0 || input.sample_rate == 0 {
+            return Err(FoleyError::InvalidRequest(format!("{}: the audio is empty", input.name)));
+        }
+        if input.channels.iter().flatten().any(|sample| !sample.is_finite()) {
+            return Err(FoleyError::InvalidRequest(format!(
+                "{}: the audio contains NaN or infinite samples",
+                input.name
+            )));
+        }
+        let count = input.channels.len() as f32;
+        let mono: Vec<f32> = (0..input.frames())
+            .map(|index| input.channels.iter().map(|channel| channel[index]).sum::<f32>() / count)
+            .collect();
+        let positive = ranker
+            .audio_embeds(&mono, input.sample_rate, &self.device)?
+            .to_dtype(DType::F32)?;
+        if !guidance {
+            return Ok(positive);
+        }
+        let negative = self.embed(
+            negative_prompt.unwrap_or(""),
+            self.projection_dim,
+            &mut Vec::new(),
+        )?;
+        Ok(Tensor::cat(&[&negative.to_dtype(DType::F32)?, &positive], 0)?)
+    }
+
     /// Runs the whole pipeline. `on_step` sees every finished step; `cancel` is checked
     /// between steps. Several waveforms come back best first, as diffusers ranks them.
     pub fn generate(
@@ -153,7 +199,9 @@ impl AudioLdmPipeline {
         cancel: &CancelFlag,
     ) -> Result<Clip> {
         let clip = self.generate_unranked(request, on_step, cancel)?;
-        if self.family == ClapFamily::MusicLdm && request.waveforms > 1 {
+        // A variation has no text to rank against; its waveforms stay in generation order.
+        let variation = matches!(request.task, Task::Variation { .. });
+        if self.family == ClapFamily::MusicLdm && request.waveforms > 1 && !variation {
             return rank_clip(
                 clip,
                 &request.prompt,
@@ -174,18 +222,25 @@ impl AudioLdmPipeline {
         cancel: &CancelFlag,
     ) -> Result<Clip> {
         validate(request)?;
-        let length = self.audio_length(request.duration)?;
+        let length = self.audio_length(request.effective_duration())?;
         let mut timings = Timings::default();
         let mut warnings = Vec::new();
 
         let started = Instant::now();
         let guided = request.guidance > 1.0;
-        let embeddings = self.encode_prompt(
-            &request.prompt,
-            request.negative_prompt.as_deref(),
-            guided,
-            &mut warnings,
-        )?;
+        let embeddings = match &request.task {
+            Task::Variation { input } => self.encode_variation(
+                input,
+                request.negative_prompt.as_deref(),
+                guided,
+            )?,
+            _ => self.encode_prompt(
+                &request.prompt,
+                request.negative_prompt.as_deref(),
+                guided,
+                &mut warnings,
+            )?,
+        };
         let class_labels =
             per_waveform(&embeddings, guided, request.waveforms)?.to_dtype(self.dtype)?;
         timings.text_encoding = started.elapsed().as_secs_f64();

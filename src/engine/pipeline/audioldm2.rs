@@ -10,7 +10,7 @@ use super::ranking::{LazyRanker, rank_clip};
 use super::stages::{
     AudioDecoder, GPT2_UNUSED, Synthesis, T5_UNUSED, load_clap_text, load_unet, per_waveform,
 };
-use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings, validate};
+use super::{AudioLength, CancelFlag, Clip, Progress, Request, Task, Timings, validate};
 use crate::engine::models::clap_text::ClapTextModel;
 use crate::engine::models::gpt2::{Gpt2Config, Gpt2Model};
 use crate::engine::models::projection::{ProjectionConfig, ProjectionModel};
@@ -233,7 +233,14 @@ impl AudioLdm2Pipeline {
         cancel: &CancelFlag,
     ) -> Result<Clip> {
         validate(request)?;
-        let length = self.audio_length(request.duration)?;
+        if matches!(request.task, Task::Variation { .. }) {
+            return Err(FoleyError::Unsupported(
+                "variations of a sound need MusicLDM (or an AudioLDM checkpoint with a CLAP audio branch); \
+                 AudioLDM 2 is conditioned through AudioMAE, which its Hub checkpoints do not include"
+                    .into(),
+            ));
+        }
+        let length = self.audio_length(request.effective_duration())?;
         let guidance = request.guidance > 1.0;
         let mut timings = Timings::default();
 

@@ -3,13 +3,16 @@
 
 pub mod audioldm;
 pub mod audioldm2;
+pub mod editing;
 mod length;
 pub mod ranking;
 pub mod stages;
+pub mod task;
 
 pub use audioldm::{AudioLdmPipeline, ClapFamily};
 pub use audioldm2::AudioLdm2Pipeline;
 pub use length::AudioLength;
+pub use task::{EncodeMode, InputAudio, Regions, Task, TaskSummary};
 
 use std::path::Path;
 
@@ -110,6 +113,19 @@ pub struct Request {
     pub scheduler: SchedulerKind,
     /// Waveforms generated for the prompt.
     pub waveforms: usize,
+    /// Text-to-audio, or an edit of a given sound.
+    pub task: Task,
+}
+
+impl Request {
+    /// The duration the pipeline runs at: the one asked for, else the input's length for the
+    /// tasks that edit a clip in place, else the model's default.
+    pub fn effective_duration(&self) -> Option<f64> {
+        self.duration.or(match &self.task {
+            Task::AudioToAudio { input, .. } | Task::Inpaint { input, .. } => Some(input.seconds()),
+            _ => None,
+        })
+    }
 }
 
 /// Most waveforms generated in one batch for a prompt.
@@ -149,6 +165,8 @@ impl CancelFlag {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timings {
     pub text_encoding: f64,
+    /// Front-end and VAE encoder of an editing task's input (0 for text-to-audio).
+    pub encoding: f64,
     pub denoising: f64,
     pub vae_decode: f64,
     pub vocoder: f64,
@@ -172,11 +190,25 @@ pub struct Clip {
     pub warnings: Vec<String>,
     /// CLAP text–audio scores (`logits_per_text`) of `waveforms`, when they were ranked.
     pub scores: Option<Vec<f32>>,
+    /// What was asked: text-to-audio or an edit, with its parameters.
+    pub task: TaskSummary,
+    /// UNet steps run (fewer than `steps` at strength < 1; 0 when nothing was regenerated).
+    pub denoising_steps: usize,
 }
 
 /// Checks the parts of a request that do not depend on the model.
 pub fn validate(request: &Request) -> Result<()> {
-    if request.prompt.trim().is_empty() {
+    request.task.validate()?;
+    if let (Task::Inpaint { regions, .. }, Some(clip)) = (&request.task, request.effective_duration())
+        && let Some((start, end)) = regions.time.iter().find(|(start, _)| *start >= clip)
+    {
+        return Err(FoleyError::InvalidRequest(format!(
+            "inpaint range {start}:{end} s lies outside the clip ({clip:.3} s)"
+        )));
+    }
+    // A variation is conditioned on the sound; its text is not used.
+    let needs_prompt = !matches!(request.task, Task::Variation { .. });
+    if needs_prompt && request.prompt.trim().is_empty() {
         return Err(FoleyError::InvalidRequest("the prompt is empty".into()));
     }
     if request.steps == 0 {

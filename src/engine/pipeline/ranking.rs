@@ -9,8 +9,8 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::Clip;
-use crate::audio::clap_features::{ClapFeatureExtractor, ClapFeatureExtractorConfig};
-use crate::audio::resample::resample;
+use crate::engine::dsp::clap_features::{ClapFeatureExtractor, ClapFeatureExtractorConfig};
+use crate::engine::dsp::resample::resample;
 use crate::engine::models::clap_audio::{ClapAudioModel, ClapModelAudioConfig, rank_waveforms};
 use crate::engine::models::clap_text::ClapTextModel;
 use crate::engine::text_tokenizer::TextTokenizer;
@@ -55,6 +55,14 @@ impl ClapRanker {
                 reason: error.to_string(),
             })?;
         Ok(Self { audio, features })
+    }
+
+    /// `ClapModel.get_audio_features` (L2-normalised) of one mono clip at `sample_rate`,
+    /// resampled to the extractor's 48 kHz as `score_waveforms` does: (1, projection_dim).
+    pub fn audio_embeds(&self, samples: &[f32], sample_rate: u32, device: &Device) -> Result<Tensor> {
+        let resampled = resample(samples, sample_rate, self.features.sampling_rate());
+        let input_features = self.features.input_features(&[&resampled], device)?;
+        Ok(self.audio.audio_embeds(&input_features)?)
     }
 
     /// Scores `waveforms` (at `sample_rate`) against the normalised CLAP text vector

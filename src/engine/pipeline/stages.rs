@@ -1,16 +1,20 @@
 //! The stages every pipeline shares: the seed's initial latents, the guided denoising loop and
 //! the VAE + vocoder tail that turns latents into trimmed waveforms.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::editing::{Assembly, Blend, LoopStart, Planner, assemble};
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings};
+use crate::engine::dsp::frontend::MelFrontEnd;
 use crate::engine::models::clap_text::{ClapConfig, ClapTextConfig, ClapTextModel};
 use crate::engine::models::hifigan::{HifiGan, HifiGanConfig};
 use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning, UNetConfig};
 use crate::engine::models::vae::{VaeConfig, VaeDecoder};
+use crate::engine::models::vae_encoder::VaeEncoder;
 use crate::engine::noise::TorchGenerator;
 use crate::engine::schedulers::{Scheduler, SchedulerConfig};
 use crate::engine::weights::Component;
@@ -54,11 +58,16 @@ pub(crate) fn load_unet(
     })
 }
 
-/// VAE decoder and vocoder: latents → mel → waveform.
+/// VAE decoder and vocoder: latents → mel → waveform; and the way back for editing, the
+/// front-end and the VAE encoder (loaded on first use: text-to-audio never needs it).
 pub struct AudioDecoder {
     pub vae: VaeDecoder,
     pub vae_config: VaeConfig,
     pub vocoder: HifiGan,
+    vae_dir: PathBuf,
+    dtype: DType,
+    device: Device,
+    encoder: Mutex<Option<Arc<VaeEncoder>>>,
 }
 
 impl AudioDecoder {
@@ -86,7 +95,45 @@ impl AudioDecoder {
             vae,
             vae_config,
             vocoder,
+            vae_dir: root.join("vae"),
+            dtype,
+            device: device.clone(),
+            encoder: Mutex::new(None),
         })
+    }
+
+    /// The VAE encoder, loaded from `vae/` on first use and then kept.
+    pub fn encoder(&self) -> Result<Arc<VaeEncoder>> {
+        let mut loaded = self
+            .encoder
+            .lock()
+            .map_err(|_| FoleyError::Unsupported("the VAE encoder failed to load earlier".into()))?;
+        if let Some(encoder) = loaded.as_ref() {
+            return Ok(encoder.clone());
+        }
+        let dir = Component::new(self.vae_dir.parent().unwrap_or(Path::new(".")), "vae")?;
+        let encoder = dir.build(self.dtype, &self.device, &["decoder.", "post_quant_conv."], |vb| {
+            VaeEncoder::new(&self.vae_config, vb)
+        })?;
+        let encoder = Arc::new(encoder);
+        *loaded = Some(encoder.clone());
+        Ok(encoder)
+    }
+
+    /// The waveform → log-mel front-end matching this checkpoint's vocoder and VAE.
+    pub fn front_end(&self) -> Result<MelFrontEnd> {
+        let vocoder = self.vocoder.config();
+        MelFrontEnd::for_checkpoint(
+            vocoder.sampling_rate,
+            vocoder.upsample_factor(),
+            vocoder.model_in_dim,
+            self.vae_config.scale_factor(),
+        )
+    }
+
+    /// The length `seconds` of audio maps to.
+    pub fn audio_length_for(&self, seconds: f64) -> Result<AudioLength> {
+        self.audio_length(Some(seconds), 1)
     }
 
     pub fn sample_rate(&self) -> u32 {
@@ -172,24 +219,29 @@ pub(crate) struct Decoded {
     pub mel_bins: usize,
 }
 
-/// The denoising loop of all three pipelines. With `guidance > 1` the UNet sees the batch
-/// `[latents; latents]` against `[negative; positive]` conditioning and the two halves are
-/// combined as `uncond + guidance · (cond − uncond)`.
+/// The denoising loop of all three pipelines and every task. With `guidance > 1` the UNet sees
+/// the batch `[latents; latents]` against `[negative; positive]` conditioning and the two halves
+/// are combined as `uncond + guidance · (cond − uncond)`. The loop runs the schedule from
+/// `start.begin` on; an editing task's blend is applied after each step.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn denoise(
     unet: &UNet2DConditionModel,
     scheduler: &mut dyn Scheduler,
     generator: &mut TorchGenerator,
-    initial: Tensor,
+    start: LoopStart,
     guidance: f64,
     conditioning: UNetConditioning,
     on_step: &mut dyn FnMut(&Progress),
     cancel: &CancelFlag,
-) -> Result<Tensor> {
+) -> Result<(Tensor, usize)> {
     let guided = guidance > 1.0;
-    let mut latents = (initial * scheduler.init_noise_sigma())?;
+    let mut latents = start.latents;
+    let Some(begin) = start.begin else {
+        return Ok((latents, 0));
+    };
     let timesteps = scheduler.timesteps();
-    for (index, timestep) in timesteps.iter().enumerate() {
+    let total = timesteps.len().saturating_sub(begin);
+    for (index, timestep) in timesteps.iter().enumerate().skip(begin) {
         if cancel.is_cancelled() {
             return Err(FoleyError::Cancelled);
         }
@@ -209,14 +261,18 @@ pub(crate) fn denoise(
             prediction
         };
         latents = scheduler.step(&prediction, index, &latents, generator)?;
+        if let Some(blend) = &start.blend {
+            let next = (index + 1 < timesteps.len()).then_some(index + 1);
+            latents = Blend::apply(blend, &latents, &*scheduler, next)?;
+        }
         on_step(&Progress {
-            step: index + 1,
-            total: timesteps.len(),
+            step: index + 1 - begin,
+            total,
             timestep: *timestep,
             latents: &latents,
         });
     }
-    Ok(latents)
+    Ok((latents, total))
 }
 
 /// Loads `text_encoder/` (a `ClapModel` or `ClapTextModelWithProjection`) with its text config.
@@ -268,6 +324,14 @@ pub(crate) struct Synthesis<'a> {
 }
 
 impl Synthesis<'_> {
+    /// The model's own clip length (the UNet's `sample_size`), which bounds editing windows.
+    fn default_seconds(&self) -> Result<f64> {
+        let rows = self.unet.config().sample_size.unwrap_or(128);
+        let frames = rows * self.decoder.vae_config.scale_factor();
+        let vocoder = self.decoder.vocoder.config();
+        Ok(frames as f64 * vocoder.upsample_factor() as f64 / vocoder.sampling_rate as f64)
+    }
+
     /// Denoises, decodes and packages the clip; `timings` already holds the text encoding.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
@@ -280,40 +344,56 @@ impl Synthesis<'_> {
         on_step: &mut dyn FnMut(&Progress),
         cancel: &CancelFlag,
     ) -> Result<Clip> {
-        let started = Instant::now();
         let mut scheduler = request
             .scheduler
             .build(self.scheduler_config, request.steps)?;
         let mut generator = TorchGenerator::new(request.seed);
-        let initial = self.decoder.initial_latents(
-            &mut generator,
+        let planner = Planner {
+            decoder: self.decoder,
+            device: self.device,
+            dtype: self.dtype,
+            latent_channels: self.unet.config().in_channels,
+            default_seconds: self.default_seconds()?,
+        };
+        let plan = planner.plan(
+            &request.task,
+            *length,
+            request.steps,
             request.waveforms,
-            self.unet.config().in_channels,
-            length,
-            self.device,
-            self.dtype,
+            scheduler.as_ref(),
+            &mut generator,
+            &mut timings,
         )?;
-        let latents = denoise(
+        let started = Instant::now();
+        let (latents, denoising_steps) = denoise(
             self.unet,
             scheduler.as_mut(),
             &mut generator,
-            initial,
+            plan.start,
             request.guidance,
             conditioning,
             on_step,
             cancel,
         )?;
         timings.denoising = started.elapsed().as_secs_f64();
-        let decoded = self.decoder.waveforms(&latents, length, &mut timings)?;
+        let decoded = self.decoder.waveforms(&latents, &plan.length, &mut timings)?;
+        let sample_rate = self.decoder.sample_rate();
+        let waveforms = assemble(&plan.assembly, decoded.waveforms, sample_rate);
+        let duration = match plan.assembly {
+            Assembly::AsDecoded => plan.length.seconds,
+            _ => waveforms.first().map_or(0, Vec::len) as f64 / sample_rate as f64,
+        };
         Ok(Clip {
-            waveforms: decoded.waveforms,
+            waveforms,
             mels: decoded.mels,
             mel_bins: decoded.mel_bins,
-            sample_rate: self.decoder.sample_rate(),
+            sample_rate,
             seed: request.seed,
-            duration: length.seconds,
+            duration,
             timings,
             warnings,
+            task: request.task.summary(),
+            denoising_steps,
             scores: None,
         })
     }

@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 
 use super::{
+    NoiseLevel,
     Scheduler, SchedulerConfig, alphas_cumprod, check_steps, numpy_linspace, trailing_timesteps,
 };
 use crate::engine::noise::TorchGenerator;
@@ -111,6 +112,10 @@ impl Scheduler for DdimScheduler {
 
     fn init_noise_sigma(&self) -> f64 {
         1.0
+    }
+
+    fn noise_level(&self, schedule_index: usize) -> NoiseLevel {
+        NoiseLevel::AlphaCumprod(self.alphas_cumprod[self.timesteps[schedule_index] as usize])
     }
 
     fn scale_model_input(&self, sample: Tensor, _step_index: usize) -> Result<Tensor> {

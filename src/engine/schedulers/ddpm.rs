@@ -4,6 +4,7 @@
 use candle_core::Tensor;
 
 use super::{
+    NoiseLevel,
     Scheduler, SchedulerConfig, alphas_cumprod, check_steps, div_scalar, numpy_linspace,
     randn_like, reject, trailing_timesteps,
 };
@@ -91,6 +92,10 @@ impl Scheduler for DdpmScheduler {
 
     fn init_noise_sigma(&self) -> f64 {
         1.0
+    }
+
+    fn noise_level(&self, schedule_index: usize) -> NoiseLevel {
+        NoiseLevel::AlphaCumprod(self.alphas_cumprod[self.timesteps[schedule_index] as usize])
     }
 
     fn scale_model_input(&self, sample: Tensor, _step_index: usize) -> Result<Tensor> {

@@ -83,6 +83,10 @@ fn repeat_after_first(values: &[f32]) -> Vec<f32> {
 impl Scheduler for HeunScheduler {
     sigma_table_accessors!();
 
+    fn order(&self) -> usize {
+        2
+    }
+
     fn scale_model_input(&self, sample: Tensor, step_index: usize) -> Result<Tensor> {
         scale_by_sigma(&sample, self.sigmas[step_index])
     }

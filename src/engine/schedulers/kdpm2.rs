@@ -97,6 +97,10 @@ pub(super) fn expand_pairs(values: &[f32]) -> Vec<f32> {
 impl Scheduler for Kdpm2Scheduler {
     sigma_table_accessors!();
 
+    fn order(&self) -> usize {
+        2
+    }
+
     fn scale_model_input(&self, sample: Tensor, step_index: usize) -> Result<Tensor> {
         let sigma = if self.first_sample.is_none() {
             self.sigmas[step_index]

@@ -94,6 +94,10 @@ impl Kdpm2AncestralScheduler {
 impl Scheduler for Kdpm2AncestralScheduler {
     sigma_table_accessors!();
 
+    fn order(&self) -> usize {
+        2
+    }
+
     fn scale_model_input(&self, sample: Tensor, step_index: usize) -> Result<Tensor> {
         let sigma = if self.first_sample.is_none() {
             self.sigmas[step_index]

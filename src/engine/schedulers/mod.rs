@@ -52,6 +52,14 @@ pub trait Scheduler: Send {
     }
     /// Scaling applied to the UNet input at `step_index`.
     fn scale_model_input(&self, sample: Tensor, step_index: usize) -> Result<Tensor>;
+    /// diffusers' `scheduler.order`: entries of `timesteps()` per inference step (2 for the
+    /// schedulers that interleave a second evaluation).
+    fn order(&self) -> usize {
+        1
+    }
+    /// The noise level diffusers' `add_noise` uses at entry `schedule_index` of `timesteps()`
+    /// (before the first step, `begin_index`; mid-loop, the scheduler's `step_index`).
+    fn noise_level(&self, schedule_index: usize) -> NoiseLevel;
     /// Advances `sample` by one step given the UNet's prediction. Stochastic schedulers draw
     /// from `generator`, continuing the stream the initial noise came from.
     fn step(
@@ -61,6 +69,31 @@ pub trait Scheduler: Send {
         sample: &Tensor,
         generator: &mut TorchGenerator,
     ) -> Result<Tensor>;
+}
+
+/// How a scheduler's `add_noise` mixes clean latents with noise at one point of its schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NoiseLevel {
+    /// DDIM, DDPM, PNDM: `√ᾱ·x0 + √(1−ᾱ)·ε` with ᾱ of the timestep.
+    AlphaCumprod(f32),
+    /// The σ-space (k-diffusion) schedulers: `x0 + σ·ε`.
+    Sigma(f32),
+    /// The VP solvers (DPM-Solver, DEIS, UniPC): `α_t·x0 + σ_t·ε` with α_t = 1/√(σ²+1).
+    VpSigma(f32),
+}
+
+/// diffusers' `scheduler.add_noise(original, noise, t)` at a given noise level, in float32 with
+/// torch's order of operations (two products, then the sum).
+pub fn add_noise(original: &Tensor, noise: &Tensor, level: NoiseLevel) -> Result<Tensor> {
+    let (signal, spread) = match level {
+        NoiseLevel::AlphaCumprod(alpha) => (alpha.sqrt(), (1.0 - alpha).sqrt()),
+        NoiseLevel::Sigma(sigma) => return Ok((original + (noise * sigma as f64)?)?),
+        NoiseLevel::VpSigma(sigma) => {
+            let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+            (alpha, sigma * alpha)
+        }
+    };
+    Ok(((original * signal as f64)? + (noise * spread as f64)?)?)
 }
 
 /// Schedulers Foley can build, by their command-line names.

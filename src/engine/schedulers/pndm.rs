@@ -6,6 +6,7 @@
 use candle_core::Tensor;
 
 use super::{
+    NoiseLevel,
     Scheduler, SchedulerConfig, alphas_cumprod, check_steps, numpy_linspace, reject,
     trailing_timesteps,
 };
@@ -28,6 +29,9 @@ pub struct PndmScheduler {
     runge_kutta_sample: Option<Tensor>,
     /// Model outputs at the start of each step, newest last (at most four kept in use).
     ets: Vec<Tensor>,
+    /// diffusers' `counter`: calls to `step` so far. It, not the schedule position, picks the
+    /// Runge–Kutta phase, so a truncated (audio-to-audio) schedule still warms up first.
+    calls: usize,
 }
 
 impl PndmScheduler {
@@ -81,6 +85,7 @@ impl PndmScheduler {
             runge_kutta_sum: None,
             runge_kutta_sample: None,
             ets: Vec::new(),
+            calls: 0,
         })
     }
 
@@ -159,6 +164,10 @@ impl Scheduler for PndmScheduler {
         1.0
     }
 
+    fn noise_level(&self, schedule_index: usize) -> NoiseLevel {
+        NoiseLevel::AlphaCumprod(self.alphas_cumprod[self.timesteps[schedule_index] as usize])
+    }
+
     fn scale_model_input(&self, sample: Tensor, _step_index: usize) -> Result<Tensor> {
         Ok(sample)
     }
@@ -171,19 +180,21 @@ impl Scheduler for PndmScheduler {
         _generator: &mut TorchGenerator,
     ) -> Result<Tensor> {
         let timestep = self.timesteps[step_index];
-        if step_index < PRK_ENTRIES {
+        let call = self.calls;
+        self.calls += 1;
+        if call < PRK_ENTRIES {
             // Each group of four moves the step's start sample: entries 0 and 1 half a step
             // (inputs of k2, k3), entry 2 a full step (input of k4), entry 3 a full step with
             // the weighted k1..k4. Even entries sit on the start or half-step timestep, so
             // their target lies half a step below; odd entries' targets are their own.
-            let phase = step_index % 4;
-            let diff_to_prev = if step_index % 2 == 1 {
+            let phase = call % 4;
+            let diff_to_prev = if call % 2 == 1 {
                 0
             } else {
                 self.step_ratio / 2
             };
             let prev_timestep = timestep - diff_to_prev;
-            let start_timestep = self.timesteps[step_index / 4 * 4];
+            let start_timestep = self.timesteps[call / 4 * 4];
             let combined = match phase {
                 0 => {
                     self.accumulate((model_output * (1.0 / 6.0))?)?;

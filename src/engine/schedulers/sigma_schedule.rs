@@ -20,6 +20,10 @@ macro_rules! sigma_table_accessors {
         fn sigmas(&self) -> Option<Vec<f64>> {
             Some(self.sigmas.iter().map(|&sigma| sigma as f64).collect())
         }
+
+        fn noise_level(&self, schedule_index: usize) -> $crate::engine::schedulers::NoiseLevel {
+            $crate::engine::schedulers::NoiseLevel::Sigma(self.sigmas[schedule_index])
+        }
     };
 }
 pub(crate) use sigma_table_accessors;

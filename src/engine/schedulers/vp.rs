@@ -23,6 +23,10 @@ macro_rules! solver_accessors {
             Some(self.sigmas.iter().map(|&sigma| sigma as f64).collect())
         }
 
+        fn noise_level(&self, schedule_index: usize) -> $crate::engine::schedulers::NoiseLevel {
+            $crate::engine::schedulers::NoiseLevel::VpSigma(self.sigmas[schedule_index])
+        }
+
         fn scale_model_input(&self, sample: Tensor, _step_index: usize) -> Result<Tensor> {
             Ok(sample)
         }
