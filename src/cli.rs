@@ -8,11 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::engine::dsp::resample::resample;
 use crate::audio::wav::{WavFormat, write_wav};
-use crate::engine::device::{DeviceKind, parse_dtype};
-use crate::engine::hub::{KNOWN_CHECKPOINTS, cached_snapshot, resolve_model};
 use crate::audio::wav_in::read_input_audio;
+use crate::engine::device::{DeviceKind, parse_dtype};
+use crate::engine::dsp::resample::resample;
+use crate::engine::hub::{KNOWN_CHECKPOINTS, cached_snapshot, resolve_model};
 use crate::engine::pipeline::task::DEFAULT_AUDIO_TO_AUDIO_STRENGTH;
 use crate::engine::pipeline::{CancelFlag, EncodeMode, Pipeline, Regions, Request, Task, validate};
 use crate::engine::schedulers::SchedulerKind;
@@ -177,7 +177,10 @@ pub struct EditArgs {
 /// `START:END` in seconds.
 fn parse_range(text: &str) -> anyhow::Result<(f64, f64)> {
     let parsed = text.split_once(':').and_then(|(start, end)| {
-        Some((start.trim().parse::<f64>().ok()?, end.trim().parse::<f64>().ok()?))
+        Some((
+            start.trim().parse::<f64>().ok()?,
+            end.trim().parse::<f64>().ok()?,
+        ))
     });
     match parsed {
         Some((start, end)) if start.is_finite() && end.is_finite() => Ok((start, end)),
@@ -202,7 +205,11 @@ fn task_from_args(edit: &EditArgs, duration: Option<f64>) -> anyhow::Result<Task
         None => None,
     };
     if let Some(variation) = &edit.variation_of {
-        if edit.init_audio.is_some() || masked || edit.extend.is_some() || edit.loop_seconds.is_some() {
+        if edit.init_audio.is_some()
+            || masked
+            || edit.extend.is_some()
+            || edit.loop_seconds.is_some()
+        {
             bail!("--variation-of cannot be combined with --init-audio or its edits");
         }
         if edit.strength.is_some() || encode_mode.is_some() {
@@ -233,7 +240,9 @@ fn task_from_args(edit: &EditArgs, duration: Option<f64>) -> anyhow::Result<Task
         bail!("--strength does not apply to --extend or --loop (the new audio starts from noise)");
     }
     if (edit.extend.is_some() || edit.loop_seconds.is_some()) && duration.is_some() {
-        bail!("--duration does not apply to --extend or --loop (the result is the input plus the new seconds)");
+        bail!(
+            "--duration does not apply to --extend or --loop (the result is the input plus the new seconds)"
+        );
     }
     let input = read_input_audio(path)?;
     let encode_mode = encode_mode.unwrap_or_default();

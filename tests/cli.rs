@@ -401,7 +401,8 @@ fn write_input(path: &Path, rate: u32, seconds: f64) {
     let frames = (seconds * rate as f64) as usize;
     for index in 0..frames {
         let t = index as f64 / rate as f64;
-        let value = (0.4 * (2.0 * std::f64::consts::PI * (300.0 + 4000.0 * t) * t).sin() * 32767.0) as i16;
+        let value =
+            (0.4 * (2.0 * std::f64::consts::PI * (300.0 + 4000.0 * t) * t).sin() * 32767.0) as i16;
         writer.write_sample(value).unwrap();
         writer.write_sample(value / 2).unwrap();
     }
@@ -417,17 +418,36 @@ fn editing_flags_run_each_task_and_report_it() {
     let input = input.display().to_string();
     let cases: [(&str, &[&str], usize); 5] = [
         ("audio_to_audio", &["--strength", "0.6"], 320),
-        ("inpaint", &["--inpaint", "0.005:0.01", "--encode-mode", "mean"], 320),
+        (
+            "inpaint",
+            &["--inpaint", "0.005:0.01", "--encode-mode", "mean"],
+            320,
+        ),
         ("inpaint", &["--regenerate-above-hz", "3000"], 320),
         ("continue", &["--extend", "0.01"], 480),
         ("loop", &["--loop", "0.01"], 480),
     ];
     for (task, flags, samples) in cases {
-        let out = dir.path().join(format!("{task}-{}.wav", flags[0].trim_start_matches('-')));
+        let out = dir
+            .path()
+            .join(format!("{task}-{}.wav", flags[0].trim_start_matches('-')));
         let out_arg = out.display().to_string();
         let mut args = vec![
-            "generate", "--model", &model, "--prompt", "rain", "--steps", "4", "--seed", "3",
-            "--init-audio", &input, "--out", &out_arg, "--json", "--quiet",
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "rain",
+            "--steps",
+            "4",
+            "--seed",
+            "3",
+            "--init-audio",
+            &input,
+            "--out",
+            &out_arg,
+            "--json",
+            "--quiet",
         ];
         args.extend_from_slice(flags);
         let output = foley(&args);
@@ -435,7 +455,12 @@ fn editing_flags_run_each_task_and_report_it() {
         assert!(output.status.success(), "{task} {flags:?}: {stderr}");
         let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(report["task"]["name"], task, "{report}");
-        assert!(report["task"]["input"].as_str().unwrap().ends_with("input.wav"));
+        assert!(
+            report["task"]["input"]
+                .as_str()
+                .unwrap()
+                .ends_with("input.wav")
+        );
         let (samples_read, rate) = read_wav(&out).unwrap();
         assert_eq!(rate, 16_000);
         assert_eq!(samples_read.len(), samples, "{task} {flags:?}");
@@ -483,18 +508,43 @@ fn bad_editing_input_fails_cleanly() {
     check(with_input(&["--inpaint", "0.01-0.02"]), "START:END");
     check(with_input(&["--inpaint", "5:6"]), "outside the clip");
     check(with_input(&["--regenerate-above-hz", "9000"]), "Nyquist");
-    check(with_input(&["--regenerate-above-hz", "-5"]), "regenerate-above-hz");
-    check(with_input(&["--extend", "0.01", "--loop", "0.01"]), "choose one edit");
+    check(
+        with_input(&["--regenerate-above-hz", "-5"]),
+        "regenerate-above-hz",
+    );
+    check(
+        with_input(&["--extend", "0.01", "--loop", "0.01"]),
+        "choose one edit",
+    );
     check(with_input(&["--extend", "-1"]), "positive");
     check(with_input(&["--encode-mode", "median"]), "encode mode");
-    check(vec!["--inpaint".into(), "0:0.01".into()], "needs --init-audio");
-    check(vec!["--extend".into(), "1".into()], "needs --init-audio");
-    check(vec!["--strength".into(), "0.5".into()], "needs --init-audio");
     check(
-        vec!["--variation-of".into(), input.clone(), "--init-audio".into(), input.clone()],
+        vec!["--inpaint".into(), "0:0.01".into()],
+        "needs --init-audio",
+    );
+    check(vec!["--extend".into(), "1".into()], "needs --init-audio");
+    check(
+        vec!["--strength".into(), "0.5".into()],
+        "needs --init-audio",
+    );
+    check(
+        vec![
+            "--variation-of".into(),
+            input.clone(),
+            "--init-audio".into(),
+            input.clone(),
+        ],
         "cannot be combined",
     );
-    check(vec!["--variation-of".into(), input.clone()], "need MusicLDM");
+    check(
+        vec!["--variation-of".into(), input.clone()],
+        "need MusicLDM",
+    );
     let audioldm = fixtures().join("audioldm-tiny");
-    expect_failure(&audioldm, &out, &["--variation-of", &input], "CLAP audio branch");
+    expect_failure(
+        &audioldm,
+        &out,
+        &["--variation-of", &input],
+        "CLAP audio branch",
+    );
 }

@@ -19,7 +19,12 @@ use foley::engine::pipeline::{
 use foley::engine::schedulers::{SchedulerConfig, SchedulerKind};
 use serde_json::Value;
 
-const EDIT_VARIANTS: [&str; 4] = ["audioldm-tiny-mel", "audioldm-tiny", "musicldm-tiny", "audioldm2-tiny"];
+const EDIT_VARIANTS: [&str; 4] = [
+    "audioldm-tiny-mel",
+    "audioldm-tiny",
+    "musicldm-tiny",
+    "audioldm2-tiny",
+];
 
 fn reference_dir() -> PathBuf {
     fixtures().join("reference/editing")
@@ -45,7 +50,11 @@ fn values(tensors: &std::collections::HashMap<String, Tensor>, key: &str) -> Vec
 
 fn channels(tensors: &std::collections::HashMap<String, Tensor>, key: &str) -> Vec<Vec<f32>> {
     let tensor = tensors[key].to_dtype(DType::F32).unwrap();
-    let tensor = if tensor.rank() == 1 { tensor.unsqueeze(0).unwrap() } else { tensor };
+    let tensor = if tensor.rank() == 1 {
+        tensor.unsqueeze(0).unwrap()
+    } else {
+        tensor
+    };
     tensor.to_vec2().unwrap()
 }
 
@@ -70,14 +79,27 @@ fn front_end_matches_torchaudio_and_librosa() {
 
     let json = read_json(&reference_dir().join("frontend.json"));
     let mut resampled = 0;
-    for key in reference.keys().filter(|key| key.starts_with("resample.") && key.ends_with(".input")) {
+    for key in reference
+        .keys()
+        .filter(|key| key.starts_with("resample.") && key.ends_with(".input"))
+    {
         let stem = key.trim_end_matches(".input");
         let rates = stem.trim_start_matches("resample.");
         let (from, to) = rates.split_once('_').unwrap();
-        let output = resample(&values(&reference, key), from.parse().unwrap(), to.parse().unwrap());
-        let expected = values(&reference, &format!("{stem}.output"));
-        let error = max_abs_diff(&output, &expected);
+        let output = resample(
+            &values(&reference, key),
+            from.parse().unwrap(),
+            to.parse().unwrap(),
+        );
+        // The exact kernel (torchaudio in float64) to 1e-6; torchaudio's own float32 kernel is
+        // itself up to ~2e-5 away from it (11.025 kHz).
+        let error = max_abs_diff(&output, &values(&reference, &format!("{stem}.output")));
         assert!(error <= 1e-6, "{rates}: max |Δ| {error}");
+        let error = max_abs_diff(&output, &values(&reference, &format!("{stem}.output_f32")));
+        assert!(
+            error <= 5e-5,
+            "{rates}: max |Δ| vs float32 torchaudio {error}"
+        );
         resampled += 1;
     }
     assert!(resampled >= 5, "only {resampled} resampler cases");
@@ -95,7 +117,11 @@ fn front_end_matches_torchaudio_and_librosa() {
         let error = max_abs_diff(&mel.values, &expected);
         assert!(error <= 1e-4, "{name}: max |Δ log-mel| {error}");
         let gain = values(&reference, &format!("fbank.{name}.gain"))[0];
-        assert!((mel.gain - gain).abs() <= 1e-6 * gain.abs().max(1.0), "{name}: gain {} vs {gain}", mel.gain);
+        assert!(
+            (mel.gain - gain).abs() <= 1e-6 * gain.abs().max(1.0),
+            "{name}: gain {} vs {gain}",
+            mel.gain
+        );
     }
 }
 
@@ -109,8 +135,16 @@ fn vae_encoder_matches_diffusers() {
             Pipeline::AudioLdm(pipe) => pipe.decoder(),
             Pipeline::AudioLdm2(pipe) => pipe.decoder(),
         };
-        let posterior = decoder.encoder().unwrap().encode(&reference["vae.mel"]).unwrap();
-        for (name, tensor) in [("moments", &posterior.moments), ("mean", &posterior.mean), ("std", &posterior.std)] {
+        let posterior = decoder
+            .encoder()
+            .unwrap()
+            .encode(&reference["vae.mel"])
+            .unwrap();
+        for (name, tensor) in [
+            ("moments", &posterior.moments),
+            ("mean", &posterior.mean),
+            ("std", &posterior.std),
+        ] {
             let actual: Vec<f32> = tensor.flatten_all().unwrap().to_vec1().unwrap();
             let error = max_abs_diff(&actual, &values(&reference, &format!("vae.{name}")));
             assert!(error <= 1e-5, "{variant} {name}: max |Δ| {error}");
@@ -119,10 +153,18 @@ fn vae_encoder_matches_diffusers() {
 }
 
 fn task_of(case: &Value, input: InputAudio) -> Task {
-    let encode_mode: EncodeMode = case["encode_mode"].as_str().unwrap_or("sample").parse().unwrap();
+    let encode_mode: EncodeMode = case["encode_mode"]
+        .as_str()
+        .unwrap_or("sample")
+        .parse()
+        .unwrap();
     let strength = case["strength"].as_f64().unwrap_or(1.0);
     match case["task"].as_str().unwrap() {
-        "audio_to_audio" => Task::AudioToAudio { input, strength, encode_mode },
+        "audio_to_audio" => Task::AudioToAudio {
+            input,
+            strength,
+            encode_mode,
+        },
         "inpaint" => Task::Inpaint {
             input,
             regions: Regions {
@@ -162,7 +204,11 @@ fn request_of(case: &Value, task: Task) -> Request {
 fn run(pipeline: &Pipeline, request: &Request) -> (Clip, Option<Tensor>) {
     let mut last = None;
     let clip = pipeline
-        .generate(request, &mut |progress| last = Some(progress.latents.clone()), &CancelFlag::new())
+        .generate(
+            request,
+            &mut |progress| last = Some(progress.latents.clone()),
+            &CancelFlag::new(),
+        )
         .unwrap();
     (clip, last)
 }
@@ -237,7 +283,11 @@ fn base_request(scheduler: SchedulerKind, task: Task) -> Request {
 fn generate(pipeline: &AudioLdmPipeline, request: &Request) -> (Clip, Option<Tensor>) {
     let mut last = None;
     let clip = pipeline
-        .generate(request, &mut |progress| last = Some(progress.latents.clone()), &CancelFlag::new())
+        .generate(
+            request,
+            &mut |progress| last = Some(progress.latents.clone()),
+            &CancelFlag::new(),
+        )
         .unwrap();
     (clip, last)
 }
@@ -266,18 +316,31 @@ fn full_strength_edits_are_text_to_audio() {
         let (expected, _) = generate(&pipeline, &text);
         let a2a = base_request(
             scheduler,
-            Task::AudioToAudio { input: input.clone(), strength: 1.0, encode_mode: EncodeMode::Sample },
+            Task::AudioToAudio {
+                input: input.clone(),
+                strength: 1.0,
+                encode_mode: EncodeMode::Sample,
+            },
         );
         let (clip, _) = generate(&pipeline, &a2a);
-        assert_eq!(clip.waveforms, expected.waveforms, "{scheduler:?} strength 1");
+        assert_eq!(
+            clip.waveforms, expected.waveforms,
+            "{scheduler:?} strength 1"
+        );
         let everything = Task::Inpaint {
             input: input.clone(),
-            regions: Regions { time: vec![(0.0, 100.0)], above_hz: None },
+            regions: Regions {
+                time: vec![(0.0, 100.0)],
+                above_hz: None,
+            },
             strength: 1.0,
             encode_mode: EncodeMode::Mean,
         };
         let (clip, _) = generate(&pipeline, &base_request(scheduler, everything));
-        assert_eq!(clip.waveforms, expected.waveforms, "{scheduler:?} regenerate all");
+        assert_eq!(
+            clip.waveforms, expected.waveforms,
+            "{scheduler:?} regenerate all"
+        );
     }
 }
 
@@ -301,15 +364,30 @@ fn clean_latents(pipeline: &AudioLdmPipeline, input: &InputAudio) -> Tensor {
 fn low_strength_runs_fewer_steps_and_zero_is_encode_decode() {
     let pipeline = mel_pipeline();
     let input = test_input(0.32);
-    let zero = Task::AudioToAudio { input: input.clone(), strength: 0.0, encode_mode: EncodeMode::Mean };
+    let zero = Task::AudioToAudio {
+        input: input.clone(),
+        strength: 0.0,
+        encode_mode: EncodeMode::Mean,
+    };
     let (clip, _) = generate(&pipeline, &base_request(SchedulerKind::Ddim, zero));
     assert_eq!(clip.denoising_steps, 0);
     let clean = clean_latents(&pipeline, &input);
     let mel = pipeline.decoder().decode_latents(&clean).unwrap();
-    let expected: Vec<f32> = pipeline.decoder().vocoder.forward(&mel).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let expected: Vec<f32> = pipeline
+        .decoder()
+        .vocoder
+        .forward(&mel)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert_eq!(clip.waveforms[0], expected[..clip.waveforms[0].len()]);
 
-    let config = SchedulerConfig::load(&model_dir("audioldm-tiny-mel").join("scheduler/scheduler_config.json")).unwrap();
+    let config = SchedulerConfig::load(
+        &model_dir("audioldm-tiny-mel").join("scheduler/scheduler_config.json"),
+    )
+    .unwrap();
     for (kind, strength, calls) in [
         (SchedulerKind::Ddim, 0.1, 0),
         (SchedulerKind::Ddim, 0.2, 1),
@@ -338,10 +416,17 @@ fn inpainting_keeps_the_unmasked_latents_exactly() {
     let pipeline = mel_pipeline();
     let input = test_input(0.32);
     let clean = clean_latents(&pipeline, &input);
-    for scheduler in [SchedulerKind::Ddim, SchedulerKind::EulerAncestral, SchedulerKind::DpmSolverMultistep] {
+    for scheduler in [
+        SchedulerKind::Ddim,
+        SchedulerKind::EulerAncestral,
+        SchedulerKind::DpmSolverMultistep,
+    ] {
         let task = Task::Inpaint {
             input: input.clone(),
-            regions: Regions { time: vec![(0.08, 0.16)], above_hz: Some(4000.0) },
+            regions: Regions {
+                time: vec![(0.08, 0.16)],
+                above_hz: Some(4000.0),
+            },
             strength: 1.0,
             encode_mode: EncodeMode::Mean,
         };
@@ -360,7 +445,10 @@ fn inpainting_keeps_the_unmasked_latents_exactly() {
                     if regenerated {
                         continue;
                     }
-                    assert_eq!(actual[index], expected[index], "{scheduler:?} c{channel} r{row} k{column}");
+                    assert_eq!(
+                        actual[index], expected[index],
+                        "{scheduler:?} c{channel} r{row} k{column}"
+                    );
                     kept += 1;
                 }
             }
@@ -377,27 +465,57 @@ fn continuation_and_loop_keep_the_input_and_join_smoothly() {
     let pipeline = mel_pipeline();
     let input = test_input(0.4);
     let source = resample(
-        &input.channels[0].iter().zip(&input.channels[1]).map(|(a, b)| (a + b) / 2.0).collect::<Vec<_>>(),
+        &input.channels[0]
+            .iter()
+            .zip(&input.channels[1])
+            .map(|(a, b)| (a + b) / 2.0)
+            .collect::<Vec<_>>(),
         44_100,
         16_000,
     );
-    let task = Task::Continue { input: input.clone(), seconds: 0.24, encode_mode: EncodeMode::Sample };
-    let (clip, _) = generate(&pipeline, &base_request(SchedulerKind::DpmSolverMultistep, task));
+    let task = Task::Continue {
+        input: input.clone(),
+        seconds: 0.24,
+        encode_mode: EncodeMode::Sample,
+    };
+    let (clip, _) = generate(
+        &pipeline,
+        &base_request(SchedulerKind::DpmSolverMultistep, task),
+    );
     let out = &clip.waveforms[0];
     assert_eq!(out.len(), source.len() + 3840);
     let fade = 800;
     assert_eq!(out[..source.len() - fade], source[..source.len() - fade]);
-    assert!(out[source.len()..].iter().any(|v| v.abs() > 1e-4), "the extension is silent");
+    assert!(
+        out[source.len()..].iter().any(|v| v.abs() > 1e-4),
+        "the extension is silent"
+    );
     assert_eq!(clip.task.name, "continue");
 
-    let task = Task::Loop { input: input.clone(), seconds: 0.24, encode_mode: EncodeMode::Sample };
-    let (clip, _) = generate(&pipeline, &base_request(SchedulerKind::DpmSolverMultistep, task));
+    let task = Task::Loop {
+        input: input.clone(),
+        seconds: 0.24,
+        encode_mode: EncodeMode::Sample,
+    };
+    let (clip, _) = generate(
+        &pipeline,
+        &base_request(SchedulerKind::DpmSolverMultistep, task),
+    );
     let out = &clip.waveforms[0];
     assert_eq!(out.len(), source.len() + 3840);
-    assert_eq!(out[fade..source.len() - fade], source[fade..source.len() - fade]);
-    let largest_step = out.windows(2).map(|pair| (pair[1] - pair[0]).abs()).fold(0.0, f32::max);
+    assert_eq!(
+        out[fade..source.len() - fade],
+        source[fade..source.len() - fade]
+    );
+    let largest_step = out
+        .windows(2)
+        .map(|pair| (pair[1] - pair[0]).abs())
+        .fold(0.0, f32::max);
     let seam = (out[0] - out[out.len() - 1]).abs();
-    assert!(seam <= largest_step, "loop seam {seam} > largest step inside {largest_step}");
+    assert!(
+        seam <= largest_step,
+        "loop seam {seam} > largest step inside {largest_step}"
+    );
 }
 
 /// VAR-2: a variation is text-to-audio with the sound's CLAP audio embedding as the prompt
@@ -407,13 +525,68 @@ fn variations_need_a_clap_audio_branch() {
     let input = test_input(0.05);
     let request = Request {
         prompt: String::new(),
-        ..base_request(SchedulerKind::Ddim, Task::Variation { input: input.clone() })
+        ..base_request(
+            SchedulerKind::Ddim,
+            Task::Variation {
+                input: input.clone(),
+            },
+        )
     };
-    let audioldm = AudioLdmPipeline::load(&model_dir("audioldm-tiny"), &Device::Cpu, DType::F32).unwrap();
-    let error = audioldm.generate(&request, &mut |_| {}, &CancelFlag::new()).unwrap_err().to_string();
+    let audioldm =
+        AudioLdmPipeline::load(&model_dir("audioldm-tiny"), &Device::Cpu, DType::F32).unwrap();
+    let error = audioldm
+        .generate(&request, &mut |_| {}, &CancelFlag::new())
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("CLAP audio branch"), "{error}");
-    let musicldm = AudioLdmPipeline::load(&model_dir("musicldm-tiny"), &Device::Cpu, DType::F32).unwrap();
-    let clip = musicldm.generate(&request, &mut |_| {}, &CancelFlag::new()).unwrap();
+    let musicldm =
+        AudioLdmPipeline::load(&model_dir("musicldm-tiny"), &Device::Cpu, DType::F32).unwrap();
+    let clip = musicldm
+        .generate(&request, &mut |_| {}, &CancelFlag::new())
+        .unwrap();
     assert!(clip.waveforms[0].iter().all(|v| v.is_finite()));
     assert_eq!(clip.task.name, "variation");
+}
+
+/// An HTSAT stage whose map is no larger than `window_size` attends it as one window, unshifted,
+/// as transformers' `set_shift_and_window_size` does: at equality (transformers' own output) and
+/// smaller, with the bias table sized for the clamped window (a model transformers builds only
+/// with its attention resized; `from_pretrained` refuses it, Foley loads it).
+#[test]
+fn clap_audio_clamps_the_window_to_small_maps() {
+    use foley::engine::models::clap_audio::{ClapAudioModel, ClapModelAudioConfig};
+    for (fixture, reference, input) in [
+        ("clap-small-map", "clap_small_map", "input_features.full"),
+        ("clap-smaller-map", "clap_smaller_map", "input_features"),
+    ] {
+        let dir = fixtures().join(fixture);
+        let config: ClapModelAudioConfig =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let weights = dir.join("model.safetensors");
+        let vb = unsafe {
+            candle_nn::VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu)
+                .unwrap()
+        };
+        let model = ClapAudioModel::new(&config.audio(), config.projection_dim, vb)
+            .unwrap_or_else(|error| panic!("{fixture}: {error}"));
+        let reference = tensors(reference);
+        let suffix = input.strip_prefix("input_features").unwrap();
+        let embeds = model.audio_embeds(&reference[input]).unwrap();
+        let actual: Vec<f32> = embeds.flatten_all().unwrap().to_vec1().unwrap();
+        let error = max_abs_diff(
+            &actual,
+            &values(&reference, &format!("audio_embeds{suffix}")),
+        );
+        assert!(error <= 1e-5, "{fixture}: audio_embeds max |Δ| {error}");
+        let pooled: Vec<f32> = model
+            .pooled(&reference[input])
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let error = max_abs_diff(&pooled, &values(&reference, &format!("pooled{suffix}")));
+        assert!(error <= 1e-5, "{fixture}: pooled max |Δ| {error}");
+    }
 }

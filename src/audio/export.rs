@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::dsp::resample::resample;
 use super::wav::{WavFormat, WavMetadata, write_wav_with_metadata};
+use crate::engine::dsp::resample::resample;
 use crate::error::Result;
 use crate::library::{ClipRecord, slug};
 

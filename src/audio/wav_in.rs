@@ -148,28 +148,56 @@ mod tests {
         let eight = dir.path().join("eight.wav");
         write(&eight, 1, 8, SampleFormat::Int, 200);
         let error = read_input_audio(&eight).unwrap_err().to_string();
-        assert!(error.contains("8-bit") && error.contains("eight.wav"), "{error}");
+        assert!(
+            error.contains("8-bit") && error.contains("eight.wav"),
+            "{error}"
+        );
 
         let surround = dir.path().join("surround.wav");
         write(&surround, 6, 16, SampleFormat::Int, 200);
-        assert!(read_input_audio(&surround).unwrap_err().to_string().contains("6 channels"));
+        assert!(
+            read_input_audio(&surround)
+                .unwrap_err()
+                .to_string()
+                .contains("6 channels")
+        );
 
         let text = dir.path().join("notes.wav");
         std::fs::write(&text, "not audio").unwrap();
-        assert!(read_input_audio(&text).unwrap_err().to_string().contains("not a readable WAV"));
+        assert!(
+            read_input_audio(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("not a readable WAV")
+        );
 
         let empty = dir.path().join("empty.wav");
         write(&empty, 1, 16, SampleFormat::Int, 0);
-        assert!(read_input_audio(&empty).unwrap_err().to_string().contains("no samples"));
+        assert!(
+            read_input_audio(&empty)
+                .unwrap_err()
+                .to_string()
+                .contains("no samples")
+        );
 
         let full = dir.path().join("full.wav");
         write(&full, 1, 16, SampleFormat::Int, 1000);
         let bytes = std::fs::read(&full).unwrap();
         let cut = dir.path().join("cut.wav");
         std::fs::write(&cut, &bytes[..bytes.len() - 700]).unwrap();
-        assert!(read_input_audio(&cut).unwrap_err().to_string().contains("truncated"));
+        assert!(
+            read_input_audio(&cut)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
 
         let missing = dir.path().join("missing.wav");
-        assert!(read_input_audio(&missing).unwrap_err().to_string().contains("missing"));
+        assert!(
+            read_input_audio(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("missing")
+        );
     }
 }

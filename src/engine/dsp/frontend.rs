@@ -181,7 +181,11 @@ impl MelFrontEnd {
 fn normalise(samples: &[f32]) -> (Vec<f32>, f32) {
     let mean = samples.iter().map(|&sample| sample as f64).sum::<f64>() / samples.len() as f64;
     let mut centred: Vec<f64> = samples.iter().map(|&sample| sample as f64 - mean).collect();
-    let peak = |values: &[f64]| values.iter().fold(0f64, |peak, value| peak.max(value.abs()));
+    let peak = |values: &[f64]| {
+        values
+            .iter()
+            .fold(0f64, |peak, value| peak.max(value.abs()))
+    };
     let first_peak = peak(&centred);
     if first_peak < 1e-8 {
         return (centred.iter().map(|&value| value as f32).collect(), 1.0);
@@ -208,7 +212,10 @@ mod tests {
     fn real_checkpoint_geometry() {
         let front = real();
         assert_eq!(front.n_fft, 1024);
-        assert_eq!(MelFrontEnd::for_checkpoint(16_000, 4, 8, 2).unwrap().n_fft, 32);
+        assert_eq!(
+            MelFrontEnd::for_checkpoint(16_000, 4, 8, 2).unwrap().n_fft,
+            32
+        );
     }
 
     #[test]
@@ -232,7 +239,11 @@ mod tests {
         assert!(front.fbank(&[vec![0.1; 100]], 16_000, 16).is_err());
         assert!(front.fbank(&[vec![f32::NAN; 1000]], 16_000, 16).is_err());
         assert!(front.fbank(&[vec![0.1; 1000]], 16_000, 15).is_err());
-        assert!(front.fbank(&[vec![0.1; 1000], vec![0.1; 999]], 16_000, 16).is_err());
+        assert!(
+            front
+                .fbank(&[vec![0.1; 1000], vec![0.1; 999]], 16_000, 16)
+                .is_err()
+        );
         assert!(front.fbank(&[], 16_000, 16).is_err());
         assert!(front.fbank(&[vec![0.1; 1000]], 0, 16).is_err());
     }

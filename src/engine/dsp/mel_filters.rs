@@ -48,7 +48,13 @@ pub fn mel_frequencies(count: usize, fmin: f64, fmax: f64) -> Vec<f64> {
 }
 
 /// The filter bank, `n_mels` rows of `n_fft / 2 + 1` weights, row-major.
-pub fn mel_filters(sample_rate: u32, n_fft: usize, n_mels: usize, fmin: f64, fmax: f64) -> Vec<f32> {
+pub fn mel_filters(
+    sample_rate: u32,
+    n_fft: usize,
+    n_mels: usize,
+    fmin: f64,
+    fmax: f64,
+) -> Vec<f32> {
     let bins = n_fft / 2 + 1;
     // np.fft.rfftfreq(n_fft, d=1/sr): i · (1 / (n · d)).
     let spacing = 1.0 / (n_fft as f64 * (1.0 / sample_rate as f64));

@@ -18,7 +18,7 @@ fn gcd(a: u64, b: u64) -> u64 {
 /// One output phase: taps `weights` applied from padded position `first` on.
 struct Phase {
     first: usize,
-    weights: Vec<f32>,
+    weights: Vec<f64>,
 }
 
 /// Resamples `input` from `from` Hz to `to` Hz; both must be non-zero. Returns the input
@@ -33,7 +33,9 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
     let base = orig.min(new) as f64 * ROLLOFF;
     let width = (LOWPASS_FILTER_WIDTH * orig as f64 / base).ceil() as usize;
     let taps = 2 * width + orig;
-    let phases: Vec<Phase> = (0..new).map(|j| phase(j, orig, new, base, width, taps)).collect();
+    let phases: Vec<Phase> = (0..new)
+        .map(|j| phase(j, orig, new, base, width, taps))
+        .collect();
 
     let length = input.len();
     // Python's `ceil(new * length / orig)` in float64.
@@ -56,7 +58,7 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
                 .weights
                 .iter()
                 .enumerate()
-                .map(|(k, &weight)| weight as f64 * padded(start + k) as f64)
+                .map(|(k, &weight)| weight * padded(start + k) as f64)
                 .sum();
             output.push(sum as f32);
         }
@@ -64,13 +66,11 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
     output
 }
 
-/// The non-negligible taps of phase `j`, computed like torchaudio's float32 kernel: the
-/// positions `t` in float32, then window and sinc.
+/// The non-negligible taps of phase `j`, in f64 (torchaudio builds them in the input's dtype;
+/// f64 keeps the stop band clean of float32 rounding, and float32 inputs still agree to 1e-6).
 fn phase(j: usize, orig: usize, new: usize, base: f64, width: usize, taps: usize) -> Phase {
-    let (orig_f, new_f, base_f) = (orig as f32, new as f32, base as f32);
-    let position = |i: usize| -> f32 {
-        let idx = (i as f32 - width as f32) / orig_f;
-        ((-(j as f32)) / new_f + idx) * base_f
+    let position = |i: usize| -> f64 {
+        ((i as f64 - width as f64) / orig as f64 - j as f64 / new as f64) * base
     };
     // |t| < 6 ⇔ i within ±6·orig/base of the phase centre.
     let centre = width as f64 + j as f64 * orig as f64 / new as f64;
@@ -79,14 +79,14 @@ fn phase(j: usize, orig: usize, new: usize, base: f64, width: usize, taps: usize
     let last = ((centre + reach).ceil() as usize).min(taps - 1);
     let weights = (first..=last)
         .map(|i| {
-            let t = position(i).clamp(-6.0, 6.0) as f64;
+            let t = position(i).clamp(-LOWPASS_FILTER_WIDTH, LOWPASS_FILTER_WIDTH);
             let window = (t * PI / LOWPASS_FILTER_WIDTH / 2.0).cos().powi(2);
             let sinc = if t == 0.0 {
                 1.0
             } else {
                 (t * PI).sin() / (t * PI)
             };
-            (sinc * window * (base / orig as f64)) as f32
+            sinc * window * (base / orig as f64)
         })
         .collect();
     Phase { first, weights }

@@ -223,16 +223,16 @@ impl SwinBlock {
         if !dim.is_multiple_of(heads) {
             candle_core::bail!("CLAP audio width {dim} is not a multiple of {heads} heads");
         }
-        let window = config.window_size;
-        if height.min(width) < window {
-            // transformers would fail adding the bias table sized for the configured window.
-            candle_core::bail!(
-                "CLAP audio map {height}×{width} is smaller than window_size {window}"
-            );
+        let configured = config.window_size;
+        // `set_shift_and_window_size`: a map no larger than one window is attended as one
+        // window (the window shrinks to the map's shorter side) and never shifted; the
+        // checkpoint's bias table is then sized for that smaller window.
+        let window = configured.min(height).min(width);
+        if window == 0 {
+            candle_core::bail!("CLAP audio map {height}×{width} is empty");
         }
-        // `set_shift_and_window_size`: a map no larger than one window is never shifted.
-        let shift = if shifted && height.min(width) > window {
-            window / 2
+        let shift = if shifted && height.min(width) > configured {
+            configured / 2
         } else {
             0
         };

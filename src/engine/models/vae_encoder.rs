@@ -79,7 +79,14 @@ impl VaeEncoder {
             .then(|| conv2d(moments, moments, 1, 1, 0, vb.pp("quant_conv")))
             .transpose()?;
         Ok(Self {
-            conv_in: conv2d(config.in_channels, channels[0], 3, 1, 1, encoder.pp("conv_in"))?,
+            conv_in: conv2d(
+                config.in_channels,
+                channels[0],
+                3,
+                1,
+                1,
+                encoder.pp("conv_in"),
+            )?,
             down_blocks,
             mid_first: resnet(top, top, mid.pp("resnets.0"))?,
             mid_attention,
@@ -131,7 +138,9 @@ impl DiagonalGaussian {
     pub fn from_moments(moments: Tensor) -> Result<Self> {
         let channels = moments.dim(1)? / 2;
         let mean = moments.narrow(1, 0, channels)?;
-        let logvar = moments.narrow(1, channels, channels)?.clamp(-30f32, 20f32)?;
+        let logvar = moments
+            .narrow(1, channels, channels)?
+            .clamp(-30f32, 20f32)?;
         let std = (logvar * 0.5)?.exp()?;
         Ok(Self { moments, mean, std })
     }

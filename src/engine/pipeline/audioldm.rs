@@ -10,7 +10,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::ranking::{LazyRanker, rank_clip};
 use super::stages::{AudioDecoder, Synthesis, load_clap_text, load_unet, per_waveform};
-use super::{AudioLength, CancelFlag, Clip, InputAudio, Progress, Request, Task, Timings, validate};
+use super::{
+    AudioLength, CancelFlag, Clip, InputAudio, Progress, Request, Task, Timings, validate,
+};
 use crate::engine::models::clap_text::ClapTextModel;
 use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning};
 use crate::engine::schedulers::SchedulerConfig;
@@ -164,9 +166,17 @@ impl AudioLdmPipeline {
             ))
         })?;
         if input.frames() == 0 || input.sample_rate == 0 {
-            return Err(FoleyError::InvalidRequest(format!("{}: the audio is empty", input.name)));
+            return Err(FoleyError::InvalidRequest(format!(
+                "{}: the audio is empty",
+                input.name
+            )));
         }
-        if input.channels.iter().flatten().any(|sample| !sample.is_finite()) {
+        if input
+            .channels
+            .iter()
+            .flatten()
+            .any(|sample| !sample.is_finite())
+        {
             return Err(FoleyError::InvalidRequest(format!(
                 "{}: the audio contains NaN or infinite samples",
                 input.name
@@ -174,7 +184,14 @@ impl AudioLdmPipeline {
         }
         let count = input.channels.len() as f32;
         let mono: Vec<f32> = (0..input.frames())
-            .map(|index| input.channels.iter().map(|channel| channel[index]).sum::<f32>() / count)
+            .map(|index| {
+                input
+                    .channels
+                    .iter()
+                    .map(|channel| channel[index])
+                    .sum::<f32>()
+                    / count
+            })
             .collect();
         let positive = ranker
             .audio_embeds(&mono, input.sample_rate, &self.device)?
@@ -187,7 +204,10 @@ impl AudioLdmPipeline {
             self.projection_dim,
             &mut Vec::new(),
         )?;
-        Ok(Tensor::cat(&[&negative.to_dtype(DType::F32)?, &positive], 0)?)
+        Ok(Tensor::cat(
+            &[&negative.to_dtype(DType::F32)?, &positive],
+            0,
+        )?)
     }
 
     /// Runs the whole pipeline. `on_step` sees every finished step; `cancel` is checked
@@ -229,11 +249,9 @@ impl AudioLdmPipeline {
         let started = Instant::now();
         let guided = request.guidance > 1.0;
         let embeddings = match &request.task {
-            Task::Variation { input } => self.encode_variation(
-                input,
-                request.negative_prompt.as_deref(),
-                guided,
-            )?,
+            Task::Variation { input } => {
+                self.encode_variation(input, request.negative_prompt.as_deref(), guided)?
+            }
             _ => self.encode_prompt(
                 &request.prompt,
                 request.negative_prompt.as_deref(),

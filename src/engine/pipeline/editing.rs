@@ -136,9 +136,8 @@ impl Planner<'_> {
                     });
                 }
                 let started = Instant::now();
-                let (clean, _) = self.encode(
-                    &front, input, &length, waveforms, *encode_mode, generator,
-                )?;
+                let (clean, _) =
+                    self.encode(&front, input, &length, waveforms, *encode_mode, generator)?;
                 timings.encoding += started.elapsed().as_secs_f64();
                 let start = if runs == 0 {
                     LoopStart {
@@ -201,8 +200,17 @@ impl Planner<'_> {
                     above_hz: None,
                 };
                 let (start, gain) = self.inpaint(
-                    &front, &window_input, &regions, 1.0, *encode_mode, &length, steps,
-                    waveforms, scheduler, generator, timings,
+                    &front,
+                    &window_input,
+                    &regions,
+                    1.0,
+                    *encode_mode,
+                    &length,
+                    steps,
+                    waveforms,
+                    scheduler,
+                    generator,
+                    timings,
                 )?;
                 Ok(Plan {
                     start,
@@ -233,8 +241,17 @@ impl Planner<'_> {
                     above_hz: None,
                 };
                 let (start, gain) = self.inpaint(
-                    &front, &window_input, &regions, 1.0, *encode_mode, &length, steps,
-                    waveforms, scheduler, generator, timings,
+                    &front,
+                    &window_input,
+                    &regions,
+                    1.0,
+                    *encode_mode,
+                    &length,
+                    steps,
+                    waveforms,
+                    scheduler,
+                    generator,
+                    timings,
                 )?;
                 Ok(Plan {
                     start,
@@ -259,7 +276,10 @@ impl Planner<'_> {
     ) -> Result<(AudioLength, InputAudio)> {
         let seconds = window.len() as f64 / sample_rate as f64;
         let length = self.decoder.audio_length_for(seconds)?;
-        Ok((length, InputAudio::new(vec![window], sample_rate, input.name.clone())))
+        Ok((
+            length,
+            InputAudio::new(vec![window], sample_rate, input.name.clone()),
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -299,7 +319,8 @@ impl Planner<'_> {
         } else {
             add_noise(&clean, &noise, scheduler.noise_level(begin))?
         };
-        let keep = Tensor::from_vec(keep, (1, 1, rows, columns), self.device)?.to_dtype(self.dtype)?;
+        let keep =
+            Tensor::from_vec(keep, (1, 1, rows, columns), self.device)?.to_dtype(self.dtype)?;
         let regenerate = (1.0 - &keep)?;
         let start = LoopStart {
             latents,
@@ -365,7 +386,13 @@ impl Planner<'_> {
             }
         };
         let clean = (latents * self.decoder.vae_config.scaling_factor)?;
-        if clean.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?.iter().any(|v| !v.is_finite()) {
+        if clean
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .any(|v| !v.is_finite())
+        {
             return Err(FoleyError::InvalidRequest(format!(
                 "{}: the VAE encoder produced non-finite latents",
                 input.name
@@ -416,7 +443,14 @@ fn seconds_to_samples(seconds: f64, sample_rate: u32) -> Result<usize> {
 fn mono_at(input: &InputAudio, sample_rate: u32) -> Vec<f32> {
     let count = input.channels.len() as f32;
     let mono: Vec<f32> = (0..input.frames())
-        .map(|index| input.channels.iter().map(|channel| channel[index]).sum::<f32>() / count)
+        .map(|index| {
+            input
+                .channels
+                .iter()
+                .map(|channel| channel[index])
+                .sum::<f32>()
+                / count
+        })
         .collect();
     resample(&mono, input.sample_rate, sample_rate)
 }
@@ -502,7 +536,11 @@ impl LatentGrid {
 
 /// Joins the decoded window to the user's audio (continuations and loops), restoring the
 /// input's level; other tasks keep the decoded waveforms.
-pub(crate) fn assemble(assembly: &Assembly, waveforms: Vec<Vec<f32>>, sample_rate: u32) -> Vec<Vec<f32>> {
+pub(crate) fn assemble(
+    assembly: &Assembly,
+    waveforms: Vec<Vec<f32>>,
+    sample_rate: u32,
+) -> Vec<Vec<f32>> {
     let fade_for = |limit: usize| {
         ((SPLICE_FADE_SECONDS * sample_rate as f64).round() as usize)
             .min(limit)
@@ -521,7 +559,10 @@ pub(crate) fn assemble(assembly: &Assembly, waveforms: Vec<Vec<f32>>, sample_rat
                 let fade = fade_for(*context);
                 let keep = source.len() - fade;
                 let mut out = source[..keep].to_vec();
-                out.extend(crossfade(&source[keep..], &window[context - fade..*context]));
+                out.extend(crossfade(
+                    &source[keep..],
+                    &window[context - fade..*context],
+                ));
                 out.extend_from_slice(&window[(*context).min(window.len())..]);
                 out
             })
@@ -596,7 +637,13 @@ mod tests {
     #[test]
     fn hertz_map_to_kept_columns() {
         let grid = grid(256);
-        for (hz, kept) in [(2000.0, 8), (3000.0, 10), (4000.0, 12), (5512.5, 14), (7000.0, 15)] {
+        for (hz, kept) in [
+            (2000.0, 8),
+            (3000.0, 10),
+            (4000.0, 12),
+            (5512.5, 14),
+            (7000.0, 15),
+        ] {
             assert_eq!(grid.kept_columns(hz).unwrap(), kept, "{hz} Hz");
         }
         assert!(grid.kept_columns(8000.0).is_err());

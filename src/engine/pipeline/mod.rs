@@ -199,7 +199,8 @@ pub struct Clip {
 /// Checks the parts of a request that do not depend on the model.
 pub fn validate(request: &Request) -> Result<()> {
     request.task.validate()?;
-    if let (Task::Inpaint { regions, .. }, Some(clip)) = (&request.task, request.effective_duration())
+    if let (Task::Inpaint { regions, .. }, Some(clip)) =
+        (&request.task, request.effective_duration())
         && let Some((start, end)) = regions.time.iter().find(|(start, _)| *start >= clip)
     {
         return Err(FoleyError::InvalidRequest(format!(

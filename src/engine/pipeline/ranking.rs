@@ -59,7 +59,12 @@ impl ClapRanker {
 
     /// `ClapModel.get_audio_features` (L2-normalised) of one mono clip at `sample_rate`,
     /// resampled to the extractor's 48 kHz as `score_waveforms` does: (1, projection_dim).
-    pub fn audio_embeds(&self, samples: &[f32], sample_rate: u32, device: &Device) -> Result<Tensor> {
+    pub fn audio_embeds(
+        &self,
+        samples: &[f32],
+        sample_rate: u32,
+        device: &Device,
+    ) -> Result<Tensor> {
         let resampled = resample(samples, sample_rate, self.features.sampling_rate());
         let input_features = self.features.input_features(&[&resampled], device)?;
         Ok(self.audio.audio_embeds(&input_features)?)

@@ -104,17 +104,19 @@ impl AudioDecoder {
 
     /// The VAE encoder, loaded from `vae/` on first use and then kept.
     pub fn encoder(&self) -> Result<Arc<VaeEncoder>> {
-        let mut loaded = self
-            .encoder
-            .lock()
-            .map_err(|_| FoleyError::Unsupported("the VAE encoder failed to load earlier".into()))?;
+        let mut loaded = self.encoder.lock().map_err(|_| {
+            FoleyError::Unsupported("the VAE encoder failed to load earlier".into())
+        })?;
         if let Some(encoder) = loaded.as_ref() {
             return Ok(encoder.clone());
         }
         let dir = Component::new(self.vae_dir.parent().unwrap_or(Path::new(".")), "vae")?;
-        let encoder = dir.build(self.dtype, &self.device, &["decoder.", "post_quant_conv."], |vb| {
-            VaeEncoder::new(&self.vae_config, vb)
-        })?;
+        let encoder = dir.build(
+            self.dtype,
+            &self.device,
+            &["decoder.", "post_quant_conv."],
+            |vb| VaeEncoder::new(&self.vae_config, vb),
+        )?;
         let encoder = Arc::new(encoder);
         *loaded = Some(encoder.clone());
         Ok(encoder)
@@ -376,7 +378,9 @@ impl Synthesis<'_> {
             cancel,
         )?;
         timings.denoising = started.elapsed().as_secs_f64();
-        let decoded = self.decoder.waveforms(&latents, &plan.length, &mut timings)?;
+        let decoded = self
+            .decoder
+            .waveforms(&latents, &plan.length, &mut timings)?;
         let sample_rate = self.decoder.sample_rate();
         let waveforms = assemble(&plan.assembly, decoded.waveforms, sample_rate);
         let duration = match plan.assembly {

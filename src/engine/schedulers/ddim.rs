@@ -3,8 +3,8 @@
 use candle_core::Tensor;
 
 use super::{
-    NoiseLevel,
-    Scheduler, SchedulerConfig, alphas_cumprod, check_steps, numpy_linspace, trailing_timesteps,
+    NoiseLevel, Scheduler, SchedulerConfig, alphas_cumprod, check_steps, numpy_linspace,
+    trailing_timesteps,
 };
 use crate::engine::noise::TorchGenerator;
 use crate::error::{FoleyError, Result};

@@ -4,9 +4,8 @@
 use candle_core::Tensor;
 
 use super::{
-    NoiseLevel,
-    Scheduler, SchedulerConfig, alphas_cumprod, check_steps, div_scalar, numpy_linspace,
-    randn_like, reject, trailing_timesteps,
+    NoiseLevel, Scheduler, SchedulerConfig, alphas_cumprod, check_steps, div_scalar,
+    numpy_linspace, randn_like, reject, trailing_timesteps,
 };
 use crate::engine::noise::TorchGenerator;
 use crate::error::{FoleyError, Result};

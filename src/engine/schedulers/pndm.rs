@@ -6,8 +6,7 @@
 use candle_core::Tensor;
 
 use super::{
-    NoiseLevel,
-    Scheduler, SchedulerConfig, alphas_cumprod, check_steps, numpy_linspace, reject,
+    NoiseLevel, Scheduler, SchedulerConfig, alphas_cumprod, check_steps, numpy_linspace, reject,
     trailing_timesteps,
 };
 use crate::engine::noise::TorchGenerator;
