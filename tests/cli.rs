@@ -489,6 +489,19 @@ fn bad_editing_input_fails_cleanly() {
     std::fs::write(&text, "not a wav").unwrap();
     let text = text.display().to_string();
     let missing = dir.path().join("gone.wav").display().to_string();
+    let nan = dir.path().join("nan.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut writer = hound::WavWriter::create(&nan, spec).unwrap();
+    for _ in 0..400 {
+        writer.write_sample(f32::NAN).unwrap();
+    }
+    writer.finalize().unwrap();
+    let nan = nan.display().to_string();
     let with_input = |extra: &[&'static str]| {
         let mut args: Vec<String> = vec!["--init-audio".into(), input.clone()];
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -501,6 +514,7 @@ fn bad_editing_input_fails_cleanly() {
     check(vec!["--init-audio".into(), missing], "gone.wav");
     check(vec!["--init-audio".into(), text], "not a readable WAV");
     check(vec!["--init-audio".into(), short], "at least 101");
+    check(vec!["--init-audio".into(), nan], "NaN");
     check(with_input(&["--strength", "1.5"]), "strength");
     check(with_input(&["--strength", "-0.1"]), "strength");
     check(with_input(&["--strength", "nan"]), "strength");
@@ -517,6 +531,11 @@ fn bad_editing_input_fails_cleanly() {
         "choose one edit",
     );
     check(with_input(&["--extend", "-1"]), "positive");
+    check(with_input(&["--extend", "1e12"]), "maximum");
+    check(
+        with_input(&["--loop", "0.01", "--strength", "0.5"]),
+        "does not apply",
+    );
     check(with_input(&["--encode-mode", "median"]), "encode mode");
     check(
         vec!["--inpaint".into(), "0:0.01".into()],

@@ -14,7 +14,7 @@ use foley::engine::dsp::mel_filters::mel_filters;
 use foley::engine::dsp::sinc_resample::resample;
 use foley::engine::pipeline::editing::truncation;
 use foley::engine::pipeline::{
-    AudioLdmPipeline, CancelFlag, Clip, EncodeMode, InputAudio, Pipeline, Regions, Request, Task,
+    CancelFlag, Clip, EncodeMode, InputAudio, Pipeline, Regions, Request, Task,
 };
 use foley::engine::schedulers::{SchedulerConfig, SchedulerKind};
 use serde_json::Value;
@@ -131,11 +131,8 @@ fn vae_encoder_matches_diffusers() {
     for variant in EDIT_VARIANTS {
         let reference = tensors(variant);
         let pipeline = Pipeline::load(&model_dir(variant), &Device::Cpu, DType::F32).unwrap();
-        let decoder = match &pipeline {
-            Pipeline::AudioLdm(pipe) => pipe.decoder(),
-            Pipeline::AudioLdm2(pipe) => pipe.decoder(),
-        };
-        let posterior = decoder
+        let posterior = pipeline
+            .decoder()
             .encoder()
             .unwrap()
             .encode(&reference["vae.mel"])
@@ -247,8 +244,8 @@ fn edits_match_the_python_reference() {
     assert!(count >= 20, "only {count} reference cases");
 }
 
-fn mel_pipeline() -> AudioLdmPipeline {
-    AudioLdmPipeline::load(&model_dir("audioldm-tiny-mel"), &Device::Cpu, DType::F32).unwrap()
+fn mel_pipeline() -> Pipeline {
+    Pipeline::load(&model_dir("audioldm-tiny-mel"), &Device::Cpu, DType::F32).unwrap()
 }
 
 /// A stereo test signal at 44.1 kHz: a chirp and noise-like harmonics.
@@ -280,18 +277,6 @@ fn base_request(scheduler: SchedulerKind, task: Task) -> Request {
     }
 }
 
-fn generate(pipeline: &AudioLdmPipeline, request: &Request) -> (Clip, Option<Tensor>) {
-    let mut last = None;
-    let clip = pipeline
-        .generate(
-            request,
-            &mut |progress| last = Some(progress.latents.clone()),
-            &CancelFlag::new(),
-        )
-        .unwrap();
-    (clip, last)
-}
-
 /// A2A-1 and INP-1: strength 1 is text-to-audio bit for bit, and so is inpainting that
 /// regenerates everything with the posterior mean (no extra draw), for deterministic and
 /// stochastic schedulers alike.
@@ -313,7 +298,7 @@ fn full_strength_edits_are_text_to_audio() {
             duration: Some(input.seconds()),
             ..base_request(scheduler, Task::TextToAudio)
         };
-        let (expected, _) = generate(&pipeline, &text);
+        let (expected, _) = run(&pipeline, &text);
         let a2a = base_request(
             scheduler,
             Task::AudioToAudio {
@@ -322,7 +307,7 @@ fn full_strength_edits_are_text_to_audio() {
                 encode_mode: EncodeMode::Sample,
             },
         );
-        let (clip, _) = generate(&pipeline, &a2a);
+        let (clip, _) = run(&pipeline, &a2a);
         assert_eq!(
             clip.waveforms, expected.waveforms,
             "{scheduler:?} strength 1"
@@ -336,7 +321,7 @@ fn full_strength_edits_are_text_to_audio() {
             strength: 1.0,
             encode_mode: EncodeMode::Mean,
         };
-        let (clip, _) = generate(&pipeline, &base_request(scheduler, everything));
+        let (clip, _) = run(&pipeline, &base_request(scheduler, everything));
         assert_eq!(
             clip.waveforms, expected.waveforms,
             "{scheduler:?} regenerate all"
@@ -345,7 +330,7 @@ fn full_strength_edits_are_text_to_audio() {
 }
 
 /// The input's clean latents `sf · mean`, computed the way the planner does.
-fn clean_latents(pipeline: &AudioLdmPipeline, input: &InputAudio) -> Tensor {
+fn clean_latents(pipeline: &Pipeline, input: &InputAudio) -> Tensor {
     let decoder = pipeline.decoder();
     let length = pipeline.audio_length(Some(input.seconds())).unwrap();
     let mel = decoder
@@ -369,7 +354,7 @@ fn low_strength_runs_fewer_steps_and_zero_is_encode_decode() {
         strength: 0.0,
         encode_mode: EncodeMode::Mean,
     };
-    let (clip, _) = generate(&pipeline, &base_request(SchedulerKind::Ddim, zero));
+    let (clip, _) = run(&pipeline, &base_request(SchedulerKind::Ddim, zero));
     assert_eq!(clip.denoising_steps, 0);
     let clean = clean_latents(&pipeline, &input);
     let mel = pipeline.decoder().decode_latents(&clean).unwrap();
@@ -430,7 +415,7 @@ fn inpainting_keeps_the_unmasked_latents_exactly() {
             strength: 1.0,
             encode_mode: EncodeMode::Mean,
         };
-        let (_, latents) = generate(&pipeline, &base_request(scheduler, task));
+        let (_, latents) = run(&pipeline, &base_request(scheduler, task));
         let latents = latents.unwrap();
         let (_, channels, rows, columns) = latents.dims4().unwrap();
         let actual: Vec<f32> = latents.flatten_all().unwrap().to_vec1().unwrap();
@@ -478,7 +463,7 @@ fn continuation_and_loop_keep_the_input_and_join_smoothly() {
         seconds: 0.24,
         encode_mode: EncodeMode::Sample,
     };
-    let (clip, _) = generate(
+    let (clip, _) = run(
         &pipeline,
         &base_request(SchedulerKind::DpmSolverMultistep, task),
     );
@@ -497,7 +482,7 @@ fn continuation_and_loop_keep_the_input_and_join_smoothly() {
         seconds: 0.24,
         encode_mode: EncodeMode::Sample,
     };
-    let (clip, _) = generate(
+    let (clip, _) = run(
         &pipeline,
         &base_request(SchedulerKind::DpmSolverMultistep, task),
     );
@@ -532,15 +517,13 @@ fn variations_need_a_clap_audio_branch() {
             },
         )
     };
-    let audioldm =
-        AudioLdmPipeline::load(&model_dir("audioldm-tiny"), &Device::Cpu, DType::F32).unwrap();
+    let audioldm = Pipeline::load(&model_dir("audioldm-tiny"), &Device::Cpu, DType::F32).unwrap();
     let error = audioldm
         .generate(&request, &mut |_| {}, &CancelFlag::new())
         .unwrap_err()
         .to_string();
     assert!(error.contains("CLAP audio branch"), "{error}");
-    let musicldm =
-        AudioLdmPipeline::load(&model_dir("musicldm-tiny"), &Device::Cpu, DType::F32).unwrap();
+    let musicldm = Pipeline::load(&model_dir("musicldm-tiny"), &Device::Cpu, DType::F32).unwrap();
     let clip = musicldm
         .generate(&request, &mut |_| {}, &CancelFlag::new())
         .unwrap();

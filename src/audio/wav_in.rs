@@ -102,9 +102,20 @@ mod tests {
     use hound::{WavSpec, WavWriter};
 
     fn write(path: &Path, channels: u16, bits: u16, format: SampleFormat, frames: usize) {
+        write_at(path, 22_050, channels, bits, format, frames);
+    }
+
+    fn write_at(
+        path: &Path,
+        rate: u32,
+        channels: u16,
+        bits: u16,
+        format: SampleFormat,
+        frames: usize,
+    ) {
         let spec = WavSpec {
             channels,
-            sample_rate: 22_050,
+            sample_rate: rate,
             bits_per_sample: bits,
             sample_format: format,
         };
@@ -190,6 +201,16 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("truncated")
+        );
+
+        // 301 s at 1 kHz: refused from the header, before the samples are read.
+        let long = dir.path().join("long.wav");
+        write_at(&long, 1000, 1, 16, SampleFormat::Int, 301_000);
+        assert!(
+            read_input_audio(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("longer than")
         );
 
         let missing = dir.path().join("missing.wav");

@@ -228,7 +228,9 @@ mod tests {
     #[test]
     fn stereo_of_one_signal_equals_mono() {
         let signal: Vec<f32> = (0..5000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
-        let mono = real().fbank(&[signal.clone()], 22_050, 16).unwrap();
+        let mono = real()
+            .fbank(std::slice::from_ref(&signal), 22_050, 16)
+            .unwrap();
         let stereo = real().fbank(&[signal.clone(), signal], 22_050, 16).unwrap();
         assert_eq!(mono.values, stereo.values);
     }

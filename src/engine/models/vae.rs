@@ -51,6 +51,23 @@ impl VaeConfig {
 
 pub(crate) const EPS: f64 = 1e-6;
 
+/// The VAE's `ResnetBlock2D` (encoder and decoder alike): no time embedding, ε 1e-6.
+pub(crate) fn vae_resnet(
+    input: usize,
+    output: usize,
+    groups: usize,
+    vb: VarBuilder,
+) -> Result<ResnetBlock2D> {
+    let config = ResnetConfig {
+        in_channels: input,
+        out_channels: output,
+        temb_channels: None,
+        groups,
+        eps: EPS,
+    };
+    ResnetBlock2D::new(config, vb)
+}
+
 #[derive(Debug)]
 struct UpDecoderBlock {
     resnets: Vec<ResnetBlock2D>,
@@ -77,16 +94,8 @@ impl VaeDecoder {
         let top = *channels
             .last()
             .ok_or_else(|| candle_core::Error::msg("block_out_channels is empty"))?;
-        let resnet = |input: usize, output: usize, vb: VarBuilder| {
-            let config = ResnetConfig {
-                in_channels: input,
-                out_channels: output,
-                temb_channels: None,
-                groups,
-                eps: EPS,
-            };
-            ResnetBlock2D::new(config, vb)
-        };
+        let resnet =
+            |input: usize, output: usize, vb: VarBuilder| vae_resnet(input, output, groups, vb);
         let decoder = vb.pp("decoder");
         let mid = decoder.pp("mid_block");
         let mid_attention = config

@@ -5,8 +5,8 @@ use candle_core::{D, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::layers::{conv2d, group_norm};
-use super::unet::{ResnetBlock2D, ResnetConfig, SpatialSelfAttention};
-use super::vae::{EPS, VaeConfig};
+use super::unet::{ResnetBlock2D, SpatialSelfAttention};
+use super::vae::{EPS, VaeConfig, vae_resnet};
 use crate::engine::kernels::conv::Conv2d;
 use crate::engine::kernels::group_norm::GroupNorm;
 
@@ -37,16 +37,8 @@ impl VaeEncoder {
         let top = *channels
             .last()
             .ok_or_else(|| candle_core::Error::msg("block_out_channels is empty"))?;
-        let resnet = |input: usize, output: usize, vb: VarBuilder| {
-            let config = ResnetConfig {
-                in_channels: input,
-                out_channels: output,
-                temb_channels: None,
-                groups,
-                eps: EPS,
-            };
-            ResnetBlock2D::new(config, vb)
-        };
+        let resnet =
+            |input: usize, output: usize, vb: VarBuilder| vae_resnet(input, output, groups, vb);
         let encoder = vb.pp("encoder");
         let mut down_blocks = Vec::with_capacity(channels.len());
         let mut output = channels[0];

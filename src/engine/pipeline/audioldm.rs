@@ -134,16 +134,29 @@ impl AudioLdmPipeline {
         warnings: &mut Vec<String>,
     ) -> Result<Tensor> {
         let positive = self.embed(prompt, self.tokenizer.max_length, warnings)?;
+        self.with_negative(positive, negative_prompt, guidance)
+    }
+
+    /// `[negative; positive]` with guidance, the negative prompt's CLAP text vector padded to
+    /// `prompt_embeds.shape[1]` (the CLAP width) as diffusers does; `positive` alone without.
+    fn with_negative(
+        &self,
+        positive: Tensor,
+        negative_prompt: Option<&str>,
+        guidance: bool,
+    ) -> Result<Tensor> {
         if !guidance {
             return Ok(positive);
         }
-        // diffusers pads the negative prompt to `prompt_embeds.shape[1]`, the CLAP width.
         let negative = self.embed(
             negative_prompt.unwrap_or(""),
             self.projection_dim,
             &mut Vec::new(),
         )?;
-        Ok(Tensor::cat(&[&negative, &positive], 0)?)
+        Ok(Tensor::cat(
+            &[&negative, &positive.to_dtype(negative.dtype())?],
+            0,
+        )?)
     }
 
     /// A variation's conditioning (editing.md §3.4): the sound's CLAP audio embedding takes the
@@ -182,32 +195,8 @@ impl AudioLdmPipeline {
                 input.name
             )));
         }
-        let count = input.channels.len() as f32;
-        let mono: Vec<f32> = (0..input.frames())
-            .map(|index| {
-                input
-                    .channels
-                    .iter()
-                    .map(|channel| channel[index])
-                    .sum::<f32>()
-                    / count
-            })
-            .collect();
-        let positive = ranker
-            .audio_embeds(&mono, input.sample_rate, &self.device)?
-            .to_dtype(DType::F32)?;
-        if !guidance {
-            return Ok(positive);
-        }
-        let negative = self.embed(
-            negative_prompt.unwrap_or(""),
-            self.projection_dim,
-            &mut Vec::new(),
-        )?;
-        Ok(Tensor::cat(
-            &[&negative.to_dtype(DType::F32)?, &positive],
-            0,
-        )?)
+        let positive = ranker.audio_embeds(&input.mono(), input.sample_rate, &self.device)?;
+        self.with_negative(positive, negative_prompt, guidance)
     }
 
     /// Runs the whole pipeline. `on_step` sees every finished step; `cancel` is checked

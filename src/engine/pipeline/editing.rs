@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use super::stages::AudioDecoder;
 use super::task::{EncodeMode, InputAudio, Regions, Task};
 use super::{AudioLength, Timings};
-use crate::engine::dsp::frontend::MelFrontEnd;
+use crate::engine::dsp::frontend::{MIN_INPUT_SAMPLES, MelFrontEnd};
 use crate::engine::dsp::mel_filters::mel_frequencies;
 use crate::engine::dsp::sinc_resample::resample;
 use crate::engine::noise::TorchGenerator;
@@ -135,10 +135,15 @@ impl Planner<'_> {
                         assembly: Assembly::AsDecoded,
                     });
                 }
-                let started = Instant::now();
-                let (clean, _) =
-                    self.encode(&front, input, &length, waveforms, *encode_mode, generator)?;
-                timings.encoding += started.elapsed().as_secs_f64();
+                let (clean, _) = self.encode(
+                    &front,
+                    input,
+                    &length,
+                    waveforms,
+                    *encode_mode,
+                    generator,
+                    timings,
+                )?;
                 let start = if runs == 0 {
                     LoopStart {
                         latents: clean,
@@ -187,57 +192,33 @@ impl Planner<'_> {
                 input,
                 seconds,
                 encode_mode,
-            } => {
-                let source = mono_at(input, sample_rate);
-                let default = (self.default_seconds * sample_rate as f64).round() as usize;
-                let context = source.len().min(default.max(1));
-                let extension = seconds_to_samples(*seconds, sample_rate)?;
-                let mut window = source[source.len() - context..].to_vec();
-                window.resize(context + extension, 0.0);
-                let (length, window_input) = self.window(window, input, sample_rate)?;
-                let regions = Regions {
-                    time: vec![(context as f64 / sample_rate as f64, length.seconds)],
-                    above_hz: None,
-                };
-                let (start, gain) = self.inpaint(
-                    &front,
-                    &window_input,
-                    &regions,
-                    1.0,
-                    *encode_mode,
-                    &length,
-                    steps,
-                    waveforms,
-                    scheduler,
-                    generator,
-                    timings,
-                )?;
-                Ok(Plan {
-                    start,
-                    length,
-                    assembly: Assembly::Continue {
-                        source,
-                        context,
-                        gain,
-                    },
-                })
             }
-            Task::Loop {
+            | Task::Loop {
                 input,
                 seconds,
                 encode_mode,
             } => {
-                let source = mono_at(input, sample_rate);
-                let default = (self.default_seconds * sample_rate as f64 / 2.0).round() as usize;
-                let context = (source.len() / 2).min(default.max(1));
-                let bridge = seconds_to_samples(*seconds, sample_rate)?;
+                let looped = matches!(task, Task::Loop { .. });
+                let source = mono_at(input, sample_rate)?;
+                let added = seconds_to_samples(*seconds, sample_rate)?;
+                let default = (self.default_seconds * sample_rate as f64).round() as usize;
+                // A continuation sees up to one model length of the input's end; a loop half a
+                // length of its end and, after the bridge, of its start.
+                let context = if looped {
+                    (source.len() / 2).min(default / 2)
+                } else {
+                    source.len().min(default)
+                }
+                .max(1);
                 let mut window = source[source.len() - context..].to_vec();
-                window.resize(context + bridge, 0.0);
-                window.extend_from_slice(&source[..context]);
+                window.resize(context + added, 0.0);
+                if looped {
+                    window.extend_from_slice(&source[..context]);
+                }
                 let (length, window_input) = self.window(window, input, sample_rate)?;
                 let rate = sample_rate as f64;
                 let regions = Regions {
-                    time: vec![(context as f64 / rate, (context + bridge) as f64 / rate)],
+                    time: vec![(context as f64 / rate, (context + added) as f64 / rate)],
                     above_hz: None,
                 };
                 let (start, gain) = self.inpaint(
@@ -253,15 +234,24 @@ impl Planner<'_> {
                     generator,
                     timings,
                 )?;
+                let assembly = if looped {
+                    Assembly::Loop {
+                        source,
+                        context,
+                        bridge: added,
+                        gain,
+                    }
+                } else {
+                    Assembly::Continue {
+                        source,
+                        context,
+                        gain,
+                    }
+                };
                 Ok(Plan {
                     start,
                     length,
-                    assembly: Assembly::Loop {
-                        source,
-                        context,
-                        bridge,
-                        gain,
-                    },
+                    assembly,
                 })
             }
         }
@@ -298,9 +288,15 @@ impl Planner<'_> {
         timings: &mut Timings,
     ) -> Result<(LoopStart, f32)> {
         let noise = self.noise(generator, waveforms, length)?;
-        let started = Instant::now();
-        let (clean, gain) = self.encode(front, input, length, waveforms, encode_mode, generator)?;
-        timings.encoding += started.elapsed().as_secs_f64();
+        let (clean, gain) = self.encode(
+            front,
+            input,
+            length,
+            waveforms,
+            encode_mode,
+            generator,
+            timings,
+        )?;
         let (_, _, rows, columns) = clean.dims4()?;
         let grid = LatentGrid::new(front, rows, columns);
         let keep = grid.keep_mask(regions)?;
@@ -353,7 +349,9 @@ impl Planner<'_> {
     }
 
     /// `scaling_factor · z` of the input's posterior, one copy per waveform, and the
-    /// front-end's gain.
+    /// front-end's gain. `timings.encoding` gets the front-end and the encoder's forward, not
+    /// the loading of its weights on first use.
+    #[allow(clippy::too_many_arguments)]
     fn encode(
         &self,
         front: &MelFrontEnd,
@@ -362,14 +360,17 @@ impl Planner<'_> {
         waveforms: usize,
         mode: EncodeMode,
         generator: &mut TorchGenerator,
+        timings: &mut Timings,
     ) -> Result<(Tensor, f32)> {
+        let encoder = self.decoder.encoder()?;
+        let started = Instant::now();
         let mel = front
             .fbank(&input.channels, input.sample_rate, length.mel_frames)
             .map_err(|error| named(input, error))?;
         let tensor = Tensor::from_vec(mel.values, (1, 1, mel.frames, mel.n_mels), self.device)?
             .to_dtype(self.dtype)?
             .repeat((waveforms, 1, 1, 1))?;
-        let posterior = self.decoder.encoder()?.encode(&tensor)?;
+        let posterior = encoder.encode(&tensor)?;
         let expected = (waveforms, self.latent_channels, length.latent_height);
         let (batch, channels, rows, _) = posterior.mean.dims4()?;
         if (batch, channels, rows) != expected {
@@ -398,6 +399,7 @@ impl Planner<'_> {
                 input.name
             )));
         }
+        timings.encoding += started.elapsed().as_secs_f64();
         Ok((clean, mel.gain))
     }
 }
@@ -439,20 +441,18 @@ fn seconds_to_samples(seconds: f64, sample_rate: u32) -> Result<usize> {
     Ok(samples as usize)
 }
 
-/// The input downmixed (float32 mean) and resampled to the model's rate.
-fn mono_at(input: &InputAudio, sample_rate: u32) -> Vec<f32> {
-    let count = input.channels.len() as f32;
-    let mono: Vec<f32> = (0..input.frames())
-        .map(|index| {
-            input
-                .channels
-                .iter()
-                .map(|channel| channel[index])
-                .sum::<f32>()
-                / count
-        })
-        .collect();
-    resample(&mono, input.sample_rate, sample_rate)
+/// The input downmixed (float32 mean) and resampled to the model's rate; continuations and loops
+/// splice onto it, so it must be as long as the front-end requires.
+fn mono_at(input: &InputAudio, sample_rate: u32) -> Result<Vec<f32>> {
+    let resampled = resample(&input.mono(), input.sample_rate, sample_rate);
+    if resampled.len() < MIN_INPUT_SAMPLES {
+        return Err(FoleyError::InvalidRequest(format!(
+            "{}: the input audio is {} samples long at {sample_rate} Hz; at least {MIN_INPUT_SAMPLES} are needed",
+            input.name,
+            resampled.len()
+        )));
+    }
+    Ok(resampled)
 }
 
 /// Latent rows and columns in the user's units: seconds and Hz.

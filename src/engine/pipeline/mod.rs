@@ -71,6 +71,14 @@ impl Pipeline {
         }
     }
 
+    /// The VAE (both halves), vocoder and editing front-end.
+    pub fn decoder(&self) -> &stages::AudioDecoder {
+        match self {
+            Self::AudioLdm(pipeline) => pipeline.decoder(),
+            Self::AudioLdm2(pipeline) => pipeline.decoder(),
+        }
+    }
+
     pub fn sample_rate(&self) -> u32 {
         match self {
             Self::AudioLdm(pipeline) => pipeline.sample_rate(),

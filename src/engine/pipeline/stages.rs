@@ -64,7 +64,7 @@ pub struct AudioDecoder {
     pub vae: VaeDecoder,
     pub vae_config: VaeConfig,
     pub vocoder: HifiGan,
-    vae_dir: PathBuf,
+    root: PathBuf,
     dtype: DType,
     device: Device,
     encoder: Mutex<Option<Arc<VaeEncoder>>>,
@@ -95,7 +95,7 @@ impl AudioDecoder {
             vae,
             vae_config,
             vocoder,
-            vae_dir: root.join("vae"),
+            root: root.to_path_buf(),
             dtype,
             device: device.clone(),
             encoder: Mutex::new(None),
@@ -110,7 +110,7 @@ impl AudioDecoder {
         if let Some(encoder) = loaded.as_ref() {
             return Ok(encoder.clone());
         }
-        let dir = Component::new(self.vae_dir.parent().unwrap_or(Path::new(".")), "vae")?;
+        let dir = Component::new(&self.root, "vae")?;
         let encoder = dir.build(
             self.dtype,
             &self.device,

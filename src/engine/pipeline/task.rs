@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::MAX_DURATION_SECONDS;
 use crate::error::{FoleyError, Result};
 
 /// Audio handed to the engine: channels of equal length at `sample_rate` Hz, with a name
@@ -28,6 +29,20 @@ impl InputAudio {
 
     pub fn frames(&self) -> usize {
         self.channels.first().map_or(0, Vec::len)
+    }
+
+    /// The channels' float32 mean (`x.mean(0)` in torch).
+    pub fn mono(&self) -> Vec<f32> {
+        let count = self.channels.len() as f32;
+        (0..self.frames())
+            .map(|index| {
+                self.channels
+                    .iter()
+                    .map(|channel| channel[index])
+                    .sum::<f32>()
+                    / count
+            })
+            .collect()
     }
 
     /// Length in seconds (f64, as Python divides).
@@ -236,6 +251,13 @@ impl Task {
                 if !seconds.is_finite() || *seconds <= 0.0 {
                     return invalid(format!(
                         "the {} length must be a positive number of seconds, got {seconds}",
+                        self.name()
+                    ));
+                }
+                // Checked before any buffer is sized from it.
+                if *seconds > MAX_DURATION_SECONDS {
+                    return invalid(format!(
+                        "the {} length {seconds} s is over the maximum of {MAX_DURATION_SECONDS} s",
                         self.name()
                     ));
                 }
