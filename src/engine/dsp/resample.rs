@@ -14,10 +14,6 @@ use std::f64::consts::PI;
 /// libsoxr's `SOXR_HQ` precision in bits.
 const PRECISION_BITS: f64 = 20.0;
 
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
 fn linear_to_db(x: f64) -> f64 {
     x.log10() * 20.0
 }
@@ -123,9 +119,7 @@ pub fn resample(input: &[f32], from_rate: u32, to_rate: u32) -> Vec<f32> {
     if from_rate == to_rate || input.is_empty() {
         return input.to_vec();
     }
-    let divisor = gcd(from_rate as u64, to_rate as u64);
-    let up = (to_rate as u64 / divisor) as usize;
-    let down = (from_rate as u64 / divisor) as usize;
+    let (down, up) = super::reduced_rates(from_rate, to_rate);
     // Designed at `up` times the input rate; the Nyquist frequency of the lower rate is
     // 1 / max(up, down) of that rate's Nyquist frequency. Gain `up` restores the level after
     // zero-stuffing.

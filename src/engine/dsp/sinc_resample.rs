@@ -11,10 +11,6 @@ use std::f64::consts::PI;
 const LOWPASS_FILTER_WIDTH: f64 = 6.0;
 const ROLLOFF: f64 = 0.99;
 
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
 /// One output phase: taps `weights` applied from padded position `first` on.
 struct Phase {
     first: usize,
@@ -27,9 +23,7 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
     if from == to || input.is_empty() {
         return input.to_vec();
     }
-    let divisor = gcd(from as u64, to as u64);
-    let orig = (from as u64 / divisor) as usize;
-    let new = (to as u64 / divisor) as usize;
+    let (orig, new) = super::reduced_rates(from, to);
     let base = orig.min(new) as f64 * ROLLOFF;
     let width = (LOWPASS_FILTER_WIDTH * orig as f64 / base).ceil() as usize;
     let taps = 2 * width + orig;
