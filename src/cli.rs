@@ -57,6 +57,8 @@ fn version_line() -> &'static str {
 pub enum Command {
     /// Generate audio from a text prompt and write it as WAV.
     Generate(Box<GenerateArgs>),
+    /// Run every request of a JSONL file into a folder; resumable, and shardable with --shard.
+    Batch(BatchArgs),
     /// List the checkpoints Foley knows, and whether each is in the Hugging Face cache.
     Models(ModelsArgs),
     /// Draw a WAV's spectrogram and waveform into a PNG.
@@ -75,6 +77,36 @@ pub struct PlotArgs {
     /// Picture height in pixels.
     #[arg(long, default_value_t = 600)]
     pub height: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The jobs: one JSON object per line with `foley generate`'s settings in snake_case
+    /// (prompt, negative_prompt, seed, steps, …, init_audio, inpaint, …) and an optional
+    /// `name`; a first line `{"defaults": {...}}` sets defaults for the rest.
+    pub jobs: PathBuf,
+    /// Output folder (created if missing): `<name>.wav` + `<name>.json` per job and the manifest.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model for the lines that name none (local diffusers directory or hub id).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Run only the jobs with `index % N == I` (e.g. `$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`);
+    /// the manifest is then `manifest-I-of-N.jsonl`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// cpu, cuda or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Print one JSON summary object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -190,7 +222,7 @@ fn parse_range(text: &str) -> anyhow::Result<(f64, f64)> {
 
 /// The task the editing flags ask for, with the input file read and checked (before any model
 /// is loaded, so a bad file costs nothing).
-fn task_from_args(edit: &EditArgs, duration: Option<f64>) -> anyhow::Result<Task> {
+pub(crate) fn task_from_args(edit: &EditArgs, duration: Option<f64>) -> anyhow::Result<Task> {
     let regions = Regions {
         time: edit
             .inpaint
@@ -277,13 +309,14 @@ fn task_from_args(edit: &EditArgs, duration: Option<f64>) -> anyhow::Result<Task
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Generate(args)) => generate(*args),
+        Some(Command::Batch(args)) => batch(args),
         Some(Command::Models(args)) => models(args),
         Some(Command::Plot(args)) => plot(args),
         None => crate::gui::run(cli.model),
     }
 }
 
-fn parse_sample_rate(value: &str) -> anyhow::Result<Option<u32>> {
+pub(crate) fn parse_sample_rate(value: &str) -> anyhow::Result<Option<u32>> {
     match value {
         "native" => Ok(None),
         "44100" => Ok(Some(44_100)),
@@ -443,7 +476,48 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 }
 
 /// `FILE.wav` for one waveform; `FILE-1.wav … FILE-N.wav` for several.
-fn output_paths(out: &Path, count: usize) -> Vec<PathBuf> {
+fn batch(args: BatchArgs) -> anyhow::Result<()> {
+    let shard = match &args.shard {
+        Some(text) => Some(
+            text.parse::<crate::batch::jobs::Shard>()
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    let options = crate::batch::BatchOptions {
+        jobs: args.jobs,
+        out: args.out,
+        model: args.model,
+        shard,
+        device: args.device,
+        dtype: args.dtype,
+        quiet: args.quiet,
+    };
+    let summary = crate::batch::run(&options)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else if !args.quiet {
+        eprintln!(
+            "{} jobs: {} generated, {} already done, {} failed ({})",
+            summary.jobs,
+            summary.generated,
+            summary.skipped,
+            summary.failed,
+            summary.manifest.display()
+        );
+    }
+    if !summary.all_succeeded() {
+        bail!(
+            "{} of {} jobs failed; their errors are in {}",
+            summary.failed,
+            summary.jobs,
+            summary.manifest.display()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn output_paths(out: &Path, count: usize) -> Vec<PathBuf> {
     if count == 1 {
         return vec![out.to_path_buf()];
     }

@@ -2,6 +2,7 @@
 
 pub mod atomic_file;
 pub mod audio;
+pub mod batch;
 pub mod cli;
 pub mod engine;
 pub mod error;

@@ -572,4 +572,56 @@ fn clap_audio_clamps_the_window_to_small_maps() {
         let error = max_abs_diff(&pooled, &values(&reference, &format!("pooled{suffix}")));
         assert!(error <= 1e-5, "{fixture}: pooled max |Δ| {error}");
     }
+    // The same model saved with window-4-sized tables for the clamped stage (what a checkpoint
+    // written for the configured window holds): the 3×3 offsets sit at the centre of the 7×7
+    // table and the rest must not matter.
+    let dir = tempfile::tempdir().unwrap();
+    let source = fixtures().join("clap-smaller-map");
+    std::fs::copy(source.join("config.json"), dir.path().join("config.json")).unwrap();
+    let mut weights =
+        candle_core::safetensors::load(source.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut widened = 0;
+    for (name, table) in weights.iter_mut() {
+        if !name.ends_with("relative_position_bias_table") || table.dim(0).unwrap() != 9 {
+            continue;
+        }
+        let small: Vec<Vec<f32>> = table.to_vec2().unwrap();
+        let heads = small[0].len();
+        let mut large = vec![vec![1000f32; heads]; 49];
+        for dy in 0..3 {
+            for dx in 0..3 {
+                large[(dy + 2) * 7 + (dx + 2)] = small[dy * 3 + dx].clone();
+            }
+        }
+        *table = Tensor::new(large, &Device::Cpu).unwrap();
+        widened += 1;
+    }
+    assert_eq!(widened, 2);
+    weights.retain(|name, _| !name.ends_with("relative_position_index"));
+    candle_core::safetensors::save(&weights, dir.path().join("model.safetensors")).unwrap();
+    let config: ClapModelAudioConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(
+            &[dir.path().join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let model = ClapAudioModel::new(&config.audio(), config.projection_dim, vb).unwrap();
+    let reference = tensors("clap_smaller_map");
+    let embeds: Vec<f32> = model
+        .audio_embeds(&reference["input_features"])
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let error = max_abs_diff(&embeds, &values(&reference, "audio_embeds"));
+    assert!(
+        error <= 1e-5,
+        "widened tables: audio_embeds max |Δ| {error}"
+    );
 }

@@ -186,6 +186,8 @@ mod tests {
             starred: false,
             mel_bins: None,
             created: 1_795_000_000,
+            task: None,
+            batch_job: None,
         }
     }
 

@@ -363,6 +363,8 @@ impl FoleyApp {
                     created: std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |elapsed| elapsed.as_secs()),
+                    task: None,
+                    batch_job: None,
                 };
                 let saved = match self.library.as_mut() {
                     Ok(library) => library

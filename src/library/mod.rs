@@ -39,6 +39,14 @@ pub struct ClipRecord {
     pub mel_bins: Option<usize>,
     /// Seconds since the Unix epoch.
     pub created: u64,
+    /// The task when the clip is an edit (`TaskSummary`: name, input, strength, …); absent for
+    /// text-to-audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<serde_json::Value>,
+    /// `foley batch`: the fingerprint of the job that wrote this clip, so a rerun can tell it
+    /// finished with the same settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_job: Option<String>,
 }
 
 impl ClipRecord {
@@ -285,6 +293,8 @@ mod tests {
             starred: false,
             mel_bins: None,
             created,
+            task: None,
+            batch_job: None,
         }
     }
 

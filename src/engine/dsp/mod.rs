@@ -15,5 +15,8 @@ pub(crate) fn reduced_rates(from: u32, to: u32) -> (usize, usize) {
         if b == 0 { a } else { gcd(b, a % b) }
     }
     let divisor = gcd(from as u64, to as u64).max(1);
-    ((from as u64 / divisor) as usize, (to as u64 / divisor) as usize)
+    (
+        (from as u64 / divisor) as usize,
+        (to as u64 / divisor) as usize,
+    )
 }

@@ -245,12 +245,26 @@ impl SwinBlock {
                 linear_no_bias(dim, dim, self_vb.pp(name))
             }
         };
-        let table = self_vb.get(
-            ((2 * window - 1) * (2 * window - 1), heads),
-            "relative_position_bias_table",
-        )?;
+        // The table is the clamped window's (what a checkpoint of such a model holds), or, in a
+        // checkpoint saved for the configured window, a superset: the offsets a smaller window
+        // needs are read from its centre (transformers itself cannot run that case).
+        let table = self_vb.get_unchecked("relative_position_bias_table")?;
+        let span = |size: usize| (2 * size - 1) * (2 * size - 1);
+        let table_window = match table.dims() {
+            &[rows, table_heads] if table_heads == heads && rows == span(window) => window,
+            &[rows, table_heads] if table_heads == heads && rows == span(configured) => configured,
+            other => candle_core::bail!(
+                "CLAP audio relative_position_bias_table is {other:?}; expected [{}, {heads}] (window {window}) or [{}, {heads}] (window_size {configured})",
+                span(window),
+                span(configured)
+            ),
+        };
         let tokens = window * window;
-        let index = Tensor::from_vec(relative_position_index(window), tokens * tokens, device)?;
+        let index = Tensor::from_vec(
+            relative_position_index(window, table_window),
+            tokens * tokens,
+            device,
+        )?;
         let relative = table
             .index_select(&index, 0)?
             .reshape((tokens, tokens, heads))?
@@ -337,16 +351,17 @@ impl SwinBlock {
     }
 }
 
-/// `create_relative_position_index`: index into the bias table for each (query, key) pair of a
-/// window, row-major.
-fn relative_position_index(window: usize) -> Vec<u32> {
+/// `create_relative_position_index`: index into the bias table of a `table_window` window
+/// (≥ `window`) for each (query, key) pair of a `window`, row-major. Equal windows give
+/// transformers' index.
+fn relative_position_index(window: usize, table_window: usize) -> Vec<u32> {
     let tokens = window * window;
-    let span = 2 * window - 1;
+    let span = 2 * table_window - 1;
     let mut index = Vec::with_capacity(tokens * tokens);
     for query in 0..tokens {
         for key in 0..tokens {
-            let dy = query / window + window - 1 - key / window;
-            let dx = query % window + window - 1 - key % window;
+            let dy = query / window + table_window - 1 - key / window;
+            let dx = query % window + table_window - 1 - key % window;
             index.push((dy * span + dx) as u32);
         }
     }
@@ -772,9 +787,15 @@ mod tests {
     fn relative_index_matches_transformers_for_window_2() {
         // create_relative_position_index() for window_size 2.
         assert_eq!(
-            relative_position_index(2),
+            relative_position_index(2, 2),
             [4, 3, 1, 0, 5, 4, 2, 1, 7, 6, 4, 3, 8, 7, 5, 4]
         );
+        // A 2×2 window in a window-4 table reads the offsets −1..1 around its centre (24 = (0, 0)).
+        let inner = relative_position_index(2, 4);
+        assert_eq!(inner[0], 24);
+        assert_eq!(inner[1], 23);
+        assert_eq!(inner[2], 17);
+        assert_eq!(*inner.iter().max().unwrap(), 32);
     }
 
     #[test]
