@@ -312,7 +312,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Batch(args)) => batch(args),
         Some(Command::Models(args)) => models(args),
         Some(Command::Plot(args)) => plot(args),
+        #[cfg(feature = "studio")]
         None => crate::gui::run(cli.model),
+        #[cfg(not(feature = "studio"))]
+        None => bail!(
+            "this build has no studio (built without the `studio` feature); run a subcommand such as `foley generate` or `foley batch`"
+        ),
     }
 }
 

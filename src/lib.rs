@@ -6,6 +6,7 @@ pub mod batch;
 pub mod cli;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "studio")]
 pub mod gui;
 pub mod library;
 

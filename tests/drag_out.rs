@@ -2,6 +2,7 @@
 //! here, on a private Xvfb server, with the user's pointer played through XTest.
 //!
 //! Needs the `Xvfb` binary (`.ci/run` installs it); without it the tests say so and pass.
+#![cfg(feature = "studio")]
 #![cfg(all(unix, not(target_os = "macos")))]
 
 use std::path::{Path, PathBuf};

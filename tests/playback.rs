@@ -1,6 +1,7 @@
 //! Playback through a real cpal output stream: ALSA's null device (configured in a private
 //! HOME), which accepts audio without sound hardware. The null device does not pace in real
 //! time, so this checks the stream and the play/seek/stop logic, not timing.
+#![cfg(feature = "studio")]
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
 //! The studio driven through its accessible labels (egui_kittest) with a tiny fixture model:
 //! type a prompt, generate, see the clip, cancel, run variations, and find the library intact
 //! after a restart.
+#![cfg(feature = "studio")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The studio with a real audio stream (ALSA's null device in a private HOME): four variations,
 //! then keys 1-4 switch playback between them (A/B) while looping.
+#![cfg(feature = "studio")]
 
 mod common;
 

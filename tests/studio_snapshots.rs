@@ -1,6 +1,7 @@
 //! Pictures of the main studio screens, rendered by egui_kittest (wgpu, software rasteriser) and
 //! compared with tests/snapshots/*.png. `UPDATE_SNAPSHOTS=1 cargo test --test studio_snapshots`
 //! rewrites them after an intended change.
+#![cfg(feature = "studio")]
 
 mod common;
 

@@ -1,6 +1,9 @@
 //! Audio files, playback and pictures (the DSP they share with the engine is `engine::dsp`).
 
+pub mod colormap;
 pub mod export;
+pub mod peaks;
+#[cfg(feature = "studio")]
 pub mod playback;
 pub mod plot;
 pub mod wav;

@@ -7,9 +7,9 @@ use std::sync::Once;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
+use super::colormap::magma;
 use crate::engine::dsp::fft::Fft;
 use crate::error::{FoleyError, Result};
-use crate::gui::views::colormap::magma;
 
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const WINDOW: usize = 1024;
@@ -125,7 +125,7 @@ pub fn render_plot(
         .draw()
         .map_err(|e| failed(e.to_string()))?;
     let columns = wave.plotting_area().dim_in_pixel().0.max(1) as usize;
-    let peaks = crate::gui::views::clip::peaks(samples, columns.min(samples.len().max(1)));
+    let peaks = super::peaks::peaks(samples, columns.min(samples.len().max(1)));
     let step = seconds / peaks.len().max(1) as f64;
     wave.draw_series(peaks.iter().enumerate().map(|(column, (low, high))| {
         let x = column as f64 * step;

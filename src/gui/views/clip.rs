@@ -6,7 +6,8 @@ use eframe::egui::{
     self, Color32, ColorImage, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2,
 };
 
-use super::colormap::magma;
+use crate::audio::colormap::magma;
+use crate::audio::peaks::peaks;
 use crate::library::ClipRecord;
 
 /// What the user asked a clip view to do; the app carries it out.
@@ -222,39 +223,9 @@ pub fn spectrogram_image(mel: &[f32], bins: usize) -> Option<ColorImage> {
     Some(ColorImage::new([frames, bins], pixels))
 }
 
-/// (min, max) of the samples falling in each of `columns` equal slices (each slice also
-/// includes the sample before it).
-pub fn peaks(samples: &[f32], columns: usize) -> Vec<(f32, f32)> {
-    if samples.is_empty() || columns == 0 {
-        return Vec::new();
-    }
-    (0..columns)
-        .map(|column| {
-            let start = column * samples.len() / columns;
-            let end = ((column + 1) * samples.len() / columns)
-                .max(start + 1)
-                .min(samples.len());
-            // Starting one sample early joins neighbouring columns into a continuous trace.
-            samples[start.min(samples.len() - 1).saturating_sub(1)..end]
-                .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(low, high), value| {
-                    (low.min(*value), high.max(*value))
-                })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn peaks_cover_every_sample() {
-        let samples = [0.0, 1.0, -1.0, 0.5];
-        assert_eq!(peaks(&samples, 2), vec![(0.0, 1.0), (-1.0, 1.0)]);
-        assert_eq!(peaks(&samples, 8).len(), 8);
-        assert!(peaks(&[], 4).is_empty());
-    }
 
     #[test]
     fn spectrogram_puts_low_bins_at_the_bottom() {

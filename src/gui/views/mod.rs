@@ -1,4 +1,3 @@
 //! Panels of the studio, each a small piece with its own `ui` function.
 
 pub mod clip;
-pub mod colormap;
