@@ -335,6 +335,14 @@ fn check_output(path: &Path) -> anyhow::Result<()> {
     if path.is_dir() {
         bail!("output {} is a directory", path.display());
     }
+    if path
+        .as_os_str()
+        .to_string_lossy()
+        .ends_with(std::path::MAIN_SEPARATOR)
+    {
+        bail!("output {} names a folder, not a file", path.display());
+    }
+    crate::atomic_file::check_replaceable(path)?;
     let parent = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -388,7 +396,9 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         waveforms: args.waveforms,
     };
     validate(&request)?;
-    check_output(&args.out)?;
+    for path in output_paths(&args.out, request.waveforms) {
+        check_output(&path)?;
+    }
 
     let started = Instant::now();
     let model_dir = resolve_model(&args.model)?;

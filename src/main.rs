@@ -19,7 +19,7 @@ fn main() -> std::process::ExitCode {
     match foley::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", foley::error::one_line(&format!("{error:#}")));
             std::process::ExitCode::FAILURE
         }
     }

@@ -567,3 +567,269 @@ fn bad_editing_input_fails_cleanly() {
         "CLAP audio branch",
     );
 }
+
+/// Sets `key` (a dotted path) in a JSON config file.
+fn set_config(path: &Path, key: &str, value: serde_json::Value) {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut slot = &mut json;
+    for part in key.split('.') {
+        slot = slot
+            .get_mut(part)
+            .unwrap_or_else(|| panic!("{key} not in {}", path.display()));
+    }
+    *slot = value;
+    std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+}
+
+/// Corrupt config values are one-line errors naming the file and field, never panics,
+/// divisions by zero or unbounded allocations (reliability_bugs.md, bug 8).
+#[test]
+fn corrupt_config_values_are_named_errors() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.wav");
+    let cases: &[(&str, &str, &str, serde_json::Value, &[&str], &str)] = &[
+        (
+            "audioldm2-tiny",
+            "unet/config.json",
+            "attention_head_dim",
+            json!(0),
+            &[],
+            "attention_head_dim 0",
+        ),
+        (
+            "audioldm2-tiny",
+            "unet/config.json",
+            "norm_eps",
+            json!(-1.0),
+            &[],
+            "norm_eps",
+        ),
+        (
+            "audioldm2-tiny",
+            "language_model/config.json",
+            "n_head",
+            json!(0),
+            &[],
+            "n_head 0",
+        ),
+        (
+            "audioldm2-tiny",
+            "text_encoder/config.json",
+            "text_config.num_attention_heads",
+            json!(0),
+            &[],
+            "num_attention_heads 0",
+        ),
+        (
+            "audioldm2-tiny",
+            "scheduler/scheduler_config.json",
+            "steps_offset",
+            json!(1_000_000),
+            &["--scheduler", "dpm++2m"],
+            "steps_offset",
+        ),
+        (
+            "audioldm2-tiny",
+            "scheduler/scheduler_config.json",
+            "num_train_timesteps",
+            json!(1_000_000_000_000u64),
+            &[],
+            "num_train_timesteps",
+        ),
+        (
+            "audioldm2-tiny",
+            "scheduler/scheduler_config.json",
+            "beta_end",
+            json!(2.0),
+            &[],
+            "beta_end",
+        ),
+        (
+            "audioldm2-tiny",
+            "vae/config.json",
+            "scaling_factor",
+            json!(0.0),
+            &[],
+            "scaling_factor",
+        ),
+        (
+            "audioldm2-tiny",
+            "vocoder/config.json",
+            "sampling_rate",
+            json!(4_294_967_295u64),
+            &["--sample-rate", "48000"],
+            "sampling_rate",
+        ),
+        (
+            "musicldm-tiny",
+            "text_encoder/config.json",
+            "audio_config.patch_stride",
+            json!(0),
+            &["--waveforms", "2"],
+            "patch_stride",
+        ),
+        (
+            "musicldm-tiny",
+            "text_encoder/config.json",
+            "audio_config.spec_size",
+            json!(1_000_000_000),
+            &["--waveforms", "2"],
+            "spec_size",
+        ),
+        (
+            "musicldm-tiny",
+            "feature_extractor/preprocessor_config.json",
+            "max_length_s",
+            json!(1e9),
+            &["--waveforms", "2"],
+            "max_length_s",
+        ),
+    ];
+    for (index, (variant, file, key, value, extra, needle)) in cases.iter().enumerate() {
+        let model = dir.path().join(format!("model-{index}"));
+        common::copy_dir(&model_dir(variant), &model);
+        set_config(&model.join(file), key, value.clone());
+        expect_failure(&model, &out, extra, needle);
+        if !extra.is_empty() {
+            continue; // the field is only read with the extra flags
+        }
+        let output = foley(&[
+            "generate",
+            "--model",
+            &model.display().to_string(),
+            "--prompt",
+            "rain",
+            "--steps",
+            "2",
+            "--out",
+            &out.display().to_string(),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(file.rsplit('/').next().unwrap()),
+            "{file} {key}: the file is not named: {stderr}"
+        );
+    }
+}
+
+/// Settings that used to write all-NaN audio with exit 0 are refused up front (bug 7).
+#[test]
+fn numerically_hopeless_settings_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.wav");
+    let model = fixtures().join("audioldm-tiny");
+    for scheduler in ["dpm++2m", "deis", "unipc"] {
+        expect_failure(
+            &model,
+            &out,
+            &["--steps", "1000", "--scheduler", scheduler],
+            "use at most",
+        );
+    }
+    expect_failure(
+        &model,
+        &out,
+        &["--guidance", "1e39"],
+        "guidance must be between 0 and 1000",
+    );
+}
+
+/// `--out` only ever replaces a regular file the user may write, and says so before any
+/// compute (bug 4).
+#[test]
+fn out_never_replaces_special_or_protected_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_dir(VARIANTS[0]);
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let link = dir.path().join("link.wav");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let read_only = dir.path().join("take7.wav");
+    std::fs::write(&read_only, "take 7").unwrap();
+    std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let fifo = dir.path().join("pipe.wav");
+    let have_fifo = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    let check = |out: &Path, needle: &str| {
+        let output = foley(&[
+            "generate",
+            "--model",
+            &model.display().to_string(),
+            "--prompt",
+            "rain",
+            "--steps",
+            "2",
+            "--out",
+            &out.display().to_string(),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(needle),
+            "{}: {stderr}",
+            out.display()
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    };
+    check(&link, "symbolic link");
+    check(&read_only, "read-only");
+    if have_fifo {
+        check(&fifo, "not a regular file");
+    }
+    check(&dir.path().join("new-folder/"), "folder");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(std::fs::read_to_string(&read_only).unwrap(), "take 7");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A WAV header with rate 0 is refused by `foley plot` instead of hanging (bug 5).
+#[test]
+fn plot_refuses_a_zero_sample_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("rate0.wav");
+    let mut bytes = Vec::new();
+    let data = [0u8; 64];
+    let mut body = b"WAVEfmt ".to_vec();
+    body.extend_from_slice(&16u32.to_le_bytes());
+    body.extend_from_slice(&3u16.to_le_bytes()); // IEEE float
+    body.extend_from_slice(&1u16.to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes()); // sample rate 0
+    body.extend_from_slice(&0u32.to_le_bytes());
+    body.extend_from_slice(&4u16.to_le_bytes());
+    body.extend_from_slice(&32u16.to_le_bytes());
+    body.extend_from_slice(b"data");
+    body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    body.extend_from_slice(&data);
+    bytes.extend_from_slice(b"RIFF");
+    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    std::fs::write(&wav, bytes).unwrap();
+    let started = std::time::Instant::now();
+    let output = foley(&[
+        "plot",
+        &wav.display().to_string(),
+        &dir.path().join("x.png").display().to_string(),
+    ]);
+    assert!(started.elapsed().as_secs() < 20, "plot hung");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rate") || stderr.contains("rate0.wav"),
+        "{stderr}"
+    );
+}

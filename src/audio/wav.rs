@@ -267,7 +267,8 @@ fn quantize(sample: f32, bits: u32) -> i32 {
     (sample.clamp(-1.0, 1.0) * peak).round() as i32
 }
 
-/// Reads a mono WAV back as f32 samples in [-1, 1] and its sample rate.
+/// Reads a WAV back as mono f32 samples in [-1, 1] (channels averaged) and its sample rate,
+/// refusing rates outside 1–768 000 Hz (a corrupt header must not size a plot or a resampler).
 pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32)> {
     let failed = |reason: String| FoleyError::BadFile {
         path: path.to_path_buf(),
@@ -275,10 +276,23 @@ pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32)> {
     };
     let mut reader = hound::WavReader::open(path).map_err(|error| failed(error.to_string()))?;
     let spec = reader.spec();
+    if !(1..=crate::engine::dsp::MAX_SAMPLE_RATE).contains(&spec.sample_rate) {
+        return Err(failed(format!(
+            "sample rate {} Hz is outside 1–{} Hz",
+            spec.sample_rate,
+            crate::engine::dsp::MAX_SAMPLE_RATE
+        )));
+    }
     let samples = match spec.sample_format {
         SampleFormat::Float => reader
             .samples::<f32>()
             .collect::<std::result::Result<Vec<_>, _>>(),
+        SampleFormat::Int if !(8..=32).contains(&spec.bits_per_sample) => {
+            return Err(failed(format!(
+                "{}-bit PCM is not a sample size WAV files use",
+                spec.bits_per_sample
+            )));
+        }
         SampleFormat::Int => {
             let peak = ((1i64 << (spec.bits_per_sample - 1)) - 1) as f32;
             reader
@@ -288,7 +302,15 @@ pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32)> {
         }
     }
     .map_err(|error| failed(error.to_string()))?;
-    Ok((samples, spec.sample_rate))
+    let channels = spec.channels.max(1) as usize;
+    if channels == 1 {
+        return Ok((samples, spec.sample_rate));
+    }
+    let mono = samples
+        .chunks(channels)
+        .map(|frame| frame.iter().sum::<f32>() / channels as f32)
+        .collect();
+    Ok((mono, spec.sample_rate))
 }
 
 #[cfg(test)]

@@ -9,8 +9,7 @@ use hound::SampleFormat;
 use crate::engine::pipeline::{InputAudio, MAX_DURATION_SECONDS};
 use crate::error::{FoleyError, Result};
 
-/// Highest sample rate accepted (8× 96 kHz); higher header values are corrupt files.
-pub const MAX_SAMPLE_RATE: u32 = 768_000;
+pub use crate::engine::dsp::MAX_SAMPLE_RATE;
 
 /// Reads `path` into per-channel samples, checking the header before any sample is read.
 pub fn read_input_audio(path: &Path) -> Result<InputAudio> {

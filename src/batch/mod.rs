@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::atomic_file::write_atomic;
+use crate::atomic_file::{is_temporary_of, write_atomic};
 use crate::audio::wav::{WavFormat, read_wav, write_wav};
 use crate::cli::{EditArgs, output_paths, parse_sample_rate, task_from_args};
 use crate::engine::device::{DeviceKind, parse_dtype};
@@ -204,7 +204,8 @@ fn run_job(
             Ok(Outcome::Generated)
         }
         Err(error) => {
-            manifest.record(Entry::failed(job.line, &job.name, format!("{error:#}")))?;
+            let message = crate::error::one_line(&format!("{error:#}"));
+            manifest.record(Entry::failed(job.line, &job.name, message))?;
             Ok(Outcome::Failed)
         }
     }
@@ -449,26 +450,15 @@ fn owned_files(jobs: &[&Job], manifest: &Path) -> Vec<String> {
     owned
 }
 
-/// Deletes the temporaries a killed run left for files this invocation owns (`.<file>.<pid>.partial`,
-/// see `atomic_file`); other shards' in-flight files are not touched.
+/// Deletes the temporaries a killed run left for files this invocation owns (see
+/// `atomic_file`); other shards' in-flight files are not touched.
 fn remove_stale_temporaries(dir: &Path, owned: &[String]) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let owned: std::collections::HashSet<&str> = owned.iter().map(String::as_str).collect();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(inner) = name
-            .strip_prefix('.')
-            .and_then(|rest| rest.strip_suffix(".partial"))
-        else {
-            continue;
-        };
-        // `<file>.<pid>`: the file is everything before the last dot.
-        if let Some((file, pid)) = inner.rsplit_once('.')
-            && pid.chars().all(|c| c.is_ascii_digit())
-            && owned.contains(file)
-        {
+        if owned.iter().any(|file| is_temporary_of(&name, file)) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

@@ -1,9 +1,11 @@
 //! The inference engine: models, schedulers, noise and pipelines. No UI or audio-device code.
 
+mod config_checks;
 pub mod device;
 pub mod dsp;
 pub mod hub;
 pub mod kernels;
+pub mod limits;
 pub mod models;
 pub mod noise;
 pub mod pipeline;

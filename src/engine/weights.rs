@@ -15,20 +15,38 @@ use crate::error::{FoleyError, Result};
 
 /// Reads a JSON config, naming the file in any error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|error| match error.kind() {
+    let bad = |reason: String| FoleyError::BadFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let metadata = std::fs::metadata(path).map_err(|error| match error.kind() {
         std::io::ErrorKind::NotFound => FoleyError::MissingFile {
             path: path.to_path_buf(),
         },
-        _ => FoleyError::BadFile {
-            path: path.to_path_buf(),
-            reason: error.to_string(),
-        },
+        _ => bad(error.to_string()),
     })?;
+    // A FIFO would block forever and a device like /dev/zero never ends.
+    if !metadata.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let mut text = String::new();
+    use std::io::Read;
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_JSON_BYTES + 1).read_to_string(&mut text))
+        .map_err(|error| bad(error.to_string()))?;
+    if text.len() as u64 > MAX_JSON_BYTES {
+        return Err(bad(format!(
+            "larger than {MAX_JSON_BYTES} bytes, too large for a JSON config"
+        )));
+    }
     serde_json::from_str(&text).map_err(|error| FoleyError::BadConfig {
         path: path.to_path_buf(),
         reason: error.to_string(),
     })
 }
+
+/// Largest JSON file read as a config (real ones are a few kilobytes).
+const MAX_JSON_BYTES: u64 = 16 * 1024 * 1024;
 
 /// One component folder of a pipeline (`unet/`, `vae/`, …).
 #[derive(Debug, Clone)]
@@ -49,8 +67,14 @@ impl Component {
         self.dir.join("config.json")
     }
 
-    pub fn config<T: DeserializeOwned>(&self) -> Result<T> {
-        read_json(&self.config_path())
+    /// The component's `config.json`, checked against the named limits of its type.
+    pub fn config<T: DeserializeOwned + crate::engine::limits::Validated>(&self) -> Result<T> {
+        let config: T = read_json(&self.config_path())?;
+        config.validate().map_err(|reason| FoleyError::BadConfig {
+            path: self.config_path(),
+            reason,
+        })?;
+        Ok(config)
     }
 
     /// The weight files in order of preference: safetensors (single or sharded), `.bin`, then a
@@ -110,7 +134,7 @@ impl Component {
         };
         let bad = |error: candle_core::Error| FoleyError::BadFile {
             path: blamed.clone(),
-            reason: error.to_string(),
+            reason: crate::error::without_backtrace(error).to_string(),
         };
         let (inner, names) = if files[0].extension().is_some_and(|ext| ext == "bin") {
             let names: BTreeSet<String> = candle_core::pickle::PthTensors::new(&files[0], None)
@@ -224,9 +248,12 @@ impl SimpleBackend for Tracker {
     }
 }
 
+/// Largest safetensors header read (the safetensors crate refuses larger ones too).
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
 /// Checks the safetensors header before mapping so a truncated or foreign file gets a clear
 /// error; returns the tensor names.
-fn validate_safetensors(path: &Path) -> Result<BTreeSet<String>> {
+pub fn validate_safetensors(path: &Path) -> Result<BTreeSet<String>> {
     use std::io::Read;
     let bad = |reason: String| FoleyError::BadFile {
         path: path.to_path_buf(),
@@ -241,6 +268,12 @@ fn validate_safetensors(path: &Path) -> Result<BTreeSet<String>> {
     file.read_exact(&mut size)
         .map_err(|_| bad("not a safetensors file (shorter than its header)".into()))?;
     let header_len = u64::from_le_bytes(size);
+    // The safetensors crate's own cap: a larger header is corrupt, whatever the file size says.
+    if header_len > MAX_SAFETENSORS_HEADER {
+        return Err(bad(format!(
+            "not a safetensors file: header claims {header_len} bytes (the format allows {MAX_SAFETENSORS_HEADER})"
+        )));
+    }
     if header_len.saturating_add(8) > length {
         return Err(bad(format!(
             "not a safetensors file or truncated: header claims {header_len} bytes, file has {length}"

@@ -8,6 +8,16 @@ pub mod mel_filters;
 pub mod resample;
 pub mod sinc_resample;
 
+/// Highest sample rate anything in Foley accepts (8× 96 kHz). Both resamplers return nothing
+/// for rates outside 1..=this, so a corrupt rate can never size their filters; the places that
+/// read rates (WAV headers, sidecars, configs) refuse such values with a message first.
+pub const MAX_SAMPLE_RATE: u32 = 768_000;
+
+/// Whether both rates are ones the resamplers accept.
+pub(crate) fn rates_supported(from: u32, to: u32) -> bool {
+    (1..=MAX_SAMPLE_RATE).contains(&from) && (1..=MAX_SAMPLE_RATE).contains(&to)
+}
+
 /// `from` and `to` divided by their greatest common divisor: (input step, output step) of a
 /// polyphase resampler.
 pub(crate) fn reduced_rates(from: u32, to: u32) -> (usize, usize) {

@@ -116,6 +116,9 @@ fn design_filter(fn_ratio: f64, gain: f64) -> Vec<f64> {
 /// Resamples `input` from `from_rate` to `to_rate`; the output has `ceil(len · to / from)`
 /// samples, as `librosa.resample` returns. Equal rates return the input unchanged.
 pub fn resample(input: &[f32], from_rate: u32, to_rate: u32) -> Vec<f32> {
+    if !super::rates_supported(from_rate, to_rate) {
+        return Vec::new();
+    }
     if from_rate == to_rate || input.is_empty() {
         return input.to_vec();
     }

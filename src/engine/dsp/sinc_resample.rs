@@ -20,6 +20,9 @@ struct Phase {
 /// Resamples `input` from `from` Hz to `to` Hz; both must be non-zero. Returns the input
 /// unchanged when the rates are equal, and `ceil(to·len/from)` samples otherwise.
 pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
+    if !super::rates_supported(from, to) {
+        return Vec::new();
+    }
     if from == to || input.is_empty() {
         return input.to_vec();
     }

@@ -78,6 +78,14 @@ pub enum SizeOrPair {
 }
 
 impl SizeOrPair {
+    /// The size, or the pair's sizes.
+    pub fn values(&self) -> Vec<usize> {
+        match self {
+            Self::One(size) => vec![*size],
+            Self::Many(sizes) => sizes.clone(),
+        }
+    }
+
     fn pair(&self, name: &str) -> Result<(usize, usize)> {
         match self {
             Self::One(size) => Ok((*size, *size)),

@@ -88,7 +88,7 @@ impl AudioLdmPipeline {
             unet,
             decoder: AudioDecoder::load(root, dtype, device)?,
             scheduler_config: SchedulerConfig::load(&root.join("scheduler/scheduler_config.json"))?,
-            ranker: LazyRanker::new(root, dtype, device),
+            ranker: LazyRanker::checked(root, dtype, device)?,
             device: device.clone(),
             dtype,
         })

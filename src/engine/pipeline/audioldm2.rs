@@ -108,7 +108,7 @@ impl AudioLdm2Pipeline {
             unet,
             decoder,
             scheduler_config,
-            ranker: LazyRanker::new(root, dtype, device),
+            ranker: LazyRanker::checked(root, dtype, device)?,
             device: device.clone(),
             dtype,
         })

@@ -136,6 +136,9 @@ impl Request {
     }
 }
 
+/// Largest classifier-free guidance scale accepted (published settings stay below 20).
+pub const MAX_GUIDANCE: f64 = 1000.0;
+
 /// Most waveforms generated in one batch for a prompt.
 pub const MAX_WAVEFORMS: usize = 16;
 
@@ -225,9 +228,10 @@ pub fn validate(request: &Request) -> Result<()> {
             "steps must be at least 1".into(),
         ));
     }
-    if !request.guidance.is_finite() || request.guidance < 0.0 {
+    // Above this the f32 UNet arithmetic overflows to inf (NaN audio) long before f64 would.
+    if !(0.0..=MAX_GUIDANCE).contains(&request.guidance) {
         return Err(FoleyError::InvalidRequest(format!(
-            "guidance must be a finite number ≥ 0, got {}",
+            "guidance must be between 0 and {MAX_GUIDANCE}, got {}",
             request.guidance
         )));
     }

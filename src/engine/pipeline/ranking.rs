@@ -49,6 +49,12 @@ impl ClapRanker {
         })?;
         let path = root.join("feature_extractor/preprocessor_config.json");
         let features_config: ClapFeatureExtractorConfig = read_json(&path)?;
+        crate::engine::limits::Validated::validate(&features_config).map_err(|reason| {
+            FoleyError::BadConfig {
+                path: path.clone(),
+                reason,
+            }
+        })?;
         let features =
             ClapFeatureExtractor::new(&features_config).map_err(|error| FoleyError::BadConfig {
                 path: path.clone(),
@@ -112,6 +118,27 @@ impl LazyRanker {
             device: device.clone(),
             loaded: Mutex::new(None),
         }
+    }
+
+    /// A ranker whose configs (when the checkpoint has them) were checked without loading any
+    /// weights, so a corrupt one is reported at load instead of after every waveform has been
+    /// generated.
+    pub(crate) fn checked(root: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let ranker = Self::new(root, dtype, device);
+        ranker.check_configs()?;
+        Ok(ranker)
+    }
+
+    fn check_configs(&self) -> Result<()> {
+        let text_encoder = Component::new(&self.root, "text_encoder")?;
+        let config: ClapModelAudioConfig = text_encoder.config()?;
+        let path = self.root.join("feature_extractor/preprocessor_config.json");
+        if config.audio_config.is_some() && path.exists() {
+            let features: ClapFeatureExtractorConfig = read_json(&path)?;
+            crate::engine::limits::Validated::validate(&features)
+                .map_err(|reason| FoleyError::BadConfig { path, reason })?;
+        }
+        Ok(())
     }
 
     pub fn get(&self) -> Result<Arc<ClapRanker>> {

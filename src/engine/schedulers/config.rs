@@ -50,9 +50,41 @@ pub struct SchedulerConfig {
     pub shift_terminal: Option<serde_json::Value>,
 }
 
+/// Largest training schedule accepted (diffusers' checkpoints use 1000).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 impl SchedulerConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        read_json(path)
+        let config: Self = read_json(path)?;
+        config.validate().map_err(|reason| FoleyError::BadConfig {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    /// Named limits, checked before any table is sized or indexed from these values.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let train = self.num_train_timesteps();
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&train) {
+            return Err(format!(
+                "num_train_timesteps {train} is outside 2–{MAX_TRAIN_TIMESTEPS}"
+            ));
+        }
+        if self.steps_offset() as usize >= train {
+            return Err(format!(
+                "steps_offset {} is not below num_train_timesteps {train}",
+                self.steps_offset()
+            ));
+        }
+        let (start, end) = (self.beta_start(), self.beta_end());
+        let in_range = |beta: f64| beta.is_finite() && beta > 0.0 && beta < 1.0;
+        if !in_range(start) || !in_range(end) || start > end {
+            return Err(format!(
+                "beta_start {start} and beta_end {end} must satisfy 0 < beta_start ≤ beta_end < 1"
+            ));
+        }
+        Ok(())
     }
 
     pub fn num_train_timesteps(&self) -> usize {

@@ -172,6 +172,9 @@ impl SchedulerKind {
     /// Builds the scheduler the way `X.from_config(scheduler_config)` does, then
     /// `set_timesteps(steps)`.
     pub fn build(self, config: &SchedulerConfig, steps: usize) -> Result<Box<dyn Scheduler>> {
+        config
+            .validate()
+            .map_err(|reason| FoleyError::InvalidRequest(format!("scheduler config: {reason}")))?;
         Ok(match self {
             Self::Ddim => Box::new(DdimScheduler::new(config, steps)?),
             Self::Ddpm => Box::new(DdpmScheduler::new(config, steps)?),

@@ -34,8 +34,37 @@ macro_rules! solver_accessors {
 }
 pub(crate) use solver_accessors;
 
-/// The solvers' own spacing rules: N+1 points with the last dropped.
+/// The solvers' own spacing rules: N+1 points with the last dropped. A schedule that visits a
+/// timestep twice (e.g. 1000 steps of a 1000-step training schedule: rounding repeats values)
+/// gives the multistep update a zero-width step, NaN here and an index error in diffusers, so it
+/// is refused with the largest step count that works.
 pub(crate) fn solver_timesteps(
+    spacing: &str,
+    train: usize,
+    steps: usize,
+    offset: u32,
+) -> Result<Vec<u32>> {
+    let timesteps = spaced_solver_timesteps(spacing, train, steps, offset)?;
+    if has_repeats(&timesteps) {
+        let most = (1..steps)
+            .rev()
+            .find(|&fewer| {
+                spaced_solver_timesteps(spacing, train, fewer, offset)
+                    .is_ok_and(|timesteps| !has_repeats(&timesteps))
+            })
+            .unwrap_or(1);
+        return Err(FoleyError::InvalidRequest(format!(
+            "{steps} steps repeat timesteps of this checkpoint's {train}-step schedule ('{spacing}' spacing), which this solver cannot step; use at most {most} steps"
+        )));
+    }
+    Ok(timesteps)
+}
+
+fn has_repeats(timesteps: &[u32]) -> bool {
+    timesteps.windows(2).any(|pair| pair[0] == pair[1])
+}
+
+fn spaced_solver_timesteps(
     spacing: &str,
     train: usize,
     steps: usize,
