@@ -589,7 +589,16 @@ fn corrupt_config_values_are_named_errors() {
     use serde_json::json;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.wav");
-    let cases: &[(&str, &str, &str, serde_json::Value, &[&str], &str)] = &[
+    // (fixture, file, field, value, flags that make it read, expected words)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        serde_json::Value,
+        &'a [&'a str],
+        &'a str,
+    );
+    let cases: &[Case] = &[
         (
             "audioldm2-tiny",
             "unet/config.json",

@@ -402,8 +402,9 @@ fn stems(job: &Job, spec: &JobSpec) -> Vec<String> {
 /// The manifest entry of a job an earlier run finished: every sidecar carries this job's
 /// fingerprint and every WAV reads back whole. `None` when anything is missing or different.
 fn finished(job: &Job, spec: &JobSpec, out: &Path, print: &str) -> Option<Entry> {
+    let stems = stems(job, spec);
     let mut records = Vec::new();
-    for stem in stems(job, spec) {
+    for stem in &stems {
         let text = std::fs::read_to_string(out.join(format!("{stem}.json"))).ok()?;
         let record: ClipRecord = serde_json::from_str(&text).ok()?;
         if record.batch_job.as_deref() != Some(print) {
@@ -416,8 +417,9 @@ fn finished(job: &Job, spec: &JobSpec, out: &Path, print: &str) -> Option<Entry>
         records.push(record);
     }
     let first = records.first()?;
-    let mut files: Vec<String> = records.iter().map(|record| record.wav_name()).collect();
-    files.extend(records.iter().map(|record| format!("{}.json", record.id)));
+    // File names come from the job, never from the sidecars' contents.
+    let mut files: Vec<String> = stems.iter().map(|stem| format!("{stem}.wav")).collect();
+    files.extend(stems.iter().map(|stem| format!("{stem}.json")));
     let timings: serde_json::Map<String, serde_json::Value> = first
         .timings
         .iter()

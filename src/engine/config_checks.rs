@@ -30,7 +30,18 @@ impl Validated for UNetConfig {
             .size("block_out_channels (count)", blocks, MAX_LEVELS)
             .dimension("in_channels", self.in_channels)
             .dimension("out_channels", self.out_channels)
-            .size("norm_num_groups", self.norm_num_groups, 1024);
+            .size("norm_num_groups", self.norm_num_groups, 1024)
+            .size(
+                "downsample_padding + 1",
+                self.downsample_padding.saturating_add(1),
+                17,
+            )
+            .number(
+                "|freq_shift|",
+                self.freq_shift.abs() + f64::MIN_POSITIVE,
+                0.0,
+                1e6,
+            );
         epsilon(&mut limits, "norm_eps", self.norm_eps);
         for &channels in &self.block_out_channels {
             limits.dimension("block_out_channels", channels).splits(
@@ -198,6 +209,17 @@ fn check_clap_text(text: &ClapTextConfig, limits: &mut Limits) {
             MAX_POSITIONS,
         );
     epsilon(limits, "layer_norm_eps", text.layer_norm_eps);
+    // Ids and RoBERTa's position ids (pad + 1 + i) index the embedding tables.
+    let pad = text.pad_token_id as usize;
+    if pad >= text.vocab_size || pad >= text.max_position_embeddings {
+        limits.problem(format!(
+            "pad_token_id {pad} is not below vocab_size {} and max_position_embeddings {}",
+            text.vocab_size, text.max_position_embeddings
+        ));
+    }
+    if let Some(types) = text.type_vocab_size {
+        limits.size("type_vocab_size", types, 1024);
+    }
     if let Some(width) = text.projection_dim {
         limits.dimension("projection_dim", width);
     }

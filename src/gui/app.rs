@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, TryRecvError};
 use eframe::egui::{self, Key};
 
 use super::drag_out::{self, DragError, DragOutcome};
 use super::settings::Settings;
 use super::views::clip::{ClipAction, ClipView};
-use super::worker::{Command, Event, Job, Worker};
+use super::worker::{Command, Event, Job, ModelInfo, Worker};
 use crate::audio::export::{export_clip, export_path};
 use crate::audio::playback::Playback;
 use crate::audio::plot::render_plot;
@@ -55,6 +55,16 @@ pub enum ModelState {
     },
 }
 
+impl ModelState {
+    fn ready(info: ModelInfo) -> Self {
+        Self::Ready {
+            model: info.model,
+            family: info.family,
+            defaults: info.defaults,
+        }
+    }
+}
+
 /// The run in progress: its jobs share one cancel flag.
 struct Run {
     id: u64,
@@ -67,7 +77,10 @@ struct Run {
 
 pub struct FoleyApp {
     pub settings: Settings,
-    worker: Worker,
+    /// The inference thread; None only when it could not be (re)started.
+    worker: Option<Worker>,
+    /// Wakes the UI; kept to start a new inference thread after one is lost.
+    repaint: Arc<dyn Fn() + Send + Sync>,
     playback: Result<Playback, String>,
     library: Result<Library, String>,
     pub model_state: ModelState,
@@ -119,7 +132,7 @@ impl FoleyApp {
         }
         let ctx = creation.egui_ctx.clone();
         let repaint: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
-        let worker = Worker::spawn(repaint)?;
+        let worker = Worker::spawn(repaint.clone())?;
         let playback = if config.audio {
             Playback::open()
         } else {
@@ -128,7 +141,8 @@ impl FoleyApp {
         let library = Library::open(&settings.library_dir).map_err(|error| error.to_string());
         let mut app = Self {
             settings,
-            worker,
+            worker: Some(worker),
+            repaint,
             playback,
             library,
             model_state: ModelState::None,
@@ -176,6 +190,11 @@ impl FoleyApp {
     }
 
     fn load_model(&mut self) {
+        let model = self.settings.model.trim().to_string();
+        self.load(model);
+    }
+
+    fn load(&mut self, model: String) {
         let device = self.settings.device.parse::<DeviceKind>();
         let dtype = parse_dtype(&self.settings.dtype);
         let (device, dtype) = match (device, dtype) {
@@ -186,13 +205,63 @@ impl FoleyApp {
             }
         };
         self.load_cancel = CancelFlag::new();
-        self.worker.send(Command::Load {
-            model: self.settings.model.trim().to_string(),
+        let cancel = self.load_cancel.clone();
+        let Some(worker) = self.worker() else { return };
+        worker.send(Command::Load {
+            model: model.clone(),
             device,
             dtype,
-            cancel: self.load_cancel.clone(),
+            cancel,
         });
-        self.model_state = ModelState::Loading(self.settings.model.clone());
+        self.model_state = ModelState::Loading(model);
+    }
+
+    /// The inference thread, started again if it was lost; None (with a message) if it
+    /// cannot start.
+    fn worker(&mut self) -> Option<&Worker> {
+        if self.worker.is_none() {
+            match Worker::spawn(self.repaint.clone()) {
+                Ok(worker) => self.worker = Some(worker),
+                Err(error) => self
+                    .messages
+                    .push(format!("the inference thread could not start: {error}")),
+            }
+        }
+        self.worker.as_ref()
+    }
+
+    /// The inference thread ended without being asked to (a panic outside the engine's
+    /// contained calls): leave every busy state with a message, start a new thread and load
+    /// the model the old one held.
+    fn worker_lost(&mut self) {
+        self.worker = None;
+        let mut message = String::from("the inference thread stopped unexpectedly");
+        if let Some(run) = self.run.take() {
+            run.cancel.cancel();
+            message.push_str("; the generation in progress was lost");
+        }
+        self.messages.push(message);
+        self.model_state = match std::mem::replace(&mut self.model_state, ModelState::None) {
+            ModelState::Ready { model, .. } => return self.load(model),
+            ModelState::Loading(model) | ModelState::Downloading { model, .. } => {
+                ModelState::Failed {
+                    model,
+                    error: "the inference thread stopped while loading".into(),
+                }
+            }
+            other => other,
+        };
+        self.worker();
+    }
+
+    /// Stops all work, for a closing window: cancels the run and the download, skips the
+    /// queued jobs and lets the inference thread end, waiting for it a moment at most.
+    pub fn shut_down(&mut self) {
+        if let Some(run) = self.run.take() {
+            run.cancel.cancel();
+        }
+        self.load_cancel.cancel();
+        self.worker = None;
     }
 
     /// Queues a run: one job per variation, seeds seed, seed+1, …
@@ -227,6 +296,7 @@ impl FoleyApp {
         };
         self.next_run += 1;
         let negative = self.settings.negative_prompt.trim();
+        let mut jobs = Vec::with_capacity(run.variations);
         for variation in 0..run.variations {
             let request = Request {
                 task: Default::default(),
@@ -247,12 +317,16 @@ impl FoleyApp {
                 scheduler,
                 waveforms: 1,
             };
-            self.worker.send(Command::Generate(Job {
+            jobs.push(Job {
                 run: run.id,
                 variation,
                 request,
                 cancel: run.cancel.clone(),
-            }));
+            });
+        }
+        let Some(worker) = self.worker() else { return };
+        for job in jobs {
+            worker.send(Command::Generate(job));
         }
         self.results.clear();
         self.stop_playback();
@@ -267,8 +341,15 @@ impl FoleyApp {
 
     /// Handles worker events; called every frame.
     pub fn poll(&mut self) {
-        while let Ok(event) = self.worker.events.try_recv() {
-            self.handle(event);
+        while let Some(worker) = &self.worker {
+            match worker.events.try_recv() {
+                Ok(event) => self.handle(event),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.worker_lost();
+                    break;
+                }
+            }
         }
         if self.playing.is_some()
             && let Ok(playback) = &self.playback
@@ -295,22 +376,21 @@ impl FoleyApp {
                     total,
                 };
             }
-            Event::Loaded {
-                model,
-                family,
-                defaults,
-            } => {
-                self.model_state = ModelState::Ready {
-                    model,
-                    family,
-                    defaults,
+            Event::Loaded(info) => self.model_state = ModelState::ready(info),
+            Event::LoadFailed { model, error, kept } => match kept {
+                Some(kept) => {
+                    self.messages.push(format!(
+                        "could not load {model}: {error} (still using {})",
+                        kept.model
+                    ));
+                    self.model_state = ModelState::ready(kept);
                 }
-            }
-            Event::LoadFailed { model, error } => {
-                self.messages
-                    .push(format!("could not load {model}: {error}"));
-                self.model_state = ModelState::Failed { model, error };
-            }
+                None => {
+                    self.messages
+                        .push(format!("could not load {model}: {error}"));
+                    self.model_state = ModelState::Failed { model, error };
+                }
+            },
             Event::Progress {
                 run,
                 variation,
@@ -388,8 +468,9 @@ impl FoleyApp {
                     .push(ClipView::new(record, samples.into(), mel));
             }
             Event::Failed { run, error } => {
-                if self.run.as_ref().is_some_and(|current| current.id == run) {
-                    self.run = None;
+                if let Some(current) = self.run.take_if(|current| current.id == run) {
+                    // The other variations would most likely fail the same way.
+                    current.cancel.cancel();
                     self.messages.push(format!("generation failed: {error}"));
                 }
             }
@@ -1025,6 +1106,10 @@ impl eframe::App for FoleyApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, STORAGE_KEY, &self.settings);
     }
+
+    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        self.shut_down();
+    }
 }
 
 /// Opens the folder holding `path` in the system's file manager.
@@ -1041,4 +1126,64 @@ fn reveal(path: &std::path::Path) -> std::io::Result<()> {
         .arg(folder)
         .spawn()
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egui_kittest::Harness;
+
+    fn wait(harness: &mut Harness<'static, FoleyApp>, what: &str, done: fn(&FoleyApp) -> bool) {
+        let started = std::time::Instant::now();
+        while !done(harness.state()) {
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "timed out waiting for {what}"
+            );
+            harness.step();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_lost_inference_thread_ends_the_run_with_a_message_and_is_restarted() {
+        let library = tempfile::tempdir().unwrap();
+        let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/audioldm2-tiny");
+        let library_dir = library.path().to_path_buf();
+        let mut harness = Harness::builder().build_eframe(move |creation| {
+            let config = AppConfig {
+                model: Some(model.into()),
+                library_dir: Some(library_dir),
+                audio: false,
+            };
+            FoleyApp::new(creation, config).unwrap()
+        });
+        let ready = |app: &FoleyApp| matches!(app.model_state, ModelState::Ready { .. });
+        wait(&mut harness, "the model", ready);
+        // A thread that has died, as if a panic escaped: it never answers the run below.
+        let dead = Worker::spawn(Arc::new(|| {})).unwrap();
+        dead.shutdown();
+        while dead.events.recv().is_ok() {}
+        let app = harness.state_mut();
+        app.worker = Some(dead);
+        app.settings.prompt = "rain".into();
+        app.generate();
+        assert!(app.is_busy());
+        wait(&mut harness, "the run to end", |app| !app.is_busy());
+        let messages = harness.state().messages.join("\n");
+        assert!(messages.contains("inference thread stopped"), "{messages}");
+        // The new thread loads the model again and generates.
+        wait(&mut harness, "the model again", ready);
+        let app = harness.state_mut();
+        app.settings.steps = 2;
+        app.settings.variations = 1;
+        app.generate();
+        wait(&mut harness, "the clip", |app| !app.is_busy());
+        assert_eq!(
+            harness.state().results.len(),
+            1,
+            "{:?}",
+            harness.state().messages
+        );
+    }
 }

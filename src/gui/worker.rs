@@ -1,13 +1,15 @@
 //! The inference thread: loads models and runs generations on commands from the UI, reporting
 //! back through events. The UI never blocks on it; cancelling is a shared flag checked between
-//! denoising steps.
+//! denoising steps. A panic in the engine fails the one command; shutting down cancels the
+//! work in progress and skips the queue.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::DType;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::engine::device::DeviceKind;
 use crate::engine::hub::{DownloadReport, resolve_model_reporting};
@@ -48,15 +50,12 @@ pub enum Event {
         done: usize,
         total: usize,
     },
-    Loaded {
-        model: String,
-        family: &'static str,
-        /// (steps, guidance) diffusers uses for this family.
-        defaults: (usize, f64),
-    },
+    Loaded(ModelInfo),
     LoadFailed {
         model: String,
         error: String,
+        /// The model that stays loaded, if one was.
+        kept: Option<ModelInfo>,
     },
     Progress {
         run: u64,
@@ -82,10 +81,26 @@ pub enum Event {
     },
 }
 
+/// A loaded model as the UI shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub model: String,
+    pub family: &'static str,
+    /// (steps, guidance) diffusers uses for this family.
+    pub defaults: (usize, f64),
+}
+
+/// How long dropping a `Worker` waits for the thread: a cancelled run stops within one
+/// denoising step, and a window that closes must not freeze for longer than this.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
+
 /// Handles to a running inference thread.
 pub struct Worker {
     pub commands: Sender<Command>,
     pub events: Receiver<Event>,
+    control: Arc<Control>,
+    /// Disconnects when the thread has ended, by a panic too.
+    exited: Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -94,38 +109,126 @@ impl Worker {
     pub fn spawn(repaint: Arc<dyn Fn() + Send + Sync>) -> std::io::Result<Self> {
         let (commands, command_receiver) = crossbeam_channel::unbounded();
         let (event_sender, events) = crossbeam_channel::unbounded();
+        let (exit_guard, exited) = crossbeam_channel::bounded::<()>(0);
+        let control = Arc::new(Control::default());
+        let thread_control = control.clone();
         let thread = std::thread::Builder::new()
             .name("inference".into())
-            .spawn(move || run(command_receiver, event_sender, repaint))?;
+            .spawn(move || {
+                // Declared first so it drops last: `exited` disconnects once the model is freed.
+                let _exit_guard = exit_guard;
+                run(command_receiver, event_sender, repaint, &thread_control);
+            })?;
         Ok(Self {
             commands,
             events,
+            control,
+            exited,
             thread: Some(thread),
         })
     }
 
     pub fn send(&self, command: Command) {
-        // The thread only stops on Shutdown, so a failed send means it is already gone.
+        // A failed send means the thread is gone; the UI notices the disconnected events.
         let _ = self.commands.send(command);
+    }
+
+    /// Stops the thread soon: the work in progress is cancelled and queued commands are
+    /// skipped. Returns at once.
+    pub fn shutdown(&self) {
+        self.control.shut_down();
+        // Wakes a thread that waits for a command.
+        let _ = self.commands.send(Command::Shutdown);
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Shutdown);
-        if let Some(thread) = self.thread.take() {
+        self.shutdown();
+        let ended = matches!(
+            self.exited.recv_timeout(SHUTDOWN_GRACE),
+            Err(RecvTimeoutError::Disconnected)
+        );
+        if let Some(thread) = self.thread.take()
+            && ended
+        {
             let _ = thread.join();
+        }
+        // Otherwise the thread is inside a step that cannot be interrupted: it is left to end
+        // on its own (or with the process) rather than freezing the window.
+    }
+}
+
+/// Shared between the UI and the thread: whether to stop, and how to cancel the work in
+/// progress. One lock for both, so a shutdown cannot slip between the thread's check and the
+/// start of a job.
+#[derive(Default)]
+struct Control(Mutex<ControlState>);
+
+#[derive(Default)]
+struct ControlState {
+    shutdown: bool,
+    /// The cancel flag of the load or job running now.
+    current: Option<CancelFlag>,
+}
+
+impl Control {
+    fn state(&self) -> std::sync::MutexGuard<'_, ControlState> {
+        // The state is two plain fields, valid even if a holder panicked.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records `cancel` as the work in progress; false when shutting down.
+    fn begin(&self, cancel: &CancelFlag) -> bool {
+        let mut state = self.state();
+        if !state.shutdown {
+            state.current = Some(cancel.clone());
+        }
+        !state.shutdown
+    }
+
+    fn end(&self) {
+        self.state().current = None;
+    }
+
+    fn shut_down(&self) {
+        let mut state = self.state();
+        state.shutdown = true;
+        if let Some(cancel) = state.current.take() {
+            cancel.cancel();
         }
     }
 }
 
-fn run(commands: Receiver<Command>, events: Sender<Event>, repaint: Arc<dyn Fn() + Send + Sync>) {
+/// Runs `work`, turning a panic into `Err` with the panic's message, so a bug or a malformed
+/// model fails one command instead of killing the thread.
+pub fn contained<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(work)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("no message");
+        format!("internal error (panic): {message}")
+    })
+}
+
+type Emit<'a> = &'a dyn Fn(Event);
+
+fn run(
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+    repaint: Arc<dyn Fn() + Send + Sync>,
+    control: &Control,
+) {
     let emit = |event: Event| {
         let _ = events.send(event);
         repaint();
     };
+    // The model stays loaded until a new one has loaded, so a failed Load changes nothing.
     let mut loaded: Option<(String, Pipeline)> = None;
     while let Ok(command) = commands.recv() {
+        // `begin` is false once shutting down: the queued commands are dropped unrun.
         match command {
             Command::Shutdown => break,
             Command::Load {
@@ -134,81 +237,119 @@ fn run(commands: Receiver<Command>, events: Sender<Event>, repaint: Arc<dyn Fn()
                 dtype,
                 cancel,
             } => {
-                emit(Event::Loading {
-                    model: model.clone(),
-                });
-                loaded = None;
-                let mut report = Reporter {
-                    emit: &emit,
-                    file: String::new(),
-                    done: 0,
-                    total: 0,
-                };
-                let result = resolve_model_reporting(&model, Some(&mut report), Some(&cancel))
-                    .and_then(|dir| Pipeline::load(&dir, &device.open()?, dtype));
-                match result {
-                    Ok(pipeline) => {
-                        emit(Event::Loaded {
-                            model: model.clone(),
-                            family: pipeline.name(),
-                            defaults: pipeline.defaults(),
-                        });
-                        loaded = Some((model, pipeline));
-                    }
-                    Err(error) => emit(Event::LoadFailed {
-                        model,
-                        error: error.to_string(),
-                    }),
+                if !control.begin(&cancel) {
+                    break;
                 }
+                load(model, device, dtype, &cancel, &mut loaded, &emit);
             }
             Command::Generate(job) => {
-                let Some((model, pipeline)) = &loaded else {
-                    emit(Event::Failed {
-                        run: job.run,
-                        error: "no model is loaded".into(),
-                    });
-                    continue;
-                };
-                if job.cancel.is_cancelled() {
-                    emit(Event::Cancelled { run: job.run });
-                    continue;
+                if !control.begin(&job.cancel) {
+                    break;
                 }
-                let started = Instant::now();
-                let result = pipeline.generate(
-                    &job.request,
-                    &mut |progress| {
-                        emit(Event::Progress {
-                            run: job.run,
-                            variation: job.variation,
-                            step: progress.step,
-                            total: progress.total,
-                            elapsed: started.elapsed().as_secs_f64(),
-                        })
-                    },
-                    &job.cancel,
-                );
-                match result {
-                    Ok(clip) => emit(Event::Finished {
-                        run: job.run,
-                        variation: job.variation,
-                        request: job.request,
-                        model: model.clone(),
-                        clip: Box::new(clip),
-                    }),
-                    Err(FoleyError::Cancelled) => emit(Event::Cancelled { run: job.run }),
-                    Err(error) => emit(Event::Failed {
-                        run: job.run,
-                        error: error.to_string(),
-                    }),
-                }
+                generate(job, loaded.as_ref(), &emit);
             }
         }
+        control.end();
+    }
+}
+
+fn load(
+    model: String,
+    device: DeviceKind,
+    dtype: DType,
+    cancel: &CancelFlag,
+    loaded: &mut Option<(String, Pipeline)>,
+    emit: Emit<'_>,
+) {
+    let result = contained(|| {
+        emit(Event::Loading {
+            model: model.clone(),
+        });
+        let mut report = Reporter {
+            emit,
+            file: String::new(),
+            done: 0,
+            total: 0,
+        };
+        resolve_model_reporting(&model, Some(&mut report), Some(cancel))
+            .and_then(|dir| Pipeline::load(&dir, &device.open()?, dtype))
+            .map_err(|error| error.to_string())
+    })
+    .and_then(|result| result);
+    match result {
+        Ok(pipeline) => {
+            emit(Event::Loaded(info(&model, &pipeline)));
+            *loaded = Some((model, pipeline));
+        }
+        Err(error) => emit(Event::LoadFailed {
+            model,
+            error,
+            kept: loaded
+                .as_ref()
+                .map(|(model, pipeline)| info(model, pipeline)),
+        }),
+    }
+}
+
+fn info(model: &str, pipeline: &Pipeline) -> ModelInfo {
+    ModelInfo {
+        model: model.to_string(),
+        family: pipeline.name(),
+        defaults: pipeline.defaults(),
+    }
+}
+
+fn generate(job: Job, loaded: Option<&(String, Pipeline)>, emit: Emit<'_>) {
+    let Some((model, pipeline)) = loaded else {
+        emit(Event::Failed {
+            run: job.run,
+            error: "no model is loaded".into(),
+        });
+        return;
+    };
+    if job.cancel.is_cancelled() {
+        emit(Event::Cancelled { run: job.run });
+        return;
+    }
+    let started = Instant::now();
+    let result = contained(|| {
+        pipeline.generate(
+            &job.request,
+            &mut |progress| {
+                emit(Event::Progress {
+                    run: job.run,
+                    variation: job.variation,
+                    step: progress.step,
+                    total: progress.total,
+                    elapsed: started.elapsed().as_secs_f64(),
+                })
+            },
+            &job.cancel,
+        )
+    });
+    match result {
+        Ok(Ok(clip)) => emit(Event::Finished {
+            run: job.run,
+            variation: job.variation,
+            request: job.request,
+            model: model.clone(),
+            clip: Box::new(clip),
+        }),
+        Ok(Err(FoleyError::Cancelled)) => emit(Event::Cancelled { run: job.run }),
+        Ok(Err(error)) => emit(Event::Failed {
+            run: job.run,
+            error: error.to_string(),
+        }),
+        Err(panic) => emit(Event::Failed {
+            run: job.run,
+            error: panic,
+        }),
     }
 }
 
 /// Turns hf-hub progress into `Downloading` events, at most one per percent.
 struct Reporter<'a> {
-    emit: &'a dyn Fn(Event),
+    emit: Emit<'a>,
     file: String,
     done: usize,
     total: usize,
@@ -237,5 +378,38 @@ impl DownloadReport for Reporter<'_> {
                 total: self.total,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_error_with_its_message() {
+        let result: Result<(), String> = contained(|| panic!("attempt to divide by zero"));
+        let error = result.unwrap_err();
+        assert!(error.contains("attempt to divide by zero"), "{error}");
+        let formatted: Result<(), String> = contained(|| panic!("index {} out of bounds", 7));
+        assert!(formatted.unwrap_err().contains("index 7 out of bounds"));
+        assert_eq!(contained(|| 42), Ok(42));
+    }
+
+    #[test]
+    fn shutting_down_cancels_the_work_in_progress_and_refuses_more() {
+        let control = Control::default();
+        let running = CancelFlag::new();
+        assert!(control.begin(&running));
+        control.shut_down();
+        assert!(running.is_cancelled());
+        let queued = CancelFlag::new();
+        assert!(!control.begin(&queued), "queued work must not start");
+    }
+
+    #[test]
+    fn an_idle_worker_drops_at_once() {
+        let started = Instant::now();
+        drop(Worker::spawn(Arc::new(|| {})).unwrap());
+        assert!(started.elapsed() < SHUTDOWN_GRACE);
     }
 }

@@ -1,18 +1,49 @@
 //! The clip library: every generated clip is a WAV plus a JSON sidecar in one folder. Both are
 //! written atomically (temporary file, fsync, rename), and the index is rebuilt from the
 //! sidecars on start, so a crash never leaves a half-written entry behind.
+//!
+//! The folder is outside data: anyone can drop or copy a sidecar into it, and several studios
+//! may share it. So a clip's id is its sidecar's file name (never the `id` inside it), every
+//! path is built through [`Library::clip_path`], sample rates are checked where they are read,
+//! ids are reserved with a lock file before a save, and leftovers of crashed saves are cleaned
+//! up when the library is opened (`recovery`).
 
+mod id;
+mod lock;
+mod recovery;
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file::write_atomic;
-use crate::audio::wav::{WavFormat, write_wav};
+use crate::audio::wav::{WavFormat, read_wav, write_wav};
 use crate::error::{FoleyError, Result};
+
+pub use id::{InvalidId, MAX_ID_LEN, validate_id};
+pub use recovery::{ORPHAN_GRACE, QUARANTINE, STALE_AFTER};
+
+use lock::ClipLock;
+
+/// Sample rates a clip may have, in Hz. Anything else in a sidecar or WAV header is corrupt
+/// (0 divides by zero in the resampler; billions ask it for billions of filter taps).
+pub const SAMPLE_RATES: RangeInclusive<u32> = 1_000..=384_000;
+
+/// A sidecar larger than this is not one of ours; reading it whole could exhaust memory.
+const MAX_SIDECAR_BYTES: u64 = 1 << 20;
+
+/// How many numbered ids (`<slug>_s<seed>_<n>`) a save tries before giving up.
+const MAX_NUMBERED_IDS: u32 = 100_000;
 
 /// Everything needed to reproduce and describe a clip; stored as `<id>.json` beside `<id>.wav`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClipRecord {
+    /// The file stem shared by `<id>.wav`, `<id>.json` and `<id>.mel`. A `Library` takes it
+    /// from the sidecar's file name; the copy inside the sidecar is only informative.
     pub id: String,
     pub prompt: String,
     #[serde(default)]
@@ -58,13 +89,30 @@ impl ClipRecord {
 /// A stored log-mel spectrogram: (frames × bins) row-major values and the bin count.
 pub type Spectrogram = (Vec<f32>, usize);
 
+/// A clip read back from the library.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedClip {
+    /// Mono samples in [-1, 1].
+    pub samples: Vec<f32>,
+    /// Samples per second, from the WAV header (checked to lie in [`SAMPLE_RATES`]).
+    pub sample_rate: u32,
+    /// The stored spectrogram, when there is one and it fits its bin count.
+    pub mel: Option<Spectrogram>,
+}
+
 /// A folder of clips and the records read from it, newest first.
 #[derive(Debug)]
 pub struct Library {
     dir: PathBuf,
     records: Vec<ClipRecord>,
-    /// Sidecars that could not be read, with the reason (shown, never deleted).
+    /// Sidecars that could not be read or were corrected, with the reason (shown, never
+    /// deleted); after `open`, also what `recovered` lists.
     pub problems: Vec<String>,
+    /// What `open` cleaned up after interrupted saves: temporaries and locks removed, orphan
+    /// WAV and spectrogram files moved into `quarantine/`.
+    pub recovered: Vec<String>,
+    /// The folder listing as of the last scan, so `refresh` can skip an unchanged folder.
+    fingerprint: Option<u64>,
 }
 
 /// A file-name-safe slug of the prompt: lowercase words joined by '-', at most 40 characters.
@@ -85,8 +133,55 @@ pub fn slug(prompt: &str) -> String {
     if slug.is_empty() { "clip".into() } else { slug }
 }
 
+fn invalid_id(id: &str, error: InvalidId) -> FoleyError {
+    FoleyError::InvalidRequest(format!("clip id {id:?}: {error}"))
+}
+
+fn sample_rate_problem(rate: u32) -> Option<String> {
+    (!SAMPLE_RATES.contains(&rate)).then(|| {
+        format!(
+            "sample rate {rate} Hz is outside {}..={} Hz",
+            SAMPLE_RATES.start(),
+            SAMPLE_RATES.end()
+        )
+    })
+}
+
+fn is_absent(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// Makes the renames into `dir` durable: without it a power loss can undo a saved clip, or keep
+/// a sidecar whose WAV is gone. Best effort, since not every platform can open a folder.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(folder) = std::fs::File::open(dir) {
+        let _ = folder.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Reads a text file of at most `limit` bytes. Only regular files are opened: opening a FIFO
+/// planted under a clip's name would block the studio for good.
+fn read_small_file(path: &Path, limit: u64) -> std::result::Result<String, String> {
+    let metadata = std::fs::metadata(path).map_err(|error| error.to_string())?;
+    if !metadata.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(limit + 1).read_to_string(&mut text))
+        .map_err(|error| error.to_string())?;
+    if text.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes, not a clip sidecar"));
+    }
+    Ok(text)
+}
+
 impl Library {
-    /// Opens (creating if needed) the library folder and reads every sidecar in it.
+    /// Opens (creating if needed) the library folder, cleans up after interrupted saves (see
+    /// `recovered`) and reads every sidecar in it.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|error| FoleyError::Output {
             path: dir.to_path_buf(),
@@ -96,8 +191,11 @@ impl Library {
             dir: dir.to_path_buf(),
             records: Vec::new(),
             problems: Vec::new(),
+            recovered: recovery::recover(dir),
+            fingerprint: None,
         };
         library.reload()?;
+        library.problems.extend(library.recovered.iter().cloned());
         Ok(library)
     }
 
@@ -105,69 +203,203 @@ impl Library {
         &self.dir
     }
 
-    /// Re-reads the folder; entries whose WAV is missing or whose sidecar is unreadable are
-    /// reported in `problems` and left on disk untouched.
+    /// `<library>/<id>.<extension>`, or an error when `id` is not a valid clip id (see
+    /// [`validate_id`]): the only way this module builds a path from an id.
+    pub fn clip_path(&self, id: &str, extension: &str) -> Result<PathBuf> {
+        id::entry_path(&self.dir, id, extension).map_err(|error| invalid_id(id, error))
+    }
+
+    /// Re-reads the folder; entries whose WAV is missing, whose sidecar is unreadable or whose
+    /// sample rate is wrong are reported in `problems` and left on disk untouched.
     pub fn reload(&mut self) -> Result<()> {
+        let fingerprint = self.scan_fingerprint()?;
         let entries = std::fs::read_dir(&self.dir).map_err(|error| FoleyError::BadFile {
             path: self.dir.clone(),
             reason: error.to_string(),
         })?;
         self.records.clear();
         self.problems.clear();
-        for path in entries.flatten().map(|entry| entry.path()) {
-            let is_sidecar = path.extension().is_some_and(|ext| ext == "json")
-                && !path
-                    .file_name()
-                    .is_some_and(|name| name.to_string_lossy().starts_with('.'));
-            if !is_sidecar {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                if path.extension().is_some_and(|ext| ext == "json") {
+                    self.problems
+                        .push(format!("{}: the file name is not UTF-8", path.display()));
+                }
+                continue;
+            };
+            let Some(id) = name
+                .strip_suffix(".json")
+                .filter(|_| !name.starts_with('.'))
+            else {
+                continue;
+            };
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
                 continue;
             }
-            let parsed = std::fs::read_to_string(&path)
-                .map_err(|error| error.to_string())
-                .and_then(|text| {
-                    serde_json::from_str::<ClipRecord>(&text).map_err(|error| error.to_string())
-                });
-            match parsed {
-                Ok(record) if self.dir.join(record.wav_name()).is_file() => {
-                    self.records.push(record)
+            match self.read_entry(id, &path) {
+                Ok((record, note)) => {
+                    if let Some(note) = note {
+                        self.problems.push(format!("{}: {note}", path.display()));
+                    }
+                    self.records.push(record);
                 }
-                Ok(record) => self.problems.push(format!(
-                    "{}: its WAV {} is missing",
-                    path.display(),
-                    record.wav_name()
-                )),
                 Err(reason) => self.problems.push(format!("{}: {reason}", path.display())),
             }
         }
         self.records
             .sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
+        self.fingerprint = Some(fingerprint);
         Ok(())
+    }
+
+    /// Re-reads the folder only when its clips changed since the last read (another studio
+    /// saved, starred or deleted one); returns whether it did. Cheap enough to call when the
+    /// window gains focus: it lists the folder, and reads sidecars only after a change.
+    pub fn refresh(&mut self) -> Result<bool> {
+        if self.fingerprint == Some(self.scan_fingerprint()?) {
+            return Ok(false);
+        }
+        self.reload()?;
+        Ok(true)
+    }
+
+    /// A hash of the names, sizes and modification times of the clip files in the folder.
+    fn scan_fingerprint(&self) -> Result<u64> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|error| FoleyError::BadFile {
+            path: self.dir.clone(),
+            reason: error.to_string(),
+        })?;
+        let mut files: Vec<_> = entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let name = name.to_str()?;
+                let is_clip_file = !name.starts_with('.')
+                    && [".json", ".wav", ".mel"]
+                        .iter()
+                        .any(|ext| name.ends_with(ext));
+                let metadata = entry.metadata().ok().filter(|_| is_clip_file)?;
+                Some((name.to_owned(), metadata.len(), metadata.modified().ok()))
+            })
+            .collect();
+        files.sort();
+        let mut hasher = DefaultHasher::new();
+        files.hash(&mut hasher);
+        Ok(hasher.finish())
+    }
+
+    /// The record of clip `id` from its sidecar at `path`, checked against its WAV header, and
+    /// a note when the sidecar needed correcting.
+    fn read_entry(
+        &self,
+        id: &str,
+        path: &Path,
+    ) -> std::result::Result<(ClipRecord, Option<String>), String> {
+        validate_id(id).map_err(|error| error.to_string())?;
+        let text = read_small_file(path, MAX_SIDECAR_BYTES)?;
+        let mut record: ClipRecord =
+            serde_json::from_str(&text).map_err(|error| error.to_string())?;
+        // The id inside is only a copy of the file name: a copied or crafted sidecar could name
+        // another clip or a path outside the library, and Keep and Delete act on the id.
+        let note = (record.id != id).then(|| {
+            format!(
+                "its id field {:?} differs from its file name; listed as {id:?}",
+                record.id
+            )
+        });
+        record.id = id.to_owned();
+        if let Some(problem) = sample_rate_problem(record.sample_rate) {
+            return Err(problem);
+        }
+        if !(record.duration.is_finite() && record.duration >= 0.0) {
+            return Err(format!(
+                "duration {} is not a length in seconds",
+                record.duration
+            ));
+        }
+        let wav = id::entry_path(&self.dir, id, "wav").map_err(|error| error.to_string())?;
+        let wav_name = record.wav_name();
+        match std::fs::metadata(&wav) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!("its WAV {wav_name} is missing"));
+            }
+            Err(error) => return Err(format!("its WAV {wav_name} cannot be read: {error}")),
+            Ok(metadata) if !metadata.is_file() => {
+                return Err(format!("its WAV {wav_name} is not a regular file"));
+            }
+            Ok(_) => {}
+        }
+        let header = hound::WavReader::open(&wav)
+            .map_err(|error| format!("its WAV {wav_name} cannot be read: {error}"))?
+            .spec();
+        if header.sample_rate != record.sample_rate {
+            return Err(format!(
+                "the sidecar says {} Hz but its WAV {wav_name} says {} Hz",
+                record.sample_rate, header.sample_rate
+            ));
+        }
+        Ok((record, note))
     }
 
     pub fn records(&self) -> &[ClipRecord] {
         &self.records
     }
 
+    /// The clip's WAV. A record whose id is not a valid clip id (one not read from this
+    /// library) gets a hidden name inside the folder that no clip uses, never a path outside;
+    /// [`Library::clip_path`] reports the error instead.
     pub fn wav_path(&self, record: &ClipRecord) -> PathBuf {
-        self.dir.join(record.wav_name())
+        self.clip_path(&record.id, "wav")
+            .unwrap_or_else(|_| self.dir.join(".invalid-clip-id.wav"))
     }
 
-    /// A new id that no file in the folder uses: `<slug>_s<seed>`, numbered if taken.
-    fn unique_id(&self, prompt: &str, seed: u64) -> String {
+    /// Claims a new id that no file in the folder uses: `<slug>_s<seed>`, numbered if taken.
+    /// The lock is taken before the check, so two writers can never both get the same id.
+    fn reserve_id(&self, prompt: &str, seed: u64) -> Result<(String, ClipLock)> {
         let base = format!("{}_s{seed}", slug(prompt));
-        (1..)
-            .map(|n| {
-                if n == 1 {
-                    base.clone()
-                } else {
-                    format!("{base}_{n}")
-                }
-            })
-            .find(|id| {
-                !self.dir.join(format!("{id}.wav")).exists()
-                    && !self.dir.join(format!("{id}.json")).exists()
-            })
-            .unwrap_or(base)
+        for n in 1..=MAX_NUMBERED_IDS {
+            let id = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}_{n}")
+            };
+            let sidecar = self.clip_path(&id, "json")?;
+            let Some(lock) =
+                ClipLock::try_acquire(&self.dir, &id).map_err(|error| FoleyError::Output {
+                    path: lock::lock_path(&self.dir, &id),
+                    reason: error.to_string(),
+                })?
+            else {
+                continue;
+            };
+            let free = is_absent(&sidecar)
+                && is_absent(&self.clip_path(&id, "wav")?)
+                && is_absent(&self.clip_path(&id, "mel")?);
+            if free {
+                return Ok((id, lock));
+            }
+        }
+        Err(FoleyError::Output {
+            path: self.dir.clone(),
+            reason: format!("no free clip id after {base}_{MAX_NUMBERED_IDS}"),
+        })
+    }
+
+    /// Locks an existing clip for a change, failing when another writer holds it.
+    fn lock_clip(&self, id: &str) -> Result<ClipLock> {
+        let sidecar = self.clip_path(id, "json")?;
+        match ClipLock::acquire(&self.dir, id) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(FoleyError::Output {
+                path: sidecar,
+                reason: "another Foley is changing this clip right now; try again".into(),
+            }),
+            Err(error) => Err(FoleyError::Output {
+                path: lock::lock_path(&self.dir, id),
+                reason: error.to_string(),
+            }),
+        }
     }
 
     /// Saves a clip: the WAV and spectrogram first, then the sidecar that makes it visible,
@@ -178,53 +410,130 @@ impl Library {
         samples: &[f32],
         mel: Option<(&[f32], usize)>,
     ) -> Result<ClipRecord> {
-        record.id = self.unique_id(&record.prompt, record.seed);
+        if let Some(problem) = sample_rate_problem(record.sample_rate) {
+            return Err(FoleyError::InvalidRequest(format!(
+                "cannot save the clip: {problem}"
+            )));
+        }
+        // Held until the sidecar is in place; from then on the sidecar itself marks the id taken.
+        let (id, _reservation) = self.reserve_id(&record.prompt, record.seed)?;
+        record.id = id;
+        record.mel_bins = None;
+        let written = self.write_entry(&mut record, samples, mel);
+        if written.is_err() && is_absent(&self.clip_path(&record.id, "json")?) {
+            // The id is still ours, so these can only be this save's own files.
+            for extension in ["wav", "mel"] {
+                let _ = std::fs::remove_file(self.clip_path(&record.id, extension)?);
+            }
+        }
+        written?;
+        self.records.insert(0, record.clone());
+        Ok(record)
+    }
+
+    fn write_entry(
+        &self,
+        record: &mut ClipRecord,
+        samples: &[f32],
+        mel: Option<(&[f32], usize)>,
+    ) -> Result<()> {
         write_wav(
-            &self.dir.join(record.wav_name()),
+            &self.clip_path(&record.id, "wav")?,
             samples,
             record.sample_rate,
             WavFormat::Float32,
         )?;
-        record.mel_bins = None;
         if let Some((values, bins)) = mel {
             let bytes: Vec<u8> = values
                 .iter()
                 .flat_map(|value| value.to_le_bytes())
                 .collect();
-            write_atomic(&self.dir.join(format!("{}.mel", record.id)), &bytes)?;
+            write_atomic(&self.clip_path(&record.id, "mel")?, &bytes)?;
             record.mel_bins = Some(bins);
         }
-        self.write_sidecar(&record)?;
-        self.records.insert(0, record.clone());
-        Ok(record)
+        // The WAV's name must be durable before the sidecar that points at it.
+        sync_dir(&self.dir);
+        self.write_sidecar(record)?;
+        sync_dir(&self.dir);
+        Ok(())
     }
 
     fn write_sidecar(&self, record: &ClipRecord) -> Result<()> {
+        let path = self.clip_path(&record.id, "json")?;
         let json = serde_json::to_vec_pretty(record).map_err(|error| FoleyError::Output {
-            path: self.dir.join(format!("{}.json", record.id)),
+            path: path.clone(),
             reason: error.to_string(),
         })?;
-        write_atomic(&self.dir.join(format!("{}.json", record.id)), &json)
+        write_atomic(&path, &json)
     }
 
-    /// The clip's samples and, when stored, its spectrogram.
-    pub fn load_clip(&self, record: &ClipRecord) -> Result<(Vec<f32>, Option<Spectrogram>)> {
-        let (samples, _) = crate::audio::wav::read_wav(&self.wav_path(record))?;
+    /// The clip's samples at the WAV header's rate and, when stored, its spectrogram.
+    pub fn load(&self, record: &ClipRecord) -> Result<LoadedClip> {
+        let wav = self.clip_path(&record.id, "wav")?;
+        let bad = |reason: String| FoleyError::BadFile {
+            path: wav.clone(),
+            reason,
+        };
+        if !std::fs::metadata(&wav)
+            .map_err(|error| bad(error.to_string()))?
+            .is_file()
+        {
+            return Err(bad("not a regular file".into()));
+        }
+        let (samples, sample_rate) = read_wav(&wav)?;
+        if let Some(problem) = sample_rate_problem(sample_rate) {
+            return Err(bad(format!("the WAV's {problem}")));
+        }
+        let mel_path = self.clip_path(&record.id, "mel")?;
         let mel = record.mel_bins.and_then(|bins| {
-            let bytes = std::fs::read(self.dir.join(format!("{}.mel", record.id))).ok()?;
+            if !std::fs::metadata(&mel_path).ok()?.is_file() {
+                return None;
+            }
+            let bytes = std::fs::read(&mel_path).ok()?;
             let values: Vec<f32> = bytes
                 .chunks_exact(4)
                 .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
                 .collect();
             (bins > 0 && values.len().is_multiple_of(bins)).then_some((values, bins))
         });
-        Ok((samples, mel))
+        Ok(LoadedClip {
+            samples,
+            sample_rate,
+            mel,
+        })
     }
 
+    /// The clip's samples and, when stored, its spectrogram. Fails when the WAV's rate is not
+    /// the record's, since callers play and plot the samples at `record.sample_rate`.
+    pub fn load_clip(&self, record: &ClipRecord) -> Result<(Vec<f32>, Option<Spectrogram>)> {
+        let clip = self.load(record)?;
+        if clip.sample_rate != record.sample_rate {
+            return Err(FoleyError::BadFile {
+                path: self.clip_path(&record.id, "wav")?,
+                reason: format!(
+                    "the WAV's sample rate is {} Hz, not the {} Hz its sidecar says",
+                    clip.sample_rate, record.sample_rate
+                ),
+            });
+        }
+        Ok((clip.samples, clip.mel))
+    }
+
+    /// Stars or unstars a listed clip. Fails, and drops the clip from the list, when another
+    /// studio deleted it meanwhile, rather than bringing back a sidecar without its WAV.
     pub fn set_starred(&mut self, id: &str, starred: bool) -> Result<()> {
         let Some(index) = self.records.iter().position(|record| record.id == id) else {
             return Ok(());
         };
+        let sidecar = self.clip_path(id, "json")?;
+        let _lock = self.lock_clip(id)?;
+        if is_absent(&sidecar) {
+            self.records.remove(index);
+            return Err(FoleyError::Output {
+                path: sidecar,
+                reason: "the clip was deleted outside this studio".into(),
+            });
+        }
         let mut record = self.records[index].clone();
         record.starred = starred;
         self.write_sidecar(&record)?;
@@ -232,17 +541,20 @@ impl Library {
         Ok(())
     }
 
-    /// Removes a clip: the sidecar first (so a crash leaves at worst an unlisted WAV), then the WAV.
+    /// Removes a listed clip: the sidecar first (so a crash leaves at worst an unlisted WAV,
+    /// which the next `open` moves into `quarantine/`), then the WAV and spectrogram.
     pub fn delete(&mut self, id: &str) -> Result<()> {
         let Some(index) = self.records.iter().position(|record| record.id == id) else {
             return Ok(());
         };
-        let record = self.records.remove(index);
-        for path in [
-            self.dir.join(format!("{}.json", record.id)),
-            self.dir.join(record.wav_name()),
-            self.dir.join(format!("{}.mel", record.id)),
-        ] {
+        let paths = [
+            self.clip_path(id, "json")?,
+            self.clip_path(id, "wav")?,
+            self.clip_path(id, "mel")?,
+        ];
+        let _lock = self.lock_clip(id)?;
+        self.records.remove(index);
+        for path in paths {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -254,6 +566,7 @@ impl Library {
                 }
             }
         }
+        sync_dir(&self.dir);
         Ok(())
     }
 
@@ -328,11 +641,15 @@ mod tests {
         let mut library = Library::open(dir.path()).unwrap();
         let kept = library.add(record("rain", 3, 5), &[0.0], None).unwrap();
         std::fs::write(dir.path().join("broken.json"), b"{ not json").unwrap();
-        std::fs::write(dir.path().join(".x.json.123.partial"), b"half").unwrap();
+        // A save in progress in this (live) process: not a leftover yet.
+        let in_progress = format!(".x.json.{}.partial", std::process::id());
+        std::fs::write(dir.path().join(&in_progress), b"half").unwrap();
         let reopened = Library::open(dir.path()).unwrap();
         assert_eq!(reopened.records(), &[kept]);
         assert_eq!(reopened.problems.len(), 1, "{:?}", reopened.problems);
+        assert!(reopened.recovered.is_empty(), "{:?}", reopened.recovered);
         assert!(dir.path().join("broken.json").exists());
+        assert!(dir.path().join(in_progress).exists());
     }
 
     #[test]

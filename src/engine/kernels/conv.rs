@@ -294,10 +294,13 @@ impl CustomOp3 for ConvOp {
         let input = contiguous_f32(input, input_layout, "conv2d input")?;
         let weight = contiguous_f32(weight, weight_layout, "conv2d weight")?;
         let bias = contiguous_f32(bias, bias_layout, "conv2d bias")?;
+        // Checked: sizes come from configs, and an absurd padding must be an error, not a wrap.
         let span = |size: usize, pad: usize, dil: usize, k: usize| {
-            (size + 2 * pad)
-                .checked_sub(dil * (k - 1) + 1)
-                .map(|s| s / geometry.stride + 1)
+            let padded = pad.checked_mul(2)?.checked_add(size)?;
+            let reach = dil.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+            padded
+                .checked_sub(reach)
+                .map(|s| s / geometry.stride.max(1) + 1)
         };
         let (Some(out_h), Some(out_w)) = (
             span(height, geometry.padding.0, geometry.dilation.0, kh),
@@ -305,8 +308,14 @@ impl CustomOp3 for ConvOp {
         ) else {
             candle_core::bail!("conv2d: kernel larger than the padded input");
         };
-        let positions = out_h * out_w;
-        let depth = channels * kh * kw;
+        let (Some(positions), Some(depth)) = (
+            out_h.checked_mul(out_w),
+            channels
+                .checked_mul(kh)
+                .and_then(|product| product.checked_mul(kw)),
+        ) else {
+            candle_core::bail!("conv2d: output size overflows");
+        };
         let mut output: Vec<f32> = bias
             .iter()
             .flat_map(|&b| std::iter::repeat_n(b, positions))
