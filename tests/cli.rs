@@ -842,3 +842,25 @@ fn plot_refuses_a_zero_sample_rate() {
         "{stderr}"
     );
 }
+
+/// Model folders that are not what they should be get a message about what is there.
+#[test]
+fn odd_model_folders_are_described() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.wav");
+    let file = dir.path().join("model.txt");
+    std::fs::write(&file, "not a model").unwrap();
+    expect_failure(&file, &out, &[], "is a file");
+    let empty = dir.path().join("no-weights");
+    common::copy_dir(&model_dir(VARIANTS[0]), &empty);
+    std::fs::remove_file(empty.join("vocoder/model.safetensors")).unwrap();
+    expect_failure(&empty, &out, &[], "holds no weights");
+    let twice = dir.path().join("twice");
+    common::copy_dir(&model_dir(VARIANTS[0]), &twice);
+    std::fs::copy(
+        twice.join("vocoder/model.safetensors"),
+        twice.join("vocoder/model (copy).safetensors"),
+    )
+    .unwrap();
+    expect_failure(&twice, &out, &[], "several weight files");
+}

@@ -189,3 +189,28 @@ fn models_lists_known_checkpoints_and_their_cache_state() {
         .unwrap();
     assert!(music["cached"].is_null());
 }
+
+/// `refs/main` is data: a ref that climbs out of the cache does not load what it points at.
+#[test]
+fn a_ref_cannot_lead_out_of_the_cache() {
+    let home = tempfile::tempdir().unwrap();
+    // A complete model outside the cache, and a cached repo whose ref points at it.
+    let outside = home.path().join("outside");
+    common::copy_dir(&model_dir("audioldm2-tiny"), &outside.join("snap"));
+    let folder = home.path().join("hub/models--test-org--escape");
+    std::fs::create_dir_all(folder.join("refs")).unwrap();
+    std::fs::create_dir_all(folder.join("snapshots")).unwrap();
+    std::fs::write(folder.join("refs/main"), "../../../outside/snap").unwrap();
+    let out = home.path().join("clip.wav");
+    let output = generate(
+        home.path(),
+        &[("HF_HUB_OFFLINE", "1")],
+        "test-org/escape",
+        &out,
+    );
+    assert!(
+        !output.status.success(),
+        "loaded a model from outside the cache"
+    );
+    assert!(!stderr(&output).contains("panicked") && !out.exists());
+}

@@ -63,6 +63,40 @@ pub fn render_plot(
         path: out.to_path_buf(),
         reason,
     };
+    if sample_rate == 0 {
+        return Err(failed("sample rate 0 Hz".into()));
+    }
+    // Drawn into a temporary sibling and renamed, like every other output: an interrupted
+    // render never leaves half a picture, and only a replaceable file is replaced.
+    crate::atomic_file::check_replaceable(out)?;
+    let name = out
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = out.with_file_name(format!(".{name}.{}.partial.png", std::process::id()));
+    let result = draw(
+        &temporary,
+        samples,
+        sample_rate,
+        title,
+        (width, height),
+        &failed,
+    )
+    .and_then(|()| std::fs::rename(&temporary, out).map_err(|e| failed(e.to_string())));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+fn draw(
+    out: &Path,
+    samples: &[f32],
+    sample_rate: u32,
+    title: &str,
+    (width, height): (u32, u32),
+    failed: &dyn Fn(String) -> FoleyError,
+) -> Result<()> {
     let seconds = samples.len() as f64 / sample_rate as f64;
     let nyquist_khz = sample_rate as f64 / 2000.0;
     let spectrogram = spectrogram_db(samples);
@@ -70,7 +104,6 @@ pub fn render_plot(
         .iter()
         .flatten()
         .fold(f64::NEG_INFINITY, |a, b| a.max(*b));
-
     let root = BitMapBackend::new(out, (width, height)).into_drawing_area();
     root.fill(&RGBColor(24, 24, 24))
         .map_err(|e| failed(e.to_string()))?;

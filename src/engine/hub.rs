@@ -95,7 +95,11 @@ pub fn cached_snapshot(repo_id: &str) -> Option<PathBuf> {
     let index = cache
         .repo(Repo::model(repo_id.to_string()))
         .get("model_index.json")?;
-    index.parent().map(Path::to_path_buf)
+    let snapshot = index.parent()?;
+    // `refs/main` is joined as written: a ref like `../../../../x` must not lead out of the cache.
+    let root = cache.path().canonicalize().ok()?;
+    let resolved = snapshot.canonicalize().ok()?;
+    resolved.starts_with(&root).then(|| snapshot.to_path_buf())
 }
 
 /// Receives download progress (the studio shows it; the CLI uses hf-hub's own bar).
@@ -134,6 +138,13 @@ pub fn resolve_model_reporting(
     let path = Path::new(spec);
     if path.is_dir() {
         return Ok(path.to_path_buf());
+    }
+    if path.is_file() {
+        return Err(FoleyError::BadFile {
+            path: path.to_path_buf(),
+            reason: "is a file; --model takes a model folder or a Hugging Face repository id"
+                .into(),
+        });
     }
     // `models/foo` with an existing `models/` is a mistyped local path, not a repository.
     let parent_exists = path

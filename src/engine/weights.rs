@@ -108,10 +108,25 @@ impl Component {
         let mut files = groups
             .into_iter()
             .find(|group| !group.is_empty())
-            .ok_or_else(|| FoleyError::MissingFile {
-                path: self.dir.join("diffusion_pytorch_model.safetensors"),
+            .ok_or_else(|| FoleyError::BadFile {
+                path: self.dir.clone(),
+                reason: "holds no weights (no *.safetensors or *.bin file)".into(),
             })?;
         files.sort();
+        if files.len() > 1 && !is_shard_set(&files) {
+            let names: Vec<String> = files
+                .iter()
+                .filter_map(|file| file.file_name())
+                .map(|name| name.to_string_lossy().into_owned())
+                .collect();
+            return Err(FoleyError::BadFile {
+                path: self.dir.clone(),
+                reason: format!(
+                    "holds several weight files that are not one sharded checkpoint ({}); keep one",
+                    names.join(", ")
+                ),
+            });
+        }
         Ok(files)
     }
 
@@ -246,6 +261,29 @@ impl SimpleBackend for Tracker {
     fn contains_tensor(&self, name: &str) -> bool {
         self.inner.contains_tensor(name)
     }
+}
+
+/// Whether `files` (sorted) are exactly the shards `…-00001-of-0000N.ext` … `…-0000N-of-0000N.ext`
+/// of one checkpoint, as `save_pretrained` writes them.
+fn is_shard_set(files: &[PathBuf]) -> bool {
+    let shard = |file: &PathBuf| -> Option<(String, usize, usize)> {
+        let name = file.file_name()?.to_str()?;
+        let (stem, _) = name.split_once('.')?;
+        let (prefix, total) = stem.rsplit_once("-of-")?;
+        let (base, index) = prefix.rsplit_once('-')?;
+        Some((base.to_string(), index.parse().ok()?, total.parse().ok()?))
+    };
+    let shards: Option<Vec<_>> = files.iter().map(shard).collect();
+    let Some(shards) = shards else {
+        return false;
+    };
+    let total = shards.len();
+    shards
+        .iter()
+        .enumerate()
+        .all(|(position, (base, index, count))| {
+            *base == shards[0].0 && *index == position + 1 && *count == total
+        })
 }
 
 /// Largest safetensors header read (the safetensors crate refuses larger ones too).

@@ -116,7 +116,8 @@ impl AudioLdmPipeline {
         let tokens = self.tokenizer.encode(text, Some(length))?;
         if tokens.truncated && length == self.tokenizer.max_length {
             warnings.push(format!(
-                "the text \"{text}\" is longer than CLAP's {} tokens; its end was ignored",
+                "the text \"{}\" is longer than CLAP's {} tokens; its end was ignored",
+                super::excerpt(text),
                 self.tokenizer.max_length
             ));
         }

@@ -147,8 +147,10 @@ impl AudioLdm2Pipeline {
         // cuts the tokenizer limit forced.
         if clap_tokens.truncated || (t5_tokens.truncated && t5_length.is_none()) {
             warnings.push(format!(
-                "the text \"{text}\" is longer than the text encoders accept (CLAP {} tokens, T5 {}); its end was ignored",
-                self.clap_tokenizer.max_length, self.t5_tokenizer.max_length
+                "the text \"{}\" is longer than the text encoders accept (CLAP {} tokens, T5 {}); its end was ignored",
+                super::excerpt(text),
+                self.clap_tokenizer.max_length,
+                self.t5_tokenizer.max_length
             ));
         }
         let clap = self

@@ -213,6 +213,17 @@ pub struct Clip {
     pub denoising_steps: usize,
 }
 
+/// The start of a user text for a message: at most 60 characters, so a pasted novel never
+/// floods stderr or the studio's message panel.
+pub(crate) fn excerpt(text: &str) -> String {
+    const LIMIT: usize = 60;
+    if text.chars().count() <= LIMIT {
+        return text.to_string();
+    }
+    let start: String = text.chars().take(LIMIT).collect();
+    format!("{start}…")
+}
+
 /// Checks the parts of a request that do not depend on the model.
 pub fn validate(request: &Request) -> Result<()> {
     request.task.validate()?;
