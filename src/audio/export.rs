@@ -96,6 +96,16 @@ pub fn metadata(record: &ClipRecord) -> WavMetadata {
 
 /// `<prompt>_<model>_s<seed>.wav` in `dir`, numbered if the name is taken.
 pub fn export_path(dir: &Path, record: &ClipRecord) -> PathBuf {
+    free_path(dir, record, "wav")
+}
+
+/// `<prompt>_<model>_s<seed>.png` in `dir` (the picture of the clip an export names the same
+/// way), numbered if that picture already exists, so a second save never overwrites the first.
+pub fn picture_path(dir: &Path, record: &ClipRecord) -> PathBuf {
+    free_path(dir, record, "png")
+}
+
+fn free_path(dir: &Path, record: &ClipRecord, extension: &str) -> PathBuf {
     let model = record
         .model
         .trim_end_matches(['/', '\\'])
@@ -106,14 +116,14 @@ pub fn export_path(dir: &Path, record: &ClipRecord) -> PathBuf {
     (1..)
         .map(|n| {
             let name = if n == 1 {
-                format!("{base}.wav")
+                format!("{base}.{extension}")
             } else {
-                format!("{base}_{n}.wav")
+                format!("{base}_{n}.{extension}")
             };
             dir.join(name)
         })
         .find(|path| !path.exists())
-        .unwrap_or_else(|| dir.join(format!("{base}.wav")))
+        .unwrap_or_else(|| dir.join(format!("{base}.{extension}")))
 }
 
 /// Writes the clip into `dir` and returns the file's path.
@@ -189,6 +199,20 @@ mod tests {
             task: None,
             batch_job: None,
         }
+    }
+
+    #[test]
+    fn pictures_share_the_export_name_and_never_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = export_path(dir.path(), &record());
+        std::fs::write(&wav, b"exported").unwrap();
+        let picture = picture_path(dir.path(), &record());
+        assert_eq!(picture.file_stem(), wav.file_stem());
+        assert_eq!(picture.extension().unwrap(), "png");
+        std::fs::write(&picture, b"first").unwrap();
+        let second = picture_path(dir.path(), &record());
+        assert_ne!(second, picture);
+        assert!(second.to_string_lossy().ends_with("_2.png"));
     }
 
     #[test]

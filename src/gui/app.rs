@@ -10,7 +10,7 @@ use super::drag_out::{self, DragError, DragOutcome};
 use super::settings::Settings;
 use super::views::clip::{ClipAction, ClipView};
 use super::worker::{Command, Event, Job, ModelInfo, Worker};
-use crate::audio::export::{export_clip, export_path};
+use crate::audio::export::{export_clip, picture_path};
 use crate::audio::playback::Playback;
 use crate::audio::plot::render_plot;
 use crate::engine::device::{DeviceKind, parse_dtype};
@@ -597,7 +597,7 @@ impl FoleyApp {
                 }
             }
             ClipAction::SavePicture => {
-                let path = export_path(&self.settings.export_dir, &record).with_extension("png");
+                let path = picture_path(&self.settings.export_dir, &record);
                 let saved = std::fs::create_dir_all(&self.settings.export_dir)
                     .map_err(|error| error.to_string())
                     .and_then(|()| {

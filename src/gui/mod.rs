@@ -3,6 +3,7 @@
 
 mod app;
 pub mod drag_out;
+pub mod fonts;
 pub mod settings;
 pub mod views;
 pub mod worker;
@@ -34,6 +35,7 @@ pub fn run(model: Option<String>) -> anyhow::Result<()> {
         "Foley",
         options,
         Box::new(move |creation| {
+            fonts::install_fallback(&creation.egui_ctx, fonts::fallback_candidates());
             let app = FoleyApp::new(creation, config)?;
             Ok(Box::new(app) as Box<dyn eframe::App>)
         }),
