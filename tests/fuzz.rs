@@ -398,7 +398,7 @@ fn library_sidecars_never_panic_or_escape() {
         "[a-zA-Z0-9./_-]{1,20}",
         any::<bool>(),
     );
-    runner(2_000)
+    runner(10_000)
         .run(&strategy, |(key, value, id, use_id)| {
             let mut sidecar = base.clone();
             if use_id {
