@@ -109,17 +109,23 @@ fn temporary_stem(name: &str) -> String {
     format!("{}~{hash:016x}", &name[..cut])
 }
 
-/// If `entry` (a file name) is a temporary of `write_atomic`, the target file name it stands
-/// for (shortened names compare through `temporary_stem`) and the writing process's id.
+/// If `entry` (a file name) is a temporary of `write_atomic` or another writer that names its
+/// temporaries the same way (`.NAME.PID.RANDOM.partial`, or the older `.NAME.PID.partial`), the
+/// target file name it stands for (shortened names compare through `temporary_stem`) and the
+/// writing process's id. NAME ends in an extension, so its last part is never all digits; that
+/// tells a PID from a numeric RANDOM.
 pub fn temporary_target(entry: &str) -> Option<(&str, u32)> {
     let inner = entry.strip_prefix('.')?.strip_suffix(".partial")?;
-    let (rest, random) = inner.rsplit_once('.')?;
-    // Older releases wrote `.NAME.PID.partial`.
-    if random.len() == 16 && random.chars().all(|c| c.is_ascii_hexdigit()) {
-        let (stem, pid) = rest.rsplit_once('.')?;
-        return Some((stem, pid.parse().ok()?));
-    }
-    Some((rest, random.parse().ok()?))
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+    let last_part = |name: &str| name.rsplit('.').next().unwrap_or(name).to_string();
+    let (rest, last) = inner.rsplit_once('.')?;
+    let ours = last.len() == 16 && last.bytes().all(|byte| byte.is_ascii_hexdigit());
+    let (stem, pid) = match rest.rsplit_once('.') {
+        Some((stem, pid)) if digits(pid) && (ours || !digits(&last_part(stem))) => (stem, pid),
+        _ if digits(last) && !digits(&last_part(rest)) => (rest, last),
+        _ => return None,
+    };
+    Some((stem, pid.parse().ok()?))
 }
 
 /// Whether the temporary named `entry` was written for the file named `target`.
@@ -206,5 +212,19 @@ mod tests {
             "a.wav"
         ));
         assert_eq!(temporary_target("a.wav"), None);
+    }
+
+    /// The library's lock temporaries (`.ID.lock.PID.N.partial`) and older names parse too.
+    #[test]
+    fn pids_are_read_from_every_temporary_name_format() {
+        let pid = |name: &str| temporary_target(name).map(|(_, pid)| pid);
+        assert_eq!(pid(".rain_s1.wav.123.partial"), Some(123));
+        assert_eq!(pid(".rain_s1.wav.123.a9f3.partial"), Some(123));
+        assert_eq!(pid(".rain_s1.wav.123.456.partial"), Some(123));
+        assert_eq!(pid(".v1.2.json.77.partial"), Some(77));
+        assert_eq!(pid(".rain_s1.lock.88.5f2a01.partial"), Some(88));
+        assert_eq!(pid(".rain_s1.wav.partial"), None);
+        assert_eq!(pid(".rain_s1.wav.x.y.partial"), None);
+        assert_eq!(pid("rain_s1.wav"), None);
     }
 }

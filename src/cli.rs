@@ -14,7 +14,9 @@ use crate::engine::device::{DeviceKind, parse_dtype};
 use crate::engine::dsp::resample::resample;
 use crate::engine::hub::{KNOWN_CHECKPOINTS, cached_snapshot, resolve_model};
 use crate::engine::pipeline::task::DEFAULT_AUDIO_TO_AUDIO_STRENGTH;
-use crate::engine::pipeline::{CancelFlag, EncodeMode, Pipeline, Regions, Request, Task, validate};
+use crate::engine::pipeline::{
+    CancelFlag, Clip, EncodeMode, Pipeline, Regions, Request, Task, validate,
+};
 use crate::engine::schedulers::SchedulerKind;
 
 #[derive(Debug, Parser)]
@@ -379,10 +381,8 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let output_rate = parse_sample_rate(&args.sample_rate)?;
     // Model-independent checks first, so a typo costs no loading time.
     let task = task_from_args(&args.edit, args.duration)?;
-    let prompt = match (&args.prompt, &task) {
-        (Some(prompt), _) => prompt.clone(),
-        (None, Task::Variation { .. }) => String::new(),
-        (None, _) => bail!("--prompt is required (it is optional only with --variation-of)"),
+    let Some(prompt) = prompt_for(args.prompt.as_deref(), &task) else {
+        bail!("--prompt is required (it is optional only with --variation-of)");
     };
     let mut request = Request {
         task,
@@ -442,10 +442,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
     let sample_rate = output_rate.unwrap_or(clip.sample_rate);
     let paths = output_paths(&args.out, clip.waveforms.len());
-    for (path, waveform) in paths.iter().zip(&clip.waveforms) {
-        let samples = resample(waveform, clip.sample_rate, sample_rate);
-        write_wav(path, &samples, sample_rate, format)?;
-    }
+    write_waveforms(&paths, &clip, sample_rate, format)?;
 
     if args.json {
         let report = json!({
@@ -528,6 +525,30 @@ fn batch(args: BatchArgs) -> anyhow::Result<()> {
             summary.jobs,
             summary.manifest.display()
         );
+    }
+    Ok(())
+}
+
+/// The prompt a request runs with: the one given, or none for a variation (conditioned on the
+/// sound, not on text); `None` when a required prompt is missing.
+pub(crate) fn prompt_for(prompt: Option<&str>, task: &Task) -> Option<String> {
+    match (prompt, task) {
+        (Some(prompt), _) => Some(prompt.to_string()),
+        (None, Task::Variation { .. }) => Some(String::new()),
+        (None, _) => None,
+    }
+}
+
+/// Writes the clip's waveforms to `paths` (one each), resampled to `rate`, atomically.
+pub(crate) fn write_waveforms(
+    paths: &[PathBuf],
+    clip: &Clip,
+    rate: u32,
+    format: WavFormat,
+) -> anyhow::Result<()> {
+    for (path, waveform) in paths.iter().zip(&clip.waveforms) {
+        let samples = resample(waveform, clip.sample_rate, rate);
+        write_wav(path, &samples, rate, format)?;
     }
     Ok(())
 }

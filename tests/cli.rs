@@ -162,8 +162,8 @@ fn resampled_pcm_export_has_the_requested_rate_and_length() {
     assert_eq!(reader.len(), 768);
 }
 
-/// Runs `foley generate` with `extra` replacing or adding flags and expects a clean failure.
-fn expect_failure(model: &Path, out: &Path, extra: &[&str], needle: &str) {
+/// Runs `foley generate --prompt rain --steps 2` with `extra` replacing or adding flags.
+fn generate_with(model: &Path, out: &Path, extra: &[&str]) -> Output {
     let model = model.display().to_string();
     let out_arg = out.display().to_string();
     let mut args = vec![
@@ -175,8 +175,14 @@ fn expect_failure(model: &Path, out: &Path, extra: &[&str], needle: &str) {
             None => args.extend_from_slice(pair),
         }
     }
-    let output = foley(&args);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    foley(&args)
+}
+
+/// Runs `generate_with` and expects a clean failure: one line naming `needle`, no panic and no
+/// file left behind. Returns that line.
+fn expect_failure(model: &Path, out: &Path, extra: &[&str], needle: &str) -> String {
+    let output = generate_with(model, out, extra);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!output.status.success(), "{extra:?} succeeded");
     assert!(!stderr.contains("panicked"), "{extra:?} panicked: {stderr}");
     assert_eq!(
@@ -189,6 +195,7 @@ fn expect_failure(model: &Path, out: &Path, extra: &[&str], needle: &str) {
         "{extra:?}: expected '{needle}' in: {stderr}"
     );
     assert!(!out.exists(), "{extra:?} left a file behind");
+    stderr
 }
 
 #[test]
@@ -700,22 +707,10 @@ fn corrupt_config_values_are_named_errors() {
         let model = dir.path().join(format!("model-{index}"));
         common::copy_dir(&model_dir(variant), &model);
         set_config(&model.join(file), key, value.clone());
-        expect_failure(&model, &out, extra, needle);
+        let stderr = expect_failure(&model, &out, extra, needle);
         if !extra.is_empty() {
-            continue; // the field is only read with the extra flags
+            continue; // the file naming is checked where the field is read at load
         }
-        let output = foley(&[
-            "generate",
-            "--model",
-            &model.display().to_string(),
-            "--prompt",
-            "rain",
-            "--steps",
-            "2",
-            "--out",
-            &out.display().to_string(),
-        ]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             stderr.contains(file.rsplit('/').next().unwrap()),
             "{file} {key}: the file is not named: {stderr}"
@@ -765,17 +760,7 @@ fn out_never_replaces_special_or_protected_files() {
         .status()
         .is_ok_and(|s| s.success());
     let check = |out: &Path, needle: &str| {
-        let output = foley(&[
-            "generate",
-            "--model",
-            &model.display().to_string(),
-            "--prompt",
-            "rain",
-            "--steps",
-            "2",
-            "--out",
-            &out.display().to_string(),
-        ]);
+        let output = generate_with(&model, out, &[]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             !output.status.success() && stderr.contains(needle),

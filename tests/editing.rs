@@ -449,15 +449,7 @@ fn inpainting_keeps_the_unmasked_latents_exactly() {
 fn continuation_and_loop_keep_the_input_and_join_smoothly() {
     let pipeline = mel_pipeline();
     let input = test_input(0.4);
-    let source = resample(
-        &input.channels[0]
-            .iter()
-            .zip(&input.channels[1])
-            .map(|(a, b)| (a + b) / 2.0)
-            .collect::<Vec<_>>(),
-        44_100,
-        16_000,
-    );
+    let source = resample(&input.mono(), 44_100, 16_000);
     let task = Task::Continue {
         input: input.clone(),
         seconds: 0.24,

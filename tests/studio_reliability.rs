@@ -44,7 +44,7 @@ fn good_model() -> String {
 /// `value`.
 fn corrupt_model(dir: &Path, file: &str, key: &str, value: serde_json::Value) -> String {
     let model = dir.join("model");
-    copy_dir(&common::model_dir("audioldm2-tiny"), &model);
+    common::copy_dir(&common::model_dir("audioldm2-tiny"), &model);
     let path = model.join(file);
     let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -55,19 +55,6 @@ fn corrupt_model(dir: &Path, file: &str, key: &str, value: serde_json::Value) ->
     *field = value;
     std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
     model.display().to_string()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn model_ready(app: &FoleyApp) -> bool {

@@ -19,12 +19,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::atomic_file::{is_temporary_of, write_atomic};
-use crate::audio::wav::{WavFormat, read_wav, write_wav};
-use crate::cli::{EditArgs, output_paths, parse_sample_rate, task_from_args};
+use crate::audio::wav::{WavFormat, read_wav};
+use crate::cli::{
+    EditArgs, output_paths, parse_sample_rate, prompt_for, task_from_args, write_waveforms,
+};
 use crate::engine::device::{DeviceKind, parse_dtype};
-use crate::engine::dsp::resample::resample;
 use crate::engine::hub::resolve_model;
-use crate::engine::pipeline::{CancelFlag, Clip, Pipeline, Request, Task, validate};
+use crate::engine::pipeline::{CancelFlag, Clip, Pipeline, Request, validate};
 use crate::engine::schedulers::SchedulerKind;
 use crate::library::ClipRecord;
 use jobs::{Job, JobSpec, Shard, fingerprint, parse_jobs, resolve};
@@ -239,10 +240,8 @@ fn prepare(job: &Job, spec: &JobSpec, base: &Path) -> anyhow::Result<Prepared> {
         variation_of: spec.variation_of.as_deref().map(|path| resolve(base, path)),
     };
     let task = task_from_args(&edit, spec.duration)?;
-    let prompt = match (&spec.prompt, &task) {
-        (Some(prompt), _) => prompt.clone(),
-        (None, Task::Variation { .. }) => String::new(),
-        (None, _) => bail!("no prompt (it is optional only with variation_of)"),
+    let Some(prompt) = prompt_for(spec.prompt.as_deref(), &task) else {
+        bail!("no prompt (it is optional only with variation_of)");
     };
     let sample_rate = match &spec.sample_rate {
         None => "native".to_string(),
@@ -307,10 +306,7 @@ fn generate(
 
     let rate = prepared.output_rate.unwrap_or(clip.sample_rate);
     let wavs = output_paths(&out.join(format!("{}.wav", job.name)), clip.waveforms.len());
-    for (path, waveform) in wavs.iter().zip(&clip.waveforms) {
-        let samples = resample(waveform, clip.sample_rate, rate);
-        write_wav(path, &samples, rate, prepared.format)?;
-    }
+    write_waveforms(&wavs, &clip, rate, prepared.format)?;
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());

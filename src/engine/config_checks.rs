@@ -18,6 +18,18 @@ const MAX_POSITIONS: usize = 1 << 16;
 /// Most levels of a UNet or VAE (each halves the resolution).
 const MAX_LEVELS: usize = 8;
 
+/// Each level's width: a dimension that group norm can split into `groups`.
+fn block_channels(limits: &mut Limits, channels: &[usize], groups: usize) {
+    for &width in channels {
+        limits.dimension("block_out_channels", width).splits(
+            "block_out_channels",
+            width,
+            "norm_num_groups",
+            groups,
+        );
+    }
+}
+
 fn epsilon(limits: &mut Limits, field: &str, value: f64) {
     limits.number(field, value, 0.0, 1.0);
 }
@@ -43,14 +55,7 @@ impl Validated for UNetConfig {
                 1e6,
             );
         epsilon(&mut limits, "norm_eps", self.norm_eps);
-        for &channels in &self.block_out_channels {
-            limits.dimension("block_out_channels", channels).splits(
-                "block_out_channels",
-                channels,
-                "norm_num_groups",
-                self.norm_num_groups,
-            );
-        }
+        block_channels(&mut limits, &self.block_out_channels, self.norm_num_groups);
         if let Some(rows) = self.sample_size {
             limits.size("sample_size", rows, MAX_POSITIONS);
         }
@@ -126,14 +131,7 @@ impl Validated for VaeConfig {
             .size("norm_num_groups", self.norm_num_groups, 1024)
             // Decoding divides by it; 0 or a non-number gives NaN audio.
             .number("scaling_factor", self.scaling_factor.abs(), 0.0, 1e6);
-        for &channels in &self.block_out_channels {
-            limits.dimension("block_out_channels", channels).splits(
-                "block_out_channels",
-                channels,
-                "norm_num_groups",
-                self.norm_num_groups,
-            );
-        }
+        block_channels(&mut limits, &self.block_out_channels, self.norm_num_groups);
         limits.finish()
     }
 }

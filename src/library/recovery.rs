@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::lock::lock_owner;
+use crate::atomic_file::temporary_target;
 
 /// A temporary or lock older than this is abandoned whoever wrote it: a save takes seconds.
 pub const STALE_AFTER: Duration = Duration::from_secs(5 * 60);
@@ -45,20 +46,6 @@ pub(super) fn abandoned(pid: Option<u32>, modified: Option<SystemTime>, now: Sys
             == Some(false)
 }
 
-/// The writer's pid in a temporary's name: `.NAME.<pid>.partial` or `.NAME.<pid>.<random>.partial`.
-/// NAME ends in an extension (`.wav`, `.json`), so it never supplies the digits itself.
-pub(super) fn temporary_pid(name: &str) -> Option<u32> {
-    let inner = name.strip_prefix('.')?.strip_suffix(".partial")?;
-    let parts: Vec<&str> = inner.split('.').collect();
-    let digits = |part: &&str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-    let pid = match parts.as_slice() {
-        [.., name, pid, _random] if !digits(name) && digits(pid) => pid,
-        [.., name, pid] if !digits(name) && digits(pid) => pid,
-        _ => return None,
-    };
-    pid.parse().ok()
-}
-
 /// Cleans `dir` as described at the top; returns one line per file removed or moved, and per
 /// file that could not be.
 pub(super) fn recover(dir: &Path) -> Vec<String> {
@@ -92,7 +79,7 @@ pub(super) fn recover(dir: &Path) -> Vec<String> {
         };
         let path = dir.join(name);
         if name.ends_with(".partial") {
-            if abandoned(temporary_pid(name), *modified, now) {
+            if abandoned(temporary_target(name).map(|(_, pid)| pid), *modified, now) {
                 report.push(remove(
                     &path,
                     name,
@@ -175,18 +162,6 @@ fn quarantine(dir: &Path, name: &str) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pids_are_read_from_both_temporary_name_formats() {
-        assert_eq!(temporary_pid(".rain_s1.wav.123.partial"), Some(123));
-        assert_eq!(temporary_pid(".rain_s1.wav.123.a9f3.partial"), Some(123));
-        assert_eq!(temporary_pid(".rain_s1.wav.123.456.partial"), Some(123));
-        assert_eq!(temporary_pid(".v1.2.json.77.partial"), Some(77));
-        assert_eq!(temporary_pid(".rain_s1.lock.88.5f2a01.partial"), Some(88));
-        assert_eq!(temporary_pid(".rain_s1.wav.partial"), None);
-        assert_eq!(temporary_pid(".rain_s1.wav.x.y.partial"), None);
-        assert_eq!(temporary_pid("rain_s1.wav"), None);
-    }
 
     #[test]
     fn age_or_a_dead_process_makes_a_leftover_stale() {

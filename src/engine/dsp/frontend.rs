@@ -102,11 +102,7 @@ impl MelFrontEnd {
         }
 
         // 1. Downmix (torch's float32 mean), 2. resample to the model's rate.
-        let count = channels.len() as f32;
-        let mono: Vec<f32> = (0..first.len())
-            .map(|index| channels.iter().map(|channel| channel[index]).sum::<f32>() / count)
-            .collect();
-        let mut samples = resample(&mono, rate, self.sample_rate);
+        let mut samples = resample(&super::downmix(channels), rate, self.sample_rate);
         // AudioLDM asserts this after resampling (`pad_wav`).
         if samples.len() < MIN_INPUT_SAMPLES {
             return invalid(format!(

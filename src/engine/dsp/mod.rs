@@ -30,3 +30,12 @@ pub(crate) fn reduced_rates(from: u32, to: u32) -> (usize, usize) {
         (to as u64 / divisor) as usize,
     )
 }
+
+/// The channels' float32 mean per frame (`x.mean(0)` in torch); channels of equal length.
+pub fn downmix(channels: &[Vec<f32>]) -> Vec<f32> {
+    let count = channels.len() as f32;
+    let frames = channels.first().map_or(0, Vec::len);
+    (0..frames)
+        .map(|index| channels.iter().map(|channel| channel[index]).sum::<f32>() / count)
+        .collect()
+}

@@ -109,8 +109,8 @@ impl Planner<'_> {
         generator: &mut TorchGenerator,
         timings: &mut Timings,
     ) -> Result<Plan> {
-        let front = self.decoder.front_end()?;
-        let sample_rate = front.sample_rate;
+        // Built only for the tasks that read audio: text-to-audio never pays for the filter bank.
+        let front = || self.decoder.front_end();
         match task {
             Task::TextToAudio | Task::Variation { .. } => {
                 let noise = self.noise(generator, waveforms, &length)?;
@@ -136,7 +136,7 @@ impl Planner<'_> {
                     });
                 }
                 let (clean, _) = self.encode(
-                    &front,
+                    &front()?,
                     input,
                     &length,
                     waveforms,
@@ -170,7 +170,7 @@ impl Planner<'_> {
                 encode_mode,
             } => {
                 let (start, _) = self.inpaint(
-                    &front,
+                    &front()?,
                     input,
                     regions,
                     *strength,
@@ -198,6 +198,8 @@ impl Planner<'_> {
                 seconds,
                 encode_mode,
             } => {
+                let front = front()?;
+                let sample_rate = front.sample_rate;
                 let looped = matches!(task, Task::Loop { .. });
                 let source = mono_at(input, sample_rate)?;
                 let added = seconds_to_samples(*seconds, sample_rate)?;

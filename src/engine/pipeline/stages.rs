@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::editing::{Assembly, Blend, LoopStart, Planner, assemble};
+use super::editing::{Assembly, LoopStart, Planner, assemble};
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings};
 use crate::engine::dsp::frontend::MelFrontEnd;
 use crate::engine::models::clap_text::{ClapConfig, ClapTextConfig, ClapTextModel};
@@ -265,7 +265,7 @@ pub(crate) fn denoise(
         latents = scheduler.step(&prediction, index, &latents, generator)?;
         if let Some(blend) = &start.blend {
             let next = (index + 1 < timesteps.len()).then_some(index + 1);
-            latents = Blend::apply(blend, &latents, &*scheduler, next)?;
+            latents = blend.apply(&latents, &*scheduler, next)?;
         }
         on_step(&Progress {
             step: index + 1 - begin,
@@ -327,11 +327,11 @@ pub(crate) struct Synthesis<'a> {
 
 impl Synthesis<'_> {
     /// The model's own clip length (the UNet's `sample_size`), which bounds editing windows.
-    fn default_seconds(&self) -> Result<f64> {
+    fn default_seconds(&self) -> f64 {
         let rows = self.unet.config().sample_size.unwrap_or(128);
         let frames = rows * self.decoder.vae_config.scale_factor();
         let vocoder = self.decoder.vocoder.config();
-        Ok(frames as f64 * vocoder.upsample_factor() as f64 / vocoder.sampling_rate as f64)
+        frames as f64 * vocoder.upsample_factor() as f64 / vocoder.sampling_rate as f64
     }
 
     /// Denoises, decodes and packages the clip; `timings` already holds the text encoding.
@@ -355,7 +355,7 @@ impl Synthesis<'_> {
             device: self.device,
             dtype: self.dtype,
             latent_channels: self.unet.config().in_channels,
-            default_seconds: self.default_seconds()?,
+            default_seconds: self.default_seconds(),
         };
         let plan = planner.plan(
             &request.task,

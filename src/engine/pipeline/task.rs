@@ -33,16 +33,7 @@ impl InputAudio {
 
     /// The channels' float32 mean (`x.mean(0)` in torch).
     pub fn mono(&self) -> Vec<f32> {
-        let count = self.channels.len() as f32;
-        (0..self.frames())
-            .map(|index| {
-                self.channels
-                    .iter()
-                    .map(|channel| channel[index])
-                    .sum::<f32>()
-                    / count
-            })
-            .collect()
+        crate::engine::dsp::downmix(&self.channels)
     }
 
     /// Length in seconds (f64, as Python divides).
@@ -215,6 +206,13 @@ impl Task {
             }
             if input.channels.is_empty() || input.frames() == 0 {
                 return invalid(format!("{}: the audio is empty", input.name));
+            }
+            if input
+                .channels
+                .iter()
+                .any(|channel| channel.len() != input.frames())
+            {
+                return invalid(format!("{}: the channels differ in length", input.name));
             }
         }
         let check_strength = |strength: f64| {
