@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::audio::wav::{WavFormat, write_wav};
 use crate::audio::wav_in::read_input_audio;
-use crate::engine::device::{DeviceKind, parse_dtype};
+use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
 use crate::engine::dsp::resample::resample;
 use crate::engine::hub::{KNOWN_CHECKPOINTS, cached_snapshot, resolve_model};
 use crate::engine::pipeline::task::DEFAULT_AUDIO_TO_AUDIO_STRENGTH;
@@ -402,7 +402,11 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let model_dir = resolve_model(&args.model)?;
-    let pipeline = Pipeline::load(&model_dir, &device.open()?, dtype)?;
+    let device = device.open()?;
+    if let Some(notice) = precision_notice(&device, dtype) {
+        eprintln!("{notice}");
+    }
+    let pipeline = Pipeline::load(&model_dir, &device, dtype)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let (default_steps, default_guidance) = pipeline.defaults();
     request.steps = args.steps.unwrap_or(default_steps);

@@ -5,58 +5,17 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use candle_core::{DType, Device, Tensor};
-use common::{fixtures, model_dir, read_json, relative_l2_slices};
+use common::edits::{self, EDIT_VARIANTS, channels, reference_dir, run, tensors, values};
+use common::{fixtures, model_dir, read_json};
 use foley::engine::dsp::frontend::MelFrontEnd;
 use foley::engine::dsp::mel_filters::mel_filters;
 use foley::engine::dsp::sinc_resample::resample;
 use foley::engine::pipeline::editing::truncation;
 use foley::engine::pipeline::{
-    CancelFlag, Clip, EncodeMode, InputAudio, Pipeline, Regions, Request, Task,
+    CancelFlag, EncodeMode, InputAudio, Pipeline, Regions, Request, Task,
 };
 use foley::engine::schedulers::{SchedulerConfig, SchedulerKind};
-use serde_json::Value;
-
-const EDIT_VARIANTS: [&str; 4] = [
-    "audioldm-tiny-mel",
-    "audioldm-tiny",
-    "musicldm-tiny",
-    "audioldm2-tiny",
-];
-
-fn reference_dir() -> PathBuf {
-    fixtures().join("reference/editing")
-}
-
-fn tensors(name: &str) -> std::collections::HashMap<String, Tensor> {
-    let path = reference_dir().join(format!("{name}.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu)
-        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
-}
-
-fn values(tensors: &std::collections::HashMap<String, Tensor>, key: &str) -> Vec<f32> {
-    tensors
-        .get(key)
-        .unwrap_or_else(|| panic!("no tensor {key}"))
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-fn channels(tensors: &std::collections::HashMap<String, Tensor>, key: &str) -> Vec<Vec<f32>> {
-    let tensor = tensors[key].to_dtype(DType::F32).unwrap();
-    let tensor = if tensor.rank() == 1 {
-        tensor.unsqueeze(0).unwrap()
-    } else {
-        tensor
-    };
-    tensor.to_vec2().unwrap()
-}
 
 fn max_abs_diff(actual: &[f32], expected: &[f32]) -> f32 {
     assert_eq!(actual.len(), expected.len(), "length mismatch");
@@ -149,98 +108,11 @@ fn vae_encoder_matches_diffusers() {
     }
 }
 
-fn task_of(case: &Value, input: InputAudio) -> Task {
-    let encode_mode: EncodeMode = case["encode_mode"]
-        .as_str()
-        .unwrap_or("sample")
-        .parse()
-        .unwrap();
-    let strength = case["strength"].as_f64().unwrap_or(1.0);
-    match case["task"].as_str().unwrap() {
-        "audio_to_audio" => Task::AudioToAudio {
-            input,
-            strength,
-            encode_mode,
-        },
-        "inpaint" => Task::Inpaint {
-            input,
-            regions: Regions {
-                time: case["inpaint"]
-                    .as_array()
-                    .map(|ranges| {
-                        ranges
-                            .iter()
-                            .map(|range| (range[0].as_f64().unwrap(), range[1].as_f64().unwrap()))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                above_hz: case["regenerate_above_hz"].as_f64(),
-            },
-            strength,
-            encode_mode,
-        },
-        "variation" => Task::Variation { input },
-        other => panic!("unknown task {other}"),
-    }
-}
-
-fn request_of(case: &Value, task: Task) -> Request {
-    Request {
-        prompt: case["prompt"].as_str().unwrap_or("").to_string(),
-        negative_prompt: case["negative_prompt"].as_str().map(str::to_string),
-        seed: case["seed"].as_u64().unwrap(),
-        steps: case["steps"].as_u64().unwrap() as usize,
-        guidance: case["guidance"].as_f64().unwrap(),
-        duration: case["duration"].as_f64(),
-        scheduler: case["scheduler"].as_str().unwrap().parse().unwrap(),
-        waveforms: case["waveforms"].as_u64().unwrap_or(1) as usize,
-        task,
-    }
-}
-
-fn run(pipeline: &Pipeline, request: &Request) -> (Clip, Option<Tensor>) {
-    let mut last = None;
-    let clip = pipeline
-        .generate(
-            request,
-            &mut |progress| last = Some(progress.latents.clone()),
-            &CancelFlag::new(),
-        )
-        .unwrap();
-    (clip, last)
-}
-
 /// A2A-4/5, INP-4, super-resolution and VAR (MusicLDM): the waveform of every reference case
 /// within 1e-4 relative L2, with diffusers' number of UNet calls.
 #[test]
 fn edits_match_the_python_reference() {
-    let mut count = 0;
-    for variant in EDIT_VARIANTS {
-        let reference = tensors(variant);
-        let json = read_json(&reference_dir().join(format!("{variant}.json")));
-        let pipeline = Pipeline::load(&model_dir(variant), &Device::Cpu, DType::F32).unwrap();
-        for case in json["cases"].as_array().unwrap() {
-            let name = case["name"].as_str().unwrap();
-            let input_key = case["input"].as_str().unwrap();
-            let input = InputAudio::new(
-                channels(&reference, input_key),
-                case["input_rate"].as_u64().unwrap() as u32,
-                input_key,
-            );
-            let request = request_of(case, task_of(case, input));
-            let (clip, _) = run(&pipeline, &request);
-            let expected = channels(&reference, &format!("{name}.waveform"));
-            assert_eq!(clip.waveforms.len(), expected.len(), "{variant}/{name}");
-            for (actual, expected) in clip.waveforms.iter().zip(&expected) {
-                let error = relative_l2_slices(actual, expected);
-                assert!(error <= 1e-4, "{variant}/{name}: relative L2 {error}");
-            }
-            if let Some(calls) = case["unet_calls"].as_u64() {
-                assert_eq!(clip.denoising_steps as u64, calls, "{variant}/{name}");
-            }
-            count += 1;
-        }
-    }
+    let count = edits::check_edits_on(&Device::Cpu, 1e-4);
     assert!(count >= 20, "only {count} reference cases");
 }
 

@@ -23,7 +23,7 @@ use crate::audio::wav::{WavFormat, read_wav};
 use crate::cli::{
     EditArgs, output_paths, parse_sample_rate, prompt_for, task_from_args, write_waveforms,
 };
-use crate::engine::device::{DeviceKind, parse_dtype};
+use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
 use crate::engine::hub::resolve_model;
 use crate::engine::pipeline::{CancelFlag, Clip, Pipeline, Request, validate};
 use crate::engine::schedulers::SchedulerKind;
@@ -114,6 +114,9 @@ pub fn run(options: &BatchOptions) -> anyhow::Result<Summary> {
 
     let bar = progress_bar(mine.len(), options.quiet);
     let device = device_kind.open()?;
+    if let Some(notice) = precision_notice(&device, dtype) {
+        eprintln!("{notice}");
+    }
     let mut loaded: Option<(String, Pipeline)> = None;
     let mut summary = Summary {
         jobs: mine.len(),

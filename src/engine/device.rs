@@ -42,6 +42,17 @@ impl std::str::FromStr for DeviceKind {
     }
 }
 
+/// What a user should know before running in `dtype` on `device`, if anything: on the CPU the
+/// half types are for checking drift, not for speed, because candle's CPU kernels widen them.
+pub fn precision_notice(device: &Device, dtype: DType) -> Option<String> {
+    (device.is_cpu() && dtype != DType::F32).then(|| {
+        format!(
+            "note: {} on the CPU is no faster than f32 (candle's CPU kernels compute it through f32); f32 is the fast, exact CPU path",
+            dtype.as_str()
+        )
+    })
+}
+
 /// Parses `f32`, `f16` or `bf16`.
 pub fn parse_dtype(name: &str) -> Result<DType> {
     match name {

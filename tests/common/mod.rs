@@ -1,6 +1,8 @@
 //! Shared helpers for the parity tests: fixture paths, reference tensors and error measures.
 #![allow(dead_code)]
 
+pub mod edits;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -216,7 +218,12 @@ pub fn e2e_cases(variant: &str) -> Vec<E2eCase> {
 /// Runs every recorded case of `variant` and compares noise (bit for bit), the latents after
 /// every UNet evaluation and the final waveform with diffusers.
 pub fn check_e2e(variant: &str, minimum_cases: usize) {
-    let pipeline = Pipeline::load(&model_dir(variant), &Device::Cpu, DType::F32)
+    check_e2e_on(variant, minimum_cases, &Device::Cpu, WAVEFORM_TOLERANCE);
+}
+
+/// [`check_e2e`] on `device`, within `tolerance` (relative L2) for latents and waveforms.
+pub fn check_e2e_on(variant: &str, minimum_cases: usize, device: &Device, tolerance: f64) {
+    let pipeline = Pipeline::load(&model_dir(variant), device, DType::F32)
         .unwrap_or_else(|error| panic!("loading {variant}: {error}"));
     let reference = Reference::load(variant, "e2e");
     let cases = e2e_cases(variant);
@@ -260,7 +267,7 @@ pub fn check_e2e(variant: &str, minimum_cases: usize) {
         );
         for (step, error) in step_errors.iter().enumerate() {
             assert!(
-                *error <= WAVEFORM_TOLERANCE,
+                *error <= tolerance,
                 "{what}: latents after evaluation {step} off by {error:.3e}"
             );
         }
@@ -269,7 +276,7 @@ pub fn check_e2e(variant: &str, minimum_cases: usize) {
         let error = relative_l2_slices(&clip.waveforms[0], &expected);
         eprintln!("parity {what} waveform: relative L2 {error:.3e}");
         assert!(
-            error <= WAVEFORM_TOLERANCE,
+            error <= tolerance,
             "{what}: waveform relative L2 {error:.3e}"
         );
     }

@@ -5,12 +5,12 @@
 //! A transposed convolution multiplies first and scatters the columns after, so HiFi-GAN's padded
 //! upsamplers skip candle's naive padded kernel. Other devices use candle's ops.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
-use super::{contiguous_f32, is_cpu_f32, winograd};
+use super::{contiguous_f32, in_f32, is_cpu_f32, widen_half_conv, winograd};
 
 /// Floats an im2col tile may hold (4 MB): as fast as 32 MB tiles for the UNet and VAE and up to
 /// 1.4× faster for the vocoder's 1-D convolutions, whose columns then stay in cache
@@ -33,6 +33,20 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// The dtype of the weights, which the layer computes in.
+    pub fn dtype(&self) -> DType {
+        self.weight.dtype()
+    }
+
+    /// This layer with f32 weights.
+    fn widened(&self) -> Result<Self> {
+        Ok(Self {
+            weight: self.weight.to_dtype(DType::F32)?,
+            bias: self.bias.to_dtype(DType::F32)?,
+            ..self.clone()
+        })
+    }
+
     /// Loads `weight` (out, in, k, k) and `bias` (out) from `vb`.
     pub fn new(
         input: usize,
@@ -65,6 +79,9 @@ impl Module for Conv2d {
                 .contiguous()?
                 .apply_op3_no_bwd(&self.weight, &self.bias, &op);
         }
+        if widen_half_conv(xs) {
+            return in_f32(self, Self::widened, xs);
+        }
         let (padding, _) = self.geometry.padding;
         let convolved = xs.conv2d(&self.weight, padding, self.geometry.stride, 1, 1)?;
         convolved.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
@@ -82,6 +99,20 @@ pub struct Conv1d {
 }
 
 impl Conv1d {
+    /// The dtype of the weights, which the layer computes in.
+    pub fn dtype(&self) -> DType {
+        self.weight.dtype()
+    }
+
+    /// This layer with f32 weights.
+    fn widened(&self) -> Result<Self> {
+        Ok(Self {
+            weight: self.weight.to_dtype(DType::F32)?,
+            bias: self.bias.to_dtype(DType::F32)?,
+            ..self.clone()
+        })
+    }
+
     pub fn new(
         input: usize,
         output: usize,
@@ -127,6 +158,12 @@ impl Conv1d {
                 .apply_op3_no_bwd(&weight, &self.bias, &op)?
                 .squeeze(2);
         }
+        if widen_half_conv(xs) {
+            let widened = self.widened()?;
+            return widened
+                .run(&xs.to_dtype(DType::F32)?, input_slope)?
+                .to_dtype(xs.dtype());
+        }
         let xs = match input_slope {
             Some(slope) => leaky_relu(xs, slope)?,
             None => xs.clone(),
@@ -162,6 +199,15 @@ pub struct ConvTranspose1d {
 }
 
 impl ConvTranspose1d {
+    /// This layer with f32 weights.
+    fn widened(&self) -> Result<Self> {
+        Ok(Self {
+            weight: self.weight.to_dtype(DType::F32)?,
+            bias: self.bias.to_dtype(DType::F32)?,
+            ..self.clone()
+        })
+    }
+
     pub fn new(
         input: usize,
         output: usize,
@@ -189,6 +235,9 @@ impl Module for ConvTranspose1d {
             return xs
                 .contiguous()?
                 .apply_op3_no_bwd(&self.weight, &self.bias, &op);
+        }
+        if widen_half_conv(xs) {
+            return in_f32(self, Self::widened, xs);
         }
         // candle's fast transposed kernel needs padding 0; cropping afterwards is identical.
         let full = xs.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;

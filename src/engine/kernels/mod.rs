@@ -14,11 +14,53 @@ mod gemm;
 pub mod group_norm;
 mod winograd;
 
+use std::cell::Cell;
+
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Tensor};
+
+thread_local! {
+    static PORTABLE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `work` with the CPU fast paths off on this thread, so the CPU computes with candle's
+/// own ops, the path CUDA and Metal take. It proves that path against the references on a
+/// machine without a GPU; generation never needs it.
+pub fn with_portable_ops<R>(work: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PORTABLE.with(|portable| portable.set(self.0));
+        }
+    }
+    let _restore = Restore(PORTABLE.with(|portable| portable.replace(true)));
+    work()
+}
 
 /// Whether `tensor` can take the CPU f32 fast path.
 fn is_cpu_f32(tensor: &Tensor) -> bool {
-    matches!(tensor.device(), Device::Cpu) && tensor.dtype() == DType::F32
+    matches!(tensor.device(), Device::Cpu)
+        && tensor.dtype() == DType::F32
+        && !PORTABLE.with(Cell::get)
+}
+
+/// Whether a convolution of `xs` must be widened to f32 on the CPU: candle 0.11 has no bf16
+/// CPU convolution at all (its matmul widens, its im2col path does not), and its direct f16
+/// kernels accumulate in f16. Widened, a half convolution runs in f32 and rounds its output
+/// once, which is what PyTorch's CPU kernels and CUDA's half convolutions compute (they
+/// accumulate in f32).
+fn widen_half_conv(xs: &Tensor) -> bool {
+    matches!(xs.device(), Device::Cpu) && matches!(xs.dtype(), DType::BF16 | DType::F16)
+}
+
+/// `layer` run on `xs` in f32, rounded back to `xs`'s dtype.
+fn in_f32<L: candle_core::Module>(
+    layer: &L,
+    widened: impl FnOnce(&L) -> Result<L>,
+    xs: &Tensor,
+) -> Result<Tensor> {
+    widened(layer)?
+        .forward(&xs.to_dtype(DType::F32)?)?
+        .to_dtype(xs.dtype())
 }
 
 /// The contiguous f32 slice a custom op was handed.

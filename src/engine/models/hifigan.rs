@@ -170,9 +170,9 @@ impl HifiGan {
         &self.config
     }
 
-    /// (batch, frames, mel bins) to (batch, samples).
+    /// (batch, frames, mel bins) to (batch, samples), computed in the weights' dtype.
     pub fn forward(&self, mel: &Tensor) -> Result<Tensor> {
-        let mut mel = mel.clone();
+        let mut mel = mel.to_dtype(self.conv_pre.dtype())?;
         if let (Some(mean), Some(scale)) = (&self.mean, &self.scale) {
             mel = mel.broadcast_sub(mean)?.broadcast_div(scale)?;
         }

@@ -148,11 +148,13 @@ impl VaeDecoder {
         })
     }
 
-    /// `vae.decode(latents).sample`; the caller divides by `scaling_factor` first.
+    /// `vae.decode(latents).sample`, in the weights' dtype; the caller divides by
+    /// `scaling_factor` first.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let latents = latents.to_dtype(self.conv_in.dtype())?;
         let latents = match &self.post_quant_conv {
-            Some(conv) => conv.forward(latents)?,
-            None => latents.clone(),
+            Some(conv) => conv.forward(&latents)?,
+            None => latents,
         };
         let mut hidden = self.conv_in.forward(&latents)?;
         hidden = self.mid_first.forward(&hidden, None)?;

@@ -1,7 +1,7 @@
 //! The encoder half of diffusers' `AutoencoderKL` and its `DiagonalGaussianDistribution`:
 //! a log-mel spectrogram to the latent posterior the editing tasks start from.
 
-use candle_core::{D, Module, Result, Tensor};
+use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::layers::{conv2d, group_norm};
@@ -89,9 +89,10 @@ impl VaeEncoder {
         })
     }
 
-    /// `vae.encode(mel).latent_dist` for a (batch, 1, frames, mel bins) spectrogram.
+    /// `vae.encode(mel).latent_dist` for a (batch, 1, frames, mel bins) spectrogram, computed
+    /// in the weights' dtype; the posterior is f32, like the latents the scheduler works on.
     pub fn encode(&self, mel: &Tensor) -> Result<DiagonalGaussian> {
-        let mut hidden = self.conv_in.forward(mel)?;
+        let mut hidden = self.conv_in.forward(&mel.to_dtype(self.conv_in.dtype())?)?;
         for block in &self.down_blocks {
             for resnet in &block.resnets {
                 hidden = resnet.forward(&hidden, None)?;
@@ -112,7 +113,7 @@ impl VaeEncoder {
         if let Some(conv) = &self.quant_conv {
             moments = conv.forward(&moments)?;
         }
-        DiagonalGaussian::from_moments(moments)
+        DiagonalGaussian::from_moments(moments.to_dtype(DType::F32)?)
     }
 }
 

@@ -265,7 +265,6 @@ impl AudioLdmPipeline {
             decoder: &self.decoder,
             scheduler_config: &self.scheduler_config,
             device: &self.device,
-            dtype: self.dtype,
         };
         synthesis.run(
             request,

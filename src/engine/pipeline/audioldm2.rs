@@ -273,7 +273,6 @@ impl AudioLdm2Pipeline {
             decoder: &self.decoder,
             scheduler_config: &self.scheduler_config,
             device: &self.device,
-            dtype: self.dtype,
         };
         synthesis.run(
             request,

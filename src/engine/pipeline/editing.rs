@@ -87,10 +87,11 @@ pub(crate) struct Plan {
     pub assembly: Assembly,
 }
 
+/// Plans in f32 whatever the model's dtype: latents, noise and masks are what the scheduler
+/// works on, and its math stays in f32 (the UNet, VAE and vocoder cast at their inputs).
 pub(crate) struct Planner<'a> {
     pub decoder: &'a AudioDecoder,
     pub device: &'a Device,
-    pub dtype: DType,
     pub latent_channels: usize,
     /// The model's own clip length in seconds (the UNet's `sample_size`).
     pub default_seconds: f64,
@@ -317,8 +318,7 @@ impl Planner<'_> {
         } else {
             add_noise(&clean, &noise, scheduler.noise_level(begin))?
         };
-        let keep =
-            Tensor::from_vec(keep, (1, 1, rows, columns), self.device)?.to_dtype(self.dtype)?;
+        let keep = Tensor::from_vec(keep, (1, 1, rows, columns), self.device)?;
         let regenerate = (1.0 - &keep)?;
         let start = LoopStart {
             latents,
@@ -346,7 +346,7 @@ impl Planner<'_> {
             self.latent_channels,
             length,
             self.device,
-            self.dtype,
+            DType::F32,
         )
     }
 
@@ -370,7 +370,6 @@ impl Planner<'_> {
             .fbank(&input.channels, input.sample_rate, length.mel_frames)
             .map_err(|error| named(input, error))?;
         let tensor = Tensor::from_vec(mel.values, (1, 1, mel.frames, mel.n_mels), self.device)?
-            .to_dtype(self.dtype)?
             .repeat((waveforms, 1, 1, 1))?;
         let posterior = encoder.encode(&tensor)?;
         let expected = (waveforms, self.latent_channels, length.latent_height);

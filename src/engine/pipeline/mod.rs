@@ -38,12 +38,6 @@ pub enum Pipeline {
 
 impl Pipeline {
     pub fn load(root: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        // candle's CPU matmul has no bf16 kernel: refuse before loading gigabytes of weights.
-        if device.is_cpu() && dtype == DType::BF16 {
-            return Err(FoleyError::Unsupported(
-                "bf16 on the CPU (candle has no CPU bf16 matmul); use --dtype f32 or f16 there, bf16 with --device cuda or metal".into(),
-            ));
-        }
         let index = ModelIndex::load(root)?;
         match index.class_name.as_str() {
             "AudioLDMPipeline" | "MusicLDMPipeline" => Ok(Self::AudioLdm(Box::new(

@@ -322,7 +322,6 @@ pub(crate) struct Synthesis<'a> {
     pub decoder: &'a AudioDecoder,
     pub scheduler_config: &'a SchedulerConfig,
     pub device: &'a Device,
-    pub dtype: DType,
 }
 
 impl Synthesis<'_> {
@@ -353,7 +352,6 @@ impl Synthesis<'_> {
         let planner = Planner {
             decoder: self.decoder,
             device: self.device,
-            dtype: self.dtype,
             latent_channels: self.unet.config().in_channels,
             default_seconds: self.default_seconds(),
         };

@@ -212,8 +212,12 @@ impl UNet2DConditionModel {
         timestep: f64,
         conditioning: UNetConditioning,
     ) -> Result<Tensor> {
+        // The caller's latents stay in their dtype (f32 for the scheduler); the network
+        // computes in its weights' dtype and hands the prediction back in the caller's.
+        let caller_dtype = sample.dtype();
+        let dtype = self.conv_in.dtype();
+        let sample = &sample.to_dtype(dtype)?;
         let (batch, _, height, width) = sample.dims4()?;
-        let dtype = sample.dtype();
         let up_factor = 1usize << (self.up_blocks.len() - 1);
         let forward_upsample_size = height % up_factor != 0 || width % up_factor != 0;
 
@@ -274,6 +278,6 @@ impl UNet2DConditionModel {
             hidden = block.forward(&hidden, &block_skips, &temb, &contexts, upsample_size)?;
         }
         let hidden = self.conv_norm_out.forward_silu(&hidden)?;
-        self.conv_out.forward(&hidden)
+        self.conv_out.forward(&hidden)?.to_dtype(caller_dtype)
     }
 }
