@@ -474,6 +474,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
                 "text_encoding": clip.timings.text_encoding,
                 "encoding": clip.timings.encoding,
                 "denoising": clip.timings.denoising,
+                "per_step": clip.timings.denoising / clip.denoising_steps.max(1) as f64,
                 "vae_decode": clip.timings.vae_decode,
                 "vocoder": clip.timings.vocoder,
                 "total": started.elapsed().as_secs_f64(),

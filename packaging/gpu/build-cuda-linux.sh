@@ -7,6 +7,9 @@
 #   packaging/gpu/build-cuda-linux.sh                 # cuda, PTX for sm_80, tarball
 #   CUDA_COMPUTE_CAP=90 packaging/gpu/build-cuda-linux.sh
 #   packaging/gpu/build-cuda-linux.sh --cudnn         # also candle's cudnn feature (cuDNN 9 wheel)
+#   CUDA_COMPUTE_CAP=90 packaging/gpu/build-cuda-linux.sh --check-bundle
+#                     # also the GPU check's bundle (packaging/gpu/check/README.md): the stripped binary
+#                     # and tests/device_parity.rs built for CUDA, xz-compressed, and the Python wheels
 #
 # Environment (all optional):
 #   CUDA_VENV         where the wheels go              (default /opt/cuda-venv)
@@ -30,9 +33,11 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 
 cudnn=0
+bundle=0
 for arg in "$@"; do
   case "$arg" in
     --cudnn) cudnn=1 ;;
+    --check-bundle) bundle=1 ;;
     *) echo "build-cuda-linux.sh: unknown argument '$arg'" >&2; exit 2 ;;
   esac
 done
@@ -97,5 +102,28 @@ readelf -d "$binary" | grep NEEDED | grep -E 'cuda|cublas|curand|cudart|cudnn|nv
 # (running it here fails without the driver; --version needs no GPU but does need the libraries)
 LD_LIBRARY_PATH="$cuda/lib:$link${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$binary" --version || true
 
-# 4. Package: the Linux tarball, named ...-linux-cuda.tar.gz (same layout and install.sh).
+# 4 (with --check-bundle). The GPU check's bundle: what packaging/gpu/check/run.sh runs on a machine without
+#    Rust. Binaries are stripped and xz-compressed to stay well inside what can be carried (64 MiB).
+if [ "$bundle" -eq 1 ]; then
+  out="$root/packaging/gpu/check/bundle"
+  rm -rf "$out" && mkdir -p "$out/wheels"
+  test_binary="$(PATH="$cuda/bin:$PATH" CUDA_ROOT="$cuda" CUDA_PATH="$cuda" CUDA_HOME="$cuda" \
+    CUDA_COMPUTE_CAP="$compute_cap" RUSTFLAGS="${RUSTFLAGS:-} -L $link" \
+    cargo test --release --locked --features "$features" --test device_parity --no-run --message-format=json \
+    | sed -n 's/.*"executable":"\([^"]*device_parity[^"]*\)".*/\1/p' | tail -n 1)"
+  [ -x "$test_binary" ] || { echo "build-cuda-linux.sh: no device_parity test binary" >&2; exit 1; }
+  for pair in "foley:$binary" "device_parity:$test_binary"; do
+    name="${pair%%:*}"
+    strip -o "$out/$name" "${pair#*:}"
+    xz -T0 -6 -f "$out/$name"
+  done
+  # The GPU machine's python3 (3.12) has torch but not the pinned diffusers/transformers.
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux2014_x86_64 -d "$out/wheels" \
+    "diffusers==0.42.1" "transformers==5.23.0" "importlib_metadata" "zipp" "regex==2026.11.19"
+  echo "check bundle: $out ($(du -sh "$out" | cut -f1))"
+  ls -l "$out" "$out/wheels"
+fi
+
+# 5. Package: the Linux tarball, named ...-linux-cuda.tar.gz (same layout and install.sh).
 FOLEY_TARBALL_SUFFIX=cuda packaging/linux/build-tarball.sh --no-build | tail -n 1

@@ -21,7 +21,13 @@ impl DeviceKind {
         };
         match self {
             Self::Cpu => Ok(Device::Cpu),
-            Self::Cuda => Device::new_cuda(0).map_err(|error| unavailable("CUDA", error)),
+            Self::Cuda => {
+                // Opt-in, like torch.backends.cuda.matmul.allow_tf32: TF32 tensor cores for
+                // f32 matrix products, faster and about 1e-3 relative off full f32.
+                let tf32 = std::env::var("FOLEY_CUDA_TF32").is_ok_and(|value| value == "1");
+                candle_core::cuda::set_gemm_reduced_precision_f32(tf32);
+                Device::new_cuda(0).map_err(|error| unavailable("CUDA", error))
+            }
             Self::Metal => Device::new_metal(0).map_err(|error| unavailable("Metal", error)),
         }
     }

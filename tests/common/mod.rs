@@ -12,8 +12,12 @@ use foley::engine::pipeline::{CancelFlag, Pipeline, Request};
 
 pub const VARIANTS: [&str; 2] = ["audioldm2-tiny", "audioldm2-tiny-deep"];
 
+/// `tests/fixtures`, or `$FOLEY_FIXTURES` for a test binary run away from its checkout (the
+/// GPU check carries prebuilt test binaries to a machine without Rust).
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    std::env::var_os("FOLEY_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
 }
 
 pub fn model_dir(variant: &str) -> PathBuf {

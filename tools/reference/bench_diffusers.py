@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time one diffusers text-to-audio run on the CPU, stage by stage, and print ONE JSON line.
+"""Time one diffusers text-to-audio run (CPU by default, or ``--device cuda``), stage by stage, and print ONE JSON line.
 
 The diffusers twin of
 
@@ -21,6 +21,9 @@ Stages are timed by wrapping instance methods of the loaded pipeline (nothing in
 * vae_decode: ``pipe.vae.decode``; vocoder: ``pipe.vocoder.forward``;
 * load: ``from_pretrained`` (with the shims of shims.py); call: the whole ``pipe(...)``;
   total: load + call (Foley's ``total`` is load + generation + WAV writing).
+
+On a GPU every stage boundary synchronizes first, ``--warmup N`` runs N untimed 2-step calls before the timed
+one, and peak_gpu_memory_bytes is ``torch.cuda.max_memory_allocated`` of the timed call.
 
 peak_memory_bytes is the process's peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``), imports included.
 """
@@ -45,6 +48,10 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--out", default=None, help="also write the waveform as a float32 WAV")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    parser.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"], help="pipeline dtype (pipe.to)")
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="untimed 2-step calls before the timed one (GPU: kernel selection, caches)")
     return parser.parse_args(argv)
 
 
@@ -99,10 +106,12 @@ class Timers:
 
         @functools.wraps(original)
         def timed(*args, **kwargs):
+            synchronize()
             start = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
+                synchronize()
                 self.spans[key].append((start, time.perf_counter()))
 
         setattr(obj, attr, timed)  # instance attribute: shadows the class method for this object only
@@ -111,7 +120,13 @@ class Timers:
         return sum(end - start for start, end in self.spans[key])
 
 
-def load_pipeline(path: Path):
+def synchronize() -> None:
+    """Stage boundaries are host times: wait for queued GPU work first (a no-op on the CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def load_pipeline(path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32):
     index = json.loads((path / "model_index.json").read_text())
     class_name = index["_class_name"]
     if class_name not in FAMILIES:
@@ -122,7 +137,7 @@ def load_pipeline(path: Path):
         pipe = shims.load_musicldm_pipeline(path)  # get_text_features -> tensor (transformers 5)
     else:
         pipe = AudioLDMPipeline.from_pretrained(path)
-    pipe = pipe.to("cpu")
+    pipe = pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe, class_name
 
@@ -134,12 +149,21 @@ def main(args) -> None:
     warnings.filterwarnings("ignore")
     diffusers.utils.logging.disable_progress_bar()
 
+    dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     started = time.perf_counter()
-    pipe, class_name = load_pipeline(model)
+    pipe, class_name = load_pipeline(model, args.device, dtype)
+    synchronize()
     load_seconds = time.perf_counter() - started
     family, default_guidance, encode_method = FAMILIES[class_name]
     guidance = default_guidance if args.guidance is None else args.guidance
     pipe.scheduler = SCHEDULERS[args.scheduler].from_config(pipe.scheduler.config)
+
+    for _ in range(args.warmup):
+        with torch.inference_mode():
+            pipe(args.prompt, negative_prompt=args.negative_prompt, audio_length_in_s=args.duration,
+                 num_inference_steps=2, guidance_scale=guidance)
+    if args.device != "cpu":
+        torch.cuda.reset_peak_memory_stats()
 
     timers = Timers()
     timers.wrap(pipe, encode_method, "text_encoding")
@@ -159,6 +183,7 @@ def main(args) -> None:
             num_waveforms_per_prompt=1,
             generator=generator,
         ).audios
+    synchronize()
     call_seconds = time.perf_counter() - started
     audio = np.asarray(audio, dtype=np.float32)
 
@@ -188,6 +213,7 @@ def main(args) -> None:
             "process_until_report": time.perf_counter() - process_start,
         },
         "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if args.device != "cpu" else None,
         "settings": {
             "model": str(model),
             "family": family,
@@ -201,8 +227,8 @@ def main(args) -> None:
             "scheduler_class": type(pipe.scheduler).__name__,
             "seed": args.seed,
             "waveforms": 1,
-            "device": "cpu",
-            "dtype": "f32",
+            "device": args.device,
+            "dtype": args.dtype,
             "threads": torch.get_num_threads(),
             "sample_rate": pipe.vocoder.config.sampling_rate,
         },

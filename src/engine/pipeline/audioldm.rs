@@ -9,7 +9,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::ranking::{LazyRanker, rank_clip};
-use super::stages::{AudioDecoder, Synthesis, load_clap_text, load_unet, per_waveform};
+use super::stages::{
+    AudioDecoder, Synthesis, load_clap_text, load_unet, per_waveform, stage_seconds,
+};
 use super::{
     AudioLength, CancelFlag, Clip, InputAudio, Progress, Request, Task, Timings, validate,
 };
@@ -251,7 +253,7 @@ impl AudioLdmPipeline {
         };
         let class_labels =
             per_waveform(&embeddings, guided, request.waveforms)?.to_dtype(self.dtype)?;
-        timings.text_encoding = started.elapsed().as_secs_f64();
+        timings.text_encoding = stage_seconds(started, &self.device)?;
         if cancel.is_cancelled() {
             return Err(FoleyError::Cancelled);
         }

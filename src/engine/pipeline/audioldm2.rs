@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use super::ranking::{LazyRanker, rank_clip};
 use super::stages::{
     AudioDecoder, GPT2_UNUSED, Synthesis, T5_UNUSED, load_clap_text, load_unet, per_waveform,
+    stage_seconds,
 };
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Task, Timings, validate};
 use crate::engine::models::clap_text::ClapTextModel;
@@ -252,7 +253,7 @@ impl AudioLdm2Pipeline {
             request.negative_prompt.as_deref(),
             guidance,
         )?;
-        timings.text_encoding = started.elapsed().as_secs_f64();
+        timings.text_encoding = stage_seconds(started, &self.device)?;
         if cancel.is_cancelled() {
             return Err(FoleyError::Cancelled);
         }

@@ -400,7 +400,7 @@ impl Planner<'_> {
                 input.name
             )));
         }
-        timings.encoding += started.elapsed().as_secs_f64();
+        timings.encoding += super::stages::stage_seconds(started, self.device)?;
         Ok((clean, mel.gain))
     }
 }

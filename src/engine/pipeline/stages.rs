@@ -193,10 +193,10 @@ impl AudioDecoder {
         for item in 0..latents.dim(0)? {
             let started = Instant::now();
             let mel = self.decode_latents(&latents.narrow(0, item, 1)?)?;
-            timings.vae_decode += started.elapsed().as_secs_f64();
+            timings.vae_decode += stage_seconds(started, &self.device)?;
             let started = Instant::now();
             audios.push(self.vocoder.forward(&mel)?.to_dtype(DType::F32)?);
-            timings.vocoder += started.elapsed().as_secs_f64();
+            timings.vocoder += stage_seconds(started, &self.device)?;
             mels.push(mel);
         }
         let (mel, audio) = (Tensor::cat(&mels, 0)?, Tensor::cat(&audios, 0)?);
@@ -211,6 +211,13 @@ impl AudioDecoder {
             mel_bins,
         })
     }
+}
+
+/// Seconds since `started` once `device` has finished the work queued so far: GPU ops return
+/// before they run, so a stage's time is only its own after a synchronize (free on the CPU).
+pub(crate) fn stage_seconds(started: Instant, device: &Device) -> Result<f64> {
+    device.synchronize()?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Decoded audio of a batch: waveforms and their log-mel spectrograms.
@@ -375,7 +382,7 @@ impl Synthesis<'_> {
             on_step,
             cancel,
         )?;
-        timings.denoising = started.elapsed().as_secs_f64();
+        timings.denoising = stage_seconds(started, self.device)?;
         let decoded = self
             .decoder
             .waveforms(&latents, &plan.length, &mut timings)?;
