@@ -396,6 +396,24 @@ fn version_names_the_compiled_backends() {
     assert_eq!(line.contains("metal"), cfg!(feature = "metal"), "{line}");
 }
 
+/// Half precision runs on the CPU (for checking drift) and says it is no faster than f32.
+#[test]
+fn half_precision_on_the_cpu_runs_and_says_what_it_costs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixtures().join("audioldm2-tiny");
+    for dtype in ["f16", "bf16"] {
+        let out = dir.path().join(format!("{dtype}.wav"));
+        let output = generate_with(&model, &out, &["--dtype", dtype, "--json"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{dtype}: {stderr}");
+        assert!(stderr.contains("no faster than f32"), "{dtype}: {stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["settings"]["dtype"], dtype);
+        assert!(report["seconds"]["per_step"].as_f64().unwrap() > 0.0);
+        assert!(out.exists());
+    }
+}
+
 /// A stereo 16-bit WAV of `seconds` at `rate`: a chirp on the left, its half on the right.
 fn write_input(path: &Path, rate: u32, seconds: f64) {
     let spec = hound::WavSpec {

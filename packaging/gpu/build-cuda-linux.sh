@@ -8,8 +8,9 @@
 #   CUDA_COMPUTE_CAP=90 packaging/gpu/build-cuda-linux.sh
 #   packaging/gpu/build-cuda-linux.sh --cudnn         # also candle's cudnn feature (cuDNN 9 wheel)
 #   CUDA_COMPUTE_CAP=90 packaging/gpu/build-cuda-linux.sh --check-bundle
-#                     # also the GPU check's bundle (packaging/gpu/check/README.md): the stripped binary
-#                     # and tests/device_parity.rs built for CUDA, xz-compressed, and the Python wheels
+#                     # also the GPU check's bundle (packaging/gpu/check/run.sh): a headless binary and
+#                     # tests/device_parity.rs built for CUDA, stripped and xz-compressed, and the
+#                     # diffusers wheel
 #
 # Environment (all optional):
 #   CUDA_VENV         where the wheels go              (default /opt/cuda-venv)
@@ -103,24 +104,31 @@ readelf -d "$binary" | grep NEEDED | grep -E 'cuda|cublas|curand|cudart|cudnn|nv
 LD_LIBRARY_PATH="$cuda/lib:$link${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$binary" --version || true
 
 # 4 (with --check-bundle). The GPU check's bundle: what packaging/gpu/check/run.sh runs on a machine without
-#    Rust. Binaries are stripped and xz-compressed to stay well inside what can be carried (64 MiB).
+#    Rust. The travelling working tree is capped at 64 MiB and the fixtures take 44 of them, so the
+#    bundle is small: a headless foley (the engine and CLI; the studio is not exercised there) and
+#    tests/device_parity.rs, stripped, in one xz archive whose dictionary spans both (they share
+#    candle and its PTX), plus the diffusers wheel (the machine has torch and transformers).
 if [ "$bundle" -eq 1 ]; then
   out="$root/packaging/gpu/check/bundle"
   rm -rf "$out" && mkdir -p "$out/wheels"
-  test_binary="$(PATH="$cuda/bin:$PATH" CUDA_ROOT="$cuda" CUDA_PATH="$cuda" CUDA_HOME="$cuda" \
-    CUDA_COMPUTE_CAP="$compute_cap" RUSTFLAGS="${RUSTFLAGS:-} -L $link" \
-    cargo test --release --locked --features "$features" --test device_parity --no-run --message-format=json \
-    | sed -n 's/.*"executable":"\([^"]*device_parity[^"]*\)".*/\1/p' | tail -n 1)"
-  [ -x "$test_binary" ] || { echo "build-cuda-linux.sh: no device_parity test binary" >&2; exit 1; }
-  for pair in "foley:$binary" "device_parity:$test_binary"; do
-    name="${pair%%:*}"
-    strip -o "$out/$name" "${pair#*:}"
-    xz -T0 -6 -f "$out/$name"
+  staging="$(mktemp -d)"
+  cuda_cargo() {
+    PATH="$cuda/bin:$PATH" CUDA_ROOT="$cuda" CUDA_PATH="$cuda" CUDA_HOME="$cuda" \
+      CUDA_COMPUTE_CAP="$compute_cap" RUSTFLAGS="${RUSTFLAGS:-} -L $link" \
+      cargo "$@" --release --locked --no-default-features --features "$features" --message-format=json
+  }
+  executable() { sed -n "s/.*\"executable\":\"\([^\"]*$1[^\"]*\)\".*/\1/p" | tail -n 1; }
+  headless="$(cuda_cargo build --bin foley | executable foley)"
+  test_binary="$(cuda_cargo test --test device_parity --no-run | executable device_parity)"
+  for built in "$headless" "$test_binary"; do
+    [ -x "$built" ] || { echo "build-cuda-linux.sh: a check binary is missing" >&2; exit 1; }
   done
-  # The GPU machine's python3 (3.12) has torch but not the pinned diffusers/transformers.
+  strip -o "$staging/foley" "$headless"
+  strip -o "$staging/device_parity" "$test_binary"
+  tar -C "$staging" -c foley device_parity | xz -T1 --lzma2=preset=9e,dict=256MiB >"$out/binaries.tar.xz"
+  rm -rf "$staging"
   python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux2014_x86_64 -d "$out/wheels" \
-    "diffusers==0.42.1" "transformers==5.23.0" "importlib_metadata" "zipp" "regex==2026.11.19"
+    --platform manylinux2014_x86_64 -d "$out/wheels" "diffusers==0.42.1" "importlib_metadata" "zipp"
   echo "check bundle: $out ($(du -sh "$out" | cut -f1))"
   ls -l "$out" "$out/wheels"
 fi

@@ -702,6 +702,9 @@ impl FoleyApp {
                     }
                 });
         });
+        if self.settings.device == "cpu" && self.settings.dtype != "f32" {
+            ui.weak("On the CPU, half precision computes through f32: no faster than f32.");
+        }
         egui::ComboBox::from_label("Known checkpoints")
             .selected_text("choose…")
             .show_ui(ui, |ui| {

@@ -287,6 +287,7 @@ pub fn check_e2e_on(variant: &str, minimum_cases: usize, device: &Device, tolera
 }
 
 /// Steps the studio until `done` holds (60 s at most), then once more so the result is drawn.
+#[cfg(feature = "studio")]
 pub fn wait_until(
     harness: &mut egui_kittest::Harness<'static, foley::gui::FoleyApp>,
     what: &str,

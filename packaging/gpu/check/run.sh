@@ -15,7 +15,8 @@
 #      in f32 against the committed diffusers references (<= 1e-3 relative L2), once with full-f32
 #      GEMMs (candle's default) and once with FOLEY_CUDA_TF32=1
 #   b  the same binary's f16/bf16 runs: drift from f32 within 1.5x diffusers' own (precision.json)
-#   c  the real-size AudioLDM 2 configuration with random weights, built there by bench_models.py;
+#   c  the real-size AudioLDM 2 configuration with random weights, built there by bench_models.py
+#      (diffusers 0.42.1 from the bundle; the machine's own torch and transformers);
 #      10.24 s, DPM-Solver++ 20 steps: Foley f32 and f16 vs diffusers fp16 eager (after a warm-up),
 #      per stage and per step, peak GPU memory
 #   d  a profile of the generation with Nsight Compute where it can read the counters: kernel count
@@ -75,12 +76,10 @@ step_with_memory() {
 # Binaries: the bundle's (xz) on a GPU machine, or FOLEY_BIN_DIR's (foley + device_parity).
 bin="${FOLEY_BIN_DIR:-}"
 if [ -z "$bin" ]; then
-  bundle="$root/packaging/gpu/check/bundle"
+  archive="$root/packaging/gpu/check/bundle/binaries.tar.xz"
+  [ -f "$archive" ] || { echo "run.sh: $archive missing: build it with build-cuda-linux.sh --check-bundle" >&2; exit 1; }
   bin="$(mktemp -d)"
-  for name in foley device_parity; do
-    [ -f "$bundle/$name.xz" ] || { echo "run.sh: $bundle/$name.xz missing: build it with build-cuda-linux.sh --check-bundle" >&2; exit 1; }
-    xz -dc "$bundle/$name.xz" >"$bin/$name" && chmod +x "$bin/$name"
-  done
+  xz -dc "$archive" | tar -C "$bin" -x || exit 1
 fi
 foley="$bin/foley"
 
