@@ -87,12 +87,25 @@ impl Block {
         })
     }
 
-    fn forward(&self, xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    /// One block over the new tokens `xs`; `cache` holds the keys and values of the tokens
+    /// before them (batch, heads, tokens, head_dim) and gets these tokens' appended.
+    fn forward(&self, xs: &Tensor, bias: &Tensor, cache: &mut Option<KeyValues>) -> Result<Tensor> {
         let width = xs.dim(2)?;
         let qkv = self.c_attn.forward(&self.ln_1.forward(xs)?)?;
         let split =
             |index: usize| split_heads(&qkv.narrow(D::Minus1, index * width, width)?, self.heads);
         let (query, key, value) = (split(0)?, split(1)?, split(2)?);
+        let (key, value) = match cache.take() {
+            Some(past) => (
+                Tensor::cat(&[&past.key, &key], 2)?,
+                Tensor::cat(&[&past.value, &value], 2)?,
+            ),
+            None => (key, value),
+        };
+        *cache = Some(KeyValues {
+            key: key.clone(),
+            value: value.clone(),
+        });
         let scale = 1.0 / ((width / self.heads) as f64).sqrt();
         let context = attention(&query, &key, &value, scale, Some(bias))?;
         let xs = (xs + self.attn_proj.forward(&context)?)?;
@@ -101,6 +114,12 @@ impl Block {
             .forward(&gelu_tanh(&self.c_fc.forward(&self.ln_2.forward(&xs)?)?)?)?;
         xs + mlp
     }
+}
+
+/// A block's keys and values of the tokens seen so far.
+struct KeyValues {
+    key: Tensor,
+    value: Tensor,
 }
 
 #[derive(Debug)]
@@ -149,20 +168,37 @@ impl Gpt2Model {
     /// Last hidden state (after `ln_f`) for `inputs_embeds` (batch, tokens, n_embd) and a 0/1
     /// mask (batch, tokens); positions are plain `0..tokens` as in transformers.
     pub fn forward(&self, inputs_embeds: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (batch, tokens, _) = inputs_embeds.dims3()?;
-        if tokens > self.config.n_positions {
+        let mut caches = self.empty_caches();
+        self.forward_cached(inputs_embeds, mask, &mut caches)
+    }
+
+    fn empty_caches(&self) -> Vec<Option<KeyValues>> {
+        self.blocks.iter().map(|_| None).collect()
+    }
+
+    /// The last hidden state of `new_embeds`, the tokens after those in `caches`; `mask`
+    /// (batch, all tokens) covers both. Positions continue from the cached length.
+    fn forward_cached(
+        &self,
+        new_embeds: &Tensor,
+        mask: &Tensor,
+        caches: &mut [Option<KeyValues>],
+    ) -> Result<Tensor> {
+        let (batch, new, _) = new_embeds.dims3()?;
+        let total = mask.dim(1)?;
+        if total > self.config.n_positions {
             candle_core::bail!(
-                "GPT-2 input of {tokens} tokens exceeds n_positions {}",
+                "GPT-2 input of {total} tokens exceeds n_positions {}",
                 self.config.n_positions
             );
         }
-        let device = inputs_embeds.device();
-        let dtype = inputs_embeds.dtype();
-        let positions = Tensor::arange(0u32, tokens as u32, device)?;
-        let mut hidden = inputs_embeds.broadcast_add(&self.wpe.forward(&positions)?)?;
-        let bias = attention_bias(mask, batch, tokens, dtype)?;
-        for block in &self.blocks {
-            hidden = block.forward(&hidden, &bias)?;
+        let start = total - new;
+        let device = new_embeds.device();
+        let positions = Tensor::arange(start as u32, total as u32, device)?;
+        let mut hidden = new_embeds.broadcast_add(&self.wpe.forward(&positions)?)?;
+        let bias = attention_bias(mask, batch, start, new_embeds.dtype())?;
+        for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
+            hidden = block.forward(&hidden, &bias, cache)?;
         }
         self.ln_f.forward(&hidden)
     }
@@ -175,35 +211,40 @@ impl Gpt2Model {
         mask: &Tensor,
         new_tokens: usize,
     ) -> Result<Tensor> {
-        let mut embeds = inputs_embeds.clone();
+        // With a key/value cache, as diffusers' loop runs it (`past_key_values`): each step
+        // feeds only the previous step's output.
+        let batch = inputs_embeds.dim(0)?;
+        let mut caches = self.empty_caches();
         let mut mask = mask.clone();
-        let batch = embeds.dim(0)?;
+        let mut step_input = inputs_embeds.clone();
+        let mut generated = Vec::with_capacity(new_tokens);
         for _ in 0..new_tokens {
-            // Recomputing the whole (short) sequence equals the KV-cached loop up to rounding.
-            let hidden = self.forward(&embeds, &mask)?;
-            let tokens = hidden.dim(1)?;
-            let last = hidden.narrow(1, tokens - 1, 1)?;
-            embeds = Tensor::cat(&[&embeds, &last], 1)?;
+            let hidden = self.forward_cached(&step_input, &mask, &mut caches)?;
+            let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?;
             let ones = Tensor::ones((batch, 1), mask.dtype(), mask.device())?;
             mask = Tensor::cat(&[&mask, &ones], 1)?;
+            generated.push(last.clone());
+            step_input = last;
         }
-        let tokens = embeds.dim(1)?;
-        embeds.narrow(1, tokens - new_tokens, new_tokens)
+        Tensor::cat(&generated, 1)
     }
 }
 
-/// Causal mask combined with key padding, as an additive bias (batch, 1, tokens, tokens).
-fn attention_bias(mask: &Tensor, batch: usize, tokens: usize, dtype: DType) -> Result<Tensor> {
+/// Causal mask combined with key padding, as an additive bias (batch, 1, queries, tokens) for
+/// the queries at positions `start..tokens` over all `tokens` keys of `mask` (batch, tokens).
+fn attention_bias(mask: &Tensor, batch: usize, start: usize, dtype: DType) -> Result<Tensor> {
+    let tokens = mask.dim(1)?;
+    let queries = tokens - start;
     let keep: Vec<u32> = mask.to_dtype(DType::U32)?.flatten_all()?.to_vec1()?;
-    let mut bias = vec![0f32; batch * tokens * tokens];
+    let mut bias = vec![0f32; batch * queries * tokens];
     for row in 0..batch {
-        for query in 0..tokens {
+        for query in 0..queries {
             for key in 0..tokens {
-                if key > query || keep[row * tokens + key] == 0 {
-                    bias[(row * tokens + query) * tokens + key] = f32::MIN;
+                if key > start + query || keep[row * tokens + key] == 0 {
+                    bias[(row * queries + query) * tokens + key] = f32::MIN;
                 }
             }
         }
     }
-    Tensor::from_vec(bias, (batch, 1, tokens, tokens), mask.device())?.to_dtype(dtype)
+    Tensor::from_vec(bias, (batch, 1, queries, tokens), mask.device())?.to_dtype(dtype)
 }
