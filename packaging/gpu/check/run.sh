@@ -85,9 +85,11 @@ foley="$bin/foley"
 
 note "# Foley GPU check ($(date -u +%Y-%m-%dT%H:%MZ), device $device)"
 if [ "$device" = cuda ]; then
-  # CUDA 13 libraries: PyTorch's wheels (nvidia/cu13/lib), found through python3.
-  lib="$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null)"
-  [ -d "$lib" ] && export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # CUDA 13's cuBLAS, cuRAND and runtime: PyTorch's wheels carry them (nvidia/cu13/lib, or one
+  # folder per library in older layouts); every folder holding one goes on the loader path.
+  libs="$(python3 packaging/gpu/check/cuda_libs.py 2>/dev/null)"
+  [ -n "$libs" ] && export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  note "CUDA libraries from: ${libs:-none found in the nvidia packages of python3, so the system loader path}"
   nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader | sed 's/^/GPU: /' | tee -a "$summary"
 fi
 note "binary: $("$foley" --version 2>&1)"
