@@ -13,7 +13,9 @@ use candle_core::{DType, Device};
 use common::{check_e2e_on, e2e_cases, edits, fixtures, model_dir, read_json, relative_l2_slices};
 use foley::engine::device::DeviceKind;
 use foley::engine::kernels::with_portable_ops;
-use foley::engine::pipeline::{CancelFlag, Pipeline};
+use foley::engine::pipeline::{
+    CancelFlag, EncodeMode, InputAudio, Pipeline, Regions, Request, Task,
+};
 
 const ALL_VARIANTS: [&str; 6] = [
     "audioldm-tiny",
@@ -191,4 +193,56 @@ fn half_precision_models_hand_back_f32() {
     assert!(!latent_dtypes.is_empty());
     assert!(latent_dtypes.iter().all(|dtype| *dtype == DType::F32));
     assert!(clip.waveforms[0].iter().all(|sample| sample.is_finite()));
+}
+
+/// Every task, and CLAP ranking, runs in f16 and bf16: the VAE encoder, the CLAP audio branch
+/// and the editing blend meet half-precision weights with f32 latents and audio.
+#[test]
+fn half_precision_runs_every_task_and_ranks() {
+    let device = device();
+    let base = e2e_cases("musicldm-tiny").remove(0).request;
+    let tone: Vec<f32> = (0..4000)
+        .map(|i| (i as f32 * 440.0 * std::f32::consts::TAU / 16000.0).sin() * 0.5)
+        .collect();
+    let input = InputAudio::new(vec![tone], 16000, "tone");
+    let tasks = [
+        Task::AudioToAudio {
+            input: input.clone(),
+            strength: 0.6,
+            encode_mode: EncodeMode::Sample,
+        },
+        Task::Inpaint {
+            input: input.clone(),
+            regions: Regions {
+                time: vec![(0.0, 0.005)],
+                above_hz: None,
+            },
+            strength: 1.0,
+            encode_mode: EncodeMode::Mean,
+        },
+        Task::Variation { input },
+    ];
+    for dtype in [DType::F16, DType::BF16] {
+        let pipeline = Pipeline::load(&model_dir("musicldm-tiny"), &device, dtype).unwrap();
+        let ranked = Request {
+            waveforms: 2,
+            ..base.clone()
+        };
+        let clip = pipeline
+            .generate(&ranked, &mut |_| {}, &CancelFlag::new())
+            .unwrap_or_else(|error| panic!("{dtype:?} ranked: {error}"));
+        let scores = clip.scores.expect("two waveforms are ranked");
+        assert!(scores.iter().all(|score| score.is_finite()), "{scores:?}");
+        for task in &tasks {
+            let request = Request {
+                task: task.clone(),
+                ..base.clone()
+            };
+            let clip = pipeline
+                .generate(&request, &mut |_| {}, &CancelFlag::new())
+                .unwrap_or_else(|error| panic!("{dtype:?} {:?}: {error}", task.summary()));
+            assert!(clip.waveforms[0].iter().all(|sample| sample.is_finite()));
+            assert!(clip.waveforms[0].iter().any(|sample| *sample != 0.0));
+        }
+    }
 }
