@@ -38,15 +38,6 @@ impl Conv2d {
         self.weight.dtype()
     }
 
-    /// This layer with f32 weights.
-    fn widened(&self) -> Result<Self> {
-        Ok(Self {
-            weight: self.weight.to_dtype(DType::F32)?,
-            bias: self.bias.to_dtype(DType::F32)?,
-            ..self.clone()
-        })
-    }
-
     /// Loads `weight` (out, in, k, k) and `bias` (out) from `vb`.
     pub fn new(
         input: usize,
@@ -88,6 +79,38 @@ impl Module for Conv2d {
     }
 }
 
+/// A layer whose weight and bias can be widened to f32 (the half-precision CPU path).
+trait Widen: Clone {
+    fn parameters(&mut self) -> (&mut Tensor, &mut Tensor);
+
+    /// This layer with f32 weights.
+    fn widened(&self) -> Result<Self> {
+        let mut layer = self.clone();
+        let (weight, bias) = layer.parameters();
+        *weight = weight.to_dtype(DType::F32)?;
+        *bias = bias.to_dtype(DType::F32)?;
+        Ok(layer)
+    }
+}
+
+impl Widen for Conv2d {
+    fn parameters(&mut self) -> (&mut Tensor, &mut Tensor) {
+        (&mut self.weight, &mut self.bias)
+    }
+}
+
+impl Widen for Conv1d {
+    fn parameters(&mut self) -> (&mut Tensor, &mut Tensor) {
+        (&mut self.weight, &mut self.bias)
+    }
+}
+
+impl Widen for ConvTranspose1d {
+    fn parameters(&mut self) -> (&mut Tensor, &mut Tensor) {
+        (&mut self.weight, &mut self.bias)
+    }
+}
+
 /// `nn.Conv1d` with stride 1 and symmetric padding, as HiFi-GAN uses it.
 #[derive(Debug, Clone)]
 pub struct Conv1d {
@@ -102,15 +125,6 @@ impl Conv1d {
     /// The dtype of the weights, which the layer computes in.
     pub fn dtype(&self) -> DType {
         self.weight.dtype()
-    }
-
-    /// This layer with f32 weights.
-    fn widened(&self) -> Result<Self> {
-        Ok(Self {
-            weight: self.weight.to_dtype(DType::F32)?,
-            bias: self.bias.to_dtype(DType::F32)?,
-            ..self.clone()
-        })
     }
 
     pub fn new(
@@ -199,15 +213,6 @@ pub struct ConvTranspose1d {
 }
 
 impl ConvTranspose1d {
-    /// This layer with f32 weights.
-    fn widened(&self) -> Result<Self> {
-        Ok(Self {
-            weight: self.weight.to_dtype(DType::F32)?,
-            bias: self.bias.to_dtype(DType::F32)?,
-            ..self.clone()
-        })
-    }
-
     pub fn new(
         input: usize,
         output: usize,
