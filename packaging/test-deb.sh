@@ -197,14 +197,12 @@ PY
 ok "foley generate --model tests/fixtures/audioldm2-tiny --steps 2 --seed 0"
 
 step "6. studio under Xvfb"
-display=":$((90 + RANDOM % 9))"
-while [ -e "/tmp/.X11-unix/X${display#:}" ] || [ -e "/tmp/.X${display#:}-lock" ]; do
-  display=":$((90 + RANDOM % 9))"
-done
-Xvfb "$display" -screen 0 1280x800x24 >"$work/xvfb.log" 2>&1 &
+# Xvfb picks a free display and writes its number to fd 3 once it accepts connections.
+Xvfb -displayfd 3 -screen 0 1280x800x24 3>"$work/display" >"$work/xvfb.log" 2>&1 &
 xvfb_pid=$!
-sleep 1
-kill -0 "$xvfb_pid" 2>/dev/null || { cat "$work/xvfb.log"; fail "Xvfb did not start"; }
+for _ in $(seq 100); do [ -s "$work/display" ] && break; sleep 0.1; done
+[ -s "$work/display" ] || { cat "$work/xvfb.log"; fail "Xvfb did not start"; }
+display=":$(tr -d '[:space:]' <"$work/display")"
 (cd "$work" && DISPLAY="$display" run "$foley" --model "$fixture") >"$work/studio.log" 2>&1 &
 app_pid=$!
 sleep 8

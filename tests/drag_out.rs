@@ -5,6 +5,7 @@
 #![cfg(feature = "studio")]
 #![cfg(all(unix, not(target_os = "macos")))]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,38 +29,57 @@ struct Xvfb {
 
 impl Drop for Xvfb {
     fn drop(&mut self) {
-        self.server.kill().ok();
+        // SIGTERM, so that the server removes its socket and lock file (SIGKILL leaves them).
+        let terminated = Command::new("kill")
+            .arg(self.server.id().to_string())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !terminated {
+            self.server.kill().ok();
+        }
         self.server.wait().ok();
     }
 }
 
-/// A fresh X server, or `None` where Xvfb is not installed.
-fn xvfb(number: u32) -> Option<Xvfb> {
-    let number = number + std::process::id() % 200;
-    let display = format!(":{number}");
+/// A fresh X server, or `None` where Xvfb is not installed. The server picks a free display
+/// itself and names it on stdout once it accepts connections (`-displayfd`): guessing a number
+/// and waiting for its socket file raced with stale sockets of servers that died earlier.
+fn xvfb() -> Option<Xvfb> {
     let server = Command::new("Xvfb")
         .args([
-            display.as_str(),
+            "-displayfd",
+            "1",
             "-screen",
             "0",
             "640x480x24",
             "-nolisten",
             "tcp",
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn();
-    let Ok(server) = server else {
+    let Ok(mut server) = server else {
         eprintln!("skipped: Xvfb is not installed (apt-get install xvfb)");
         return None;
     };
-    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "Xvfb {display} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(Xvfb { server, display })
+    let stdout = server.stdout.take().expect("piped stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).ok();
+        sender.send(line).ok();
+    });
+    let line = receiver
+        .recv_timeout(Duration::from_secs(10))
+        .expect("Xvfb did not start within 10 s");
+    let number: u32 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("Xvfb named no display: {line:?}"));
+    Some(Xvfb {
+        server,
+        display: format!(":{number}"),
+    })
 }
 
 fn atom(conn: &RustConnection, name: &str) -> Atom {
@@ -112,7 +132,7 @@ fn wav(dir: &Path) -> PathBuf {
 
 #[test]
 fn a_drop_target_receives_the_file_as_a_uri() {
-    let Some(server) = xvfb(400) else { return };
+    let Some(server) = xvfb() else { return };
     let dir = tempfile::tempdir().unwrap();
     let file = wav(dir.path());
     let (conn, screen) = x11rb::connect(Some(&server.display)).unwrap();
@@ -229,7 +249,7 @@ fn a_drop_target_receives_the_file_as_a_uri() {
 
 #[test]
 fn releasing_over_nothing_drops_nothing() {
-    let Some(server) = xvfb(600) else { return };
+    let Some(server) = xvfb() else { return };
     let dir = tempfile::tempdir().unwrap();
     let file = wav(dir.path());
     let (conn, screen) = x11rb::connect(Some(&server.display)).unwrap();
