@@ -43,11 +43,12 @@ summary="$out/summary.md"
 : >"$summary"
 note() { echo "$*" | tee -a "$summary"; }
 failures=0
-step() { # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
+step() { # [limit=SECONDS] step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
   local name="$1"
   shift
   local started=$SECONDS
-  if "$@" >"$out/$name.log" 2>&1; then
+  # Each step has a deadline, so that one hang cannot spend a GPU lease (10 minutes a command).
+  if timeout --kill-after=10 "${limit:-240}" "$@" >"$out/$name.log" 2>&1; then
     note "- $name: passed ($((SECONDS - started)) s)"
   else
     note "- $name: FAILED ($((SECONDS - started)) s), last lines:"
@@ -99,7 +100,7 @@ if [ "$device" = cuda ] && ! "$foley" --version 2>&1 | grep -q cuda; then
 fi
 
 # 0. A first generation on the device.
-step smoke "$foley" generate --model tests/fixtures/audioldm2-tiny --prompt "a door slams" --steps 2 \
+limit=180 step smoke "$foley" generate --model tests/fixtures/audioldm2-tiny --prompt "a door slams" --steps 2 \
   --device "$device" --out "$out/smoke.wav" --quiet --json
 
 # a + b. The parity binary (it reads the fixtures from this checkout).
@@ -147,7 +148,7 @@ fi
 if [ "$profile" -eq 1 ] && [ "$device" = cuda ]; then
   ncu_bin="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)"
   if [ -n "$ncu_bin" ]; then
-    step profile "$ncu_bin" --clock-control none --metrics gpu__time_duration.sum --csv --log-file "$out/ncu.csv" \
+    limit=150 step profile "$ncu_bin" --clock-control none --metrics gpu__time_duration.sum --csv --log-file "$out/ncu.csv" \
       "$foley" generate --model "${model:-tests/fixtures/audioldm2-tiny}" --prompt "a door slams" --steps 2 \
       --guidance 3.5 --duration 10.24 --device "$device" --out "$out/profile.wav" --quiet
     python3 packaging/gpu/check/kernels.py "$out/ncu.csv" >>"$summary" 2>>"$out/profile.log" ||
