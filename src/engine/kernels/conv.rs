@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
-use super::{contiguous_f32, in_f32, is_cpu_f32, widen_half_conv, winograd};
+use super::{contiguous_f32, is_cpu_f32, winograd};
 
 /// Floats an im2col tile may hold (4 MB): as fast as 32 MB tiles for the UNet and VAE and up to
 /// 1.4× faster for the vocoder's 1-D convolutions, whose columns then stay in cache
@@ -70,8 +70,8 @@ impl Module for Conv2d {
                 .contiguous()?
                 .apply_op3_no_bwd(&self.weight, &self.bias, &op);
         }
-        if widen_half_conv(xs) {
-            return in_f32(self, Self::widened, xs);
+        if half_on_cpu(xs) {
+            return self.in_f32(xs, |layer, xs| layer.forward(xs));
         }
         let (padding, _) = self.geometry.padding;
         let convolved = xs.conv2d(&self.weight, padding, self.geometry.stride, 1, 1)?;
@@ -79,18 +79,32 @@ impl Module for Conv2d {
     }
 }
 
-/// A layer whose weight and bias can be widened to f32 (the half-precision CPU path).
+/// A convolution that widens half-precision input on the CPU: candle 0.11 has no bf16 CPU
+/// convolution at all (its matmul widens, its im2col path does not), and its direct f16
+/// kernels accumulate in f16. Widened, a half convolution runs in f32 and rounds its output
+/// once, which is what PyTorch's CPU kernels and CUDA's half convolutions compute (they
+/// accumulate in f32).
 trait Widen: Clone {
     fn parameters(&mut self) -> (&mut Tensor, &mut Tensor);
 
-    /// This layer with f32 weights.
-    fn widened(&self) -> Result<Self> {
+    /// `forward` applied to this layer with f32 weights and to `xs` in f32, rounded back to
+    /// `xs`'s dtype.
+    fn in_f32(
+        &self,
+        xs: &Tensor,
+        forward: impl FnOnce(&Self, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let mut layer = self.clone();
         let (weight, bias) = layer.parameters();
         *weight = weight.to_dtype(DType::F32)?;
         *bias = bias.to_dtype(DType::F32)?;
-        Ok(layer)
+        forward(&layer, &xs.to_dtype(DType::F32)?)?.to_dtype(xs.dtype())
     }
+}
+
+/// Whether a convolution of `xs` takes the widened path ([`Widen`]).
+fn half_on_cpu(xs: &Tensor) -> bool {
+    xs.device().is_cpu() && matches!(xs.dtype(), DType::BF16 | DType::F16)
 }
 
 impl Widen for Conv2d {
@@ -172,11 +186,8 @@ impl Conv1d {
                 .apply_op3_no_bwd(&weight, &self.bias, &op)?
                 .squeeze(2);
         }
-        if widen_half_conv(xs) {
-            let widened = self.widened()?;
-            return widened
-                .run(&xs.to_dtype(DType::F32)?, input_slope)?
-                .to_dtype(xs.dtype());
+        if half_on_cpu(xs) {
+            return self.in_f32(xs, |layer, xs| layer.run(xs, input_slope));
         }
         let xs = match input_slope {
             Some(slope) => leaky_relu(xs, slope)?,
@@ -241,8 +252,8 @@ impl Module for ConvTranspose1d {
                 .contiguous()?
                 .apply_op3_no_bwd(&self.weight, &self.bias, &op);
         }
-        if widen_half_conv(xs) {
-            return in_f32(self, Self::widened, xs);
+        if half_on_cpu(xs) {
+            return self.in_f32(xs, |layer, xs| layer.forward(xs));
         }
         // candle's fast transposed kernel needs padding 0; cropping afterwards is identical.
         let full = xs.conv_transpose1d(&self.weight, 0, 0, self.stride, 1, 1)?;

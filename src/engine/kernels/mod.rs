@@ -43,26 +43,6 @@ fn is_cpu_f32(tensor: &Tensor) -> bool {
         && !PORTABLE.with(Cell::get)
 }
 
-/// Whether a convolution of `xs` must be widened to f32 on the CPU: candle 0.11 has no bf16
-/// CPU convolution at all (its matmul widens, its im2col path does not), and its direct f16
-/// kernels accumulate in f16. Widened, a half convolution runs in f32 and rounds its output
-/// once, which is what PyTorch's CPU kernels and CUDA's half convolutions compute (they
-/// accumulate in f32).
-fn widen_half_conv(xs: &Tensor) -> bool {
-    matches!(xs.device(), Device::Cpu) && matches!(xs.dtype(), DType::BF16 | DType::F16)
-}
-
-/// `layer` run on `xs` in f32, rounded back to `xs`'s dtype.
-fn in_f32<L: candle_core::Module>(
-    layer: &L,
-    widened: impl FnOnce(&L) -> Result<L>,
-    xs: &Tensor,
-) -> Result<Tensor> {
-    widened(layer)?
-        .forward(&xs.to_dtype(DType::F32)?)?
-        .to_dtype(xs.dtype())
-}
-
 /// The contiguous f32 slice a custom op was handed.
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
