@@ -402,11 +402,10 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let model_dir = resolve_model(&args.model)?;
-    let device = device.open()?;
-    if let Some(notice) = precision_notice(&device, dtype) {
-        eprintln!("{notice}");
+    if let Some(notice) = precision_notice(device, dtype) {
+        eprintln!("note: {notice}");
     }
-    let pipeline = Pipeline::load(&model_dir, &device, dtype)?;
+    let pipeline = Pipeline::load(&model_dir, &device.open()?, dtype)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let (default_steps, default_guidance) = pipeline.defaults();
     request.steps = args.steps.unwrap_or(default_steps);

@@ -113,10 +113,10 @@ pub fn run(options: &BatchOptions) -> anyhow::Result<Summary> {
     let mut manifest = Manifest::open(&manifest_path);
 
     let bar = progress_bar(mine.len(), options.quiet);
-    let device = device_kind.open()?;
-    if let Some(notice) = precision_notice(&device, dtype) {
-        eprintln!("{notice}");
+    if let Some(notice) = precision_notice(device_kind, dtype) {
+        eprintln!("note: {notice}");
     }
+    let device = device_kind.open()?;
     let mut loaded: Option<(String, Pipeline)> = None;
     let mut summary = Summary {
         jobs: mine.len(),

@@ -50,10 +50,10 @@ impl std::str::FromStr for DeviceKind {
 
 /// What a user should know before running in `dtype` on `device`, if anything: on the CPU the
 /// half types are for checking drift, not for speed, because candle's CPU kernels widen them.
-pub fn precision_notice(device: &Device, dtype: DType) -> Option<String> {
-    (device.is_cpu() && dtype != DType::F32).then(|| {
+pub fn precision_notice(device: DeviceKind, dtype: DType) -> Option<String> {
+    (device == DeviceKind::Cpu && dtype != DType::F32).then(|| {
         format!(
-            "note: {} on the CPU is no faster than f32 (candle's CPU kernels compute it through f32); f32 is the fast, exact CPU path",
+            "{} on the CPU is no faster than f32 (candle's CPU kernels compute it through f32); f32 is the fast, exact CPU path",
             dtype.as_str()
         )
     })

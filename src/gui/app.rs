@@ -13,7 +13,7 @@ use super::worker::{Command, Event, Job, ModelInfo, Worker};
 use crate::audio::export::{export_clip, picture_path};
 use crate::audio::playback::Playback;
 use crate::audio::plot::render_plot;
-use crate::engine::device::{DeviceKind, parse_dtype};
+use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
 use crate::engine::hub::KNOWN_CHECKPOINTS;
 use crate::engine::pipeline::{CancelFlag, MAX_WAVEFORMS, Request};
 use crate::engine::schedulers::SchedulerKind;
@@ -702,8 +702,11 @@ impl FoleyApp {
                     }
                 });
         });
-        if self.settings.device == "cpu" && self.settings.dtype != "f32" {
-            ui.weak("On the CPU, half precision computes through f32: no faster than f32.");
+        let device = self.settings.device.parse::<DeviceKind>();
+        if let (Ok(device), Ok(dtype)) = (device, parse_dtype(&self.settings.dtype))
+            && let Some(notice) = precision_notice(device, dtype)
+        {
+            ui.weak(notice);
         }
         egui::ComboBox::from_label("Known checkpoints")
             .selected_text("choose…")
