@@ -93,9 +93,11 @@ base="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_direct
 export CARGO_TARGET_DIR="$base/cuda"
 features=cuda
 [ "$cudnn" -eq 1 ] && features=cuda,cudnn
-PATH="$cuda/bin:$PATH" CUDA_ROOT="$cuda" CUDA_PATH="$cuda" CUDA_HOME="$cuda" \
-  CUDA_COMPUTE_CAP="$compute_cap" RUSTFLAGS="${RUSTFLAGS:-} -L $link" \
-  cargo build --release --locked --features "$features"
+cuda_cargo() { # cargo with the wheels' nvcc, the PTX target and the link folder
+  PATH="$cuda/bin:$PATH" CUDA_ROOT="$cuda" CUDA_PATH="$cuda" CUDA_HOME="$cuda" \
+    CUDA_COMPUTE_CAP="$compute_cap" RUSTFLAGS="${RUSTFLAGS:-} -L $link" cargo "$@"
+}
+cuda_cargo build --release --locked --features "$features"
 
 binary="$CARGO_TARGET_DIR/release/foley"
 echo "built $binary; it needs:"
@@ -112,14 +114,12 @@ if [ "$bundle" -eq 1 ]; then
   out="$root/packaging/gpu/check/bundle"
   rm -rf "$out" && mkdir -p "$out/wheels"
   staging="$(mktemp -d)"
-  cuda_cargo() {
-    PATH="$cuda/bin:$PATH" CUDA_ROOT="$cuda" CUDA_PATH="$cuda" CUDA_HOME="$cuda" \
-      CUDA_COMPUTE_CAP="$compute_cap" RUSTFLAGS="${RUSTFLAGS:-} -L $link" \
-      cargo "$@" --release --locked --no-default-features --features "$features" --message-format=json
+  headless_cargo() {
+    cuda_cargo "$@" --release --locked --no-default-features --features "$features" --message-format=json
   }
   executable() { sed -n "s/.*\"executable\":\"\([^\"]*$1[^\"]*\)\".*/\1/p" | tail -n 1; }
-  headless="$(cuda_cargo build --bin foley | executable foley)"
-  test_binary="$(cuda_cargo test --test device_parity --no-run | executable device_parity)"
+  headless="$(headless_cargo build --bin foley | executable foley)"
+  test_binary="$(headless_cargo test --test device_parity --no-run | executable device_parity)"
   for built in "$headless" "$test_binary"; do
     [ -x "$built" ] || { echo "build-cuda-linux.sh: a check binary is missing" >&2; exit 1; }
   done
