@@ -7,27 +7,15 @@ mod common;
 
 use std::path::Path;
 
-use eframe::egui::{self, Vec2};
+use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use foley::gui::{AppConfig, FoleyApp};
+use foley::gui::FoleyApp;
 
+/// The studio with the tiny AudioLDM 2 fixture.
 fn studio(library: &Path) -> Harness<'static, FoleyApp> {
     let model = common::model_dir("audioldm2-tiny").display().to_string();
-    let library = library.to_path_buf();
-    Harness::builder()
-        .with_size(Vec2::new(1280.0, 900.0))
-        .build_eframe(move |creation| {
-            FoleyApp::new(
-                creation,
-                AppConfig {
-                    model: Some(model),
-                    library_dir: Some(library),
-                    audio: false,
-                },
-            )
-            .expect("the studio starts")
-        })
+    common::studio(Some(model), library)
 }
 
 /// Steps the UI until `done` holds, failing after a minute.

@@ -11,30 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
-use eframe::egui::Vec2;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 use foley::engine::pipeline::{CancelFlag, Request};
 use foley::gui::worker::{Command, Event, Job, Worker};
-use foley::gui::{AppConfig, FoleyApp, ModelState};
+use foley::gui::{FoleyApp, ModelState};
 use foley::library::{ClipRecord, Library};
-
-fn studio(model: Option<String>, library: &Path) -> Harness<'static, FoleyApp> {
-    let library = library.to_path_buf();
-    Harness::builder()
-        .with_size(Vec2::new(1280.0, 900.0))
-        .build_eframe(move |creation| {
-            FoleyApp::new(
-                creation,
-                AppConfig {
-                    model,
-                    library_dir: Some(library),
-                    audio: false,
-                },
-            )
-            .expect("the studio starts")
-        })
-}
 
 fn good_model() -> String {
     common::model_dir("audioldm2-tiny").display().to_string()
@@ -117,7 +99,7 @@ fn a_broken_model_ends_loading_with_a_message_and_keeps_a_working_model() {
         "attention_head_dim",
         0.into(),
     );
-    let mut harness = studio(Some(broken.clone()), &temp.path().join("library"));
+    let mut harness = common::studio(Some(broken.clone()), &temp.path().join("library"));
     common::wait_until(&mut harness, "the load to end", |app| !loading(app));
     assert!(
         matches!(harness.state().model_state, ModelState::Failed { .. }),
@@ -148,7 +130,7 @@ fn a_broken_model_ends_loading_with_a_message_and_keeps_a_working_model() {
 #[test]
 fn a_failed_generation_ends_the_run_with_a_message_and_generate_works_again() {
     let temp = tempfile::tempdir().unwrap();
-    let mut harness = studio(Some(good_model()), &temp.path().join("library"));
+    let mut harness = common::studio(Some(good_model()), &temp.path().join("library"));
     common::wait_until(&mut harness, "the model", model_ready);
     {
         // The inference thread refuses this guidance (above the engine's MAX_GUIDANCE) when
@@ -299,7 +281,7 @@ fn a_clip_longer_than_the_largest_texture_opens_from_the_library() {
         .unwrap();
     drop(library);
 
-    let mut harness = studio(None, &library_dir);
+    let mut harness = common::studio(None, &library_dir);
     // What eframe reports for a GPU that allows 16384 pixels a side.
     harness.input_mut().max_texture_side = Some(MAX_SIDE);
     harness.run_steps(1);
@@ -310,7 +292,7 @@ fn a_clip_longer_than_the_largest_texture_opens_from_the_library() {
     harness.get_by_label("Spectrogram");
 
     // A smaller limit (egui's default, 2048) is honoured too.
-    let mut small = studio(None, &library_dir);
+    let mut small = common::studio(None, &library_dir);
     small.run_steps(1);
     small.get_by_label_contains("a very long drone").click();
     small.run_steps(3);
@@ -380,7 +362,7 @@ fn dropping_the_worker_mid_run_cancels_the_queue_at_once() {
 fn closing_the_studio_mid_run_returns_within_a_second() {
     let temp = tempfile::tempdir().unwrap();
     let library: PathBuf = temp.path().join("library");
-    let mut harness = studio(Some(good_model()), &library);
+    let mut harness = common::studio(Some(good_model()), &library);
     common::wait_until(&mut harness, "the model", model_ready);
     {
         let settings = &mut harness.state_mut().settings;

@@ -286,6 +286,29 @@ pub fn check_e2e_on(variant: &str, minimum_cases: usize, device: &Device, tolera
     }
 }
 
+/// The studio in a 1280×900 test window with `model` loading (if any), its library in
+/// `library` and no audio device.
+#[cfg(feature = "studio")]
+pub fn studio(
+    model: Option<String>,
+    library: &std::path::Path,
+) -> egui_kittest::Harness<'static, foley::gui::FoleyApp> {
+    let library = library.to_path_buf();
+    egui_kittest::Harness::builder()
+        .with_size(eframe::egui::Vec2::new(1280.0, 900.0))
+        .build_eframe(move |creation| {
+            foley::gui::FoleyApp::new(
+                creation,
+                foley::gui::AppConfig {
+                    model,
+                    library_dir: Some(library),
+                    audio: false,
+                },
+            )
+            .expect("the studio starts")
+        })
+}
+
 /// Steps the studio until `done` holds (60 s at most), then once more so the result is drawn.
 #[cfg(feature = "studio")]
 pub fn wait_until(
