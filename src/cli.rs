@@ -8,10 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::audio::wav::{WavFormat, write_wav};
+use crate::audio::wav::{WavFormat, write_wav_with_metadata};
 use crate::audio::wav_in::read_input_audio;
 use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
-use crate::engine::dsp::resample::resample;
+use crate::engine::dsp::resample::resample_frames;
 use crate::engine::hub::{KNOWN_CHECKPOINTS, cached_snapshot, resolve_model};
 use crate::engine::pipeline::task::DEFAULT_AUDIO_TO_AUDIO_STRENGTH;
 use crate::engine::pipeline::{
@@ -187,6 +187,10 @@ pub struct EditArgs {
     /// [default: 0.5 for audio-to-audio, 1.0 when a region is regenerated].
     #[arg(long, allow_negative_numbers = true)]
     pub strength: Option<f64>,
+    /// Stable Audio 3's audio-to-audio: the noise level the input is mixed to, above 0 and
+    /// at most 1 (1 ignores the input); every step of the schedule runs from there.
+    #[arg(long, allow_negative_numbers = true, value_name = "F")]
+    pub init_noise_level: Option<f64>,
     /// How the input becomes latents: `sample` (the VAE posterior, seeded) or `mean`.
     #[arg(long)]
     pub encode_mode: Option<String>,
@@ -246,8 +250,10 @@ pub(crate) fn task_from_args(edit: &EditArgs, duration: Option<f64>) -> anyhow::
         {
             bail!("--variation-of cannot be combined with --init-audio or its edits");
         }
-        if edit.strength.is_some() || encode_mode.is_some() {
-            bail!("--strength and --encode-mode apply to --init-audio, not --variation-of");
+        if edit.strength.is_some() || encode_mode.is_some() || edit.init_noise_level.is_some() {
+            bail!(
+                "--strength, --init-noise-level and --encode-mode apply to --init-audio, not --variation-of"
+            );
         }
         return Ok(Task::Variation {
             input: read_input_audio(variation)?,
@@ -259,6 +265,7 @@ pub(crate) fn task_from_args(edit: &EditArgs, duration: Option<f64>) -> anyhow::
             (edit.extend.is_some(), "--extend"),
             (edit.loop_seconds.is_some(), "--loop"),
             (edit.strength.is_some(), "--strength"),
+            (edit.init_noise_level.is_some(), "--init-noise-level"),
             (encode_mode.is_some(), "--encode-mode"),
         ];
         if let Some((_, flag)) = flags.iter().find(|(given, _)| *given) {
@@ -277,6 +284,24 @@ pub(crate) fn task_from_args(edit: &EditArgs, duration: Option<f64>) -> anyhow::
         bail!(
             "--duration does not apply to --extend or --loop (the result is the input plus the new seconds)"
         );
+    }
+    if let Some(level) = edit.init_noise_level {
+        let mixed = [
+            (masked, "--inpaint/--regenerate-above-hz"),
+            (edit.extend.is_some(), "--extend"),
+            (edit.loop_seconds.is_some(), "--loop"),
+            (edit.strength.is_some(), "--strength"),
+            (encode_mode.is_some(), "--encode-mode"),
+        ];
+        if let Some((_, flag)) = mixed.iter().find(|(given, _)| *given) {
+            bail!(
+                "--init-noise-level (Stable Audio 3's audio-to-audio) cannot be combined with {flag}"
+            );
+        }
+        return Ok(Task::AudioToAudioFromNoise {
+            input: read_input_audio(path)?,
+            init_noise_level: level,
+        });
     }
     let input = read_input_audio(path)?;
     let encode_mode = encode_mode.unwrap_or_default();
@@ -551,8 +576,8 @@ pub(crate) fn write_waveforms(
     format: WavFormat,
 ) -> anyhow::Result<()> {
     for (path, waveform) in paths.iter().zip(&clip.waveforms) {
-        let samples = resample(waveform, clip.sample_rate, rate);
-        write_wav(path, &samples, rate, format)?;
+        let samples = resample_frames(waveform, clip.channels, clip.sample_rate, rate);
+        write_wav_with_metadata(path, &samples, clip.channels as u16, rate, format, None)?;
     }
     Ok(())
 }

@@ -92,6 +92,7 @@ fn vae_encoder_matches_diffusers() {
         let pipeline = Pipeline::load(&model_dir(variant), &Device::Cpu, DType::F32).unwrap();
         let posterior = pipeline
             .decoder()
+            .expect("a mel-based pipeline")
             .encoder()
             .unwrap()
             .encode(&reference["vae.mel"])
@@ -203,7 +204,7 @@ fn full_strength_edits_are_text_to_audio() {
 
 /// The input's clean latents `sf · mean`, computed the way the planner does.
 fn clean_latents(pipeline: &Pipeline, input: &InputAudio) -> Tensor {
-    let decoder = pipeline.decoder();
+    let decoder = pipeline.decoder().expect("a mel-based pipeline");
     let length = pipeline.audio_length(Some(input.seconds())).unwrap();
     let mel = decoder
         .front_end()
@@ -229,9 +230,14 @@ fn low_strength_runs_fewer_steps_and_zero_is_encode_decode() {
     let (clip, _) = run(&pipeline, &base_request(SchedulerKind::Ddim, zero));
     assert_eq!(clip.denoising_steps, 0);
     let clean = clean_latents(&pipeline, &input);
-    let mel = pipeline.decoder().decode_latents(&clean).unwrap();
+    let mel = pipeline
+        .decoder()
+        .expect("a mel-based pipeline")
+        .decode_latents(&clean)
+        .unwrap();
     let expected: Vec<f32> = pipeline
         .decoder()
+        .expect("a mel-based pipeline")
         .vocoder
         .forward(&mel)
         .unwrap()

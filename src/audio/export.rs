@@ -140,7 +140,7 @@ pub fn export_clip(
     let format: WavFormat = options.format.parse()?;
     let (prepared, rate) = prepare(samples, record.sample_rate, options);
     let path = export_path(dir, record);
-    write_wav_with_metadata(&path, &prepared, rate, format, Some(&metadata(record)))?;
+    write_wav_with_metadata(&path, &prepared, 1, rate, format, Some(&metadata(record)))?;
     Ok(path)
 }
 

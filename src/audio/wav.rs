@@ -57,18 +57,20 @@ pub struct WavMetadata {
 
 /// Writes mono `samples` at `sample_rate` to `path` atomically.
 pub fn write_wav(path: &Path, samples: &[f32], sample_rate: u32, format: WavFormat) -> Result<()> {
-    write_wav_with_metadata(path, samples, sample_rate, format, None)
+    write_wav_with_metadata(path, samples, 1, sample_rate, format, None)
 }
 
-/// Writes mono `samples` with optional metadata chunks, atomically.
+/// Writes `samples` (frames of `channels` interleaved samples) with optional metadata
+/// chunks, atomically.
 pub fn write_wav_with_metadata(
     path: &Path,
     samples: &[f32],
+    channels: u16,
     sample_rate: u32,
     format: WavFormat,
     metadata: Option<&WavMetadata>,
 ) -> Result<()> {
-    let bytes = encode_wav(samples, sample_rate, format, metadata).map_err(|reason| {
+    let bytes = encode_wav(samples, channels, sample_rate, format, metadata).map_err(|reason| {
         FoleyError::Output {
             path: path.to_path_buf(),
             reason,
@@ -81,6 +83,7 @@ pub fn write_wav_with_metadata(
 /// `LIST/INFO` after it when metadata is given.
 fn encode_wav(
     samples: &[f32],
+    channels: u16,
     sample_rate: u32,
     format: WavFormat,
     metadata: Option<&WavMetadata>,
@@ -90,8 +93,14 @@ fn encode_wav(
         WavFormat::Pcm16 => (16, SampleFormat::Int),
         WavFormat::Pcm24 => (24, SampleFormat::Int),
     };
+    if channels == 0 || !samples.len().is_multiple_of(channels as usize) {
+        return Err(format!(
+            "{} samples do not make whole frames of {channels} channels",
+            samples.len()
+        ));
+    }
     let spec = WavSpec {
-        channels: 1,
+        channels,
         sample_rate,
         bits_per_sample: bits,
         sample_format,
@@ -344,7 +353,7 @@ mod tests {
             software: "Foley 0.1.0".into(),
         };
         let samples = vec![0.5, -0.25, 0.0];
-        write_wav_with_metadata(&path, &samples, 48_000, WavFormat::Pcm24, Some(&metadata))
+        write_wav_with_metadata(&path, &samples, 1, 48_000, WavFormat::Pcm24, Some(&metadata))
             .unwrap();
         assert_eq!(read_wav_metadata(&path).unwrap(), metadata);
         let (read, rate) = read_wav(&path).unwrap();

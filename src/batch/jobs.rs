@@ -42,6 +42,9 @@ pub struct JobSpec {
     pub init_audio: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strength: Option<f64>,
+    /// Stable Audio 3's audio-to-audio noise level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_noise_level: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encode_mode: Option<String>,
     /// `"START:END"` strings or `[start, end]` pairs, in seconds.
@@ -80,6 +83,7 @@ impl JobSpec {
             sample_rate,
             init_audio,
             strength,
+            init_noise_level,
             encode_mode,
             inpaint,
             regenerate_above_hz,

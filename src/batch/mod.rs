@@ -235,6 +235,7 @@ fn prepare(job: &Job, spec: &JobSpec, base: &Path) -> anyhow::Result<Prepared> {
     let edit = EditArgs {
         init_audio: spec.init_audio.as_deref().map(|path| resolve(base, path)),
         strength: spec.strength,
+        init_noise_level: spec.init_noise_level,
         encode_mode: spec.encode_mode.clone(),
         inpaint,
         regenerate_above_hz: spec.regenerate_above_hz,

@@ -22,6 +22,8 @@ pub struct TextTokenizer {
     pad_id: u32,
     /// `tokenizer.model_max_length` from `tokenizer_config.json`.
     pub max_length: usize,
+    /// Pads go before the text (`padding_side: "left"`, the Gemma tokenizers' default).
+    pad_left: bool,
     path: PathBuf,
 }
 
@@ -61,6 +63,14 @@ impl TextTokenizer {
             .and_then(|token| token.as_str().or_else(|| token.get("content")?.as_str()))
             .unwrap_or("<pad>")
             .to_string();
+        let class = config
+            .get("tokenizer_class")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        let pad_left = match config.get("padding_side").and_then(serde_json::Value::as_str) {
+            Some(side) => side == "left",
+            None => class.starts_with("Gemma"),
+        };
         let pad_id = tokenizer
             .token_to_id(&pad_token)
             .ok_or_else(|| FoleyError::Tokenizer {
@@ -71,6 +81,7 @@ impl TextTokenizer {
             tokenizer,
             pad_id,
             max_length,
+            pad_left,
             path,
         })
     }
@@ -107,8 +118,14 @@ impl TextTokenizer {
             .to_vec();
         let mut mask = vec![1u32; ids.len()];
         if let Some(length) = pad_to {
-            ids.resize(length.max(ids.len()), self.pad_id);
-            mask.resize(ids.len(), 0);
+            let pads = length.saturating_sub(ids.len());
+            if self.pad_left {
+                ids.splice(0..0, std::iter::repeat_n(self.pad_id, pads));
+                mask.splice(0..0, std::iter::repeat_n(0, pads));
+            } else {
+                ids.resize(ids.len() + pads, self.pad_id);
+                mask.resize(ids.len(), 0);
+            }
         }
         Ok(Encoded {
             ids,

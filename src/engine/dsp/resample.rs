@@ -113,6 +113,23 @@ fn design_filter(fn_ratio: f64, gain: f64) -> Vec<f64> {
     h
 }
 
+/// Resamples interleaved frames of `channels` channels, each channel on its own.
+pub fn resample_frames(input: &[f32], channels: usize, from_rate: u32, to_rate: u32) -> Vec<f32> {
+    if channels <= 1 {
+        return resample(input, from_rate, to_rate);
+    }
+    let resampled: Vec<Vec<f32>> = (0..channels)
+        .map(|channel| {
+            let plane: Vec<f32> = input.iter().skip(channel).step_by(channels).copied().collect();
+            resample(&plane, from_rate, to_rate)
+        })
+        .collect();
+    let frames = resampled.iter().map(Vec::len).min().unwrap_or(0);
+    (0..frames)
+        .flat_map(|frame| resampled.iter().map(move |plane| plane[frame]))
+        .collect()
+}
+
 /// Resamples `input` from `from_rate` to `to_rate`; the output has `ceil(len · to / from)`
 /// samples, as `librosa.resample` returns. Equal rates return the input unchanged.
 pub fn resample(input: &[f32], from_rate: u32, to_rate: u32) -> Vec<f32> {

@@ -113,6 +113,11 @@ impl Planner<'_> {
         // Built only for the tasks that read audio: text-to-audio never pays for the filter bank.
         let front = || self.decoder.front_end();
         match task {
+            Task::AudioToAudioFromNoise { .. } => Err(FoleyError::InvalidRequest(
+                "--init-noise-level is Stable Audio 3's audio-to-audio; the AudioLDM family \
+                 takes --strength"
+                    .into(),
+            )),
             Task::TextToAudio | Task::Variation { .. } => {
                 let noise = self.noise(generator, waveforms, &length)?;
                 Ok(Plan {

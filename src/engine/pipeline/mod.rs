@@ -6,12 +6,14 @@ pub mod audioldm2;
 pub mod editing;
 mod length;
 pub mod ranking;
+pub mod stable_audio3;
 pub mod stages;
 pub mod task;
 
 pub use audioldm::{AudioLdmPipeline, ClapFamily};
 pub use audioldm2::AudioLdm2Pipeline;
 pub use length::AudioLength;
+pub use stable_audio3::StableAudio3Pipeline;
 pub use task::{EncodeMode, InputAudio, Regions, Task, TaskSummary};
 
 use std::path::Path;
@@ -34,6 +36,7 @@ pub enum Pipeline {
     /// AudioLDM or MusicLDM.
     AudioLdm(Box<AudioLdmPipeline>),
     AudioLdm2(Box<AudioLdm2Pipeline>),
+    StableAudio3(Box<StableAudio3Pipeline>),
 }
 
 impl Pipeline {
@@ -46,8 +49,13 @@ impl Pipeline {
             "AudioLDM2Pipeline" => Ok(Self::AudioLdm2(Box::new(AudioLdm2Pipeline::from_index(
                 root, &index, device, dtype,
             )?))),
+            "StableAudio3Pipeline"
+            | "StableAudio3AudioToAudioPipeline"
+            | "StableAudio3InpaintPipeline" => Ok(Self::StableAudio3(Box::new(
+                StableAudio3Pipeline::from_index(root, &index, device, dtype)?,
+            ))),
             other => Err(FoleyError::Unsupported(format!(
-                "{} holds a {other}; Foley runs AudioLDMPipeline, MusicLDMPipeline and AudioLDM2Pipeline",
+                "{} holds a {other}; Foley runs AudioLDMPipeline, MusicLDMPipeline, AudioLDM2Pipeline and StableAudio3Pipeline",
                 root.display()
             ))),
         }
@@ -58,6 +66,7 @@ impl Pipeline {
         match self {
             Self::AudioLdm(pipeline) => pipeline.family().defaults(),
             Self::AudioLdm2(_) => (200, 3.5),
+            Self::StableAudio3(pipeline) => pipeline.defaults(),
         }
     }
 
@@ -68,14 +77,24 @@ impl Pipeline {
                 ClapFamily::MusicLdm => "MusicLDM",
             },
             Self::AudioLdm2(_) => "AudioLDM 2",
+            Self::StableAudio3(_) => "Stable Audio 3",
         }
     }
 
-    /// The VAE (both halves), vocoder and editing front-end.
-    pub fn decoder(&self) -> &stages::AudioDecoder {
+    /// The VAE (both halves), vocoder and editing front-end of the mel-based families.
+    pub fn decoder(&self) -> Option<&stages::AudioDecoder> {
         match self {
-            Self::AudioLdm(pipeline) => pipeline.decoder(),
-            Self::AudioLdm2(pipeline) => pipeline.decoder(),
+            Self::AudioLdm(pipeline) => Some(pipeline.decoder()),
+            Self::AudioLdm2(pipeline) => Some(pipeline.decoder()),
+            Self::StableAudio3(_) => None,
+        }
+    }
+
+    /// Audio channels of the clips it makes (1, or 2 for Stable Audio 3).
+    pub fn channels(&self) -> usize {
+        match self {
+            Self::StableAudio3(pipeline) => pipeline.channels(),
+            _ => 1,
         }
     }
 
@@ -83,6 +102,7 @@ impl Pipeline {
         match self {
             Self::AudioLdm(pipeline) => pipeline.sample_rate(),
             Self::AudioLdm2(pipeline) => pipeline.sample_rate(),
+            Self::StableAudio3(pipeline) => pipeline.sample_rate(),
         }
     }
 
@@ -90,6 +110,7 @@ impl Pipeline {
         match self {
             Self::AudioLdm(pipeline) => pipeline.audio_length(duration),
             Self::AudioLdm2(pipeline) => pipeline.audio_length(duration),
+            Self::StableAudio3(pipeline) => pipeline.audio_length(duration),
         }
     }
 
@@ -102,6 +123,7 @@ impl Pipeline {
         match self {
             Self::AudioLdm(pipeline) => pipeline.generate(request, on_step, cancel),
             Self::AudioLdm2(pipeline) => pipeline.generate(request, on_step, cancel),
+            Self::StableAudio3(pipeline) => pipeline.generate(request, on_step, cancel),
         }
     }
 }
@@ -130,7 +152,9 @@ impl Request {
     /// tasks that edit a clip in place, else the model's default.
     pub fn effective_duration(&self) -> Option<f64> {
         self.duration.or(match &self.task {
-            Task::AudioToAudio { input, .. } | Task::Inpaint { input, .. } => Some(input.seconds()),
+            Task::AudioToAudio { input, .. }
+            | Task::AudioToAudioFromNoise { input, .. }
+            | Task::Inpaint { input, .. } => Some(input.seconds()),
             _ => None,
         })
     }
@@ -188,8 +212,12 @@ pub struct Timings {
 /// The result of a generation: one waveform per requested waveform, at `sample_rate`.
 #[derive(Debug, Clone)]
 pub struct Clip {
+    /// Samples of each waveform, frames interleaved when there are several channels.
     pub waveforms: Vec<Vec<f32>>,
-    /// The VAE's log-mel spectrogram of each waveform, (frames × mel_bins) row-major.
+    /// Channels per frame of `waveforms` (1, or 2 for Stable Audio 3's stereo).
+    pub channels: usize,
+    /// The VAE's log-mel spectrogram of each waveform, (frames × mel_bins) row-major; empty for
+    /// models without a mel stage.
     pub mels: Vec<Vec<f32>>,
     pub mel_bins: usize,
     /// Samples per second of `waveforms` (the vocoder's rate).

@@ -402,6 +402,7 @@ impl Synthesis<'_> {
         };
         Ok(Clip {
             waveforms,
+            channels: 1,
             mels: decoded.mels,
             mel_bins: decoded.mel_bins,
             sample_rate,

@@ -87,6 +87,13 @@ pub enum Task {
         strength: f64,
         encode_mode: EncodeMode,
     },
+    /// Stable Audio 3's audio-to-audio: the input's latents mixed with noise,
+    /// `(1 − level)·z + level·ε`, then every step of a schedule rebuilt to start at `level`
+    /// (research/sa3_notes.md §7; not img2img's strength).
+    AudioToAudioFromNoise {
+        input: InputAudio,
+        init_noise_level: f64,
+    },
     Inpaint {
         input: InputAudio,
         regions: Regions,
@@ -121,6 +128,8 @@ pub struct TaskSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strength: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_noise_level: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub encode_mode: Option<EncodeMode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub regions: Option<Regions>,
@@ -132,7 +141,7 @@ impl Task {
     pub fn name(&self) -> &'static str {
         match self {
             Self::TextToAudio => "text_to_audio",
-            Self::AudioToAudio { .. } => "audio_to_audio",
+            Self::AudioToAudio { .. } | Self::AudioToAudioFromNoise { .. } => "audio_to_audio",
             Self::Inpaint { .. } => "inpaint",
             Self::Continue { .. } => "continue",
             Self::Loop { .. } => "loop",
@@ -144,6 +153,7 @@ impl Task {
         match self {
             Self::TextToAudio => None,
             Self::AudioToAudio { input, .. }
+            | Self::AudioToAudioFromNoise { input, .. }
             | Self::Inpaint { input, .. }
             | Self::Continue { input, .. }
             | Self::Loop { input, .. }
@@ -156,12 +166,16 @@ impl Task {
             name: self.name(),
             input: self.input().map(|input| input.name.clone()),
             strength: None,
+            init_noise_level: None,
             encode_mode: None,
             regions: None,
             seconds: None,
         };
         match self {
             Self::TextToAudio | Self::Variation { .. } => {}
+            Self::AudioToAudioFromNoise {
+                init_noise_level, ..
+            } => summary.init_noise_level = Some(*init_noise_level),
             Self::AudioToAudio {
                 strength,
                 encode_mode,
@@ -224,6 +238,16 @@ impl Task {
         match self {
             Self::TextToAudio | Self::Variation { .. } => Ok(()),
             Self::AudioToAudio { strength, .. } => check_strength(*strength),
+            Self::AudioToAudioFromNoise {
+                init_noise_level, ..
+            } => {
+                if !(*init_noise_level > 0.0 && *init_noise_level <= 1.0) {
+                    return invalid(format!(
+                        "init noise level must be above 0 and at most 1, got {init_noise_level}"
+                    ));
+                }
+                Ok(())
+            }
             Self::Inpaint {
                 regions, strength, ..
             } => {

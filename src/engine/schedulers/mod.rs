@@ -9,6 +9,7 @@ mod dpm_solver_multistep;
 mod dpm_solver_singlestep;
 mod euler;
 mod euler_ancestral;
+pub mod flow_match_euler;
 mod heun;
 mod kdpm2;
 mod kdpm2_ancestral;
@@ -249,7 +250,7 @@ pub(crate) fn alphas_cumprod(config: &SchedulerConfig) -> Result<Vec<f32>> {
 
 /// `torch.linspace` in f32: the first half counts up from `start`, the second down from `end`,
 /// each value one fused multiply-add (torch's scalar loop, contracted by its compiler).
-fn linspace_f32(start: f32, end: f32, count: usize) -> Vec<f32> {
+pub(crate) fn linspace_f32(start: f32, end: f32, count: usize) -> Vec<f32> {
     if count == 1 {
         return vec![start];
     }
