@@ -353,8 +353,15 @@ mod tests {
             software: "Foley 0.1.0".into(),
         };
         let samples = vec![0.5, -0.25, 0.0];
-        write_wav_with_metadata(&path, &samples, 1, 48_000, WavFormat::Pcm24, Some(&metadata))
-            .unwrap();
+        write_wav_with_metadata(
+            &path,
+            &samples,
+            1,
+            48_000,
+            WavFormat::Pcm24,
+            Some(&metadata),
+        )
+        .unwrap();
         assert_eq!(read_wav_metadata(&path).unwrap(), metadata);
         let (read, rate) = read_wav(&path).unwrap();
         assert_eq!(rate, 48_000);

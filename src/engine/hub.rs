@@ -165,6 +165,23 @@ pub fn resolve_model_reporting(
     download(spec, report, cancel)
 }
 
+/// The hub answered 401 or 403: a gated or private repository.
+fn is_refused(error: &str) -> bool {
+    error.contains("status code 401") || error.contains("status code 403")
+}
+
+fn gated_message(repo_id: &str, error: &str) -> String {
+    let token = if std::env::var("HF_TOKEN").is_ok_and(|token| !token.trim().is_empty()) {
+        "HF_TOKEN is set, but its account has not been granted access"
+    } else {
+        "set HF_TOKEN to an access token of an account that accepted it"
+    };
+    format!(
+        "the repository is gated ({error}): accept its licence on https://huggingface.co/{repo_id}, \
+         then {token}"
+    )
+}
+
 fn looks_like_repo(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
     parts.len() == 2
@@ -229,13 +246,22 @@ fn download(
         repo: repo_id.to_string(),
         reason,
     };
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(report.is_none())
-        .build()
-        .map_err(|error| failed(error.to_string()))?;
+    let mut builder = hf_hub::api::sync::ApiBuilder::from_env().with_progress(report.is_none());
+    // hf-hub reads only the token file `huggingface-cli login` writes; gated repositories are
+    // usually reached with the HF_TOKEN variable instead.
+    if let Some(token) = std::env::var("HF_TOKEN")
+        .ok()
+        .filter(|token| !token.trim().is_empty())
+    {
+        builder = builder.with_token(Some(token.trim().to_string()));
+    }
+    let api = builder.build().map_err(|error| failed(error.to_string()))?;
     let repo = api.model(repo_id.to_string());
     let info = match repo.info() {
         Ok(info) => info,
+        Err(error) if is_refused(&error.to_string()) => {
+            return Err(failed(gated_message(repo_id, &error.to_string())));
+        }
         // Unreachable hub: a model fetched earlier (by Foley or Python) still works.
         Err(error) => {
             return cached_snapshot(repo_id).ok_or_else(|| {
@@ -266,7 +292,14 @@ fn download(
             (None, Some(report)) => repo.download_with_progress(&file, Forward(report)),
             (None, None) => repo.download(&file),
         }
-        .map_err(|error| failed(format!("{file}: {error}")))?;
+        .map_err(|error| {
+            let text = error.to_string();
+            if is_refused(&text) {
+                failed(gated_message(repo_id, &text))
+            } else {
+                failed(format!("{file}: {text}"))
+            }
+        })?;
         if file == "model_index.json" {
             root = local.parent().map(Path::to_path_buf);
         }

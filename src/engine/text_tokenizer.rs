@@ -67,7 +67,10 @@ impl TextTokenizer {
             .get("tokenizer_class")
             .and_then(serde_json::Value::as_str)
             .unwrap_or("");
-        let pad_left = match config.get("padding_side").and_then(serde_json::Value::as_str) {
+        let pad_left = match config
+            .get("padding_side")
+            .and_then(serde_json::Value::as_str)
+        {
             Some(side) => side == "left",
             None => class.starts_with("Gemma"),
         };

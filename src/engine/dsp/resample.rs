@@ -120,7 +120,12 @@ pub fn resample_frames(input: &[f32], channels: usize, from_rate: u32, to_rate: 
     }
     let resampled: Vec<Vec<f32>> = (0..channels)
         .map(|channel| {
-            let plane: Vec<f32> = input.iter().skip(channel).step_by(channels).copied().collect();
+            let plane: Vec<f32> = input
+                .iter()
+                .skip(channel)
+                .step_by(channels)
+                .copied()
+                .collect();
             resample(&plane, from_rate, to_rate)
         })
         .collect();

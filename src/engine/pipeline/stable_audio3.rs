@@ -8,7 +8,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::stages::stage_seconds;
-use super::{AudioLength, CancelFlag, Clip, InputAudio, Progress, Request, Task, Timings, validate};
+use super::{
+    AudioLength, CancelFlag, Clip, InputAudio, Progress, Request, Task, Timings, validate,
+};
 use crate::engine::dsp::resample::resample;
 use crate::engine::models::autoencoder_same::{AutoencoderSame, AutoencoderSameConfig};
 use crate::engine::models::stable_audio3_dit::{
@@ -124,12 +126,10 @@ impl StableAudio3Pipeline {
         })?;
         let scheduler_path = root.join("scheduler/scheduler_config.json");
         let scheduler: FlowMatchConfig = read_json(&scheduler_path)?;
-        scheduler
-            .check()
-            .map_err(|reason| FoleyError::BadConfig {
-                path: scheduler_path,
-                reason,
-            })?;
+        scheduler.check().map_err(|reason| FoleyError::BadConfig {
+            path: scheduler_path,
+            reason,
+        })?;
         let parts = Sa3Parts {
             tokenizer: TextTokenizer::load(&root.join("tokenizer"), PROMPT_TOKENS)?,
             text_encoder,
@@ -327,11 +327,12 @@ impl StableAudio3Pipeline {
                 init_noise_level,
             } => {
                 let started = Instant::now();
-                let reference = self.reference_latents(input, frames)?.repeat((copies, 1, 1))?;
+                let reference = self
+                    .reference_latents(input, frames)?
+                    .repeat((copies, 1, 1))?;
                 timings.encoding = stage_seconds(started, &self.device)?;
                 let level = *init_noise_level;
-                let mixed =
-                    ((reference * (1.0 - level))? + (noise(generator)? * level)?)?;
+                let mixed = ((reference * (1.0 - level))? + (noise(generator)? * level)?)?;
                 Ok((mixed, level as f32, None))
             }
             Task::Inpaint {
@@ -512,7 +513,12 @@ fn check_widths(parts: &Sa3Parts, root: &Path) -> Result<()> {
     let text = parts.text_encoder.config().hidden_size;
     let latent = parts.vae.config().latent_dim;
     let mismatch = [
-        ("text encoder hidden_size", text, "DiT cond_token_dim", dit.cond_token_dim),
+        (
+            "text encoder hidden_size",
+            text,
+            "DiT cond_token_dim",
+            dit.cond_token_dim,
+        ),
         (
             "duration embedder output_dim",
             parts.duration_embedder.output_dim(),

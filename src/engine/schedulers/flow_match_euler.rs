@@ -162,9 +162,27 @@ impl FlowMatchEulerScheduler {
         index: usize,
         generator: &mut TorchGenerator,
     ) -> Result<Tensor> {
-        let position = index;
-        let (Some(&sigma), Some(&next)) =
-            (self.sigmas.get(position), self.sigmas.get(position + 1))
+        let noise = if self.stochastic {
+            Some(Tensor::from_vec(
+                generator.randn_f32(sample.elem_count()),
+                sample.shape(),
+                sample.device(),
+            )?)
+        } else {
+            None
+        };
+        self.step_with_noise(velocity, sample, index, noise.as_ref())
+    }
+
+    /// `step` with the stochastic variant's noise given (ignored by the deterministic one).
+    pub fn step_with_noise(
+        &self,
+        velocity: &Tensor,
+        sample: &Tensor,
+        index: usize,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (Some(&sigma), Some(&next)) = (self.sigmas.get(index), self.sigmas.get(index + 1))
         else {
             return Err(FoleyError::InvalidRequest(format!(
                 "step {} is past the end of the schedule",
@@ -173,16 +191,15 @@ impl FlowMatchEulerScheduler {
         };
         let sample = sample.to_dtype(candle_core::DType::F32)?;
         let velocity = velocity.to_dtype(candle_core::DType::F32)?;
-        if self.stochastic {
-            let denoised = (&sample - (velocity * sigma as f64)?)?;
-            let noise = Tensor::from_vec(
-                generator.randn_f32(sample.elem_count()),
-                sample.shape(),
-                sample.device(),
-            )?;
-            Ok(((denoised * (1.0 - next) as f64)? + (noise * next as f64)?)?)
-        } else {
-            Ok((sample + (velocity * (next - sigma) as f64)?)?)
+        match (self.stochastic, noise) {
+            (true, Some(noise)) => {
+                let denoised = (&sample - (velocity * sigma as f64)?)?;
+                Ok(((denoised * (1.0 - next) as f64)? + (noise * next as f64)?)?)
+            }
+            (true, None) => Err(FoleyError::InvalidRequest(
+                "the stochastic step needs noise".into(),
+            )),
+            (false, _) => Ok((sample + (velocity * (next - sigma) as f64)?)?),
         }
     }
 }

@@ -1,0 +1,418 @@
+//! Stable Audio 3 against diffusers 0.42.1 on the tiny random pipelines built by
+//! `tools/reference/build_sa3_fixtures.py`: every component at 1e-5 and every end-to-end case
+//! (text-to-audio with and without guidance, audio-to-audio, inpainting; distilled and base
+//! schedulers) through `foley generate` at 1e-4 relative L2 of the stereo waveform.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{DType, Device, Tensor};
+use common::{Reference, assert_close, fixtures, read_json, relative_l2_slices};
+use foley::engine::models::stable_audio3_dit::DiTConditioning;
+use foley::engine::pipeline::{Pipeline, StableAudio3Pipeline};
+use foley::engine::schedulers::flow_match_euler::{
+    FlowMatchConfig, FlowMatchEulerScheduler, logsnr_sigma_schedule,
+};
+
+const COMPONENT_TOLERANCE: f64 = 1e-5;
+const E2E_TOLERANCE: f64 = 1e-4;
+
+fn cases() -> serde_json::Value {
+    read_json(&fixtures().join("reference/sa3/cases.json"))
+}
+
+fn reference(name: &str) -> Reference {
+    Reference::load("sa3", name)
+}
+
+fn pipeline(variant: &str) -> Box<StableAudio3Pipeline> {
+    match Pipeline::load(&fixtures().join(variant), &Device::Cpu, DType::F32).unwrap() {
+        Pipeline::StableAudio3(pipeline) => pipeline,
+        _ => panic!("{variant} is not a Stable Audio 3 pipeline"),
+    }
+}
+
+#[test]
+fn tokenizer_pads_left_to_256_like_gemma() {
+    let pipeline = pipeline("sa3-tiny");
+    let tokens = reference("tokenizer");
+    let cases = cases();
+    let prompts = cases["tokenizer"]["prompts"].as_array().unwrap();
+    assert!(prompts.len() >= 6);
+    for case in prompts {
+        let index = case["index"].as_u64().unwrap();
+        let prompt = case["prompt"].as_str().unwrap();
+        let encoded = pipeline.tokenizer().encode(prompt, Some(256)).unwrap();
+        assert_eq!(
+            vec![encoded.ids.clone()],
+            tokens.rows(&format!("input_ids.{index}")),
+            "ids of {prompt:?}"
+        );
+        assert_eq!(
+            vec![encoded.mask],
+            tokens.rows(&format!("attention_mask.{index}")),
+            "mask of {prompt:?}"
+        );
+        assert_eq!(encoded.truncated, case["truncated"].as_bool().unwrap());
+    }
+}
+
+#[test]
+fn components_match_diffusers() {
+    let pipeline = pipeline("sa3-tiny");
+
+    let text = reference("text_encoder");
+    let states = pipeline
+        .text_encoder()
+        .forward(
+            &text.rows("input_ids"),
+            &text.rows("attention_mask"),
+            &Device::Cpu,
+        )
+        .unwrap();
+    assert_close(
+        &states,
+        &text.f32("last_hidden_state"),
+        COMPONENT_TOLERANCE,
+        "T5Gemma encoder",
+    );
+
+    let duration = reference("duration");
+    let seconds: Vec<f64> = duration
+        .values("seconds")
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let embedded = pipeline
+        .duration_embedder()
+        .forward(&seconds, &Device::Cpu)
+        .unwrap();
+    assert_close(
+        &embedded,
+        &duration.f32("out"),
+        COMPONENT_TOLERANCE,
+        "duration embedder",
+    );
+
+    let dit = reference("dit");
+    let timesteps = dit.values("timestep");
+    let context = dit.f32("encoder_hidden_states");
+    let mask = dit.f32("encoder_attention_mask");
+    let global = dit.f32("global_hidden_states");
+    let local = dit.f32("local_add_cond");
+    for (local, expected, what) in [
+        (None, "out", "DiT"),
+        (
+            Some(&local),
+            "out_inpaint",
+            "DiT with inpainting conditioning",
+        ),
+    ] {
+        let conditioning = DiTConditioning {
+            context: &context,
+            context_mask: Some(&mask),
+            global: &global,
+            local,
+        };
+        let out = pipeline
+            .transformer()
+            .forward(&dit.f32("hidden_states"), &timesteps, &conditioning)
+            .unwrap();
+        assert_close(&out, &dit.f32(expected), COMPONENT_TOLERANCE, what);
+    }
+
+    let vae = reference("vae");
+    for case in ["a", "b"] {
+        let latents = pipeline
+            .vae()
+            .encode(&vae.f32(&format!("encode.{case}.audio")))
+            .unwrap();
+        assert_close(
+            &latents,
+            &vae.f32(&format!("encode.{case}.latents")),
+            COMPONENT_TOLERANCE,
+            &format!("SAME encoder ({case})"),
+        );
+    }
+    let audio = pipeline.vae().decode(&vae.f32("decode.latents")).unwrap();
+    assert_close(
+        &audio,
+        &vae.f32("decode.audio"),
+        COMPONENT_TOLERANCE,
+        "SAME decoder",
+    );
+}
+
+#[test]
+fn schedules_and_steps_match_flow_match_euler() {
+    let cases = cases();
+    let schedules = reference("scheduler");
+    let config = |stochastic: bool| FlowMatchConfig {
+        num_train_timesteps: 1.0,
+        shift: 1.0,
+        stochastic_sampling: stochastic,
+        use_dynamic_shifting: false,
+        shift_terminal: None,
+        use_karras_sigmas: false,
+        use_exponential_sigmas: false,
+        use_beta_sigmas: false,
+        invert_sigmas: false,
+    };
+    for schedule in cases["scheduler"]["schedules"].as_array().unwrap() {
+        let key = schedule["key"].as_str().unwrap();
+        let steps = schedule["steps"].as_u64().unwrap() as usize;
+        let sigma_max = schedule["sigma_max"].as_f64().unwrap() as f32;
+        let sigmas = logsnr_sigma_schedule(steps, -6.2, 2.0, sigma_max);
+        let scheduler = FlowMatchEulerScheduler::new(&config(true), &sigmas).unwrap();
+        let expected = schedules.values(&format!("{key}.sigmas"));
+        let worst = scheduler
+            .sigmas()
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert_eq!(scheduler.sigmas().len(), expected.len(), "{key}");
+        assert!(worst <= 1e-6, "{key}: sigma off by {worst}");
+        assert_eq!(
+            scheduler.timesteps().len(),
+            schedules.values(&format!("{key}.timesteps")).len()
+        );
+    }
+
+    let sample = schedules.f32("step.sample");
+    let velocity = schedules.f32("step.model_output");
+    let sigmas = logsnr_sigma_schedule(6, -6.2, 2.0, 1.0);
+    for index in [0usize, 2] {
+        for stochastic in [true, false] {
+            let name = if stochastic {
+                "stochastic"
+            } else {
+                "deterministic"
+            };
+            let scheduler = FlowMatchEulerScheduler::new(&config(stochastic), &sigmas).unwrap();
+            let noise = schedules.f32(&format!("step.stochastic.i{index}.noise"));
+            let prev = scheduler
+                .step_with_noise(&velocity, &sample, index, Some(&noise))
+                .unwrap();
+            assert_close(
+                &prev,
+                &schedules.f32(&format!("step.{name}.i{index}.prev_sample")),
+                COMPONENT_TOLERANCE,
+                &format!("{name} step {index}"),
+            );
+        }
+    }
+}
+
+/// The arguments of `foley generate` for one reference case.
+fn generate_args(case: &serde_json::Value, out: &Path) -> Vec<String> {
+    let call = &case["call"];
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(case["fixture"].as_str().unwrap());
+    let fixture = if std::env::var_os("FOLEY_FIXTURES").is_some() {
+        fixtures().join(fixture.file_name().unwrap())
+    } else {
+        fixture
+    };
+    let mut args: Vec<String> = vec![
+        "generate".into(),
+        "--model".into(),
+        fixture.display().to_string(),
+        "--prompt".into(),
+        call["prompt"].as_str().unwrap().into(),
+        "--seed".into(),
+        case["seed"].to_string(),
+        "--steps".into(),
+        call["num_inference_steps"].to_string(),
+        "--duration".into(),
+        call["duration"].to_string(),
+        "--waveforms".into(),
+        call["num_waveforms_per_prompt"].to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--quiet".into(),
+    ];
+    if let Some(guidance) = call.get("guidance_scale") {
+        args.extend(["--guidance".into(), guidance.to_string()]);
+    }
+    if let Some(negative) = call.get("negative_prompt") {
+        args.extend([
+            "--negative-prompt".into(),
+            negative.as_str().unwrap().into(),
+        ]);
+    }
+    if call.get("audio").is_some() {
+        let input = fixtures().join("reference/sa3/input.wav");
+        args.extend(["--init-audio".into(), input.display().to_string()]);
+    }
+    if let Some(level) = call.get("init_noise_level") {
+        args.extend(["--init-noise-level".into(), level.to_string()]);
+    }
+    if let (Some(starts), Some(ends)) =
+        (call.get("mask_start_seconds"), call.get("mask_end_seconds"))
+    {
+        let list = |value: &serde_json::Value| -> Vec<f64> {
+            value
+                .as_array()
+                .map(|items| items.iter().map(|v| v.as_f64().unwrap()).collect())
+                .unwrap_or_else(|| vec![value.as_f64().unwrap()])
+        };
+        for (start, end) in list(starts).into_iter().zip(list(ends)) {
+            args.extend(["--inpaint".into(), format!("{start}:{end}")]);
+        }
+    }
+    args
+}
+
+/// Interleaved stereo frames from a float WAV.
+fn read_frames(path: &Path) -> (Vec<f32>, u16, u32) {
+    let mut reader = hound::WavReader::open(path).unwrap();
+    let spec = reader.spec();
+    let samples = reader.samples::<f32>().map(Result::unwrap).collect();
+    (samples, spec.channels, spec.sample_rate)
+}
+
+/// (batch, channels, samples) → one interleaved frame list per batch row.
+fn interleaved(audio: &Tensor) -> Vec<Vec<f32>> {
+    audio
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .flatten_from(1)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
+
+#[test]
+fn every_task_matches_diffusers_through_foley_generate() {
+    let cases = cases();
+    let e2e = reference("e2e");
+    let dir = tempfile::tempdir().unwrap();
+    let all = cases["e2e"]["cases"].as_array().unwrap();
+    assert_eq!(all.len(), 8);
+    for case in all {
+        let name = case["name"].as_str().unwrap();
+        let out = dir.path().join(format!("{name}.wav"));
+        let output = Command::new(env!("CARGO_BIN_EXE_foley"))
+            .args(generate_args(case, &out))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let expected = interleaved(&e2e.f32(&format!("{name}.audios")));
+        let files: Vec<PathBuf> = if expected.len() == 1 {
+            vec![out.clone()]
+        } else {
+            (1..=expected.len())
+                .map(|index| dir.path().join(format!("{name}-{index}.wav")))
+                .collect()
+        };
+        for (file, expected) in files.iter().zip(&expected) {
+            let (frames, channels, rate) = read_frames(file);
+            assert_eq!((channels, rate), (2, 44_100), "{name}");
+            let error = relative_l2_slices(&frames, expected);
+            eprintln!("parity {name}: relative L2 {error:.3e}");
+            assert!(error <= E2E_TOLERANCE, "{name}: relative L2 {error:.3e}");
+        }
+    }
+}
+
+#[test]
+fn stable_audio_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixtures().join("reference/sa3/input.wav");
+    let model = fixtures().join("sa3-tiny");
+    let run = |extra: &[&str]| {
+        let out = dir.path().join("x.wav");
+        let mut args = vec![
+            "generate".to_string(),
+            "--model".into(),
+            model.display().to_string(),
+            "--prompt".into(),
+            "rain".into(),
+            "--steps".into(),
+            "2".into(),
+            "--out".into(),
+            out.display().to_string(),
+            "--quiet".into(),
+        ];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_foley"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let input = input.display().to_string();
+    for (extra, needle) in [
+        (vec!["--init-audio", &input], "--init-noise-level"),
+        (
+            vec!["--init-audio", &input, "--strength", "0.5"],
+            "--init-noise-level",
+        ),
+        (
+            vec!["--init-audio", &input, "--init-noise-level", "0"],
+            "init noise level",
+        ),
+        (
+            vec![
+                "--init-audio",
+                &input,
+                "--init-noise-level",
+                "0.5",
+                "--guidance",
+                "3",
+            ],
+            "without guidance",
+        ),
+        (
+            vec!["--init-audio", &input, "--extend", "1"],
+            "Stable Audio 3 runs",
+        ),
+        (
+            vec!["--init-audio", &input, "--regenerate-above-hz", "4000"],
+            "time ranges",
+        ),
+    ] {
+        let output = run(&extra);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{extra:?} succeeded");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{extra:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // The distilled default: 8 steps without guidance, a stereo 44.1 kHz file.
+    let out = dir.path().join("defaults.wav");
+    let output = Command::new(env!("CARGO_BIN_EXE_foley"))
+        .args([
+            "generate",
+            "--model",
+            &model.display().to_string(),
+            "--prompt",
+            "rain",
+            "--duration",
+            "0.2",
+            "--out",
+            &out.display().to_string(),
+            "--json",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["settings"]["steps"], 8);
+    assert_eq!(report["settings"]["guidance"], 1.0);
+    let (frames, channels, rate) = read_frames(&out);
+    assert_eq!((channels, rate), (2, 44_100));
+    assert_eq!(frames.len(), 2 * (0.2f64 * 44_100.0) as usize);
+}
