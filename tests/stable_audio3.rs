@@ -206,14 +206,13 @@ fn schedules_and_steps_match_flow_match_euler() {
     }
 }
 
-/// The arguments of `foley generate` for one reference case.
-fn generate_args(case: &serde_json::Value, out: &Path) -> Vec<String> {
+/// The arguments of `foley generate` for one reference case, on its own fixture or `model`.
+fn generate_args(case: &serde_json::Value, out: &Path, model: Option<&Path>) -> Vec<String> {
     let call = &case["call"];
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(case["fixture"].as_str().unwrap());
-    let fixture = if std::env::var_os("FOLEY_FIXTURES").is_some() {
-        fixtures().join(fixture.file_name().unwrap())
-    } else {
-        fixture
+    let own = Path::new(case["fixture"].as_str().unwrap());
+    let fixture = match model {
+        Some(model) => model.to_path_buf(),
+        None => fixtures().join(own.file_name().unwrap()),
     };
     let mut args: Vec<String> = vec![
         "generate".into(),
@@ -286,18 +285,22 @@ fn interleaved(audio: &Tensor) -> Vec<Vec<f32>> {
         .unwrap()
 }
 
-#[test]
-fn every_task_matches_diffusers_through_foley_generate() {
+/// Runs the reference cases accepted by `keep` through `foley generate` (on `model` instead
+/// of each case's fixture when given) and compares the stereo WAVs; returns how many ran.
+fn check_cases(keep: impl Fn(&serde_json::Value) -> bool, model: Option<&Path>) -> usize {
     let cases = cases();
     let e2e = reference("e2e");
     let dir = tempfile::tempdir().unwrap();
-    let all = cases["e2e"]["cases"].as_array().unwrap();
-    assert_eq!(all.len(), 8);
-    for case in all {
+    let mut ran = 0;
+    for case in cases["e2e"]["cases"].as_array().unwrap() {
+        if !keep(case) {
+            continue;
+        }
+        ran += 1;
         let name = case["name"].as_str().unwrap();
         let out = dir.path().join(format!("{name}.wav"));
         let output = Command::new(env!("CARGO_BIN_EXE_foley"))
-            .args(generate_args(case, &out))
+            .args(generate_args(case, &out, model))
             .output()
             .unwrap();
         assert!(
@@ -321,6 +324,22 @@ fn every_task_matches_diffusers_through_foley_generate() {
             assert!(error <= E2E_TOLERANCE, "{name}: relative L2 {error:.3e}");
         }
     }
+    ran
+}
+
+#[test]
+fn every_task_matches_diffusers_through_foley_generate() {
+    assert_eq!(check_cases(|_| true, None), 8);
+}
+
+/// Stability's own layout (what `stabilityai/stable-audio-3-*` ships) holds the same weights;
+/// mapped on load, it must give diffusers' numbers for every distilled case.
+#[test]
+fn the_official_layout_loads_as_diffusers_converts_it() {
+    let official = fixtures().join("sa3-tiny-official");
+    let distilled =
+        |case: &serde_json::Value| case["fixture"].as_str().unwrap().ends_with("sa3-tiny");
+    assert_eq!(check_cases(distilled, Some(&official)), 4);
 }
 
 #[test]

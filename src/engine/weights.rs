@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Shape, Tensor};
@@ -211,6 +211,48 @@ impl Component {
         }
         Ok(model)
     }
+}
+
+/// Builds a model from tensors already in memory (a checkpoint mapped from another layout);
+/// as with `Component::build`, every tensor must be used, or `blamed` is reported.
+pub fn build_from_tensors<T>(
+    tensors: HashMap<String, Tensor>,
+    blamed: &Path,
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+) -> Result<T> {
+    let bad = |error: candle_core::Error| FoleyError::BadFile {
+        path: blamed.to_path_buf(),
+        reason: crate::error::without_backtrace(error).to_string(),
+    };
+    let names: BTreeSet<String> = tensors.keys().cloned().collect();
+    let tracker = Tracker {
+        inner: VarBuilder::from_tensors(tensors, dtype, device),
+        used: Default::default(),
+    };
+    let used = tracker.used.clone();
+    let model = build(VarBuilder::from_backend(
+        Box::new(tracker),
+        dtype,
+        device.clone(),
+    ))
+    .map_err(bad)?;
+    let used = used.lock().map_err(|_| FoleyError::BadFile {
+        path: blamed.to_path_buf(),
+        reason: "weight loading was interrupted".into(),
+    })?;
+    let leftover: Vec<&String> = names.iter().filter(|name| !used.contains(*name)).collect();
+    if let Some(first) = leftover.first() {
+        return Err(FoleyError::BadFile {
+            path: blamed.to_path_buf(),
+            reason: format!(
+                "{} tensors are not part of the model its config describes (e.g. {first})",
+                leftover.len()
+            ),
+        });
+    }
+    Ok(model)
 }
 
 /// Buffers PyTorch saves that are derived from the config rather than learned; models recompute

@@ -7,6 +7,7 @@ pub mod editing;
 mod length;
 pub mod ranking;
 pub mod stable_audio3;
+pub mod stable_audio3_official;
 pub mod stages;
 pub mod task;
 
@@ -41,6 +42,11 @@ pub enum Pipeline {
 
 impl Pipeline {
     pub fn load(root: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        if stable_audio3_official::is_official_layout(root) {
+            return Ok(Self::StableAudio3(Box::new(stable_audio3_official::load(
+                root, device, dtype,
+            )?)));
+        }
         let index = ModelIndex::load(root)?;
         match index.class_name.as_str() {
             "AudioLDMPipeline" | "MusicLDMPipeline" => Ok(Self::AudioLdm(Box::new(

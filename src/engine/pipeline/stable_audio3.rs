@@ -508,7 +508,7 @@ fn interleave(audio: &Tensor) -> Result<Vec<Vec<f32>>> {
 }
 
 /// The components must agree on the widths they pass each other.
-fn check_widths(parts: &Sa3Parts, root: &Path) -> Result<()> {
+pub(crate) fn check_widths(parts: &Sa3Parts, root: &Path) -> Result<()> {
     let dit = parts.transformer.config();
     let text = parts.text_encoder.config().hidden_size;
     let latent = parts.vae.config().latent_dim;
