@@ -614,6 +614,7 @@ fn models(args: ModelsArgs) -> anyhow::Result<()> {
                     "parameters_millions": checkpoint.parameters_millions,
                     "download_gb": checkpoint.download_gb(),
                     "license": checkpoint.license,
+                    "gated": checkpoint.gated,
                     "cached": cached,
                 })
             })
@@ -622,21 +623,31 @@ fn models(args: ModelsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<26} {:<36} {:>7} {:>8}  {:<16} cached",
+        "{:<38} {:<52} {:>7} {:>8}  {:<27} cached",
         "model", "task", "params", "download", "license"
     );
-    for (checkpoint, cached) in rows {
+    for (checkpoint, cached) in &rows {
+        let license = if checkpoint.gated {
+            format!("{} (gated)", checkpoint.license)
+        } else {
+            checkpoint.license.to_string()
+        };
         println!(
-            "{:<26} {:<36} {:>6}M {:>6.1}GB  {:<16} {}",
+            "{:<38} {:<52} {:>6}M {:>6.1}GB  {:<27} {}",
             checkpoint.repo,
             checkpoint.task,
             checkpoint.parameters_millions,
             checkpoint.download_gb(),
-            checkpoint.license,
-            cached.map_or_else(
+            license,
+            cached.as_ref().map_or_else(
                 || "no".to_string(),
                 |path| format!("yes ({})", path.display())
             ),
+        );
+    }
+    if rows.iter().any(|(checkpoint, _)| checkpoint.gated) {
+        println!(
+            "gated: accept the licence on the model's Hugging Face page, then set HF_TOKEN to an access token of that account"
         );
     }
     Ok(())

@@ -17,6 +17,9 @@ use foley::error::FoleyError;
 
 const REPO: &str = "test-org/served-tiny";
 const COMMIT: &str = "feedfacecafebeef0123456789abcdef01234567";
+/// A gated repository in Stability's own layout (Stable Audio 3) and the token it accepts.
+const GATED: &str = "test-org/gated-sa3";
+const TOKEN: &str = "hf_test_token";
 
 fn files_under(root: &Path, dir: &Path, out: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -34,13 +37,22 @@ fn files_under(root: &Path, dir: &Path, out: &mut Vec<String>) {
     }
 }
 
-/// Serves `root` as the repository `REPO`; counts file body requests.
-fn serve(root: PathBuf, downloads: Arc<AtomicUsize>) -> String {
+/// One repository the server holds: its id, folder and the token it demands (a gated repo).
+#[derive(Clone)]
+struct Served {
+    repo: &'static str,
+    root: PathBuf,
+    token: Option<&'static str>,
+}
+
+/// Serves each repository; counts file body requests. A gated repository answers 401 unless
+/// the request carries its token.
+fn serve(repos: Vec<Served>, downloads: Arc<AtomicUsize>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let root = root.clone();
+            let repos = repos.clone();
             let downloads = downloads.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -48,10 +60,17 @@ fn serve(root: PathBuf, downloads: Arc<AtomicUsize>) -> String {
                 let _ = reader.read_line(&mut request);
                 // (start, end) of a `Range: bytes=start-end` header; end is absent for "start-".
                 let mut range: Option<(usize, Option<usize>)> = None;
+                let mut authorization = None;
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
                         break;
+                    }
+                    if let Some(value) = line
+                        .strip_prefix("authorization: ")
+                        .or_else(|| line.strip_prefix("Authorization: "))
+                    {
+                        authorization = Some(value.trim().to_string());
                     }
                     if let Some(value) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
                         let mut parts = value.trim().split('-');
@@ -65,11 +84,31 @@ fn serve(root: PathBuf, downloads: Arc<AtomicUsize>) -> String {
                 }
                 let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
                 let mut stream = stream;
-                let info_path = format!("/api/models/{REPO}/revision/main");
-                let file_prefix = format!("/{REPO}/resolve/main/");
+                let Some(served) = repos.iter().find(|served| {
+                    path.starts_with(&format!("/api/models/{}/", served.repo))
+                        || path.starts_with(&format!("/{}/resolve/", served.repo))
+                }) else {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    return;
+                };
+                if let Some(token) = served.token
+                    && authorization.as_deref() != Some(&format!("Bearer {token}"))
+                {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    return;
+                }
+                let root = &served.root;
+                let info_path = format!("/api/models/{}/revision/main", served.repo);
+                let file_prefix = format!("/{}/resolve/main/", served.repo);
                 if path == info_path {
                     let mut files = Vec::new();
-                    files_under(&root, &root, &mut files);
+                    files_under(root, root, &mut files);
                     let siblings: Vec<_> = files
                         .iter()
                         .map(|f| serde_json::json!({ "rfilename": f }))
@@ -141,12 +180,27 @@ impl DownloadReport for Recorder {
 fn downloads_into_the_cache_with_progress_then_reuses_it() {
     let home = tempfile::tempdir().unwrap();
     let downloads = Arc::new(AtomicUsize::new(0));
-    let endpoint = serve(common::model_dir("audioldm2-tiny"), downloads.clone());
+    let endpoint = serve(
+        vec![
+            Served {
+                repo: REPO,
+                root: common::model_dir("audioldm2-tiny"),
+                token: None,
+            },
+            Served {
+                repo: GATED,
+                root: common::model_dir("sa3-tiny-official"),
+                token: Some(TOKEN),
+            },
+        ],
+        downloads.clone(),
+    );
     // SAFETY: this test binary runs this single test; nothing else reads the environment.
     unsafe {
         std::env::set_var("HF_HOME", home.path());
         std::env::set_var("HF_ENDPOINT", &endpoint);
         std::env::remove_var("HF_HUB_OFFLINE");
+        std::env::remove_var("HF_TOKEN");
     }
 
     // Cancelled before it starts: nothing is fetched.
@@ -193,4 +247,32 @@ fn downloads_into_the_cache_with_progress_then_reuses_it() {
     let again = resolve_model_reporting(REPO, Some(&mut Recorder::default()), None).unwrap();
     assert_eq!(again, root);
     assert_eq!(downloads.load(Ordering::SeqCst), fetched);
+
+    // A gated repository: refused without a token, with a message that says what to do…
+    let refused = resolve_model_reporting(GATED, Some(&mut Recorder::default()), None);
+    let Err(FoleyError::Download { reason, .. }) = &refused else {
+        panic!("{refused:?}");
+    };
+    assert!(
+        reason.contains("gated") && reason.contains("HF_TOKEN"),
+        "{reason}"
+    );
+    // …and fetched in Stability's layout (config, weights, text-encoder subfolder) with it.
+    // SAFETY: as above, the only test of this binary.
+    unsafe { std::env::set_var("HF_TOKEN", TOKEN) };
+    let root = resolve_model_reporting(GATED, Some(&mut Recorder::default()), None).unwrap();
+    assert!(root.join("model_config.json").is_file());
+    assert!(root.join("t5gemma-b-b-ul2/tokenizer.json").is_file());
+    assert!(
+        !root.join("LAYOUT.md").exists(),
+        "only the files a pipeline needs"
+    );
+    let pipeline = foley::engine::pipeline::Pipeline::load(
+        &root,
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap();
+    assert_eq!(pipeline.name(), "Stable Audio 3");
+    assert_eq!(pipeline.channels(), 2);
 }

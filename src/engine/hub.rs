@@ -19,6 +19,8 @@ pub struct KnownCheckpoint {
     /// Parameters, in millions (model cards; components.md §3.10).
     pub parameters_millions: u32,
     pub license: &'static str,
+    /// The repository asks users to accept its licence first: downloads need `HF_TOKEN`.
+    pub gated: bool,
 }
 
 impl KnownCheckpoint {
@@ -34,50 +36,92 @@ pub const KNOWN_CHECKPOINTS: &[KnownCheckpoint] = &[
         task: "sound effects (AudioLDM 2 base)",
         parameters_millions: 1118,
         license: "cc-by-nc-sa-4.0",
+        gated: false,
     },
     KnownCheckpoint {
         repo: "cvssp/audioldm2-large",
         task: "sound effects (AudioLDM 2 large)",
         parameters_millions: 1489,
         license: "cc-by-nc-sa-4.0",
+        gated: false,
     },
     KnownCheckpoint {
         repo: "cvssp/audioldm2-music",
         task: "music (AudioLDM 2)",
         parameters_millions: 1118,
         license: "cc-by-nc-sa-4.0",
+        gated: false,
     },
     KnownCheckpoint {
         repo: "cvssp/audioldm",
         task: "sound effects (AudioLDM s-full)",
         parameters_millions: 421,
         license: "cc-by-nc-sa-4.0",
+        gated: false,
     },
     KnownCheckpoint {
         repo: "cvssp/audioldm-s-full-v2",
         task: "sound effects (AudioLDM s-full-v2)",
         parameters_millions: 421,
         license: "cc-by-nc-sa-4.0",
+        gated: false,
     },
     KnownCheckpoint {
         repo: "cvssp/audioldm-m-full",
         task: "sound effects (AudioLDM m-full)",
         parameters_millions: 652,
         license: "cc-by-nc-sa-4.0",
+        gated: false,
     },
     KnownCheckpoint {
         repo: "cvssp/audioldm-l-full",
         task: "sound effects (AudioLDM l-full)",
         parameters_millions: 975,
         license: "cc-by-nc-sa-4.0",
+        gated: false,
     },
     KnownCheckpoint {
         repo: "ucsd-reach/musicldm",
         task: "music (MusicLDM)",
         parameters_millions: 490,
         license: "cc-by-nc-sa-4.0",
+        gated: false,
+    },
+    // Stable Audio 3 ships in Stability's own layout; the counts are the DiT, the SAME
+    // autoencoder and the T5Gemma encoder-decoder file in the repository's subfolder.
+    KnownCheckpoint {
+        repo: "stabilityai/stable-audio-3-medium",
+        task: "sfx + music, stereo (Stable Audio 3 medium, 8 steps)",
+        parameters_millions: 2896,
+        license: STABILITY_COMMUNITY,
+        gated: true,
+    },
+    KnownCheckpoint {
+        repo: "stabilityai/stable-audio-3-medium-base",
+        task: "sfx + music, stereo (SA3 medium base, 100 steps)",
+        parameters_millions: 2896,
+        license: STABILITY_COMMUNITY,
+        gated: true,
+    },
+    KnownCheckpoint {
+        repo: "stabilityai/stable-audio-3-small-sfx",
+        task: "sound effects, stereo (Stable Audio 3 small)",
+        parameters_millions: 1132,
+        license: STABILITY_COMMUNITY,
+        gated: true,
+    },
+    KnownCheckpoint {
+        repo: "stabilityai/stable-audio-3-small-music",
+        task: "music, stereo (Stable Audio 3 small)",
+        parameters_millions: 1132,
+        license: STABILITY_COMMUNITY,
+        gated: true,
     },
 ];
+
+/// Stability AI Community License (free below about $1M annual revenue) plus Gemma's terms for
+/// the T5Gemma text encoder.
+const STABILITY_COMMUNITY: &str = "stability-community";
 
 /// True when `HF_HUB_OFFLINE` asks for no network access (huggingface_hub's truthy values).
 pub fn offline() -> bool {
@@ -89,12 +133,14 @@ pub fn offline() -> bool {
     })
 }
 
-/// The snapshot folder of a cached repository, if its `model_index.json` is in the cache.
+/// The snapshot folder of a cached repository, if its `model_index.json` (or, for Stability's
+/// own layout, `model_config.json`) is in the cache.
 pub fn cached_snapshot(repo_id: &str) -> Option<PathBuf> {
     let cache = Cache::from_env();
-    let index = cache
-        .repo(Repo::model(repo_id.to_string()))
-        .get("model_index.json")?;
+    let repo = cache.repo(Repo::model(repo_id.to_string()));
+    let index = repo
+        .get("model_index.json")
+        .or_else(|| repo.get("model_config.json"))?;
     let snapshot = index.parent()?;
     // `refs/main` is joined as written: a ref like `../../../../x` must not lead out of the cache.
     let root = cache.path().canonicalize().ok()?;
@@ -194,9 +240,13 @@ fn looks_like_repo(spec: &str) -> bool {
         })
 }
 
-/// Files a diffusers pipeline needs: configs, tokenizers and one copy of each weight file.
-/// Safetensors win over `.bin`; an fp16 variant is taken only where it is all there is.
+/// Files a pipeline needs: configs, tokenizers and one copy of each weight file. Safetensors
+/// win over `.bin`; an fp16 variant is taken only where it is all there is. A diffusers
+/// pipeline is rooted at `model_index.json`; Stability's layout keeps `model_config.json` and
+/// the weights at the root and the text encoder in a subfolder.
 fn needed_files(files: &[String]) -> Vec<String> {
+    let stability_layout = !files.iter().any(|file| file == "model_index.json")
+        && files.iter().any(|file| file == "model_config.json");
     let folder_of = |file: &str| {
         file.rsplit_once('/')
             .map_or("", |(folder, _)| folder)
@@ -222,8 +272,11 @@ fn needed_files(files: &[String]) -> Vec<String> {
             if name.contains(".onnx") || name.ends_with(".ckpt") {
                 return false;
             }
-            if folder.is_empty() {
+            if folder.is_empty() && !stability_layout {
                 return name == "model_index.json";
+            }
+            if folder.is_empty() && name.ends_with(".json") {
+                return name == "model_config.json";
             }
             if is_weight(name) {
                 if is_variant(name) {
@@ -276,11 +329,15 @@ fn download(
         .into_iter()
         .map(|file| file.rfilename)
         .collect();
-    if !files.iter().any(|file| file == "model_index.json") {
-        return Err(failed(
-            "the repository has no model_index.json (not a diffusers pipeline)".into(),
-        ));
-    }
+    let root_file = ["model_index.json", "model_config.json"]
+        .into_iter()
+        .find(|root| files.iter().any(|file| file == root))
+        .ok_or_else(|| {
+            failed(
+                "the repository has no model_index.json (not a diffusers pipeline) and no model_config.json (not a Stable Audio checkpoint)"
+                    .into(),
+            )
+        })?;
     let cache = Cache::from_env().repo(Repo::model(repo_id.to_string()));
     let mut root = None;
     for file in needed_files(&files) {
@@ -300,11 +357,11 @@ fn download(
                 failed(format!("{file}: {text}"))
             }
         })?;
-        if file == "model_index.json" {
+        if file == root_file {
             root = local.parent().map(Path::to_path_buf);
         }
     }
-    root.ok_or_else(|| failed("model_index.json did not download".into()))
+    root.ok_or_else(|| failed(format!("{root_file} did not download")))
 }
 
 #[cfg(test)]
@@ -340,6 +397,36 @@ mod tests {
                 "vocoder/pytorch_model.bin",
                 "tokenizer/merges.txt",
                 "tokenizer/tokenizer.json",
+            ]
+        );
+    }
+
+    #[test]
+    fn stability_layout_takes_its_config_weights_and_text_encoder() {
+        let files: Vec<String> = [
+            "model_config.json",
+            "model.safetensors",
+            "model.ckpt",
+            "README.md",
+            "LICENSE.md",
+            "t5gemma-b-b-ul2/config.json",
+            "t5gemma-b-b-ul2/model.safetensors",
+            "t5gemma-b-b-ul2/tokenizer.json",
+            "t5gemma-b-b-ul2/tokenizer_config.json",
+            "t5gemma-b-b-ul2/tokenizer.model",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            needed_files(&files),
+            [
+                "model_config.json",
+                "model.safetensors",
+                "t5gemma-b-b-ul2/config.json",
+                "t5gemma-b-b-ul2/model.safetensors",
+                "t5gemma-b-b-ul2/tokenizer.json",
+                "t5gemma-b-b-ul2/tokenizer_config.json",
+                "t5gemma-b-b-ul2/tokenizer.model",
             ]
         );
     }
