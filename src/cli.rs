@@ -144,8 +144,9 @@ pub struct GenerateArgs {
     pub duration: Option<f64>,
     /// Noise scheduler: ddim, ddpm, pndm, lms, euler, euler-a, heun, kdpm2, kdpm2-a, dpm++2m,
     /// dpm++2m-karras, dpm++-single, deis or unipc (built from the checkpoint's config).
-    #[arg(long, default_value = "ddim")]
-    pub scheduler: String,
+    /// [default: ddim; Stable Audio 3 has its own flow-matching sampler and takes none]
+    #[arg(long)]
+    pub scheduler: Option<String>,
     /// Waveforms to generate for the prompt in one batch; MusicLDM and AudioLDM 2 return them
     /// best first by CLAP score (FILE-1.wav is the best).
     #[arg(long, default_value_t = 1)]
@@ -399,7 +400,7 @@ fn random_seed() -> u64 {
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let scheduler: SchedulerKind = args.scheduler.parse()?;
+    let scheduler: SchedulerKind = args.scheduler.as_deref().unwrap_or("ddim").parse()?;
     let device = args.device.parse::<DeviceKind>()?;
     let dtype = parse_dtype(&args.dtype)?;
     let format: WavFormat = args.format.parse()?;
@@ -431,6 +432,9 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         eprintln!("note: {notice}");
     }
     let pipeline = Pipeline::load(&model_dir, &device.open()?, dtype)?;
+    if args.scheduler.is_some() {
+        pipeline.check_scheduler_choice()?;
+    }
     let load_seconds = started.elapsed().as_secs_f64();
     let (default_steps, default_guidance) = pipeline.defaults();
     request.steps = args.steps.unwrap_or(default_steps);
@@ -484,7 +488,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
                 "steps": request.steps,
                 "guidance": request.guidance,
                 "duration": clip.duration,
-                "scheduler": scheduler.name(),
+                "scheduler": clip.scheduler,
                 "waveforms": request.waveforms,
                 "device": args.device,
                 "dtype": args.dtype,

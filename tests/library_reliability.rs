@@ -23,6 +23,7 @@ fn record(prompt: &str, seed: u64) -> ClipRecord {
         model: "tiny".into(),
         duration: 0.016,
         sample_rate: 16_000,
+        channels: 1,
         timings: vec![],
         score: None,
         starred: false,

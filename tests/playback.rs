@@ -25,7 +25,7 @@ fn plays_through_a_real_alsa_stream() {
     };
     assert!(playback.device_rate > 0);
     let one_second: Vec<f32> = (0..16_000).map(|n| (n as f32 * 0.05).sin() * 0.1).collect();
-    playback.play(&one_second, 16_000, 0.25).unwrap();
+    playback.play(&one_second, 1, 16_000, 0.25).unwrap();
     assert!(playback.is_playing());
     let started = Instant::now();
     while playback.is_playing() {
@@ -46,7 +46,7 @@ fn plays_through_a_real_alsa_stream() {
 
     // Looping keeps it going until stopped.
     playback.set_looping(true);
-    playback.play(&one_second, 16_000, 0.0).unwrap();
+    playback.play(&one_second, 1, 16_000, 0.0).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert!(playback.is_playing());
     playback.stop();

@@ -397,6 +397,7 @@ fn stable_audio_flags_are_checked() {
             vec!["--init-audio", &input, "--regenerate-above-hz", "4000"],
             "time ranges",
         ),
+        (vec!["--scheduler", "ddim"], "--scheduler does not apply"),
     ] {
         let output = run(&extra);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -434,4 +435,44 @@ fn stable_audio_flags_are_checked() {
     let (frames, channels, rate) = read_frames(&out);
     assert_eq!((channels, rate), (2, 44_100));
     assert_eq!(frames.len(), 2 * (0.2f64 * 44_100.0) as usize);
+}
+
+/// `foley batch` keeps the clips stereo and says so in the sidecars.
+#[test]
+fn batch_writes_stereo_clips_and_sidecars() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs.jsonl");
+    let model = fixtures().join("sa3-tiny");
+    let line = serde_json::json!({
+        "name": "rain",
+        "prompt": "rain on a tin roof",
+        "model": model,
+        "steps": 2,
+        "duration": 0.2,
+        "seed": 3,
+    });
+    std::fs::write(&jobs, format!("{line}\n")).unwrap();
+    let out = dir.path().join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_foley"))
+        .args([
+            "batch",
+            &jobs.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (frames, channels, rate) = read_frames(&out.join("rain.wav"));
+    assert_eq!((channels, rate), (2, 44_100));
+    assert_eq!(frames.len(), 2 * (0.2f64 * 44_100.0) as usize);
+    let sidecar = read_json(&out.join("rain.json"));
+    assert_eq!(sidecar["channels"], 2);
+    assert_eq!(sidecar["scheduler"], "flow-match-ping-pong");
+    assert_eq!(sidecar["steps"], 2);
 }

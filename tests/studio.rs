@@ -129,6 +129,73 @@ fn variations_use_consecutive_seeds() {
     );
 }
 
+/// A Stable Audio 3 clip stays stereo all the way: the view draws both channels, the library
+/// keeps a stereo WAV, the export writes one, and the clip reopens as stereo after a restart.
+#[test]
+fn stable_audio_3_clips_stay_stereo() {
+    let library = tempfile::tempdir().unwrap();
+    let exports = tempfile::tempdir().unwrap();
+    let model = common::model_dir("sa3-tiny").display().to_string();
+    let mut harness = common::studio(Some(model.clone()), library.path());
+    common::wait_until(&mut harness, "the model", model_ready);
+    type_prompt(&mut harness, "rain on a tin roof");
+    {
+        let settings = &mut harness.state_mut().settings;
+        settings.steps = 2;
+        settings.duration = 0.3;
+        settings.random_seed = false;
+        settings.export_dir = exports.path().to_path_buf();
+        settings.export.format = "pcm24".into();
+        settings.export.sample_rate = Some(48_000);
+    }
+    harness.run_steps(2);
+    harness.get_by_label("Generate").click();
+    common::wait_until(&mut harness, "the clip", |app| {
+        app.results.len() == 1 && !app.is_busy()
+    });
+    let app = harness.state();
+    assert!(app.messages.is_empty(), "{:?}", app.messages);
+    let clip = &app.results[0];
+    assert_eq!(clip.record.channels, 2);
+    assert_eq!(clip.record.sample_rate, 44_100);
+    assert_eq!(clip.record.scheduler, "flow-match-ping-pong");
+    assert!((clip.seconds() - 0.3).abs() < 1e-3, "{} s", clip.seconds());
+    harness.get_by_label("Waveform");
+    let stored = library.path().join(app.results[0].record.wav_name());
+    let spec = hound::WavReader::open(&stored).unwrap().spec();
+    assert_eq!((spec.channels, spec.sample_rate), (2, 44_100));
+
+    harness.get_by_label("Export").click();
+    harness.run_steps(2);
+    let exported = harness
+        .state()
+        .last_export
+        .clone()
+        .expect("an exported file");
+    let reader = hound::WavReader::open(&exported).unwrap();
+    assert_eq!(
+        (reader.spec().channels, reader.spec().sample_rate),
+        (2, 48_000)
+    );
+    assert_eq!(
+        reader.len() as usize,
+        2 * (0.3f64 * 48_000.0).ceil() as usize
+    );
+    drop(harness);
+
+    let mut reopened = common::studio(Some(model), library.path());
+    common::wait_until(&mut reopened, "the model", model_ready);
+    reopened.get_by_label_contains("rain on a tin roof").click();
+    reopened.run_steps(3);
+    let opened = reopened
+        .state()
+        .opened
+        .as_ref()
+        .expect("clip opened from the library");
+    assert_eq!(opened.channels(), 2);
+    assert!((opened.seconds() - 0.3).abs() < 1e-3);
+}
+
 #[test]
 fn export_writes_a_tagged_wav_for_the_daw() {
     let library = tempfile::tempdir().unwrap();

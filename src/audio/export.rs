@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::wav::{WavFormat, WavMetadata, write_wav_with_metadata};
-use crate::engine::dsp::resample::resample;
+use crate::engine::dsp::resample::resample_frames;
 use crate::error::Result;
 use crate::library::{ClipRecord, slug};
 
@@ -41,18 +41,29 @@ impl Default for ExportOptions {
 /// -1 dBFS.
 const NORMALIZED_PEAK: f32 = 0.891_250_9;
 
-/// The samples as they will be written, and their rate.
-pub fn prepare(samples: &[f32], sample_rate: u32, options: &ExportOptions) -> (Vec<f32>, u32) {
+/// The samples (frames of `channels` interleaved) as they will be written, and their rate.
+pub fn prepare(
+    samples: &[f32],
+    channels: usize,
+    sample_rate: u32,
+    options: &ExportOptions,
+) -> (Vec<f32>, u32) {
+    let channels = channels.max(1);
     let rate = options.sample_rate.unwrap_or(sample_rate);
-    let mut output = resample(samples, sample_rate, rate);
+    let mut output = resample_frames(samples, channels, sample_rate, rate);
     let frames = |ms: f32| ((ms.max(0.0) / 1000.0) * rate as f32) as usize;
     let (fade_in, fade_out) = (frames(options.fade_in_ms), frames(options.fade_out_ms));
-    let length = output.len();
-    for (index, value) in output.iter_mut().take(fade_in).enumerate() {
-        *value *= index as f32 / fade_in as f32;
+    let length = output.len() / channels;
+    for (index, frame) in output.chunks_mut(channels).take(fade_in).enumerate() {
+        frame
+            .iter_mut()
+            .for_each(|value| *value *= index as f32 / fade_in as f32);
     }
     for index in 0..fade_out.min(length) {
-        output[length - 1 - index] *= index as f32 / fade_out as f32;
+        let frame = length - 1 - index;
+        output[frame * channels..(frame + 1) * channels]
+            .iter_mut()
+            .for_each(|value| *value *= index as f32 / fade_out as f32);
     }
     // After the fades, so the faded result is what reaches the target peak.
     if options.normalize {
@@ -138,9 +149,17 @@ pub fn export_clip(
         reason: error.to_string(),
     })?;
     let format: WavFormat = options.format.parse()?;
-    let (prepared, rate) = prepare(samples, record.sample_rate, options);
+    let channels = record.channels.max(1);
+    let (prepared, rate) = prepare(samples, channels as usize, record.sample_rate, options);
     let path = export_path(dir, record);
-    write_wav_with_metadata(&path, &prepared, 1, rate, format, Some(&metadata(record)))?;
+    write_wav_with_metadata(
+        &path,
+        &prepared,
+        channels,
+        rate,
+        format,
+        Some(&metadata(record)),
+    )?;
     Ok(path)
 }
 
@@ -191,6 +210,7 @@ mod tests {
             model: "cvssp/audioldm2".into(),
             duration: 1.0,
             sample_rate: 16_000,
+            channels: 1,
             timings: vec![],
             score: None,
             starred: false,

@@ -3,7 +3,8 @@
 //! The audio callback never locks, allocates or frees: a new clip arrives as an `Arc<[f32]>`
 //! through a bounded lock-free channel, the replaced one is handed back through another channel
 //! to be dropped on the UI thread, and play state, position and seeks are atomics. Clips are
-//! resampled to the device's own rate before they are sent, so the device is never re-clocked.
+//! resampled to the device's own rate and laid out as stereo frames before they are sent, so
+//! the device is never re-clocked and the callback handles mono and stereo clips alike.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,7 +14,7 @@ use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, SampleFormat, SizedSample};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::engine::dsp::resample::resample;
+use crate::engine::dsp::resample::resample_frames;
 
 const NO_SEEK: usize = usize::MAX;
 
@@ -88,25 +89,33 @@ impl Playback {
         })
     }
 
-    /// `samples` (mono, at `sample_rate`) converted to the device rate, ready for `play_prepared`.
-    pub fn prepare(&self, samples: &[f32], sample_rate: u32) -> Arc<[f32]> {
-        resample(samples, sample_rate, self.device_rate).into()
+    /// `samples` (frames of `channels` interleaved, at `sample_rate`) converted to stereo
+    /// frames at the device rate, ready for `play_prepared`.
+    pub fn prepare(&self, samples: &[f32], channels: usize, sample_rate: u32) -> Arc<[f32]> {
+        let channels = channels.max(1);
+        let resampled = resample_frames(samples, channels, sample_rate, self.device_rate);
+        resampled
+            .chunks_exact(channels)
+            .flat_map(|frame| [frame[0], frame[frame.len().min(2) - 1]])
+            .collect()
     }
 
-    /// Starts `samples` (mono, at `sample_rate`) from `start_seconds`.
+    /// Starts `samples` (frames of `channels` interleaved, at `sample_rate`) from
+    /// `start_seconds`.
     pub fn play(
         &self,
         samples: &[f32],
+        channels: usize,
         sample_rate: u32,
         start_seconds: f64,
     ) -> Result<(), String> {
-        self.play_prepared(self.prepare(samples, sample_rate), start_seconds)
+        self.play_prepared(self.prepare(samples, channels, sample_rate), start_seconds)
     }
 
-    /// Starts a clip already at the device rate (see `prepare`) from `start_seconds`.
+    /// Starts a clip already in the device's stereo frames (see `prepare`) from `start_seconds`.
     pub fn play_prepared(&self, converted: Arc<[f32]>, start_seconds: f64) -> Result<(), String> {
         self.collect_retired();
-        let length = converted.len();
+        let length = converted.len() / 2;
         match self.clips.try_send(converted) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err("the audio device is not taking data".into()),
@@ -260,22 +269,33 @@ impl Renderer {
         };
         let playing = self.shared.playing.load(Ordering::Acquire);
         let looping = self.shared.looping.load(Ordering::Acquire);
+        // Stereo frames: the left and right sample of frame n at 2n and 2n + 1.
         let samples: &[f32] = self.current.as_deref().unwrap_or(&[]);
+        let frames = samples.len() / 2;
         let mut finished = false;
         for frame in data.chunks_mut(channels) {
-            let mut value = 0.0;
+            let (mut left, mut right) = (0.0, 0.0);
             if playing && !finished {
-                if position >= samples.len() && looping && !samples.is_empty() {
+                if position >= frames && looping && frames > 0 {
                     position = 0;
                 }
-                if position < samples.len() {
-                    value = samples[position];
+                if position < frames {
+                    left = samples[2 * position];
+                    right = samples[2 * position + 1];
                     position += 1;
                 } else {
                     finished = true;
                 }
             }
-            for sample in frame.iter_mut() {
+            // A mono device hears the mix; channels past the second get it too.
+            let mid = 0.5 * (left + right);
+            for (index, sample) in frame.iter_mut().enumerate() {
+                let value = match (channels, index) {
+                    (1, _) => mid,
+                    (_, 0) => left,
+                    (_, 1) => right,
+                    _ => mid,
+                };
                 *sample = T::from_sample(value);
             }
         }
@@ -383,10 +403,30 @@ mod tests {
         (renderer, clips, retired, shared)
     }
 
+    /// A mono clip as the stereo frames `prepare` hands the callback.
+    fn stereo(mono: &[f32]) -> Arc<[f32]> {
+        mono.iter().flat_map(|value| [*value, *value]).collect()
+    }
+
+    #[test]
+    fn stereo_clips_keep_their_sides_and_mono_devices_hear_the_mix() {
+        let (mut renderer, clips, _retired, shared) = renderer();
+        clips.send(Arc::from(vec![0.1, 0.5, 0.2, 0.6])).unwrap();
+        shared.playing.store(true, Ordering::Release);
+        let mut out = [0f32; 4];
+        renderer.render(&mut out, 2);
+        assert_eq!(out, [0.1, 0.5, 0.2, 0.6]);
+        shared.seek.store(0, Ordering::Release);
+        shared.playing.store(true, Ordering::Release);
+        let mut mono = [0f32; 2];
+        renderer.render(&mut mono, 1);
+        assert_eq!(mono, [0.3, 0.4]);
+    }
+
     #[test]
     fn renders_seeks_loops_and_stops() {
         let (mut renderer, clips, retired, shared) = renderer();
-        clips.send(Arc::from(vec![0.1, 0.2, 0.3])).unwrap();
+        clips.send(stereo(&[0.1, 0.2, 0.3])).unwrap();
         shared.playing.store(true, Ordering::Release);
         shared.seek.store(1, Ordering::Release);
         let mut out = [0f32; 4]; // 2 frames of stereo
@@ -401,9 +441,9 @@ mod tests {
         assert_eq!(long, [0.3, 0.0, 0.0, 0.0]);
         assert!(!shared.playing.load(Ordering::Acquire));
         // A new clip replaces the old one, which is handed back, not freed in the callback.
-        clips.send(Arc::from(vec![0.5])).unwrap();
+        clips.send(stereo(&[0.5])).unwrap();
         renderer.render(&mut long, 1);
-        assert_eq!(retired.try_recv().unwrap().len(), 3);
+        assert_eq!(retired.try_recv().unwrap().len(), 6);
     }
 
     #[test]

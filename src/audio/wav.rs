@@ -279,6 +279,21 @@ fn quantize(sample: f32, bits: u32) -> i32 {
 /// Reads a WAV back as mono f32 samples in [-1, 1] (channels averaged) and its sample rate,
 /// refusing rates outside 1–768 000 Hz (a corrupt header must not size a plot or a resampler).
 pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32)> {
+    let (samples, channels, rate) = read_wav_frames(path)?;
+    let channels = channels as usize;
+    if channels == 1 {
+        return Ok((samples, rate));
+    }
+    let mono = samples
+        .chunks(channels)
+        .map(|frame| frame.iter().sum::<f32>() / channels as f32)
+        .collect();
+    Ok((mono, rate))
+}
+
+/// Reads a WAV's samples as f32 in [-1, 1], frames interleaved, with its channel count and
+/// sample rate (checked as `read_wav` does).
+pub fn read_wav_frames(path: &Path) -> Result<(Vec<f32>, u16, u32)> {
     let failed = |reason: String| FoleyError::BadFile {
         path: path.to_path_buf(),
         reason,
@@ -311,15 +326,12 @@ pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32)> {
         }
     }
     .map_err(|error| failed(error.to_string()))?;
-    let channels = spec.channels.max(1) as usize;
-    if channels == 1 {
-        return Ok((samples, spec.sample_rate));
-    }
-    let mono = samples
-        .chunks(channels)
-        .map(|frame| frame.iter().sum::<f32>() / channels as f32)
-        .collect();
-    Ok((mono, spec.sample_rate))
+    let channels = spec.channels.max(1);
+    // A file cut inside its last frame keeps only whole frames.
+    let whole = samples.len() - samples.len() % channels as usize;
+    let mut samples = samples;
+    samples.truncate(whole);
+    Ok((samples, channels, spec.sample_rate))
 }
 
 #[cfg(test)]

@@ -306,6 +306,9 @@ fn generate(
     prepared.request.steps = prepared.steps.unwrap_or(default_steps);
     prepared.request.guidance = prepared.guidance.unwrap_or(default_guidance);
     let request = &prepared.request;
+    if spec.scheduler.is_some() {
+        pipeline.check_scheduler_choice()?;
+    }
     let clip = pipeline.generate(request, &mut |_| {}, &CancelFlag::new())?;
 
     let rate = prepared.output_rate.unwrap_or(clip.sample_rate);
@@ -326,10 +329,11 @@ fn generate(
             seed: clip.seed,
             steps: request.steps,
             guidance: request.guidance,
-            scheduler: request.scheduler.name().into(),
+            scheduler: clip.scheduler.into(),
             model: prepared.model.clone(),
             duration: clip.duration,
             sample_rate: rate,
+            channels: clip.channels as u16,
             timings: timings.clone(),
             score: clip
                 .scores
@@ -353,7 +357,7 @@ fn generate(
         object.insert("seed".into(), json!(clip.seed));
         object.insert("steps".into(), json!(request.steps));
         object.insert("guidance".into(), json!(request.guidance));
-        object.insert("scheduler".into(), json!(request.scheduler.name()));
+        object.insert("scheduler".into(), json!(clip.scheduler));
         object.insert("duration".into(), json!(clip.duration));
         object.insert("sample_rate".into(), json!(rate));
         object.insert("task".into(), serde_json::to_value(&clip.task)?);

@@ -427,10 +427,11 @@ impl FoleyApp {
                     seed: request.seed,
                     steps: request.steps,
                     guidance: request.guidance,
-                    scheduler: request.scheduler.name().into(),
+                    scheduler: clip.scheduler.into(),
                     model,
                     duration: clip.duration,
                     sample_rate: clip.sample_rate,
+                    channels: clip.channels as u16,
                     timings: vec![
                         ("text_encoding".into(), clip.timings.text_encoding),
                         ("denoising".into(), clip.timings.denoising),
@@ -499,7 +500,8 @@ impl FoleyApp {
             let prepared = match &clip.device_samples {
                 Some((rate, samples)) if *rate == playback.device_rate => samples.clone(),
                 _ => {
-                    let samples = playback.prepare(&clip.samples, clip.record.sample_rate);
+                    let samples =
+                        playback.prepare(&clip.samples, clip.channels(), clip.record.sample_rate);
                     clip.device_samples = Some((playback.device_rate, samples.clone()));
                     samples
                 }
@@ -601,8 +603,14 @@ impl FoleyApp {
                 let saved = std::fs::create_dir_all(&self.settings.export_dir)
                     .map_err(|error| error.to_string())
                     .and_then(|()| {
+                        // The picture shows the mix of a stereo clip, as `foley plot` does.
+                        let channels = record.channels.max(1) as usize;
+                        let mono: Vec<f32> = samples
+                            .chunks(channels)
+                            .map(|frame| frame.iter().sum::<f32>() / channels as f32)
+                            .collect();
                         render_plot(
-                            &samples,
+                            &mono,
                             record.sample_rate,
                             &record.prompt,
                             &path,

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file::write_atomic;
-use crate::audio::wav::{WavFormat, read_wav, write_wav};
+use crate::audio::wav::{WavFormat, read_wav_frames, write_wav_with_metadata};
 use crate::error::{FoleyError, Result};
 
 pub use id::{InvalidId, MAX_ID_LEN, validate_id};
@@ -57,6 +57,9 @@ pub struct ClipRecord {
     pub duration: f64,
     /// Samples per second of the WAV.
     pub sample_rate: u32,
+    /// Audio channels of the WAV: 1, or 2 for Stable Audio 3's stereo.
+    #[serde(default = "mono")]
+    pub channels: u16,
     /// Seconds per stage: text encoding, denoising, VAE, vocoder.
     #[serde(default)]
     pub timings: Vec<(String, f64)>,
@@ -80,6 +83,10 @@ pub struct ClipRecord {
     pub batch_job: Option<String>,
 }
 
+fn mono() -> u16 {
+    1
+}
+
 impl ClipRecord {
     pub fn wav_name(&self) -> String {
         format!("{}.wav", self.id)
@@ -92,8 +99,9 @@ pub type Spectrogram = (Vec<f32>, usize);
 /// A clip read back from the library.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedClip {
-    /// Mono samples in [-1, 1].
+    /// Samples in [-1, 1], frames of `channels` interleaved.
     pub samples: Vec<f32>,
+    pub channels: u16,
     /// Samples per second, from the WAV header (checked to lie in [`SAMPLE_RATES`]).
     pub sample_rate: u32,
     /// The stored spectrogram, when there is one and it fits its bin count.
@@ -437,11 +445,13 @@ impl Library {
         samples: &[f32],
         mel: Option<(&[f32], usize)>,
     ) -> Result<()> {
-        write_wav(
+        write_wav_with_metadata(
             &self.clip_path(&record.id, "wav")?,
             samples,
+            record.channels.max(1),
             record.sample_rate,
             WavFormat::Float32,
+            None,
         )?;
         if let Some((values, bins)) = mel {
             let bytes: Vec<u8> = values
@@ -480,7 +490,7 @@ impl Library {
         {
             return Err(bad("not a regular file".into()));
         }
-        let (samples, sample_rate) = read_wav(&wav)?;
+        let (samples, channels, sample_rate) = read_wav_frames(&wav)?;
         if let Some(problem) = sample_rate_problem(sample_rate) {
             return Err(bad(format!("the WAV's {problem}")));
         }
@@ -498,15 +508,26 @@ impl Library {
         });
         Ok(LoadedClip {
             samples,
+            channels,
             sample_rate,
             mel,
         })
     }
 
-    /// The clip's samples and, when stored, its spectrogram. Fails when the WAV's rate is not
-    /// the record's, since callers play and plot the samples at `record.sample_rate`.
+    /// The clip's samples (frames of `record.channels`) and, when stored, its spectrogram.
+    /// Fails when the WAV's rate or channel count is not the record's, since callers play and
+    /// plot the samples as the record describes them.
     pub fn load_clip(&self, record: &ClipRecord) -> Result<(Vec<f32>, Option<Spectrogram>)> {
         let clip = self.load(record)?;
+        if clip.channels != record.channels.max(1) {
+            return Err(FoleyError::BadFile {
+                path: self.clip_path(&record.id, "wav")?,
+                reason: format!(
+                    "the WAV has {} channels, not the {} its sidecar says",
+                    clip.channels, record.channels
+                ),
+            });
+        }
         if clip.sample_rate != record.sample_rate {
             return Err(FoleyError::BadFile {
                 path: self.clip_path(&record.id, "wav")?,
@@ -601,6 +622,7 @@ mod tests {
             model: "tiny".into(),
             duration: 0.016,
             sample_rate: 16_000,
+            channels: 1,
             timings: vec![],
             score: None,
             starred: false,

@@ -5,6 +5,7 @@ Run from the repository root (after `cargo build --release`):
 
     tools/reference/.venv/bin/python tools/reference/bench_compare.py \
         --models audioldm2,audioldm-s-full-v2,musicldm --json-out /tmp/bench.json
+    tools/reference/.venv/bin/python tools/reference/bench_compare.py --models sa3-medium --threads 2
 
 For each model: builds it with bench_models.py if its directory is missing (in a subprocess), reads its files
 once so that both runs start from a warm page cache, runs bench_diffusers.py in a subprocess and then
@@ -13,6 +14,12 @@ process itself (perf_counter around start to exit) and takes each one's peak RSS
 Markdown table per model. Both runs get the same prompt, negative prompt, seed, steps, scheduler, duration and
 the family's default guidance, and the same thread count (torch: set_num_threads + OMP/MKL_NUM_THREADS;
 Foley/candle: RAYON_NUM_THREADS).
+
+Stable Audio 3 (``sa3-medium``; the family is read from model_index.json): defaults 8 steps, 10.0 s, guidance 1
+(the distilled checkpoint: no CFG), the checkpoint's own scheduler and no negative prompt (neither --scheduler
+nor --negative-prompt is passed to either program unless --negative-prompt is given explicitly), i.e.
+``foley generate --model DIR --prompt P --seed S --steps 8 --guidance 1 --duration 10 --out X.wav --quiet --json``.
+``--steps``/``--duration``/``--guidance`` given on the command line apply to every model.
 
 Rows: stage seconds as each program reports them (see bench_diffusers.py for the diffusers definitions; they
 are chosen to cover what Foley's timers cover), "per step" = denoising / steps for both, "UNet forward" =
@@ -35,9 +42,21 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
-NAMES = ["audioldm2", "audioldm-s-full-v2", "musicldm"]
+DEFAULT_NAMES = ["audioldm2", "audioldm-s-full-v2", "musicldm"]
+NAMES = DEFAULT_NAMES + ["sa3-medium"]
 PROMPT = "The sound of Brazilian samba drums with waves gently crashing in the background"
 NEGATIVE_PROMPT = "Low quality, average quality."
+# Per-family defaults: steps, duration (s), scheduler (None: the checkpoint's, not passed), guidance (None: each
+# program's family default, not passed).
+FAMILY_DEFAULTS = {
+    "ldm": dict(steps=20, duration=10.24, scheduler="dpm++2m", guidance=None),
+    "sa3": dict(steps=8, duration=10.0, scheduler=None, guidance=1.0),
+}
+
+
+def family_of(model_dir: Path) -> str:
+    class_name = json.loads((model_dir / "model_index.json").read_text()).get("_class_name", "")
+    return "sa3" if class_name.startswith("StableAudio3") else "ldm"
 
 
 def bench_dir() -> Path:
@@ -157,7 +176,7 @@ def rows(diffusers: dict, foley: dict | None, steps: int) -> list[tuple[str, flo
         ("load", *both(lambda r: seconds(r, "load")), "s"),
         ("text encoding", *both(lambda r: seconds(r, "text_encoding")), "s"),
         ("per step (denoising / steps)", *both(per_step), "s"),
-        ("UNet forward (mean per call)", *both(lambda r: seconds(r, "per_step")), "s"),
+        ("UNet / DiT forward (mean per call)", *both(lambda r: seconds(r, "per_step")), "s"),
         ("denoising", *both(lambda r: seconds(r, "denoising")), "s"),
         ("VAE decode", *both(lambda r: seconds(r, "vae_decode")), "s"),
         ("vocoder", *both(lambda r: seconds(r, "vocoder")), "s"),
@@ -192,16 +211,20 @@ def table(name: str, diffusers: dict, foley: dict | None, steps: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(NAMES), help="comma-separated bench_models.py names")
+    parser.add_argument("--models", default=",".join(DEFAULT_NAMES),
+                        help=f"comma-separated bench_models.py names, of {', '.join(NAMES)}")
     parser.add_argument("--foley", default=None, help="Foley binary [default: $CARGO_TARGET_DIR or target/ + release/foley]")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--duration", type=float, default=10.24)
-    parser.add_argument("--scheduler", default="dpm++2m", choices=["dpm++2m", "ddim"])
+    parser.add_argument("--steps", type=int, default=None, help="default: 20 (LDM families), 8 (SA3)")
+    parser.add_argument("--duration", type=float, default=None, help="default: 10.24 (LDM families), 10.0 (SA3)")
+    parser.add_argument("--scheduler", default=None, choices=["dpm++2m", "ddim"],
+                        help="LDM families only [default: dpm++2m]; SA3 keeps its checkpoint's scheduler")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--guidance", type=float, default=None, help="default: each family's (same in both)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="default: each family's (same in both; SA3 1, passed explicitly)")
     parser.add_argument("--prompt", default=PROMPT)
-    parser.add_argument("--negative-prompt", default=NEGATIVE_PROMPT)
+    parser.add_argument("--negative-prompt", default=None,
+                        help=f"default: {NEGATIVE_PROMPT!r} for the LDM families, none for SA3")
     parser.add_argument("--json-out", default=None, help="write both runs' raw JSON (and measurements) here")
     parser.add_argument("--no-prewarm", action="store_true", help="do not read the model files before the runs")
     args = parser.parse_args()
@@ -217,14 +240,12 @@ def main() -> None:
     settings = {
         "steps": args.steps, "duration": args.duration, "scheduler": args.scheduler, "threads": args.threads,
         "seed": args.seed, "guidance": args.guidance, "prompt": args.prompt, "negative_prompt": args.negative_prompt,
-        "foley": str(foley_bin) if has_foley else None,
+        "foley": str(foley_bin) if has_foley else None, "models": {},
     }
 
     print(f"Machine: {info['cpu']}, {info['cpuinfo_processors']} logical CPUs in /proc/cpuinfo, nproc {info['nproc']}, "
           f"{(info['mem_bytes'] or 0) / 2**30:.1f} GiB RAM, SIMD {'/'.join(info['simd']) or '?'}")
-    guidance = "family default" if args.guidance is None else args.guidance
-    print(f"Settings: {args.steps} steps {args.scheduler}, {args.duration} s, seed {args.seed}, guidance {guidance}, "
-          f"{args.threads} threads, f32 CPU")
+    print(f"Settings: seed {args.seed}, {args.threads} threads, f32 CPU (per-model steps/duration/guidance below)")
     if not has_foley:
         print(f"Foley binary not found at {foley_bin}: diffusers only", file=sys.stderr)
     print(flush=True)
@@ -238,26 +259,48 @@ def main() -> None:
         if not args.no_prewarm:
             prewarm(model_dir)
 
-        common = ["--model", str(model_dir), "--seed", str(args.seed), "--steps", str(args.steps),
-                  "--scheduler", args.scheduler, "--duration", repr(args.duration)]
-        if args.guidance is not None:
-            common += ["--guidance", repr(args.guidance)]
+        family = family_of(model_dir)
+        defaults = FAMILY_DEFAULTS[family]
+        steps = defaults["steps"] if args.steps is None else args.steps
+        duration = defaults["duration"] if args.duration is None else args.duration
+        guidance = defaults["guidance"] if args.guidance is None else args.guidance
+        if family == "sa3":
+            if args.scheduler is not None:
+                print(f"{name}: --scheduler ignored (Stable Audio 3 uses its checkpoint's scheduler)", file=sys.stderr)
+            scheduler = None
+            negative_prompt = args.negative_prompt  # None: not passed (guidance 1 encodes no negative)
+        else:
+            scheduler = args.scheduler or defaults["scheduler"]
+            negative_prompt = NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt
+        common = ["--model", str(model_dir), "--seed", str(args.seed), "--steps", str(steps),
+                  "--duration", repr(duration)]
+        if scheduler is not None:
+            common += ["--scheduler", scheduler]
+        if guidance is not None:
+            common += ["--guidance", repr(guidance)]
+        prompts = ["--prompt", args.prompt]
+        if negative_prompt is not None:
+            prompts += ["--negative-prompt", negative_prompt]
+        settings["models"][name] = {"family": family, "steps": steps, "duration": duration, "scheduler": scheduler,
+                                    "guidance": guidance, "negative_prompt": negative_prompt}
+        print(f"{name}: {steps} steps {scheduler or 'checkpoint scheduler'}, {duration} s, guidance "
+              f"{'family default' if guidance is None else guidance}, negative prompt "
+              f"{'none' if negative_prompt is None else repr(negative_prompt)}", flush=True)
         diffusers_cmd = [sys.executable, str(HERE / "bench_diffusers.py"), *common, "--threads", str(args.threads),
-                         "--prompt", args.prompt, "--negative-prompt", args.negative_prompt]
+                         *prompts]
         print(f"{name}: diffusers ...", file=sys.stderr, flush=True)
         diffusers = run_measured(diffusers_cmd, env)
 
         foley = None
         if has_foley:
             with tempfile.TemporaryDirectory() as tmp:
-                foley_cmd = [str(foley_bin), "generate", *common, "--prompt", args.prompt,
-                             "--negative-prompt", args.negative_prompt, "--out", str(Path(tmp) / "bench.wav"),
+                foley_cmd = [str(foley_bin), "generate", *common, *prompts, "--out", str(Path(tmp) / "bench.wav"),
                              "--quiet", "--json"]
                 print(f"{name}: foley ...", file=sys.stderr, flush=True)
                 foley = run_measured(foley_cmd, env)
 
         results[name] = {"diffusers": diffusers, "foley": foley}
-        print(table(name, diffusers, foley, args.steps), flush=True)
+        print(table(name, diffusers, foley, steps), flush=True)
         print(flush=True)
 
     if args.json_out:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build real-size, random-weight AudioLDM 2 / AudioLDM / MusicLDM pipelines for CPU benchmarks.
+"""Build real-size, random-weight AudioLDM 2 / AudioLDM / MusicLDM / Stable Audio 3 pipelines for CPU benchmarks.
 
 Run from the repository root:
 
@@ -20,6 +20,12 @@ directory that exists is complete. Names:
 * ``audioldm2``          cvssp/audioldm2 (AudioLDM2Pipeline, 1.1 B parameters, ~4.5 GB)
 * ``audioldm-s-full-v2`` cvssp/audioldm-s-full-v2 (AudioLDMPipeline, 421 M, ~1.7 GB)
 * ``musicldm``           ucsd-reach/musicldm (MusicLDMPipeline, ~490 M, ~2.0 GB)
+* ``sa3-medium``         stabilityai/stable-audio-3-medium (StableAudio3Pipeline, distilled scheduler, 2.59 B:
+                         DiT 1453 M + SAME-L 852 M + T5Gemma-B encoder 282 M), **stored in bfloat16** (~5.2 GB;
+                         float32 would be ~10.4 GB). Foley and diffusers both load it as float32
+                         (``from_pretrained(torch_dtype=torch.float32)``), so the compute is float32 as for the
+                         others; only the weight values are bf16-rounded (buffers such as the Fourier ``freqs``
+                         and RoPE ``inv_freq`` stay float32). Not built by default (pass ``--only sa3-medium``).
 
 One pipeline is in memory at a time (the AudioLDM 2 build peaks at about 2x its 4.5 GB of weights).
 See tools/reference/README.md ("CPU benchmark against diffusers").
@@ -44,6 +50,7 @@ import resource
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -77,7 +84,9 @@ from transformers import (  # noqa: E402
     T5TokenizerFast,
 )
 
-NAMES = ["audioldm2", "audioldm-s-full-v2", "musicldm"]
+NAMES = ["audioldm2", "audioldm-s-full-v2", "musicldm"]  # built when no --only is given
+SA3_NAMES = ["sa3-medium"]  # only with --only (large; needs diffusers >= 0.42 with Stable Audio 3)
+ALL_NAMES = NAMES + SA3_NAMES
 
 # The benchmark prompts (bench_diffusers.py / bench_compare.py). They are added to the tokenizer corpus so
 # that they split into roughly word-sized pieces, as with the real RoBERTa / Flan-T5 vocabularies (the
@@ -107,7 +116,43 @@ VAE_SCALING = {
 }
 VAE_SAMPLE_SIZE = {"audioldm2": 1024, "audioldm-s-full-v2": 512, "musicldm": 1024}
 
-SEEDS = {"audioldm2": 1000, "audioldm-s-full-v2": 2000, "musicldm": 3000}
+SEEDS = {"audioldm2": 1000, "audioldm-s-full-v2": 2000, "musicldm": 3000, "sa3-medium": 4000}
+
+# Stable Audio 3 medium (research/sa3_notes.md §1-2). The T5Gemma encoder of google/t5gemma-b-b-ul2: Gemma-2
+# vocabulary 256000, hidden 768, 12 layers, 12 heads (MHA: 12 kv heads) of 64, query_pre_attn_scalar 64, MLP 2048,
+# attention softcap 50, sliding window 4096 with transformers' default alternating sliding/full layer_types,
+# RoPE theta 10000. Derivation of the shape: T5GemmaForConditionalGeneration with this config as both encoder and
+# decoder (cross_attention_hidden_size 768, lm_head tied to the decoder embedding) has exactly 591,490,560
+# parameters (counted on the meta device), the published size of T5Gemma B/B; of these the encoder is
+# 281,580,288 (196,608,000 of them the 256000x768 embedding; 7,080,960 per layer; 768 final norm) and the decoder
+# 309,910,272. SA3 uses the encoder only (T5GemmaEncoderModel).
+SA3_T5_ENCODER = dict(
+    vocab_size=256000,
+    hidden_size=768,
+    intermediate_size=2048,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    num_key_value_heads=12,
+    head_dim=64,
+    query_pre_attn_scalar=64,
+    attn_logit_softcapping=50.0,
+    final_logit_softcapping=30.0,  # decoder-only (lm_head); unused by the encoder
+    sliding_window=4096,
+    rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    rms_norm_eps=1e-6,
+    hidden_activation="gelu_pytorch_tanh",
+    max_position_embeddings=8192,
+    pad_token_id=0,
+    eos_token_id=1,
+    bos_token_id=2,
+)
+# SAME-L (stabilityai/SAME-L, 852 M): the SAME-S defaults with 256 base channels, 12 layers and 8 sin-gated
+# trailing decoder layers.
+SA3_VAE = dict(encoder_channels=256, encoder_transformer_depths=(12,), decoder_sinusoidal_blocks=(8,))
+# The distilled "medium" checkpoint's scheduler (8 steps by default, stochastic ping-pong).
+SA3_SCHEDULER = dict(num_train_timesteps=1, shift=1.0, stochastic_sampling=True)
+# Weights stored in this dtype (parameters only; buffers keep float32). Absent: float32.
+STORAGE_DTYPE = {"sa3-medium": torch.bfloat16}
 
 
 def bench_dir() -> Path:
@@ -303,10 +348,119 @@ def musicldm_components() -> dict:
     )
 
 
+def sa3_tokenizer():
+    """Gemma-style byte-fallback BPE built offline exactly as build_sa3_fixtures.py does (768 ids < 256000, <pad>=0
+    <eos>=1 <bos>=2, BOS added by the post-processor, model_max_length 1e30 so the pipeline pads to 256). The
+    prompt is always padded to 256 tokens, so the vocabulary size changes nothing in the compute."""
+    import build_sa3_fixtures as sf  # noqa: PLC0415  (needs diffusers with Stable Audio 3)
+
+    return sf.train_gemma_tokenizer(sf.build_corpus() + [BENCH_PROMPT, BENCH_NEGATIVE_PROMPT] * 20)
+
+
+def to_storage_dtype(module: torch.nn.Module, dtype: torch.dtype, what: str) -> None:
+    """Cast the parameters (not the buffers) in place, and fail on any non-finite value after rounding."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.is_floating_point():
+                p.data = p.data.to(dtype)
+                if not torch.isfinite(p.data).all():
+                    raise RuntimeError(f"{what}.{name}: non-finite after the cast to {dtype}")
+        for name, b in module.named_buffers():
+            if b.is_floating_point() and not torch.isfinite(b).all():
+                raise RuntimeError(f"{what}.{name}: non-finite buffer")
+
+
+@torch.no_grad()
+def sa3_redraw_zero_outputs(module: torch.nn.Module, seed: int) -> list[str]:
+    """Redraw the zero-initialised tensors that would make whole sub-networks an identity (SAME's attention
+    `to_out` and feed-forward `proj_out`: with the default init every SAME transformer block adds exactly 0, and
+    the decoder is a linear map) or constant (DiT pre/post-process residual convs, padding embedding, SAME
+    `new_tokens` at 1e-5). Compute does not depend on the values; this only makes the random run exercise every
+    path numerically (so the finite check means something). Weights: N(0, s/sqrt(fan_in)). The DiT's
+    `to_local_embed` (inpainting only) stays zero. Returns the names redrawn."""
+    g = torch.Generator("cpu").manual_seed(seed)
+    redrawn = []
+    for name, p in module.named_parameters():
+        if not p.is_floating_point():
+            continue
+        fan_in = int(math.prod(p.shape[1:])) if p.ndim > 1 else p.shape[0]
+        if name.endswith(("attn.to_out.weight", "ff.proj_out.weight")) and not p.any():
+            new = torch.randn(p.shape, generator=g) / math.sqrt(fan_in)
+        elif name.endswith(("preprocess_conv.weight", "postprocess_conv.weight")):
+            new = torch.randn(p.shape, generator=g) * (0.5 / math.sqrt(fan_in))
+        elif name == "prompt_padding_embedding":
+            new = torch.randn(p.shape, generator=g)
+        elif name.endswith("new_tokens"):
+            new = torch.randn(p.shape, generator=g) * 0.5
+        else:
+            continue
+        p.copy_(new.to(p.dtype))
+        redrawn.append(name)
+    return redrawn
+
+
+def sa3_medium_components() -> dict:
+    """stabilityai/stable-audio-3-medium in diffusers layout (research/sa3_notes.md §1-2). Each component is cast to
+    the storage dtype (bfloat16) as soon as it is built, which keeps the build's peak memory near the float32 DiT
+    (5.8 GB) plus the bf16 rest."""
+    from diffusers import AutoencoderSAME, FlowMatchEulerDiscreteScheduler, StableAudio3DiTModel  # noqa: PLC0415
+    from diffusers.pipelines.stable_audio_3.modeling_stable_audio_3 import (  # noqa: PLC0415
+        StableAudio3DurationEmbedder,
+    )
+    from transformers import T5GemmaConfig, T5GemmaEncoderModel  # noqa: PLC0415
+
+    name = "sa3-medium"
+    dtype = STORAGE_DTYPE[name]
+    seed = SEEDS[name]
+    tokenizer = sa3_tokenizer()
+
+    torch.manual_seed(seed)
+    t5_config = T5GemmaConfig(
+        encoder=dict(SA3_T5_ENCODER),
+        decoder=dict(SA3_T5_ENCODER),  # B/B: the decoder has the encoder's shape (config only; not built)
+        vocab_size=SA3_T5_ENCODER["vocab_size"],
+        is_encoder_decoder=False,
+        tie_word_embeddings=True,
+    )
+    t5_config.architectures = ["T5GemmaEncoderModel"]
+    text_encoder = T5GemmaEncoderModel(t5_config).eval()  # transformers' init: N(0, 0.02), norms 0 (x*(1+w))
+    to_storage_dtype(text_encoder, dtype, "text_encoder")
+
+    torch.manual_seed(seed + 1)
+    duration_embedder = StableAudio3DurationEmbedder().eval()  # output 768, 256 Fourier features, 0..384 s
+    to_storage_dtype(duration_embedder, dtype, "duration_embedder")
+
+    torch.manual_seed(seed + 2)
+    transformer = StableAudio3DiTModel().eval()  # the defaults are SA3 medium's DiT (1.453 B)
+    sa3_redraw_zero_outputs(transformer, seed + 3)
+    to_storage_dtype(transformer, dtype, "transformer")
+    gc.collect()
+
+    torch.manual_seed(seed + 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.nn.utils.weight_norm deprecation
+        vae = AutoencoderSAME(**SA3_VAE).eval()
+    sa3_redraw_zero_outputs(vae, seed + 5)
+    to_storage_dtype(vae, dtype, "vae")
+    gc.collect()
+
+    return dict(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, duration_embedder=duration_embedder,
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(**SA3_SCHEDULER),
+    )
+
+
+def _sa3_pipeline_class():
+    from diffusers import StableAudio3Pipeline  # noqa: PLC0415
+
+    return StableAudio3Pipeline
+
+
 BUILDERS = {
-    "audioldm2": (audioldm2_components, AudioLDM2Pipeline),
-    "audioldm-s-full-v2": (audioldm_components, AudioLDMPipeline),
-    "musicldm": (musicldm_components, MusicLDMPipeline),
+    "audioldm2": (audioldm2_components, lambda: AudioLDM2Pipeline),
+    "audioldm-s-full-v2": (audioldm_components, lambda: AudioLDMPipeline),
+    "musicldm": (musicldm_components, lambda: MusicLDMPipeline),
+    "sa3-medium": (sa3_medium_components, _sa3_pipeline_class),
 }
 
 
@@ -328,9 +482,11 @@ def build(name: str, root: Path) -> Path:
     partial = root / f"{name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     started = time.perf_counter()
-    builder, cls = BUILDERS[name]
+    builder, pipeline_class = BUILDERS[name]
+    cls = pipeline_class()
     components = builder()
-    scale_vocoder(components["vocoder"], SEEDS[name] + 1)
+    if "vocoder" in components:
+        scale_vocoder(components["vocoder"], SEEDS[name] + 1)
     counts = {}
     for key, value in components.items():
         if isinstance(value, torch.nn.Module):
@@ -354,6 +510,7 @@ def build(name: str, root: Path) -> Path:
                 "seconds": round(time.perf_counter() - started, 1),
                 "parameters_millions": {k: round(v / 1e6, 2) for k, v in counts.items()},
                 "parameters_millions_total": round(sum(counts.values()) / 1e6, 1),
+                "storage_dtype": str(STORAGE_DTYPE.get(name, torch.float32)).removeprefix("torch."),
                 "component_bytes": sizes,
                 "bytes": dir_size(target),
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -367,7 +524,7 @@ def build(name: str, root: Path) -> Path:
 def ensure(name: str, force: bool = False, root: Path | None = None) -> Path:
     """The model directory, built first if missing (or if `force`)."""
     if name not in BUILDERS:
-        raise SystemExit(f"unknown model {name!r}; known: {', '.join(NAMES)}")
+        raise SystemExit(f"unknown model {name!r}; known: {', '.join(ALL_NAMES)}")
     root = root or bench_dir()
     root.mkdir(parents=True, exist_ok=True)
     target = root / name
@@ -378,7 +535,8 @@ def ensure(name: str, force: bool = False, root: Path | None = None) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=NAMES, action="append", help="build only this model (repeatable)")
+    parser.add_argument("--only", choices=ALL_NAMES, action="append",
+                        help=f"build only this model (repeatable) [default: {', '.join(NAMES)}]")
     parser.add_argument("--force", action="store_true", help="rebuild even if the directory exists")
     parser.add_argument("--threads", type=int, default=None, help="torch threads while building")
     args = parser.parse_args()

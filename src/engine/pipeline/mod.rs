@@ -96,6 +96,18 @@ impl Pipeline {
         }
     }
 
+    /// Refuses a scheduler name for a model that samples with its own scheduler.
+    pub fn check_scheduler_choice(&self) -> Result<()> {
+        match self {
+            Self::StableAudio3(_) => Err(FoleyError::InvalidRequest(
+                "Stable Audio 3 samples with its own flow-matching scheduler (ping-pong for the \
+                 distilled checkpoint, Euler for the base one); --scheduler does not apply"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Audio channels of the clips it makes (1, or 2 for Stable Audio 3).
     pub fn channels(&self) -> usize {
         match self {
@@ -222,6 +234,8 @@ pub struct Clip {
     pub waveforms: Vec<Vec<f32>>,
     /// Channels per frame of `waveforms` (1, or 2 for Stable Audio 3's stereo).
     pub channels: usize,
+    /// The scheduler that ran (the request's, or the model's own where it has one).
+    pub scheduler: &'static str,
     /// The VAE's log-mel spectrogram of each waveform, (frames × mel_bins) row-major; empty for
     /// models without a mel stage.
     pub mels: Vec<Vec<f32>>,

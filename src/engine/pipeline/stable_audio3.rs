@@ -482,6 +482,11 @@ impl StableAudio3Pipeline {
         Ok(Clip {
             waveforms,
             channels: self.channels(),
+            scheduler: if self.is_distilled() {
+                "flow-match-ping-pong"
+            } else {
+                "flow-match-euler"
+            },
             mels: Vec::new(),
             mel_bins: 0,
             sample_rate: self.sample_rate(),

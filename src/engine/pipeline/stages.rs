@@ -403,6 +403,7 @@ impl Synthesis<'_> {
         Ok(Clip {
             waveforms,
             channels: 1,
+            scheduler: request.scheduler.name(),
             mels: decoded.mels,
             mel_bins: decoded.mel_bins,
             sample_rate,

@@ -29,7 +29,10 @@ pub enum ClipAction {
 /// A clip on screen: the saved record, its samples and its spectrogram.
 pub struct ClipView {
     pub record: ClipRecord,
+    /// Frames of `record.channels` samples, interleaved.
     pub samples: Arc<[f32]>,
+    /// Each channel on its own for the waveform lanes (empty for mono, which draws `samples`).
+    lanes: Vec<Vec<f32>>,
     /// The VAE's log-mel, (frames × bins) row-major, when known.
     pub mel: Option<(Vec<f32>, usize)>,
     texture: Option<TextureHandle>,
@@ -40,18 +43,38 @@ pub struct ClipView {
 
 impl ClipView {
     pub fn new(record: ClipRecord, samples: Arc<[f32]>, mel: Option<(Vec<f32>, usize)>) -> Self {
+        let channels = record.channels.max(1) as usize;
+        let lanes = if channels == 1 {
+            Vec::new()
+        } else {
+            (0..channels)
+                .map(|channel| {
+                    samples
+                        .iter()
+                        .skip(channel)
+                        .step_by(channels)
+                        .copied()
+                        .collect()
+                })
+                .collect()
+        };
         Self {
             record,
             samples,
+            lanes,
             mel,
             texture: None,
             device_samples: None,
         }
     }
 
+    pub fn channels(&self) -> usize {
+        self.record.channels.max(1) as usize
+    }
+
     /// Seconds of audio.
     pub fn seconds(&self) -> f64 {
-        self.samples.len() as f64 / self.record.sample_rate as f64
+        (self.samples.len() / self.channels()) as f64 / self.record.sample_rate as f64
     }
 
     /// Draws the clip; `playhead` is the playback position in seconds when this clip plays.
@@ -100,40 +123,20 @@ impl ClipView {
             ui.allocate_painter(Vec2::new(width, height * 0.6), Sense::click());
         response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Waveform"));
         painter.rect_filled(response.rect, 2.0, ui.visuals().extreme_bg_color);
-        let columns = response.rect.width().max(1.0) as usize;
-        let middle = response.rect.center().y;
-        let half = response.rect.height() / 2.0;
         let color = ui.visuals().widgets.active.fg_stroke.color;
-        if self.samples.len() < columns {
-            // Fewer samples than pixels: a line through the samples themselves.
-            let step = response.rect.width() / self.samples.len().max(1) as f32;
-            let points = self
-                .samples
-                .iter()
-                .enumerate()
-                .map(|(index, value)| {
-                    egui::pos2(
-                        response.rect.left() + index as f32 * step,
-                        middle - value * half,
-                    )
-                })
-                .collect();
-            painter.add(egui::Shape::line(points, Stroke::new(1.0, color)));
-        }
-        let peak_columns = if self.samples.len() < columns {
-            0
+        if self.lanes.is_empty() {
+            draw_waveform(&painter, response.rect, &self.samples, color);
         } else {
-            columns
-        };
-        for (column, (low, high)) in peaks(&self.samples, peak_columns).into_iter().enumerate() {
-            let x = response.rect.left() + column as f32 + 0.5;
-            painter.line_segment(
-                [
-                    egui::pos2(x, middle - high * half),
-                    egui::pos2(x, middle - low * half),
-                ],
-                Stroke::new(1.0, color),
-            );
+            // One lane per channel, left on top.
+            let height = response.rect.height() / self.lanes.len() as f32;
+            for (index, lane) in self.lanes.iter().enumerate() {
+                let top = response.rect.top() + index as f32 * height;
+                let rect = Rect::from_min_size(
+                    egui::pos2(response.rect.left(), top),
+                    Vec2::new(response.rect.width(), height),
+                );
+                draw_waveform(&painter, rect, lane, color);
+            }
         }
         if let Some(position) = response.interact_pointer_pos() {
             action = Some(ClipAction::Seek(
@@ -193,6 +196,36 @@ impl ClipView {
             ));
         }
         self.texture.as_ref()
+    }
+}
+
+/// One channel's waveform in `rect`: min/max per pixel column, or a line through the samples
+/// when there are fewer samples than pixels.
+fn draw_waveform(painter: &egui::Painter, rect: Rect, samples: &[f32], color: Color32) {
+    let columns = rect.width().max(1.0) as usize;
+    let middle = rect.center().y;
+    let half = rect.height() / 2.0;
+    if samples.len() < columns {
+        let step = rect.width() / samples.len().max(1) as f32;
+        let points = samples
+            .iter()
+            .enumerate()
+            .map(|(index, value)| {
+                egui::pos2(rect.left() + index as f32 * step, middle - value * half)
+            })
+            .collect();
+        painter.add(egui::Shape::line(points, Stroke::new(1.0, color)));
+        return;
+    }
+    for (column, (low, high)) in peaks(samples, columns).into_iter().enumerate() {
+        let x = rect.left() + column as f32 + 0.5;
+        painter.line_segment(
+            [
+                egui::pos2(x, middle - high * half),
+                egui::pos2(x, middle - low * half),
+            ],
+            Stroke::new(1.0, color),
+        );
     }
 }
 
