@@ -151,6 +151,10 @@ pub struct GenerateArgs {
     /// best first by CLAP score (FILE-1.wav is the best).
     #[arg(long, default_value_t = 1)]
     pub waveforms: usize,
+    /// Stable Audio 3: rank several waveforms with the CLAP model of this checkpoint (a
+    /// MusicLDM or AudioLDM 2 folder or hub id), scored on their mono fold-down.
+    #[arg(long, value_name = "MODEL")]
+    pub rank_with: Option<String>,
     /// cpu, cuda or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -431,9 +435,13 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     if let Some(notice) = precision_notice(device, dtype) {
         eprintln!("note: {notice}");
     }
-    let pipeline = Pipeline::load(&model_dir, &device.open()?, dtype)?;
+    let opened = device.open()?;
+    let mut pipeline = Pipeline::load(&model_dir, &opened, dtype)?;
     if args.scheduler.is_some() {
         pipeline.check_scheduler_choice()?;
+    }
+    if let Some(judge) = &args.rank_with {
+        pipeline.rank_with(&resolve_model(judge)?, &opened, dtype)?;
     }
     let load_seconds = started.elapsed().as_secs_f64();
     let (default_steps, default_guidance) = pipeline.defaults();

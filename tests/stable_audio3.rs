@@ -476,3 +476,89 @@ fn batch_writes_stereo_clips_and_sidecars() {
     assert_eq!(sidecar["scheduler"], "flow-match-ping-pong");
     assert_eq!(sidecar["steps"], 2);
 }
+
+/// Several waveforms come back best first by another checkpoint's CLAP, heard as their mono
+/// fold-down; the same waveforms as without ranking, reordered.
+#[test]
+fn several_waveforms_rank_by_clap_on_their_fold_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixtures().join("sa3-tiny");
+    let judge = fixtures().join("musicldm-tiny");
+    let run = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let out = dir.path().join(format!("{name}.wav"));
+        let mut args = vec![
+            "generate".to_string(),
+            "--model".into(),
+            model.display().to_string(),
+            "--prompt".into(),
+            "rain on a tin roof".into(),
+            "--steps".into(),
+            "2".into(),
+            "--duration".into(),
+            "0.25".into(),
+            "--seed".into(),
+            "11".into(),
+            "--waveforms".into(),
+            "3".into(),
+            "--out".into(),
+            out.display().to_string(),
+            "--json".into(),
+            "--quiet".into(),
+        ];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        let output = Command::new(env!("CARGO_BIN_EXE_foley"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let plain = run("plain", &[]);
+    assert!(plain["clap_scores"].is_null());
+    assert!(plain["warnings"].to_string().contains("generation order"));
+    let ranked = run("ranked", &["--rank-with", &judge.display().to_string()]);
+    let scores: Vec<f64> = ranked["clap_scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|score| score.as_f64().unwrap())
+        .collect();
+    assert_eq!(scores.len(), 3);
+    assert!(
+        scores.windows(2).all(|pair| pair[0] >= pair[1]),
+        "{scores:?}"
+    );
+    let frames = |name: &str| -> Vec<Vec<f32>> {
+        (1..=3)
+            .map(|index| read_frames(&dir.path().join(format!("{name}-{index}.wav"))).0)
+            .collect()
+    };
+    let (plain, ranked) = (frames("plain"), frames("ranked"));
+    for waveform in &ranked {
+        assert!(
+            plain.contains(waveform),
+            "a ranked waveform is not one of the generated ones"
+        );
+    }
+    // The other families rank with their own CLAP.
+    let output = Command::new(env!("CARGO_BIN_EXE_foley"))
+        .args([
+            "generate",
+            "--model",
+            &judge.display().to_string(),
+            "--prompt",
+            "x",
+            "--rank-with",
+            &judge.display().to_string(),
+            "--out",
+            &dir.path().join("m.wav").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("its own CLAP"));
+}

@@ -31,6 +31,18 @@ pub(crate) fn reduced_rates(from: u32, to: u32) -> (usize, usize) {
     )
 }
 
+/// The mean of each frame of `channels` interleaved samples: a mono fold-down (what CLAP hears
+/// of a stereo clip).
+pub fn fold_down(samples: &[f32], channels: usize) -> Vec<f32> {
+    if channels <= 1 {
+        return samples.to_vec();
+    }
+    samples
+        .chunks_exact(channels)
+        .map(|frame| frame.iter().sum::<f32>() / channels as f32)
+        .collect()
+}
+
 /// The channels' float32 mean per frame (`x.mean(0)` in torch); channels of equal length.
 pub fn downmix(channels: &[Vec<f32>]) -> Vec<f32> {
     let count = channels.len() as f32;
@@ -38,4 +50,15 @@ pub fn downmix(channels: &[Vec<f32>]) -> Vec<f32> {
     (0..frames)
         .map(|index| channels.iter().map(|channel| channel[index]).sum::<f32>() / count)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold_down_averages_each_frame() {
+        assert_eq!(fold_down(&[1.0, 0.0, 0.5, -0.5], 2), [0.5, 0.0]);
+        assert_eq!(fold_down(&[0.25, 0.5], 1), [0.25, 0.5]);
+    }
 }

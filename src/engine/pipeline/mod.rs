@@ -96,6 +96,21 @@ impl Pipeline {
         }
     }
 
+    /// Ranks several waveforms with the CLAP model of the checkpoint at `root` (for models
+    /// without their own; the others rank with theirs and refuse).
+    pub fn rank_with(&mut self, root: &Path, device: &Device, dtype: DType) -> Result<()> {
+        match self {
+            Self::StableAudio3(pipeline) => {
+                pipeline.set_judge(ranking::ClapJudge::load(root, dtype, device)?);
+                Ok(())
+            }
+            _ => Err(FoleyError::InvalidRequest(format!(
+                "{} ranks with its own CLAP model; --rank-with is for Stable Audio 3",
+                self.name()
+            ))),
+        }
+    }
+
     /// Refuses a scheduler name for a model that samples with its own scheduler.
     pub fn check_scheduler_choice(&self) -> Result<()> {
         match self {

@@ -154,6 +154,46 @@ impl LazyRanker {
     }
 }
 
+/// A CLAP model that scores another model's clips: the text branch and tokenizer of a
+/// CLAP-bearing checkpoint (MusicLDM, AudioLDM 2) with its audio branch, loaded on first use.
+pub struct ClapJudge {
+    tokenizer: TextTokenizer,
+    text: ClapTextModel,
+    ranker: LazyRanker,
+}
+
+impl ClapJudge {
+    /// From a diffusers directory whose `text_encoder` is a `ClapModel` with an audio branch.
+    pub fn load(root: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let text_encoder = Component::new(root, "text_encoder")?;
+        let config: ClapModelAudioConfig = text_encoder.config()?;
+        if config.audio_config.is_none() {
+            return Err(FoleyError::Unsupported(format!(
+                "{} has no CLAP audio branch to score clips with (MusicLDM and AudioLDM 2 checkpoints have one)",
+                root.display()
+            )));
+        }
+        let (text, _) = super::stages::load_clap_text(root, dtype, device)?;
+        Ok(Self {
+            tokenizer: TextTokenizer::load(&root.join("tokenizer"), 512)?,
+            text,
+            ranker: LazyRanker::checked(root, dtype, device)?,
+        })
+    }
+
+    /// `rank_clip` with this model's CLAP.
+    pub(crate) fn rank(&self, clip: Clip, prompt: &str, device: &Device) -> Result<Clip> {
+        rank_clip(
+            clip,
+            prompt,
+            &self.tokenizer,
+            &self.text,
+            &self.ranker,
+            device,
+        )
+    }
+}
+
 /// Reorders per-waveform items best first, as diffusers returns the waveforms.
 pub(crate) fn apply_ranking<T>(items: Vec<T>, ranking: &Ranking) -> Vec<T> {
     let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
@@ -166,7 +206,8 @@ pub(crate) fn apply_ranking<T>(items: Vec<T>, ranking: &Ranking) -> Vec<T> {
 
 /// `score_waveforms` on a finished clip: the prompt is tokenised without padding (diffusers'
 /// `padding=True` for one text), embedded by the CLAP text branch and compared with every
-/// waveform; the clip comes back best first with its scores.
+/// waveform (a stereo clip by its mono fold-down, since CLAP hears mono); the clip comes back
+/// best first with its scores.
 pub(crate) fn rank_clip(
     mut clip: Clip,
     prompt: &str,
@@ -178,9 +219,14 @@ pub(crate) fn rank_clip(
     let started = Instant::now();
     let tokens = tokenizer.encode(prompt, None)?;
     let text_embeds = text_model.text_features(&[tokens.ids], &[tokens.mask], device)?;
+    let heard: Vec<Vec<f32>> = clip
+        .waveforms
+        .iter()
+        .map(|waveform| crate::engine::dsp::fold_down(waveform, clip.channels))
+        .collect();
     let ranking = ranker
         .get()?
-        .rank(&text_embeds, &clip.waveforms, clip.sample_rate, device)?;
+        .rank(&text_embeds, &heard, clip.sample_rate, device)?;
     clip.scores = Some(
         ranking
             .order

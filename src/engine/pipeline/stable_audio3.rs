@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::ranking::ClapJudge;
 use super::stages::stage_seconds;
 use super::{
     AudioLength, CancelFlag, Clip, InputAudio, Progress, Request, Task, Timings, validate,
@@ -55,6 +56,8 @@ pub struct StableAudio3Pipeline {
     transformer: StableAudio3DiTModel,
     vae: AutoencoderSame,
     scheduler: FlowMatchConfig,
+    /// Another checkpoint's CLAP that orders several waveforms best first (SA3 has none).
+    judge: Option<ClapJudge>,
     device: Device,
 }
 
@@ -77,6 +80,7 @@ impl StableAudio3Pipeline {
             transformer: parts.transformer,
             vae: parts.vae,
             scheduler: parts.scheduler,
+            judge: None,
             device: device.clone(),
         }
     }
@@ -154,6 +158,11 @@ impl StableAudio3Pipeline {
     /// (off) for both, as diffusers defaults.
     pub fn defaults(&self) -> (usize, f64) {
         (self.scheduler.default_steps(), 1.0)
+    }
+
+    /// Ranks several waveforms with `judge`'s CLAP on their mono fold-down.
+    pub fn set_judge(&mut self, judge: ClapJudge) {
+        self.judge = Some(judge);
     }
 
     pub fn is_distilled(&self) -> bool {
@@ -479,7 +488,14 @@ impl StableAudio3Pipeline {
                 request.steps, request.guidance
             )));
         }
-        Ok(Clip {
+        let mut warnings = conditioning.warnings;
+        if request.waveforms > 1 && self.judge.is_none() {
+            warnings.push(
+                "the waveforms are in generation order: Stable Audio 3 has no CLAP model to rank them (--rank-with a MusicLDM or AudioLDM 2 checkpoint does)"
+                    .into(),
+            );
+        }
+        let clip = Clip {
             waveforms,
             channels: self.channels(),
             scheduler: if self.is_distilled() {
@@ -493,11 +509,15 @@ impl StableAudio3Pipeline {
             seed: request.seed,
             duration: length.seconds,
             timings,
-            warnings: conditioning.warnings,
+            warnings,
             scores: None,
             task: request.task.summary(),
             denoising_steps: timesteps.len(),
-        })
+        };
+        match &self.judge {
+            Some(judge) if request.waveforms > 1 => judge.rank(clip, &request.prompt, &self.device),
+            _ => Ok(clip),
+        }
     }
 }
 
