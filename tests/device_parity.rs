@@ -246,3 +246,88 @@ fn half_precision_runs_every_task_and_ranks() {
         }
     }
 }
+
+/// Stable Audio 3's eight reference cases (text-to-audio with and without guidance,
+/// audio-to-audio, inpainting; distilled and base) on the device under test.
+#[test]
+fn portable_ops_match_stable_audio_3() {
+    let device = device();
+    let cases = read_json(&fixtures().join("reference/sa3/cases.json"));
+    let references = common::Reference::load("sa3", "e2e");
+    let input = foley::audio::wav_in::read_input_audio(&fixtures().join("reference/sa3/input.wav"))
+        .unwrap();
+    let mut checked = 0;
+    with_portable_ops(|| {
+        for case in cases["e2e"]["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let call = &case["call"];
+            let fixture = std::path::Path::new(case["fixture"].as_str().unwrap());
+            let pipeline = Pipeline::load(
+                &model_dir(fixture.file_name().unwrap().to_str().unwrap()),
+                &device,
+                DType::F32,
+            )
+            .unwrap();
+            let seconds = |value: &serde_json::Value| -> Vec<f64> {
+                value
+                    .as_array()
+                    .map(|items| items.iter().map(|item| item.as_f64().unwrap()).collect())
+                    .unwrap_or_else(|| vec![value.as_f64().unwrap()])
+            };
+            let task = if let Some(level) = call.get("init_noise_level") {
+                Task::AudioToAudioFromNoise {
+                    input: input.clone(),
+                    init_noise_level: level.as_f64().unwrap(),
+                }
+            } else if let Some(starts) = call.get("mask_start_seconds") {
+                Task::Inpaint {
+                    input: input.clone(),
+                    regions: Regions {
+                        time: seconds(starts)
+                            .into_iter()
+                            .zip(seconds(&call["mask_end_seconds"]))
+                            .collect(),
+                        above_hz: None,
+                    },
+                    strength: 1.0,
+                    encode_mode: EncodeMode::default(),
+                }
+            } else {
+                Task::TextToAudio
+            };
+            let request = Request {
+                prompt: call["prompt"].as_str().unwrap().into(),
+                negative_prompt: call["negative_prompt"].as_str().map(String::from),
+                seed: case["seed"].as_u64().unwrap(),
+                steps: call["num_inference_steps"].as_u64().unwrap() as usize,
+                guidance: call["guidance_scale"].as_f64().unwrap_or(1.0),
+                duration: call["duration"].as_f64(),
+                scheduler: foley::engine::schedulers::SchedulerKind::Ddim,
+                waveforms: call["num_waveforms_per_prompt"].as_u64().unwrap() as usize,
+                task,
+            };
+            let clip = pipeline
+                .generate(&request, &mut |_| {}, &CancelFlag::new())
+                .unwrap();
+            let expected: Vec<Vec<f32>> = references
+                .f32(&format!("{name}.audios"))
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .flatten_from(1)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            assert_eq!(clip.channels, 2);
+            assert_eq!(clip.waveforms.len(), expected.len(), "{name}");
+            for (actual, expected) in clip.waveforms.iter().zip(&expected) {
+                let error = relative_l2_slices(actual, expected);
+                eprintln!("portable {name}: relative L2 {error:.3e}");
+                assert!(error <= f32_tolerance(&device), "{name}: {error:.3e}");
+            }
+            checked += 1;
+        }
+    });
+    assert_eq!(checked, 8);
+}
