@@ -161,6 +161,7 @@ fn stable_audio_3_clips_stay_stereo() {
     assert_eq!(clip.record.scheduler, "flow-match-ping-pong");
     assert!((clip.seconds() - 0.3).abs() < 1e-3, "{} s", clip.seconds());
     harness.get_by_label("Waveform");
+    let scheduler = app.settings.scheduler.clone();
     let stored = library.path().join(app.results[0].record.wav_name());
     let spec = hound::WavReader::open(&stored).unwrap().spec();
     assert_eq!((spec.channels, spec.sample_rate), (2, 44_100));
@@ -181,6 +182,11 @@ fn stable_audio_3_clips_stay_stereo() {
         reader.len() as usize,
         2 * (0.3f64 * 48_000.0).ceil() as usize
     );
+    // Its settings come back, but SA3's own sampler is not put into the scheduler picker.
+    harness.get_by_label("Use these settings").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().settings.scheduler, scheduler);
+    assert_eq!(harness.state().settings.steps, 2);
     drop(harness);
 
     let mut reopened = common::studio(Some(model), library.path());

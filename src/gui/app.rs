@@ -584,7 +584,10 @@ impl FoleyApp {
                 self.settings.random_seed = false;
                 self.settings.steps = record.steps;
                 self.settings.guidance = record.guidance;
-                self.settings.scheduler = record.scheduler.clone();
+                // A model's own sampler (Stable Audio 3's) is not a choice the picker offers.
+                if record.scheduler.parse::<SchedulerKind>().is_ok() {
+                    self.settings.scheduler = record.scheduler.clone();
+                }
                 self.settings.duration = record.duration;
             }
             ClipAction::Export => {

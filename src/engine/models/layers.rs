@@ -43,8 +43,21 @@ pub fn softmax_last_dim_f32(scores: &Tensor) -> Result<Tensor> {
     probabilities.to_dtype(dtype)
 }
 
-/// Additive attention bias from a 0/1 mask of shape (batch, keys): 0 where kept, `masked` where not.
+/// The most negative finite value of `dtype` (PyTorch's `finfo(dtype).min`).
+pub fn finite_min(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => -65504.0,
+        DType::BF16 => -3.389_531_389_251_535_5e38,
+        DType::F64 => f64::MIN,
+        _ => f32::MIN as f64,
+    }
+}
+
+/// Additive attention bias from a 0/1 mask of shape (batch, keys): 0 where kept, `masked` where
+/// not. `masked` is held to the dtype's finite range: f32's minimum would round to −∞ in half
+/// precision, and a query with every key hidden would then turn NaN instead of uniform.
 pub fn mask_to_bias(mask: &Tensor, masked: f64, dtype: DType) -> Result<Tensor> {
+    let masked = masked.max(finite_min(dtype));
     let mask = mask.to_dtype(DType::F32)?;
     let bias = mask.affine(-masked, masked)?;
     bias.to_dtype(dtype)

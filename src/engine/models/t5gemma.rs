@@ -7,7 +7,7 @@ use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::Deserialize;
 
 use super::differential_attention::{RotaryTables, default_inv_freq, rotate_half};
-use super::layers::{gelu_tanh, linear, linear_no_bias, softmax_last_dim_f32};
+use super::layers::{finite_min, gelu_tanh, linear, linear_no_bias, softmax_last_dim_f32};
 use crate::engine::limits::{Limits, MAX_DIMENSION, MAX_LAYERS, Validated};
 
 /// The encoder's settings. The file is a `T5GemmaConfig` whose `encoder` entry holds them; a
@@ -433,7 +433,10 @@ impl T5GemmaEncoder {
         device: &Device,
     ) -> Result<Tensor> {
         let tokens = mask.first().map_or(0, Vec::len);
-        let hidden = f32::MIN;
+        // transformers adds the dtype's own minimum (`finfo.min`), not −∞: a query whose keys
+        // are all hidden (a pad far from any token in a sliding layer) attends uniformly instead
+        // of becoming NaN, and f32's minimum would round to −∞ in half precision.
+        let hidden = finite_min(dtype) as f32;
         let mut bias = Vec::with_capacity(mask.len() * tokens * tokens);
         for row in mask {
             for query in 0..tokens {
