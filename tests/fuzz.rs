@@ -114,18 +114,24 @@ fn parse_and_validate<T: serde::de::DeserializeOwned + Validated>(config: &Value
 #[test]
 fn mutated_configs_never_panic_their_checks() {
     use foley::engine::dsp::clap_features::ClapFeatureExtractorConfig;
+    use foley::engine::models::autoencoder_same::AutoencoderSameConfig;
     use foley::engine::models::clap_audio::ClapModelAudioConfig;
     use foley::engine::models::clap_text::ClapConfig;
     use foley::engine::models::gpt2::Gpt2Config;
     use foley::engine::models::hifigan::HifiGanConfig;
     use foley::engine::models::projection::ProjectionConfig;
+    use foley::engine::models::stable_audio3_dit::StableAudio3DiTConfig;
+    use foley::engine::models::stable_audio3_duration::DurationEmbedderConfig;
     use foley::engine::models::t5::T5Config;
+    use foley::engine::models::t5gemma::T5GemmaEncoderConfig;
     use foley::engine::models::unet::UNetConfig;
     use foley::engine::models::vae::VaeConfig;
     use foley::engine::schedulers::SchedulerConfig;
+    use foley::engine::schedulers::flow_match_euler::FlowMatchConfig;
 
     let a2 = model_dir("audioldm2-tiny");
     let music = model_dir("musicldm-tiny");
+    let sa3 = model_dir("sa3-tiny");
     let sources: Vec<(&str, Value)> = vec![
         ("unet", read(&a2.join("unet/config.json"))),
         ("vae", read(&a2.join("vae/config.json"))),
@@ -142,6 +148,11 @@ fn mutated_configs_never_panic_their_checks() {
             "features",
             read(&music.join("feature_extractor/preprocessor_config.json")),
         ),
+        ("t5gemma", read(&sa3.join("text_encoder/config.json"))),
+        ("dit", read(&sa3.join("transformer/config.json"))),
+        ("same", read(&sa3.join("vae/config.json"))),
+        ("duration", read(&sa3.join("duration_embedder/config.json"))),
+        ("flow", read(&sa3.join("scheduler/scheduler_config.json"))),
     ];
     let strategy = (
         0..sources.len(),
@@ -169,6 +180,15 @@ fn mutated_configs_never_panic_their_checks() {
                 "t5" => parse_and_validate::<T5Config>(&config),
                 "gpt2" => parse_and_validate::<Gpt2Config>(&config),
                 "projection" => parse_and_validate::<ProjectionConfig>(&config),
+                "t5gemma" => parse_and_validate::<T5GemmaEncoderConfig>(&config),
+                "dit" => parse_and_validate::<StableAudio3DiTConfig>(&config),
+                "same" => parse_and_validate::<AutoencoderSameConfig>(&config),
+                "duration" => parse_and_validate::<DurationEmbedderConfig>(&config),
+                "flow" => {
+                    if let Ok(parsed) = serde_json::from_value::<FlowMatchConfig>(config.clone()) {
+                        let _ = parsed.check();
+                    }
+                }
                 "scheduler" => {
                     if let Ok(parsed) = serde_json::from_value::<SchedulerConfig>(config.clone()) {
                         let _ = parsed.validate();
@@ -196,9 +216,20 @@ fn pipelines_with_corrupted_configs_load_or_fail_cleanly() {
         ("audioldm2-tiny", "language_model/config.json"),
         ("audioldm2-tiny", "projection_model/config.json"),
         ("audioldm2-tiny", "unet/config.json"),
+        ("sa3-tiny", "text_encoder/config.json"),
+        ("sa3-tiny", "transformer/config.json"),
+        ("sa3-tiny", "vae/config.json"),
+        ("sa3-tiny", "duration_embedder/config.json"),
+        ("sa3-tiny", "scheduler/scheduler_config.json"),
+        ("sa3-tiny-official", "model_config.json"),
     ];
     let dir = tempfile::tempdir().unwrap();
-    for variant in ["audioldm-tiny", "audioldm2-tiny"] {
+    for variant in [
+        "audioldm-tiny",
+        "audioldm2-tiny",
+        "sa3-tiny",
+        "sa3-tiny-official",
+    ] {
         common::copy_dir(&model_dir(variant), &dir.path().join(variant));
     }
     let originals: Vec<Value> = files
@@ -225,7 +256,8 @@ fn pipelines_with_corrupted_configs_load_or_fail_cleanly() {
                         seed: 1,
                         steps: 2,
                         guidance: 2.5,
-                        duration: None,
+                        // The model's own length, except Stable Audio 3's 10 s default.
+                        duration: variant.starts_with("sa3").then_some(0.3),
                         scheduler: foley::engine::schedulers::SchedulerKind::Ddim,
                         waveforms: 1,
                         task: Default::default(),

@@ -92,13 +92,14 @@ impl AutoencoderSameConfig {
         self.patch_size * self.encoder_strides.iter().product::<usize>()
     }
 
-    /// Channel widths `[audio·patch, c_mult·channels, …]`.
+    /// Channel widths `[audio·patch, c_mult·channels, …]` (saturating: `validate` refuses the
+    /// sizes that would overflow before anything is built from them).
     fn widths(&self) -> Vec<usize> {
-        std::iter::once(self.audio_channels * self.patch_size)
+        std::iter::once(self.audio_channels.saturating_mul(self.patch_size))
             .chain(
                 self.encoder_c_mults
                     .iter()
-                    .map(|mult| mult * self.encoder_channels),
+                    .map(|mult| mult.saturating_mul(self.encoder_channels)),
             )
             .collect()
     }
@@ -130,12 +131,10 @@ impl Validated for AutoencoderSameConfig {
                 "sampling_rate",
                 self.sampling_rate as usize,
                 MAX_SAMPLE_RATE as usize,
-            )
-            .product(
-                "patch_size × strides",
-                &[self.patch_size, self.encoder_strides.iter().product()],
-                1 << 20,
             );
+        let mut ratio = vec![self.patch_size];
+        ratio.extend(&self.encoder_strides);
+        limits.product("patch_size × strides", &ratio, 1 << 20);
         for (field, values) in [
             ("encoder_c_mults", &self.encoder_c_mults),
             (
@@ -164,6 +163,18 @@ impl Validated for AutoencoderSameConfig {
         for &stride in &self.encoder_strides {
             limits.size("encoder_strides", stride, 1024);
         }
+        for &mult in &self.encoder_c_mults {
+            limits.product(
+                "encoder_c_mults × encoder_channels",
+                &[mult, self.encoder_channels],
+                MAX_DIMENSION,
+            );
+        }
+        limits.product(
+            "audio_channels × patch_size",
+            &[self.audio_channels, self.patch_size],
+            MAX_DIMENSION,
+        );
         for &depth in &self.encoder_transformer_depths {
             limits.size("encoder_transformer_depths", depth, MAX_LAYERS);
         }

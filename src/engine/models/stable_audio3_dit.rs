@@ -107,12 +107,22 @@ impl Validated for StableAudio3DiTConfig {
                 2,
             )
             .number("ff_mult", self.ff_mult, 0.0, 64.0)
-            .size("num_memory_tokens + 1", self.num_memory_tokens + 1, 4097)
+            .size(
+                "num_memory_tokens + 1",
+                self.num_memory_tokens.saturating_add(1),
+                4097,
+            )
             .product(
                 "embed_dim × ff_mult",
                 &[self.embed_dim, self.ff_mult.ceil() as usize, 2],
                 MAX_DIMENSION * 8,
-            );
+            )
+            .product(
+                "io_channels × patch_size",
+                &[self.io_channels, self.patch_size],
+                MAX_DIMENSION,
+            )
+            .product("6 × embed_dim", &[self.embed_dim, 6], MAX_DIMENSION * 8);
         if self.num_heads > 0 && self.head_dim() < 2 {
             limits.problem(format!(
                 "embed_dim / num_heads = {} leaves no rotary channels",
