@@ -309,16 +309,7 @@ fn portable_ops_match_stable_audio_3() {
             let clip = pipeline
                 .generate(&request, &mut |_| {}, &CancelFlag::new())
                 .unwrap();
-            let expected: Vec<Vec<f32>> = references
-                .f32(&format!("{name}.audios"))
-                .transpose(1, 2)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-                .flatten_from(1)
-                .unwrap()
-                .to_vec2()
-                .unwrap();
+            let expected = common::interleaved(&references.f32(&format!("{name}.audios")));
             assert_eq!(clip.channels, 2);
             assert_eq!(clip.waveforms.len(), expected.len(), "{name}");
             for (actual, expected) in clip.waveforms.iter().zip(&expected) {

@@ -6,10 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
-use candle_core::{DType, Device, Tensor};
-use common::{Reference, assert_close, fixtures, read_json, relative_l2_slices};
+use candle_core::{DType, Device};
+use common::{Reference, assert_close, fixtures, interleaved, read_json, relative_l2_slices};
 use foley::engine::models::stable_audio3_dit::DiTConditioning;
 use foley::engine::pipeline::{Pipeline, StableAudio3Pipeline};
 use foley::engine::schedulers::flow_match_euler::{
@@ -149,17 +149,7 @@ fn components_match_diffusers() {
 fn schedules_and_steps_match_flow_match_euler() {
     let cases = cases();
     let schedules = reference("scheduler");
-    let config = |stochastic: bool| FlowMatchConfig {
-        num_train_timesteps: 1.0,
-        shift: 1.0,
-        stochastic_sampling: stochastic,
-        use_dynamic_shifting: false,
-        shift_terminal: None,
-        use_karras_sigmas: false,
-        use_exponential_sigmas: false,
-        use_beta_sigmas: false,
-        invert_sigmas: false,
-    };
+    let config = FlowMatchConfig::stable_audio3;
     for schedule in cases["scheduler"]["schedules"].as_array().unwrap() {
         let key = schedule["key"].as_str().unwrap();
         let steps = schedule["steps"].as_u64().unwrap() as usize;
@@ -264,25 +254,42 @@ fn generate_args(case: &serde_json::Value, out: &Path, model: Option<&Path>) -> 
     args
 }
 
+/// Runs `foley` with `args`.
+fn foley<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_foley"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `foley generate --quiet` on the tiny distilled model with `prompt`, into `out`, plus `extra`.
+fn generate_tiny(prompt: &str, out: &Path, extra: &[&str]) -> Output {
+    let model = fixtures().join("sa3-tiny").display().to_string();
+    let out = out.display().to_string();
+    let mut args = vec![
+        "generate", "--model", &model, "--prompt", prompt, "--out", &out, "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    foley(args)
+}
+
+/// The output of a run that must succeed.
+#[track_caller]
+fn succeeded(output: Output) -> Output {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// Interleaved stereo frames from a float WAV.
 fn read_frames(path: &Path) -> (Vec<f32>, u16, u32) {
     let mut reader = hound::WavReader::open(path).unwrap();
     let spec = reader.spec();
     let samples = reader.samples::<f32>().map(Result::unwrap).collect();
     (samples, spec.channels, spec.sample_rate)
-}
-
-/// (batch, channels, samples) → one interleaved frame list per batch row.
-fn interleaved(audio: &Tensor) -> Vec<Vec<f32>> {
-    audio
-        .transpose(1, 2)
-        .unwrap()
-        .contiguous()
-        .unwrap()
-        .flatten_from(1)
-        .unwrap()
-        .to_vec2()
-        .unwrap()
 }
 
 /// Runs the reference cases accepted by `keep` through `foley generate` (on `model` instead
@@ -299,10 +306,7 @@ fn check_cases(keep: impl Fn(&serde_json::Value) -> bool, model: Option<&Path>) 
         ran += 1;
         let name = case["name"].as_str().unwrap();
         let out = dir.path().join(format!("{name}.wav"));
-        let output = Command::new(env!("CARGO_BIN_EXE_foley"))
-            .args(generate_args(case, &out, model))
-            .output()
-            .unwrap();
+        let output = foley(generate_args(case, &out, model));
         assert!(
             output.status.success(),
             "{name}: {}",
@@ -346,28 +350,8 @@ fn the_official_layout_loads_as_diffusers_converts_it() {
 fn stable_audio_flags_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixtures().join("reference/sa3/input.wav");
-    let model = fixtures().join("sa3-tiny");
-    let run = |extra: &[&str]| {
-        let out = dir.path().join("x.wav");
-        let mut args = vec![
-            "generate".to_string(),
-            "--model".into(),
-            model.display().to_string(),
-            "--prompt".into(),
-            "rain".into(),
-            "--steps".into(),
-            "2".into(),
-            "--out".into(),
-            out.display().to_string(),
-            "--quiet".into(),
-        ];
-        args.extend(extra.iter().map(|arg| arg.to_string()));
-        Command::new(env!("CARGO_BIN_EXE_foley"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
     let input = input.display().to_string();
+    let out = dir.path().join("x.wav");
     for (extra, needle) in [
         (vec!["--init-audio", &input], "--init-noise-level"),
         (
@@ -399,7 +383,9 @@ fn stable_audio_flags_are_checked() {
         ),
         (vec!["--scheduler", "ddim"], "--scheduler does not apply"),
     ] {
-        let output = run(&extra);
+        let mut extra = extra;
+        extra.extend(["--steps", "2"]);
+        let output = generate_tiny("rain", &out, &extra);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{extra:?} succeeded");
         assert!(stderr.contains(needle), "{extra:?}: {stderr}");
@@ -408,27 +394,11 @@ fn stable_audio_flags_are_checked() {
     }
     // The distilled default: 8 steps without guidance, a stereo 44.1 kHz file.
     let out = dir.path().join("defaults.wav");
-    let output = Command::new(env!("CARGO_BIN_EXE_foley"))
-        .args([
-            "generate",
-            "--model",
-            &model.display().to_string(),
-            "--prompt",
-            "rain",
-            "--duration",
-            "0.2",
-            "--out",
-            &out.display().to_string(),
-            "--json",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = succeeded(generate_tiny(
+        "rain",
+        &out,
+        &["--duration", "0.2", "--json"],
+    ));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["settings"]["steps"], 8);
     assert_eq!(report["settings"]["guidance"], 1.0);
@@ -453,21 +423,13 @@ fn batch_writes_stereo_clips_and_sidecars() {
     });
     std::fs::write(&jobs, format!("{line}\n")).unwrap();
     let out = dir.path().join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_foley"))
-        .args([
-            "batch",
-            &jobs.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(foley([
+        "batch",
+        &jobs.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+        "--quiet",
+    ]));
     let (frames, channels, rate) = read_frames(&out.join("rain.wav"));
     assert_eq!((channels, rate), (2, 44_100));
     assert_eq!(frames.len(), 2 * (0.2f64 * 44_100.0) as usize);
@@ -482,39 +444,13 @@ fn batch_writes_stereo_clips_and_sidecars() {
 #[test]
 fn several_waveforms_rank_by_clap_on_their_fold_down() {
     let dir = tempfile::tempdir().unwrap();
-    let model = fixtures().join("sa3-tiny");
     let judge = fixtures().join("musicldm-tiny");
     let run = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--steps", "2", "--duration", "0.25", "--seed", "11"];
+        args.extend(["--waveforms", "3", "--json"]);
+        args.extend_from_slice(extra);
         let out = dir.path().join(format!("{name}.wav"));
-        let mut args = vec![
-            "generate".to_string(),
-            "--model".into(),
-            model.display().to_string(),
-            "--prompt".into(),
-            "rain on a tin roof".into(),
-            "--steps".into(),
-            "2".into(),
-            "--duration".into(),
-            "0.25".into(),
-            "--seed".into(),
-            "11".into(),
-            "--waveforms".into(),
-            "3".into(),
-            "--out".into(),
-            out.display().to_string(),
-            "--json".into(),
-            "--quiet".into(),
-        ];
-        args.extend(extra.iter().map(|arg| arg.to_string()));
-        let output = Command::new(env!("CARGO_BIN_EXE_foley"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output = succeeded(generate_tiny("rain on a tin roof", &out, &args));
         serde_json::from_slice(&output.stdout).unwrap()
     };
     let plain = run("plain", &[]);
@@ -545,20 +481,19 @@ fn several_waveforms_rank_by_clap_on_their_fold_down() {
         );
     }
     // The other families rank with their own CLAP.
-    let output = Command::new(env!("CARGO_BIN_EXE_foley"))
-        .args([
-            "generate",
-            "--model",
-            &judge.display().to_string(),
-            "--prompt",
-            "x",
-            "--rank-with",
-            &judge.display().to_string(),
-            "--out",
-            &dir.path().join("m.wav").display().to_string(),
-        ])
-        .output()
-        .unwrap();
+    let judge = judge.display().to_string();
+    let out = dir.path().join("m.wav").display().to_string();
+    let output = foley([
+        "generate",
+        "--model",
+        &judge,
+        "--prompt",
+        "x",
+        "--rank-with",
+        &judge,
+        "--out",
+        &out,
+    ]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("its own CLAP"));
 }
@@ -571,35 +506,12 @@ fn several_waveforms_rank_by_clap_on_their_fold_down() {
 #[test]
 fn half_precision_stays_finite_and_close() {
     let dir = tempfile::tempdir().unwrap();
-    let model = fixtures().join("sa3-tiny");
     let run = |dtype: &str| -> Vec<f32> {
         let out = dir.path().join(format!("{dtype}.wav"));
-        let output = Command::new(env!("CARGO_BIN_EXE_foley"))
-            .args([
-                "generate",
-                "--model",
-                &model.display().to_string(),
-                "--prompt",
-                "glass shattering on concrete",
-                "--seed",
-                "0",
-                "--steps",
-                "6",
-                "--duration",
-                "0.375",
-                "--dtype",
-                dtype,
-                "--out",
-                &out.display().to_string(),
-                "--quiet",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{dtype}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let settings = ["--seed", "0", "--steps", "6", "--duration", "0.375"];
+        let mut args = settings.to_vec();
+        args.extend(["--dtype", dtype]);
+        succeeded(generate_tiny("glass shattering on concrete", &out, &args));
         read_frames(&out).0
     };
     let reference = run("f32");

@@ -172,21 +172,7 @@ impl Component {
             let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) };
             (vb.map_err(bad)?, names)
         };
-        let tracker = Tracker {
-            inner,
-            used: Default::default(),
-        };
-        let used = tracker.used.clone();
-        let model = build(VarBuilder::from_backend(
-            Box::new(tracker),
-            dtype,
-            device.clone(),
-        ))
-        .map_err(bad)?;
-        let used = used.lock().map_err(|_| FoleyError::BadFile {
-            path: blamed.clone(),
-            reason: "weight loading was interrupted".into(),
-        })?;
+        let (model, used) = build_tracked(inner, &blamed, dtype, device, build)?;
         let leftover: Vec<&String> = names
             .iter()
             .filter(|name| !used.contains(*name))
@@ -222,26 +208,9 @@ pub fn build_from_tensors<T>(
     device: &Device,
     build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
 ) -> Result<T> {
-    let bad = |error: candle_core::Error| FoleyError::BadFile {
-        path: blamed.to_path_buf(),
-        reason: crate::error::without_backtrace(error).to_string(),
-    };
     let names: BTreeSet<String> = tensors.keys().cloned().collect();
-    let tracker = Tracker {
-        inner: VarBuilder::from_tensors(tensors, dtype, device),
-        used: Default::default(),
-    };
-    let used = tracker.used.clone();
-    let model = build(VarBuilder::from_backend(
-        Box::new(tracker),
-        dtype,
-        device.clone(),
-    ))
-    .map_err(bad)?;
-    let used = used.lock().map_err(|_| FoleyError::BadFile {
-        path: blamed.to_path_buf(),
-        reason: "weight loading was interrupted".into(),
-    })?;
+    let inner = VarBuilder::from_tensors(tensors, dtype, device);
+    let (model, used) = build_tracked(inner, blamed, dtype, device, build)?;
     let leftover: Vec<&String> = names.iter().filter(|name| !used.contains(*name)).collect();
     if let Some(first) = leftover.first() {
         return Err(FoleyError::BadFile {
@@ -253,6 +222,38 @@ pub fn build_from_tensors<T>(
         });
     }
     Ok(model)
+}
+
+/// Runs `build` on `inner`, recording the names of the tensors it reads; errors blame `blamed`.
+fn build_tracked<T>(
+    inner: VarBuilder<'static>,
+    blamed: &Path,
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+) -> Result<(T, HashSet<String>)> {
+    let tracker = Tracker {
+        inner,
+        used: Default::default(),
+    };
+    let used = tracker.used.clone();
+    let model = build(VarBuilder::from_backend(
+        Box::new(tracker),
+        dtype,
+        device.clone(),
+    ))
+    .map_err(|error| FoleyError::BadFile {
+        path: blamed.to_path_buf(),
+        reason: crate::error::without_backtrace(error).to_string(),
+    })?;
+    let used = used
+        .lock()
+        .map_err(|_| FoleyError::BadFile {
+            path: blamed.to_path_buf(),
+            reason: "weight loading was interrupted".into(),
+        })?
+        .clone();
+    Ok((model, used))
 }
 
 /// Buffers PyTorch saves that are derived from the config rather than learned; models recompute

@@ -151,6 +151,20 @@ pub fn assert_close(actual: &Tensor, expected: &Tensor, tolerance: f64, what: &s
     );
 }
 
+/// (batch, channels, samples) → one list of interleaved frames per batch row, as a stereo clip
+/// holds them.
+pub fn interleaved(audio: &Tensor) -> Vec<Vec<f32>> {
+    audio
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .flatten_from(1)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
+
 pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

@@ -400,17 +400,7 @@ pub fn load(root: &Path, device: &Device, dtype: DType) -> Result<StableAudio3Pi
         duration_embedder,
         transformer,
         vae,
-        scheduler: FlowMatchConfig {
-            num_train_timesteps: 1.0,
-            shift: 1.0,
-            stochastic_sampling: stochastic,
-            use_dynamic_shifting: false,
-            shift_terminal: None,
-            use_karras_sigmas: false,
-            use_exponential_sigmas: false,
-            use_beta_sigmas: false,
-            invert_sigmas: false,
-        },
+        scheduler: FlowMatchConfig::stable_audio3(stochastic),
     };
     super::stable_audio3::check_widths(&parts, root)?;
     Ok(StableAudio3Pipeline::from_parts(parts, device))

@@ -42,6 +42,22 @@ fn default_shift() -> f64 {
 }
 
 impl FlowMatchConfig {
+    /// Stable Audio 3's scheduler: `num_train_timesteps` 1, no shift, stochastic (distilled
+    /// checkpoints) or deterministic (base ones).
+    pub fn stable_audio3(stochastic: bool) -> Self {
+        Self {
+            num_train_timesteps: 1.0,
+            shift: 1.0,
+            stochastic_sampling: stochastic,
+            use_dynamic_shifting: false,
+            shift_terminal: None,
+            use_karras_sigmas: false,
+            use_exponential_sigmas: false,
+            use_beta_sigmas: false,
+            invert_sigmas: false,
+        }
+    }
+
     /// The options diffusers would apply to custom sigmas that Foley does not implement.
     pub fn check(&self) -> std::result::Result<(), String> {
         let unsupported = [
