@@ -28,6 +28,15 @@ fn type_prompt(harness: &mut Harness<'static, FoleyApp>, text: &str) {
     assert_eq!(harness.state().settings.prompt, text);
 }
 
+/// Clicks Generate with the settings as they are and waits for the one clip it makes.
+fn generate_one(harness: &mut Harness<'static, FoleyApp>) {
+    harness.run_steps(2);
+    harness.get_by_label("Generate").click();
+    common::wait_until(harness, "the clip", |app| {
+        app.results.len() == 1 && !app.is_busy()
+    });
+}
+
 fn model_ready(app: &FoleyApp) -> bool {
     matches!(app.model_state, foley::gui::ModelState::Ready { .. })
 }
@@ -40,11 +49,7 @@ fn generate_a_clip_and_find_it_after_a_restart() {
     type_prompt(&mut harness, "glass shattering on concrete");
     harness.state_mut().settings.steps = 3;
     harness.state_mut().settings.random_seed = false;
-    harness.run_steps(2);
-    harness.get_by_label("Generate").click();
-    common::wait_until(&mut harness, "the clip", |app| {
-        app.results.len() == 1 && !app.is_busy()
-    });
+    generate_one(&mut harness);
     let app = harness.state();
     assert!(app.messages.is_empty(), "{:?}", app.messages);
     assert_eq!(app.results[0].record.prompt, "glass shattering on concrete");
@@ -148,11 +153,7 @@ fn stable_audio_3_clips_stay_stereo() {
         settings.export.format = "pcm24".into();
         settings.export.sample_rate = Some(48_000);
     }
-    harness.run_steps(2);
-    harness.get_by_label("Generate").click();
-    common::wait_until(&mut harness, "the clip", |app| {
-        app.results.len() == 1 && !app.is_busy()
-    });
+    generate_one(&mut harness);
     let app = harness.state();
     assert!(app.messages.is_empty(), "{:?}", app.messages);
     let clip = &app.results[0];
@@ -218,11 +219,7 @@ fn export_writes_a_tagged_wav_for_the_daw() {
         settings.export.format = "pcm16".into();
         settings.export.sample_rate = Some(44_100);
     }
-    harness.run_steps(2);
-    harness.get_by_label("Generate").click();
-    common::wait_until(&mut harness, "the clip", |app| {
-        app.results.len() == 1 && !app.is_busy()
-    });
+    generate_one(&mut harness);
     harness.get_by_label("Export").click();
     harness.run_steps(2);
     let path = harness
