@@ -203,6 +203,67 @@ fn stable_audio_3_clips_stay_stereo() {
     assert!((opened.seconds() - 0.3).abs() < 1e-3);
 }
 
+/// The card reads the clip's EBU R128 loudness, and an export with a loudness target chosen in
+/// the export options meets it (or stops at the true-peak ceiling) and fills the BWF fields.
+#[test]
+fn loudness_is_shown_and_exports_meet_the_target() {
+    use foley::audio::loudness::measure;
+    let library = tempfile::tempdir().unwrap();
+    let exports = tempfile::tempdir().unwrap();
+    let mut harness = studio(library.path());
+    common::wait_until(&mut harness, "the model", model_ready);
+    type_prompt(&mut harness, "engine idle");
+    {
+        let settings = &mut harness.state_mut().settings;
+        settings.steps = 2;
+        // Long enough for the 400 ms blocks integrated loudness is gated on.
+        settings.duration = 1.5;
+        settings.random_seed = false;
+        settings.export_dir = exports.path().to_path_buf();
+        settings.export.format = "f32".into();
+        settings.export.sample_rate = None;
+    }
+    generate_one(&mut harness);
+    let clip = &harness.state().results[0];
+    let loudness = measure(&clip.samples, 1, clip.record.sample_rate).unwrap();
+    let expected = foley::gui::views::clip::loudness_text(&loudness).expect("a loud clip");
+    assert_eq!(clip.loudness, Some(loudness));
+    harness.get_by_label(&expected);
+
+    harness.get_by_label("Export options").click();
+    harness.run_steps(2);
+    harness.get_by_label("Loudness target").click();
+    harness.run_steps(2);
+    harness.get_by_label("-16 LUFS").click();
+    harness.run_steps(2);
+    assert_eq!(
+        harness.state().settings.export.loudness_target_lufs,
+        Some(-16.0)
+    );
+    harness.get_by_label("True-peak ceiling (dBTP)");
+    harness.get_by_label("Export").click();
+    harness.run_steps(2);
+    let path = harness
+        .state()
+        .last_export
+        .clone()
+        .expect("an exported file");
+    let (samples, rate) = foley::audio::wav::read_wav(&path).unwrap();
+    let written = measure(&samples, 1, rate).unwrap();
+    let integrated = written.integrated_lufs.unwrap();
+    let peak = written.true_peak_dbtp.unwrap();
+    assert!(peak <= -0.95, "true peak {peak} dBTP over the -1 ceiling");
+    assert!(
+        (integrated + 16.0).abs() <= 0.1 || (peak + 1.0).abs() <= 0.05,
+        "{integrated} LUFS, {peak} dBTP"
+    );
+    let fields = foley::audio::wav::read_wav_metadata(&path)
+        .unwrap()
+        .loudness
+        .expect("BWF loudness fields");
+    assert!((f64::from(fields.loudness_value) / 100.0 - integrated).abs() <= 0.01);
+}
+
 #[test]
 fn export_writes_a_tagged_wav_for_the_daw() {
     let library = tempfile::tempdir().unwrap();

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::wav::{WavFormat, WavMetadata, write_wav_with_metadata};
+use super::loudness::{measure, normalising_gain_db};
+use super::wav::{BextLoudness, WavFormat, WavMetadata, write_wav_with_metadata};
 use crate::engine::dsp::resample::resample_frames;
 use crate::error::Result;
 use crate::library::{ClipRecord, slug};
@@ -20,11 +21,24 @@ pub struct ExportOptions {
     pub sample_rate: Option<u32>,
     /// Scale so the loudest sample sits at -1 dBFS.
     pub normalize: bool,
+    /// Scale to this integrated loudness (LUFS, e.g. -23 for broadcast, -14 for streaming),
+    /// held below `true_peak_ceiling_dbtp`; wins over `normalize`.
+    pub loudness_target_lufs: Option<f64>,
+    /// The highest true peak loudness normalisation may reach, in dBTP.
+    pub true_peak_ceiling_dbtp: f64,
     /// Linear fade-in length in milliseconds.
     pub fade_in_ms: f32,
     /// Linear fade-out length in milliseconds.
     pub fade_out_ms: f32,
 }
+
+/// Fades exports get unless told otherwise: a few milliseconds, so a clip never starts or ends
+/// on a click in the DAW.
+pub const DEFAULT_FADE_MS: f32 = 3.0;
+
+/// The loudness targets the studio offers (LUFS): EBU R128 broadcast, podcasts and games,
+/// Apple Music, and the streaming services' -14.
+pub const LOUDNESS_TARGETS: [f64; 4] = [-23.0, -18.0, -16.0, -14.0];
 
 impl Default for ExportOptions {
     fn default() -> Self {
@@ -32,8 +46,10 @@ impl Default for ExportOptions {
             format: "pcm24".into(),
             sample_rate: Some(48_000),
             normalize: false,
-            fade_in_ms: 0.0,
-            fade_out_ms: 0.0,
+            loudness_target_lufs: None,
+            true_peak_ceiling_dbtp: -1.0,
+            fade_in_ms: DEFAULT_FADE_MS,
+            fade_out_ms: DEFAULT_FADE_MS,
         }
     }
 }
@@ -65,8 +81,16 @@ pub fn prepare(
             .iter_mut()
             .for_each(|value| *value *= index as f32 / fade_out as f32);
     }
-    // After the fades, so the faded result is what reaches the target peak.
-    if options.normalize {
+    // After the fades, so the faded result is what reaches the target.
+    if let Some(target) = options.loudness_target_lufs {
+        let gain_db = measure(&output, channels, rate).ok().and_then(|loudness| {
+            normalising_gain_db(&loudness, target, options.true_peak_ceiling_dbtp)
+        });
+        if let Some(gain_db) = gain_db {
+            let gain = 10f64.powf(gain_db / 20.0) as f32;
+            output.iter_mut().for_each(|value| *value *= gain);
+        }
+    } else if options.normalize {
         let peak = output
             .iter()
             .fold(0f32, |peak, value| peak.max(value.abs()));
@@ -102,6 +126,7 @@ pub fn metadata(record: &ClipRecord) -> WavMetadata {
             record.duration,
         ),
         software: format!("Foley {}", env!("CARGO_PKG_VERSION")),
+        loudness: None,
     }
 }
 
@@ -152,14 +177,12 @@ pub fn export_clip(
     let channels = record.channels.max(1);
     let (prepared, rate) = prepare(samples, channels as usize, record.sample_rate, options);
     let path = export_path(dir, record);
-    write_wav_with_metadata(
-        &path,
-        &prepared,
-        channels,
-        rate,
-        format,
-        Some(&metadata(record)),
-    )?;
+    let mut metadata = metadata(record);
+    // The BWF loudness fields describe the file as written.
+    metadata.loudness = measure(&prepared, channels as usize, rate)
+        .ok()
+        .map(|loudness| BextLoudness::from(&loudness));
+    write_wav_with_metadata(&path, &prepared, channels, rate, format, Some(&metadata))?;
     Ok(path)
 }
 
@@ -257,6 +280,7 @@ mod tests {
             normalize: true,
             fade_in_ms: 10.0,
             fade_out_ms: 10.0,
+            ..ExportOptions::default()
         };
         let path = export_clip(dir.path(), &record(), &samples, &options).unwrap();
         assert_eq!(
@@ -281,5 +305,78 @@ mod tests {
         // A second export does not overwrite the first.
         let again = export_clip(dir.path(), &record(), &samples, &options).unwrap();
         assert_ne!(again, path);
+    }
+
+    #[test]
+    fn loudness_targets_are_met_under_the_true_peak_ceiling() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 s of a quiet stereo tone (about -33 LUFS) and of a spiky one whose peaks bind.
+        let tone: Vec<f32> = (0..4 * 48_000)
+            .flat_map(|n| {
+                let value = 0.02 * (n as f32 * 0.07).sin();
+                [value, value]
+            })
+            .collect();
+        let spiky: Vec<f32> = (0..4 * 48_000)
+            .flat_map(|n| {
+                let value = if n % 4800 == 0 {
+                    0.9
+                } else {
+                    0.01 * (n as f32 * 0.07).sin()
+                };
+                [value, value]
+            })
+            .collect();
+        let record = ClipRecord {
+            sample_rate: 48_000,
+            channels: 2,
+            ..record()
+        };
+        for (samples, target) in [(&tone, -16.0), (&spiky, -14.0)] {
+            let options = ExportOptions {
+                format: "f32".into(),
+                sample_rate: None,
+                loudness_target_lufs: Some(target),
+                ..ExportOptions::default()
+            };
+            let path = export_clip(dir.path(), &record, samples, &options).unwrap();
+            let (written, channels, rate) = crate::audio::wav::read_wav_frames(&path).unwrap();
+            assert_eq!((channels, rate), (2, 48_000));
+            let loudness = measure(&written, 2, rate).unwrap();
+            let integrated = loudness.integrated_lufs.unwrap();
+            let peak = loudness.true_peak_dbtp.unwrap();
+            assert!(
+                peak <= -1.0 + 0.05,
+                "true peak {peak} dBTP over the ceiling"
+            );
+            if std::ptr::eq(samples, &tone) {
+                assert!((integrated - target).abs() <= 0.1, "{integrated} LUFS");
+            } else {
+                // The ceiling binds: quieter than asked, peak at the ceiling.
+                assert!(integrated < target - 1.0, "{integrated} LUFS");
+                assert!((peak + 1.0).abs() <= 0.05, "{peak} dBTP");
+            }
+            let fields = read_wav_metadata(&path).unwrap().loudness.unwrap();
+            assert!((f64::from(fields.loudness_value) / 100.0 - integrated).abs() <= 0.01);
+            assert!((f64::from(fields.max_true_peak_level) / 100.0 - peak).abs() <= 0.01);
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+
+    #[test]
+    fn default_fades_start_and_end_the_export_at_zero() {
+        let samples = vec![0.5f32; 16_000];
+        let (faded, _) = prepare(
+            &samples,
+            1,
+            16_000,
+            &ExportOptions {
+                sample_rate: None,
+                ..ExportOptions::default()
+            },
+        );
+        assert_eq!(faded[0], 0.0);
+        assert!(faded[faded.len() - 1].abs() < 1e-3);
+        assert_eq!(faded[8_000], 0.5);
     }
 }

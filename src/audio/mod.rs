@@ -2,6 +2,7 @@
 
 pub mod colormap;
 pub mod export;
+pub mod loudness;
 pub mod peaks;
 #[cfg(feature = "studio")]
 pub mod playback;

@@ -53,6 +53,51 @@ pub struct WavMetadata {
     pub comment: String,
     /// INFO `ISFT`.
     pub software: String,
+    /// The `bext` version 2 loudness fields, when measured.
+    pub loudness: Option<BextLoudness>,
+}
+
+/// EBU Tech 3285 version 2 loudness fields, in hundredths (LUFS, LU, dBTP) as the chunk stores
+/// them; `UNSET` where a measure is undefined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BextLoudness {
+    pub loudness_value: i16,
+    pub loudness_range: i16,
+    pub max_true_peak_level: i16,
+    pub max_momentary_loudness: i16,
+    pub max_short_term_loudness: i16,
+}
+
+impl BextLoudness {
+    /// The value the specification gives a field that was not measured.
+    pub const UNSET: i16 = 0x7fff;
+
+    fn fields(&self) -> [i16; 5] {
+        [
+            self.loudness_value,
+            self.loudness_range,
+            self.max_true_peak_level,
+            self.max_momentary_loudness,
+            self.max_short_term_loudness,
+        ]
+    }
+}
+
+impl From<&crate::audio::loudness::Loudness> for BextLoudness {
+    fn from(loudness: &crate::audio::loudness::Loudness) -> Self {
+        let hundredths = |value: Option<f64>| {
+            value.map_or(Self::UNSET, |value| {
+                (value * 100.0).round().clamp(-32_768.0, 32_766.0) as i16
+            })
+        };
+        Self {
+            loudness_value: hundredths(loudness.integrated_lufs),
+            loudness_range: hundredths(loudness.range_lu),
+            max_true_peak_level: hundredths(loudness.true_peak_dbtp),
+            max_momentary_loudness: hundredths(loudness.momentary_max_lufs),
+            max_short_term_loudness: hundredths(loudness.short_term_max_lufs),
+        }
+    }
 }
 
 /// Writes mono `samples` at `sample_rate` to `path` atomically.
@@ -211,9 +256,19 @@ fn bext_chunk(metadata: &WavMetadata) -> Vec<u8> {
     chunk.extend(fixed_ascii(&metadata.date, 10));
     chunk.extend(fixed_ascii(&metadata.time, 8));
     chunk.extend_from_slice(&[0; 8]); // TimeReference (low, high)
-    chunk.extend_from_slice(&1u16.to_le_bytes());
+    // Version 2 carries the loudness fields; version 1 leaves them reserved (zero).
+    let version: u16 = if metadata.loudness.is_some() { 2 } else { 1 };
+    chunk.extend_from_slice(&version.to_le_bytes());
     chunk.extend_from_slice(&[0; 64]); // UMID
-    chunk.extend_from_slice(&[0; 190]); // loudness fields (version 2) and reserved
+    match &metadata.loudness {
+        Some(loudness) => {
+            for field in loudness.fields() {
+                chunk.extend_from_slice(&field.to_le_bytes());
+            }
+        }
+        None => chunk.extend_from_slice(&[0; 10]),
+    }
+    chunk.extend_from_slice(&[0; 180]); // reserved
     chunk
 }
 
@@ -253,6 +308,19 @@ pub fn read_wav_metadata(path: &Path) -> Result<WavMetadata> {
             metadata.originator = text(&data[256..288]);
             metadata.date = text(&data[320..330]);
             metadata.time = text(&data[330..338]);
+            let version = data
+                .get(346..348)
+                .map_or(0, |bytes| u16::from_le_bytes([bytes[0], bytes[1]]));
+            if version >= 2 && data.len() >= 422 {
+                let field = |offset: usize| i16::from_le_bytes([data[offset], data[offset + 1]]);
+                metadata.loudness = Some(BextLoudness {
+                    loudness_value: field(412),
+                    loudness_range: field(414),
+                    max_true_peak_level: field(416),
+                    max_momentary_loudness: field(418),
+                    max_short_term_loudness: field(420),
+                });
+            }
         } else if &id == b"LIST" && data.starts_with(b"INFO") {
             let mut wrapped = b"RIFF\0\0\0\0WAVE".to_vec();
             wrapped.extend_from_slice(&data[4..]);
@@ -363,6 +431,13 @@ mod tests {
             title: "glass shattering".into(),
             comment: "prompt: glass shattering on concrete (é)".into(),
             software: "Foley 0.1.0".into(),
+            loudness: Some(BextLoudness {
+                loudness_value: -2300,
+                loudness_range: 450,
+                max_true_peak_level: -100,
+                max_momentary_loudness: -1850,
+                max_short_term_loudness: BextLoudness::UNSET,
+            }),
         };
         let samples = vec![0.5, -0.25, 0.0];
         write_wav_with_metadata(

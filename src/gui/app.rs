@@ -10,7 +10,7 @@ use super::drag_out::{self, DragError, DragOutcome};
 use super::settings::Settings;
 use super::views::clip::{ClipAction, ClipView};
 use super::worker::{Command, Event, Job, ModelInfo, Worker};
-use crate::audio::export::{export_clip, picture_path};
+use crate::audio::export::{LOUDNESS_TARGETS, export_clip, picture_path};
 use crate::audio::playback::Playback;
 use crate::audio::plot::render_plot;
 use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
@@ -887,7 +887,34 @@ impl FoleyApp {
                 ui.selectable_value(&mut export.sample_rate, Some(44_100), "44100 Hz");
                 ui.selectable_value(&mut export.sample_rate, Some(48_000), "48000 Hz");
             });
-        ui.checkbox(&mut export.normalize, "Normalise peak to -1 dBFS");
+        let target_text = export
+            .loudness_target_lufs
+            .map_or_else(|| "off".to_string(), |target| format!("{target} LUFS"));
+        egui::ComboBox::from_label("Loudness target")
+            .selected_text(target_text)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut export.loudness_target_lufs, None, "off");
+                for target in LOUDNESS_TARGETS {
+                    ui.selectable_value(
+                        &mut export.loudness_target_lufs,
+                        Some(target),
+                        format!("{target} LUFS"),
+                    );
+                }
+            });
+        if export.loudness_target_lufs.is_some() {
+            ui.horizontal(|ui| {
+                let label = ui.label("True-peak ceiling (dBTP)");
+                ui.add(
+                    egui::DragValue::new(&mut export.true_peak_ceiling_dbtp)
+                        .range(-12.0..=0.0)
+                        .speed(0.1),
+                )
+                .labelled_by(label.id);
+            });
+        } else {
+            ui.checkbox(&mut export.normalize, "Normalise peak to -1 dBFS");
+        }
         ui.horizontal(|ui| {
             let label = ui.label("Fade in (ms)");
             ui.add(egui::DragValue::new(&mut export.fade_in_ms).range(0.0..=5000.0))

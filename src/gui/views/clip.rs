@@ -7,6 +7,7 @@ use eframe::egui::{
 };
 
 use crate::audio::colormap::magma;
+use crate::audio::loudness::{Loudness, measure};
 use crate::audio::peaks::peaks;
 use crate::library::ClipRecord;
 
@@ -33,6 +34,8 @@ pub struct ClipView {
     pub samples: Arc<[f32]>,
     /// Each channel on its own for the waveform lanes (empty for mono, which draws `samples`).
     lanes: Vec<Vec<f32>>,
+    /// EBU R128 loudness of the samples, measured once.
+    pub loudness: Option<Loudness>,
     /// The VAE's log-mel, (frames × bins) row-major, when known.
     pub mel: Option<(Vec<f32>, usize)>,
     texture: Option<TextureHandle>,
@@ -58,10 +61,12 @@ impl ClipView {
                 })
                 .collect()
         };
+        let loudness = measure(&samples, channels, record.sample_rate).ok();
         Self {
             record,
             samples,
             lanes,
+            loudness,
             mel,
             texture: None,
             device_samples: None,
@@ -104,6 +109,11 @@ impl ClipView {
                 .map(|score| format!(" · CLAP {score:.3}"))
                 .unwrap_or_default()
         ));
+        if let Some(text) = self.loudness.as_ref().and_then(loudness_text) {
+            ui.small(text).on_hover_text(
+                "EBU R128: integrated loudness, the loudest 3 s (short-term) and the true peak",
+            );
+        }
         let width = ui.available_width().max(120.0);
         let height = if compact { 60.0 } else { 140.0 };
         if let Some(texture) = self.spectrogram_texture(ui.ctx()) {
@@ -197,6 +207,19 @@ impl ClipView {
         }
         self.texture.as_ref()
     }
+}
+
+/// "-23.4 LUFS · short-term max -20.1 · true peak -1.2 dBTP", or `None` for silence.
+pub fn loudness_text(loudness: &Loudness) -> Option<String> {
+    let integrated = loudness.integrated_lufs?;
+    let mut text = format!("{integrated:.1} LUFS");
+    if let Some(short_term) = loudness.short_term_max_lufs {
+        text.push_str(&format!(" · short-term max {short_term:.1}"));
+    }
+    if let Some(peak) = loudness.true_peak_dbtp {
+        text.push_str(&format!(" · true peak {peak:.1} dBTP"));
+    }
+    Some(text)
 }
 
 /// One channel's waveform in `rect`: min/max per pixel column, or a line through the samples
