@@ -358,3 +358,73 @@ fn an_unavailable_device_is_explained_not_fatal() {
     assert!(!model_ready(harness.state()), "Load starts loading");
     common::wait_until(&mut harness, "the model", model_ready);
 }
+
+/// The transport keys: arrows, Home and End move the selection over the clips of a run (and,
+/// with auto-audition, try to play it: there is no audio device here, so the studio says so),
+/// L toggles looping, F1 opens the shortcuts list and Esc closes it; keys typed into the prompt
+/// stay text.
+#[test]
+fn transport_keys_move_between_clips_and_open_the_shortcuts() {
+    let library = tempfile::tempdir().unwrap();
+    let mut harness = studio(library.path());
+    common::wait_until(&mut harness, "the model", model_ready);
+    type_prompt(&mut harness, "bells");
+    {
+        let settings = &mut harness.state_mut().settings;
+        settings.steps = 2;
+        settings.variations = 3;
+        settings.random_seed = false;
+        settings.loop_playback = false;
+    }
+    harness.run_steps(2);
+    harness.get_by_label("Generate").click();
+    common::wait_until(&mut harness, "three clips", |app| {
+        app.results.len() == 3 && !app.is_busy()
+    });
+    // Typing into the prompt: "l" is a letter there, not the loop key.
+    harness.get_by_label("Prompt").focus();
+    harness.run_steps(1);
+    harness.get_by_label("Prompt").type_text(" l");
+    harness.run_steps(2);
+    assert!(!harness.state().settings.loop_playback);
+    assert_eq!(harness.state().settings.prompt, "bells l");
+    // Leave the text field, then drive the transport.
+    harness.key_press(egui::Key::Escape);
+    harness.run_steps(1);
+    harness.state_mut().messages.clear();
+    assert_eq!(harness.state().selected, Some(0));
+    for (key, expected) in [
+        (egui::Key::ArrowRight, 1),
+        (egui::Key::ArrowDown, 2),
+        (egui::Key::ArrowRight, 2),
+        (egui::Key::Home, 0),
+        (egui::Key::End, 2),
+        (egui::Key::ArrowLeft, 1),
+        (egui::Key::Num1, 0),
+    ] {
+        harness.key_press(key);
+        harness.run_steps(1);
+        assert_eq!(harness.state().selected, Some(expected), "{key:?}");
+    }
+    assert!(
+        harness
+            .state()
+            .messages
+            .iter()
+            .any(|message| message.contains("playback is unavailable")),
+        "auto-audition tried to play: {:?}",
+        harness.state().messages
+    );
+    harness.key_press(egui::Key::L);
+    harness.run_steps(1);
+    assert!(harness.state().settings.loop_playback);
+    harness.key_press(egui::Key::F1);
+    harness.run_steps(2);
+    assert!(harness.state().show_shortcuts);
+    harness.get_by_label("Keyboard shortcuts");
+    harness.get_by_label("Play or stop the selected clip");
+    harness.key_press(egui::Key::Escape);
+    harness.run_steps(2);
+    assert!(!harness.state().show_shortcuts);
+    assert!(harness.query_by_label("Keyboard shortcuts").is_none());
+}

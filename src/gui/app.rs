@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use eframe::egui::{self, Key};
+use eframe::egui;
 
 use super::drag_out::{self, DragError, DragOutcome};
 use super::settings::Settings;
+use super::shortcuts::{self, Shortcut};
 use super::views::clip::{ClipAction, ClipView};
 use super::worker::{Command, Event, Job, ModelInfo, Worker};
 use crate::audio::export::{LOUDNESS_TARGETS, export_clip, picture_path};
@@ -92,6 +93,10 @@ pub struct FoleyApp {
     pub opened: Option<ClipView>,
     /// Which clip plays: (in results?, index or id).
     playing: Option<PlayingClip>,
+    /// The result the transport keys act on (Space plays it, arrows move it).
+    pub selected: Option<usize>,
+    /// The keyboard shortcuts window is open.
+    pub show_shortcuts: bool,
     /// Readable messages (errors, warnings) shown until dismissed.
     pub messages: Vec<String>,
     search: String,
@@ -151,6 +156,8 @@ impl FoleyApp {
             results: Vec::new(),
             opened: None,
             playing: None,
+            selected: None,
+            show_shortcuts: false,
             messages: Vec::new(),
             search: String::new(),
             confirm_delete: None,
@@ -329,6 +336,7 @@ impl FoleyApp {
             worker.send(Command::Generate(job));
         }
         self.results.clear();
+        self.selected = None;
         self.stop_playback();
         self.run = Some(run);
     }
@@ -467,6 +475,7 @@ impl FoleyApp {
                 };
                 self.results
                     .push(ClipView::new(record, samples.into(), mel));
+                self.selected.get_or_insert(0);
             }
             Event::Failed { run, error } => {
                 if let Some(current) = self.run.take_if(|current| current.id == run) {
@@ -651,6 +660,10 @@ impl FoleyApp {
             self.messages.push(error.to_string());
         }
         self.results.retain(|clip| clip.record.id != id);
+        self.selected = self
+            .selected
+            .filter(|_| !self.results.is_empty())
+            .map(|index| index.min(self.results.len() - 1));
         if self
             .opened
             .as_ref()
@@ -660,29 +673,52 @@ impl FoleyApp {
         }
     }
 
+    /// Carries out the keys pressed this frame (`shortcuts::read`).
     fn shortcuts(&mut self, ctx: &egui::Context) {
-        let (generate, cancel, number) = ctx.input(|input| {
-            let number = (1..=9).find(|n| {
-                let key = Key::from_name(&n.to_string());
-                key.is_some_and(|key| input.key_pressed(key)) && !input.modifiers.any()
-            });
-            (
-                input.modifiers.command && input.key_pressed(Key::Enter),
-                input.key_pressed(Key::Escape),
-                number,
-            )
-        });
-        if generate && !self.is_busy() {
-            self.generate();
+        for shortcut in shortcuts::read(ctx) {
+            match shortcut {
+                Shortcut::Generate if !self.is_busy() => self.generate(),
+                Shortcut::Generate => {}
+                Shortcut::Escape if self.show_shortcuts => self.show_shortcuts = false,
+                Shortcut::Escape => self.cancel(),
+                Shortcut::ToggleHelp => self.show_shortcuts = !self.show_shortcuts,
+                Shortcut::PlayStop if self.playing.is_some() => self.stop_playback(),
+                Shortcut::PlayStop => match self.selected {
+                    Some(index) => self.play(PlayingClip::Result(index), 0.0),
+                    None if self.opened.is_some() => self.play(PlayingClip::Opened, 0.0),
+                    None => {}
+                },
+                Shortcut::Previous => self.select(|index, _| index.saturating_sub(1)),
+                Shortcut::Next => self.select(|index, count| (index + 1).min(count - 1)),
+                Shortcut::First => self.select(|_, _| 0),
+                Shortcut::Last => self.select(|_, count| count - 1),
+                Shortcut::ToggleLoop => {
+                    self.settings.loop_playback = !self.settings.loop_playback;
+                    if let Ok(playback) = &self.playback {
+                        playback.set_looping(self.settings.loop_playback);
+                    }
+                }
+                Shortcut::Switch(index) if index < self.results.len() => {
+                    self.selected = Some(index);
+                    self.switch_to(index);
+                }
+                Shortcut::Switch(_) => {}
+            }
         }
-        if cancel {
-            self.cancel();
+    }
+
+    /// Moves the selection to `to(current, count)` and, with auto-audition on, plays the clip
+    /// moved to at the current position (from the start when nothing plays).
+    fn select(&mut self, to: impl Fn(usize, usize) -> usize) {
+        let count = self.results.len();
+        if count == 0 {
+            return;
         }
-        // Number keys switch clips only when no text field has focus.
-        if let Some(number) = number
-            && ctx.memory(|memory| memory.focused().is_none())
-        {
-            self.switch_to(number - 1);
+        let index = to(self.selected.unwrap_or(0).min(count - 1), count);
+        let moved = self.selected != Some(index);
+        self.selected = Some(index);
+        if moved && self.settings.auto_audition {
+            self.switch_to(index);
         }
     }
 
@@ -824,6 +860,13 @@ impl FoleyApp {
                 .clicked()
             {
                 self.cancel();
+            }
+            if ui
+                .button("Shortcuts")
+                .on_hover_text("F1 or ?: the keyboard shortcuts")
+                .clicked()
+            {
+                self.show_shortcuts = !self.show_shortcuts;
             }
         });
         egui::CollapsingHeader::new("Export options").show(ui, |ui| self.export_options(ui));
@@ -1049,8 +1092,13 @@ impl FoleyApp {
             let playheads: Vec<Option<f64>> = (0..self.results.len())
                 .map(|index| self.playhead(&PlayingClip::Result(index)))
                 .collect();
+            let selected = self.selected;
             for (index, clip) in self.results.iter_mut().enumerate() {
-                ui.group(|ui| {
+                let mut frame = egui::Frame::group(ui.style());
+                if selected == Some(index) && compact {
+                    frame = frame.stroke(ui.visuals().selection.stroke);
+                }
+                frame.show(ui, |ui| {
                     if compact {
                         ui.label(format!("{}", index + 1));
                     }
@@ -1060,7 +1108,11 @@ impl FoleyApp {
                 });
             }
             if compact {
-                ui.small("Keys 1–9 switch playback between clips at the same position.");
+                ui.horizontal(|ui| {
+                    ui.small("Keys 1–9 switch between clips at the same position; the arrow keys move.");
+                    ui.checkbox(&mut self.settings.auto_audition, "Auto-audition")
+                        .on_hover_text("Moving between clips with the arrow keys plays them");
+                });
             }
             let opened_playhead = self.playhead(&PlayingClip::Opened);
             if let Some(clip) = self.opened.as_mut() {
@@ -1110,7 +1162,6 @@ impl eframe::App for FoleyApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.poll();
         self.poll_drag();
-        self.shortcuts(ctx);
         if self.playing.is_some() || self.run.is_some() {
             ctx.request_repaint_after(std::time::Duration::from_millis(33));
         }
@@ -1118,6 +1169,7 @@ impl eframe::App for FoleyApp {
 
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         use raw_window_handle::HasWindowHandle as _;
+        self.shortcuts(&ui.ctx().clone());
         self.window = frame.window_handle().ok().map(|handle| handle.as_raw());
         egui::Panel::left("prompt")
             .default_size(300.0)
@@ -1145,6 +1197,7 @@ impl eframe::App for FoleyApp {
         egui::CentralPanel::default().show(ui, |ui| self.clips_panel(ui));
         let ctx = ui.ctx().clone();
         self.dialogs(&ctx);
+        shortcuts::help_window(&ctx, &mut self.show_shortcuts);
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

@@ -5,6 +5,7 @@ mod app;
 pub mod drag_out;
 pub mod fonts;
 pub mod settings;
+mod shortcuts;
 pub mod views;
 pub mod worker;
 

@@ -33,6 +33,8 @@ pub struct Settings {
     pub library_dir: PathBuf,
     /// Repeat the playing clip until stopped.
     pub loop_playback: bool,
+    /// Moving between clips with the arrow keys plays the clip moved to.
+    pub auto_audition: bool,
     /// Where "Export" writes WAV files for the DAW.
     pub export_dir: PathBuf,
     pub export: ExportOptions,
@@ -55,6 +57,7 @@ impl Default for Settings {
             variations: 1,
             library_dir: default_library_dir(),
             loop_playback: false,
+            auto_audition: true,
             export_dir: default_library_dir().parent().map_or_else(
                 || PathBuf::from("foley-exports"),
                 |data| data.join("exports"),
