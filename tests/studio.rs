@@ -428,3 +428,76 @@ fn transport_keys_move_between_clips_and_open_the_shortcuts() {
     assert!(!harness.state().show_shortcuts);
     assert!(harness.query_by_label("Keyboard shortcuts").is_none());
 }
+
+/// Compare across runs: a second Generate adds to the board instead of replacing it, a clip
+/// from the library can be pinned beside them, keys 1–9 switch over the whole board, and clips
+/// come off it (one, or all) while staying in the library.
+#[test]
+fn the_compare_board_keeps_runs_and_pinned_library_clips() {
+    let library = tempfile::tempdir().unwrap();
+    let mut harness = studio(library.path());
+    common::wait_until(&mut harness, "the model", model_ready);
+    type_prompt(&mut harness, "door creak");
+    {
+        let settings = &mut harness.state_mut().settings;
+        settings.steps = 2;
+        settings.random_seed = false;
+        settings.seed = 5;
+    }
+    generate_one(&mut harness);
+    harness.state_mut().settings.seed = 6;
+    harness.run_steps(2);
+    harness.get_by_label("Generate").click();
+    common::wait_until(&mut harness, "the second run", |app| {
+        app.results.len() == 2 && !app.is_busy()
+    });
+    let seeds: Vec<u64> = harness
+        .state()
+        .results
+        .iter()
+        .map(|clip| clip.record.seed)
+        .collect();
+    assert_eq!(seeds, [5, 6], "both runs on the board");
+    // Each card says what made it.
+    harness.get_by_label_contains("audioldm2-tiny · seed 5 · 2 steps");
+
+    // Take the first clip off the board, then pin it back from the library.
+    harness
+        .get_all_by_label("Remove from board")
+        .next()
+        .unwrap()
+        .click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().results.len(), 1);
+    assert_eq!(
+        harness.state().library().unwrap().records().len(),
+        2,
+        "still in the library"
+    );
+    harness.get_by_label_contains("door creak · s5").click();
+    harness.run_steps(3);
+    harness.get_by_label("Pin to board").click();
+    harness.run_steps(2);
+    let seeds: Vec<u64> = harness
+        .state()
+        .results
+        .iter()
+        .map(|clip| clip.record.seed)
+        .collect();
+    assert_eq!(seeds, [6, 5]);
+    assert!(harness.state().opened.is_none());
+    assert_eq!(
+        harness.state().selected,
+        Some(1),
+        "the pinned clip is selected"
+    );
+    // A/B over the board: key 1 is the first card whatever run it came from.
+    harness.key_press(egui::Key::Num1);
+    harness.run_steps(1);
+    assert_eq!(harness.state().selected, Some(0));
+
+    harness.get_by_label("Clear board").click();
+    harness.run_steps(2);
+    assert!(harness.state().results.is_empty());
+    assert_eq!(harness.state().library().unwrap().records().len(), 2);
+}

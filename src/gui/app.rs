@@ -9,7 +9,7 @@ use eframe::egui;
 use super::drag_out::{self, DragError, DragOutcome};
 use super::settings::Settings;
 use super::shortcuts::{self, Shortcut};
-use super::views::clip::{ClipAction, ClipView};
+use super::views::clip::{ClipAction, ClipView, Place};
 use super::worker::{Command, Event, Job, ModelInfo, Worker};
 use crate::audio::export::{LOUDNESS_TARGETS, export_clip, picture_path};
 use crate::audio::playback::Playback;
@@ -335,8 +335,7 @@ impl FoleyApp {
         for job in jobs {
             worker.send(Command::Generate(job));
         }
-        self.results.clear();
-        self.selected = None;
+        // New clips join the compare board; earlier runs stay on it.
         self.stop_playback();
         self.run = Some(run);
     }
@@ -638,6 +637,27 @@ impl FoleyApp {
                 }
             }
             ClipAction::Delete => self.confirm_delete = Some(record.id),
+            ClipAction::RemoveFromBoard => {
+                if let PlayingClip::Result(index) = which
+                    && index < self.results.len()
+                {
+                    self.stop_playback();
+                    self.results.remove(index);
+                    self.selected = self
+                        .selected
+                        .filter(|_| !self.results.is_empty())
+                        .map(|selected| selected.min(self.results.len() - 1));
+                }
+            }
+            ClipAction::PinToBoard => {
+                if let Some(clip) = self.opened.take() {
+                    if self.playing == Some(PlayingClip::Opened) {
+                        self.stop_playback();
+                    }
+                    self.results.push(clip);
+                    self.selected = Some(self.results.len() - 1);
+                }
+            }
         }
     }
 
@@ -1084,6 +1104,7 @@ impl FoleyApp {
 
     fn clips_panel(&mut self, ui: &mut egui::Ui) {
         let mut actions = Vec::new();
+        let mut clear_board = false;
         egui::ScrollArea::vertical().show(ui, |ui| {
             if self.results.is_empty() && self.opened.is_none() && self.run.is_none() {
                 ui.label("Type a prompt and press Generate (Ctrl+Enter). Clips appear here and in the library.");
@@ -1102,7 +1123,7 @@ impl FoleyApp {
                     if compact {
                         ui.label(format!("{}", index + 1));
                     }
-                    if let Some(action) = clip.ui(ui, playheads[index], compact) {
+                    if let Some(action) = clip.ui(ui, playheads[index], compact, Place::Board) {
                         actions.push((PlayingClip::Result(index), action));
                     }
                 });
@@ -1112,17 +1133,29 @@ impl FoleyApp {
                     ui.small("Keys 1–9 switch between clips at the same position; the arrow keys move.");
                     ui.checkbox(&mut self.settings.auto_audition, "Auto-audition")
                         .on_hover_text("Moving between clips with the arrow keys plays them");
+                    if ui
+                        .button("Clear board")
+                        .on_hover_text("The clips stay in the library")
+                        .clicked()
+                    {
+                        clear_board = true;
+                    }
                 });
             }
             let opened_playhead = self.playhead(&PlayingClip::Opened);
             if let Some(clip) = self.opened.as_mut() {
                 ui.separator();
                 ui.label("From the library");
-                if let Some(action) = clip.ui(ui, opened_playhead, false) {
+                if let Some(action) = clip.ui(ui, opened_playhead, false, Place::Opened) {
                     actions.push((PlayingClip::Opened, action));
                 }
             }
         });
+        if clear_board {
+            self.stop_playback();
+            self.results.clear();
+            self.selected = None;
+        }
         for (which, action) in actions {
             self.apply(which, action);
         }

@@ -25,6 +25,17 @@ pub enum ClipAction {
     /// Save the spectrogram + waveform picture (as `foley plot` draws it).
     SavePicture,
     Delete,
+    /// Take the clip off the compare board (it stays in the library).
+    RemoveFromBoard,
+    /// Put a library clip on the compare board.
+    PinToBoard,
+}
+
+/// Where a clip view is drawn: on the compare board or as the clip opened from the library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Board,
+    Opened,
 }
 
 /// A clip on screen: the saved record, its samples and its spectrogram.
@@ -88,6 +99,7 @@ impl ClipView {
         ui: &mut egui::Ui,
         playhead: Option<f64>,
         compact: bool,
+        place: Place,
     ) -> Option<ClipAction> {
         let mut action = None;
         ui.horizontal(|ui| {
@@ -97,8 +109,15 @@ impl ClipView {
             }
             ui.strong(&self.record.prompt);
         });
+        let model = self
+            .record
+            .model
+            .trim_end_matches(['/', '\\'])
+            .rsplit(['/', '\\'])
+            .next()
+            .unwrap_or_default();
         ui.label(format!(
-            "seed {} · {} steps · guidance {} · {} · {:.2} s{}",
+            "{model} · seed {} · {} steps · guidance {} · {} · {:.2} s{}",
             self.record.seed,
             self.record.steps,
             self.record.guidance,
@@ -177,6 +196,26 @@ impl ClipView {
             }
             if !compact && ui.button("Delete").clicked() {
                 action = Some(ClipAction::Delete);
+            }
+            match place {
+                Place::Board => {
+                    if ui
+                        .button("Remove from board")
+                        .on_hover_text("The clip stays in the library")
+                        .clicked()
+                    {
+                        action = Some(ClipAction::RemoveFromBoard);
+                    }
+                }
+                Place::Opened => {
+                    if ui
+                        .button("Pin to board")
+                        .on_hover_text("Compare it with the board's clips (keys 1–9)")
+                        .clicked()
+                    {
+                        action = Some(ClipAction::PinToBoard);
+                    }
+                }
             }
         });
         action
