@@ -501,3 +501,55 @@ fn the_compare_board_keeps_runs_and_pinned_library_clips() {
     assert!(harness.state().results.is_empty());
     assert_eq!(harness.state().library().unwrap().records().len(), 2);
 }
+
+/// Honest controls: the labels give the model's real defaults, a typed seed is the one used
+/// (typing turns "New seed every run" off, and the line below says what the next run does),
+/// and "Use these settings" brings back the clip's model as well.
+#[test]
+fn controls_say_what_they_will_do() {
+    let library = tempfile::tempdir().unwrap();
+    let mut harness = studio(library.path());
+    common::wait_until(&mut harness, "the model", model_ready);
+    // AudioLDM 2's diffusers defaults: 200 steps, guidance 3.5.
+    harness.get_by_label("Steps (0 = 200)");
+    harness.get_by_label("Guidance (0 = 3.5)");
+    harness.get_by_label_contains("Duration (s; 0 = ");
+
+    harness.state_mut().settings.random_seed = true;
+    harness.run_steps(2);
+    harness.get_by_label("Next run: a new random seed");
+    harness.get_by_label("Seed").click();
+    harness.run_steps(1);
+    harness.get_by_label("Seed").type_text("1234");
+    harness.key_press(egui::Key::Enter);
+    harness.run_steps(2);
+    assert!(
+        !harness.state().settings.random_seed,
+        "a typed seed is used"
+    );
+    assert_eq!(harness.state().settings.seed, 1234);
+    harness.get_by_label("Next run: seed 1234");
+
+    type_prompt(&mut harness, "wind");
+    harness.state_mut().settings.steps = 2;
+    generate_one(&mut harness);
+    assert_eq!(harness.state().results[0].record.seed, 1234);
+    let first = common::model_dir("audioldm2-tiny").display().to_string();
+    // Another model, then back to the clip's settings: its model comes back too.
+    harness.state_mut().settings.model = common::model_dir("musicldm-tiny").display().to_string();
+    harness.get_by_label("Load").click();
+    harness.run_steps(1);
+    common::wait_until(
+        &mut harness,
+        "the other model",
+        |app| matches!(&app.model_state, foley::gui::ModelState::Ready { family, .. } if *family == "MusicLDM"),
+    );
+    harness.get_by_label("Use these settings").click();
+    harness.run_steps(1);
+    common::wait_until(
+        &mut harness,
+        "the clip's model",
+        |app| matches!(&app.model_state, foley::gui::ModelState::Ready { model, .. } if *model == first),
+    );
+    assert_eq!(harness.state().settings.model, first);
+}

@@ -49,6 +49,8 @@ pub enum ModelState {
         model: String,
         family: &'static str,
         defaults: (usize, f64),
+        /// Seconds of audio when no duration is asked for.
+        default_seconds: f64,
     },
     Failed {
         model: String,
@@ -62,6 +64,7 @@ impl ModelState {
             model: info.model,
             family: info.family,
             defaults: info.defaults,
+            default_seconds: info.default_seconds,
         }
     }
 }
@@ -586,6 +589,17 @@ impl FoleyApp {
                 }
             }
             ClipAction::UseSettings => {
+                // The model is part of the settings: switch back to it if another is loaded.
+                let loaded = match &self.model_state {
+                    ModelState::Ready { model, .. } | ModelState::Loading(model) => {
+                        Some(model.clone())
+                    }
+                    _ => None,
+                };
+                if loaded.as_deref() != Some(record.model.as_str()) {
+                    self.settings.model = record.model.clone();
+                    self.load_model();
+                }
                 self.settings.prompt = record.prompt.clone();
                 self.settings.negative_prompt = record.negative_prompt.clone().unwrap_or_default();
                 self.settings.seed = record.seed;
@@ -822,8 +836,25 @@ impl FoleyApp {
             &mut self.settings.negative_prompt,
         ))
         .labelled_by(label.id);
+        // 0 keeps the model's own value; say which value that is.
+        let (default_steps, default_guidance, default_seconds) = match &self.model_state {
+            ModelState::Ready {
+                defaults,
+                default_seconds,
+                ..
+            } => (
+                defaults.0.to_string(),
+                defaults.1.to_string(),
+                format!("{default_seconds:.2}"),
+            ),
+            _ => (
+                "the model's".into(),
+                "the model's".into(),
+                "the model's".into(),
+            ),
+        };
         egui::Grid::new("parameters").num_columns(2).show(ui, |ui| {
-            let label = ui.label("Duration (s, 0 = model default)");
+            let label = ui.label(format!("Duration (s; 0 = {default_seconds})"));
             ui.add(
                 egui::DragValue::new(&mut self.settings.duration)
                     .range(0.0..=120.0)
@@ -831,11 +862,11 @@ impl FoleyApp {
             )
             .labelled_by(label.id);
             ui.end_row();
-            let label = ui.label("Steps (0 = default)");
+            let label = ui.label(format!("Steps (0 = {default_steps})"));
             ui.add(egui::DragValue::new(&mut self.settings.steps).range(0..=1000))
                 .labelled_by(label.id);
             ui.end_row();
-            let label = ui.label("Guidance (0 = default)");
+            let label = ui.label(format!("Guidance (0 = {default_guidance})"));
             ui.add(
                 egui::DragValue::new(&mut self.settings.guidance)
                     .range(0.0..=20.0)
@@ -853,11 +884,24 @@ impl FoleyApp {
                 });
             ui.end_row();
             let label = ui.label("Seed");
-            ui.add(egui::DragValue::new(&mut self.settings.seed))
-                .labelled_by(label.id);
+            // A seed typed in is the one the next run uses.
+            if ui
+                .add(egui::DragValue::new(&mut self.settings.seed))
+                .labelled_by(label.id)
+                .changed()
+            {
+                self.settings.random_seed = false;
+            }
             ui.end_row();
             ui.label("");
             ui.checkbox(&mut self.settings.random_seed, "New seed every run");
+            ui.end_row();
+            ui.label("");
+            ui.weak(if self.settings.random_seed {
+                "Next run: a new random seed".to_string()
+            } else {
+                format!("Next run: seed {}", self.settings.seed)
+            });
             ui.end_row();
             let label = ui.label("Variations");
             ui.add(egui::DragValue::new(&mut self.settings.variations).range(1..=MAX_WAVEFORMS))
@@ -1206,7 +1250,10 @@ impl eframe::App for FoleyApp {
         self.window = frame.window_handle().ok().map(|handle| handle.as_raw());
         egui::Panel::left("prompt")
             .default_size(300.0)
-            .show(ui, |ui| self.prompt_panel(ui));
+            // Scrolls instead of clipping its controls in a small window.
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| self.prompt_panel(ui));
+            });
         egui::Panel::right("library")
             .default_size(240.0)
             .show(ui, |ui| self.library_panel(ui));

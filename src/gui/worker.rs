@@ -88,6 +88,8 @@ pub struct ModelInfo {
     pub family: &'static str,
     /// (steps, guidance) diffusers uses for this family.
     pub defaults: (usize, f64),
+    /// Seconds of audio when no duration is asked for.
+    pub default_seconds: f64,
 }
 
 /// How long dropping a `Worker` waits for the thread: a cancelled run stops within one
@@ -296,6 +298,9 @@ fn info(model: &str, pipeline: &Pipeline) -> ModelInfo {
         model: model.to_string(),
         family: pipeline.name(),
         defaults: pipeline.defaults(),
+        default_seconds: pipeline
+            .audio_length(None)
+            .map_or(0.0, |length| length.seconds),
     }
 }
 
