@@ -329,9 +329,11 @@ fn export_writes_a_tagged_wav_for_the_daw() {
     harness.run_steps(2);
     let picture = harness
         .state()
-        .last_export
+        .last_picture
         .clone()
         .expect("a saved picture");
+    // The bar still offers the WAV to a DAW, never the picture.
+    assert_eq!(harness.state().last_export.as_deref(), Some(path.as_path()));
     assert_eq!(picture.extension().unwrap(), "png");
     assert_eq!(&std::fs::read(&picture).unwrap()[1..4], b"PNG");
 }
@@ -552,4 +554,64 @@ fn controls_say_what_they_will_do() {
         |app| matches!(&app.model_state, foley::gui::ModelState::Ready { model, .. } if *model == first),
     );
     assert_eq!(harness.state().settings.model, first);
+}
+
+/// Dragging a clip's waveform exports it with the current export settings and drags that file
+/// (the test harness has no native window, so the studio says dragging out is unavailable, as
+/// for the bar's handle); a file deleted since its export is no longer offered.
+#[test]
+fn dragging_a_clip_exports_it_and_a_stale_file_is_not_offered() {
+    let library = tempfile::tempdir().unwrap();
+    let exports = tempfile::tempdir().unwrap();
+    let mut harness = studio(library.path());
+    common::wait_until(&mut harness, "the model", model_ready);
+    type_prompt(&mut harness, "metal clang");
+    {
+        let settings = &mut harness.state_mut().settings;
+        settings.steps = 2;
+        settings.random_seed = false;
+        settings.export_dir = exports.path().to_path_buf();
+        settings.export.format = "pcm16".into();
+    }
+    generate_one(&mut harness);
+    assert!(harness.state().last_export.is_none());
+    let handle = harness.get_by_label("Waveform").rect().center();
+    harness.drag_at(handle);
+    harness.run_steps(1);
+    harness.hover_at(handle + egui::vec2(60.0, -200.0));
+    harness.run_steps(2);
+    harness.drop_at(handle + egui::vec2(60.0, -200.0));
+    harness.run_steps(2);
+    let exported = harness
+        .state()
+        .last_export
+        .clone()
+        .expect("the drag exported the clip");
+    assert!(exported.starts_with(exports.path()));
+    assert_eq!(exported.extension().unwrap(), "wav");
+    assert_eq!(
+        hound::WavReader::open(&exported)
+            .unwrap()
+            .spec()
+            .bits_per_sample,
+        16
+    );
+    assert!(
+        harness
+            .state()
+            .messages
+            .iter()
+            .any(|message| message.contains("not available here")),
+        "{:?}",
+        harness.state().messages
+    );
+    harness.get_by_label("Drag to DAW");
+
+    std::fs::remove_file(&exported).unwrap();
+    harness.run_steps(2);
+    assert!(
+        harness.query_by_label("Drag to DAW").is_none(),
+        "a deleted file is not offered"
+    );
+    harness.get_by_label_contains("is no longer there");
 }

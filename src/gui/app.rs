@@ -107,6 +107,8 @@ pub struct FoleyApp {
     confirm_delete: Option<String>,
     /// The file the last export wrote, offered for copying and revealing.
     pub last_export: Option<PathBuf>,
+    /// The picture "Save picture" wrote last (never offered for dragging into a DAW).
+    pub last_picture: Option<PathBuf>,
     /// (step, total) of the latest progress event, kept after the run ends.
     pub last_progress: Option<(usize, usize)>,
     /// Stops the model download in progress.
@@ -165,6 +167,7 @@ impl FoleyApp {
             search: String::new(),
             confirm_delete: None,
             last_export: None,
+            last_picture: None,
             last_progress: None,
             load_cancel: CancelFlag::new(),
             clipboard: None,
@@ -623,6 +626,22 @@ impl FoleyApp {
                     Err(error) => self.messages.push(format!("export failed: {error}")),
                 }
             }
+            // Dragging the clip itself: exported with the current settings, then that file
+            // is what leaves the window.
+            ClipAction::DragOut => {
+                match export_clip(
+                    &self.settings.export_dir,
+                    &record,
+                    &samples,
+                    &self.settings.export,
+                ) {
+                    Ok(path) => {
+                        self.last_export = Some(path.clone());
+                        self.start_drag(path);
+                    }
+                    Err(error) => self.messages.push(format!("export failed: {error}")),
+                }
+            }
             ClipAction::SavePicture => {
                 let path = picture_path(&self.settings.export_dir, &record);
                 let saved = std::fs::create_dir_all(&self.settings.export_dir)
@@ -644,7 +663,7 @@ impl FoleyApp {
                         .map_err(|error| error.to_string())
                     });
                 match saved {
-                    Ok(()) => self.last_export = Some(path),
+                    Ok(()) => self.last_picture = Some(path),
                     Err(error) => self
                         .messages
                         .push(format!("the picture could not be saved: {error}")),
@@ -1082,9 +1101,36 @@ impl FoleyApp {
     }
 
     fn last_export_bar(&mut self, ui: &mut egui::Ui) {
+        if let Some(picture) = self.last_picture.clone() {
+            ui.horizontal(|ui| {
+                if ui.button("Show picture in folder").clicked()
+                    && let Err(error) = reveal(&picture)
+                {
+                    self.messages
+                        .push(format!("could not open the folder: {error}"));
+                }
+                if ui.button("Close picture").clicked() {
+                    self.last_picture = None;
+                }
+                ui.add(egui::Label::new(format!("Saved picture {}", picture.display())).truncate());
+            });
+        }
         let Some(path) = self.last_export.clone() else {
             return;
         };
+        // Only an exported WAV that is still there is offered to a DAW.
+        if !path.is_file() {
+            ui.horizontal(|ui| {
+                if ui.button("Close").clicked() {
+                    self.last_export = None;
+                }
+                ui.label(format!(
+                    "The exported file {} is no longer there; export again.",
+                    path.display()
+                ));
+            });
+            return;
+        }
         ui.horizontal(|ui| {
             let drag = ui
                 .add(egui::Button::new("Drag to DAW").sense(egui::Sense::click_and_drag()))
@@ -1271,7 +1317,7 @@ impl eframe::App for FoleyApp {
                 }
             });
         }
-        if self.last_export.is_some() {
+        if self.last_export.is_some() || self.last_picture.is_some() {
             egui::Panel::bottom("export").show(ui, |ui| self.last_export_bar(ui));
         }
         egui::CentralPanel::default().show(ui, |ui| self.clips_panel(ui));

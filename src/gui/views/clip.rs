@@ -29,6 +29,8 @@ pub enum ClipAction {
     RemoveFromBoard,
     /// Put a library clip on the compare board.
     PinToBoard,
+    /// The waveform is being dragged out of the window: export it and drag the file.
+    DragOut,
 }
 
 /// Where a clip view is drawn: on the compare board or as the clip opened from the library.
@@ -149,8 +151,9 @@ impl ClipView {
             draw_playhead(ui, response.rect, playhead, self.seconds());
         }
         let (response, painter) =
-            ui.allocate_painter(Vec2::new(width, height * 0.6), Sense::click());
+            ui.allocate_painter(Vec2::new(width, height * 0.6), Sense::click_and_drag());
         response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Waveform"));
+        let response = response.on_hover_text("Click to play from here; drag into a DAW");
         painter.rect_filled(response.rect, 2.0, ui.visuals().extreme_bg_color);
         let color = ui.visuals().widgets.active.fg_stroke.color;
         if self.lanes.is_empty() {
@@ -167,7 +170,11 @@ impl ClipView {
                 draw_waveform(&painter, rect, lane, color);
             }
         }
-        if let Some(position) = response.interact_pointer_pos() {
+        if response.drag_started() {
+            action = Some(ClipAction::DragOut);
+        } else if response.clicked()
+            && let Some(position) = response.interact_pointer_pos()
+        {
             action = Some(ClipAction::Seek(
                 self.fraction_seconds(response.rect, position.x),
             ));
