@@ -18,6 +18,7 @@ use crate::engine::pipeline::{
     CancelFlag, Clip, EncodeMode, Pipeline, Regions, Request, Task, validate,
 };
 use crate::engine::schedulers::SchedulerKind;
+use crate::library::ClipRecord;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -482,7 +483,10 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
     let sample_rate = output_rate.unwrap_or(clip.sample_rate);
     let paths = output_paths(&args.out, clip.waveforms.len());
-    write_waveforms(&paths, &clip, sample_rate, format)?;
+    let records: Vec<ClipRecord> = (0..paths.len())
+        .map(|index| clip_record(&request, &clip, &args.model, index, sample_rate))
+        .collect();
+    write_waveforms(&paths, &clip, &records, format)?;
 
     if args.json {
         let report = json!({
@@ -580,18 +584,74 @@ pub(crate) fn prompt_for(prompt: Option<&str>, task: &Task) -> Option<String> {
     }
 }
 
-/// Writes the clip's waveforms to `paths` (one each), resampled to `rate`, atomically.
+/// Writes the clip's waveforms to `paths` (one each) at their records' rate, atomically, each
+/// tagged with its record's prompt and settings as the studio's exports are.
 pub(crate) fn write_waveforms(
     paths: &[PathBuf],
     clip: &Clip,
-    rate: u32,
+    records: &[ClipRecord],
     format: WavFormat,
 ) -> anyhow::Result<()> {
-    for (path, waveform) in paths.iter().zip(&clip.waveforms) {
+    for ((path, waveform), record) in paths.iter().zip(&clip.waveforms).zip(records) {
+        let rate = record.sample_rate;
         let samples = resample_frames(waveform, clip.channels, clip.sample_rate, rate);
-        write_wav_with_metadata(path, &samples, clip.channels as u16, rate, format, None)?;
+        // Undated: a rerun, or another shard of a batch, writes the same bytes.
+        let metadata = crate::audio::export::metadata(&ClipRecord {
+            created: 0,
+            ..record.clone()
+        });
+        write_wav_with_metadata(
+            path,
+            &samples,
+            clip.channels as u16,
+            rate,
+            format,
+            Some(&metadata),
+        )?;
     }
     Ok(())
+}
+
+/// The record (sidecar) of waveform `index` of `clip`, written at `sample_rate`.
+pub(crate) fn clip_record(
+    request: &Request,
+    clip: &Clip,
+    model: &str,
+    index: usize,
+    sample_rate: u32,
+) -> ClipRecord {
+    let timings = &clip.timings;
+    ClipRecord {
+        id: String::new(),
+        prompt: request.prompt.clone(),
+        negative_prompt: request.negative_prompt.clone(),
+        seed: clip.seed,
+        steps: request.steps,
+        guidance: request.guidance,
+        scheduler: clip.scheduler.into(),
+        model: model.to_string(),
+        duration: clip.duration,
+        sample_rate,
+        channels: clip.channels as u16,
+        timings: vec![
+            ("text_encoding".into(), timings.text_encoding),
+            ("encoding".into(), timings.encoding),
+            ("denoising".into(), timings.denoising),
+            ("vae_decode".into(), timings.vae_decode),
+            ("vocoder".into(), timings.vocoder),
+        ],
+        score: clip
+            .scores
+            .as_ref()
+            .and_then(|scores| scores.get(index).copied()),
+        starred: false,
+        mel_bins: None,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs()),
+        task: serde_json::to_value(&clip.task).ok(),
+        batch_job: None,
+    }
 }
 
 pub(crate) fn output_paths(out: &Path, count: usize) -> Vec<PathBuf> {

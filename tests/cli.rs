@@ -867,3 +867,52 @@ fn odd_model_folders_are_described() {
     .unwrap();
     expect_failure(&twice, &out, &[], "several weight files");
 }
+
+/// `foley generate` tags its WAVs as the studio's exports are (prompt, seed, settings in BWF
+/// `bext` and RIFF INFO), naming a local model folder by its own name, never its path, and
+/// undated so that the same request writes the same bytes.
+#[test]
+fn generated_wavs_carry_the_settings_but_no_local_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_dir("audioldm2-tiny").display().to_string();
+    let run = |name: &str| {
+        let out = dir.path().join(name);
+        let output = foley(&[
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "wind chimes",
+            "--seed",
+            "9",
+            "--steps",
+            "2",
+            "--out",
+            &out.display().to_string(),
+            "--quiet",
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        out
+    };
+    let first = run("a.wav");
+    let metadata = foley::audio::wav::read_wav_metadata(&first).unwrap();
+    assert_eq!(
+        metadata.description,
+        "wind chimes | seed 9 | audioldm2-tiny"
+    );
+    assert!(metadata.comment.contains("steps: 2"), "{metadata:?}");
+    let everything = format!("{metadata:?}");
+    assert!(
+        !everything.contains("fixtures/"),
+        "a local path leaked: {everything}"
+    );
+    assert_eq!(
+        std::fs::read(&first).unwrap(),
+        std::fs::read(run("b.wav")).unwrap(),
+        "the same request writes the same bytes"
+    );
+}

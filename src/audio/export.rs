@@ -102,14 +102,36 @@ pub fn prepare(
     (output, rate)
 }
 
+/// The model as a shared file may name it: a Hugging Face id as it is, a local folder by its
+/// own name only, so an exported WAV never carries the user's directory layout.
+pub fn public_model_name(model: &str) -> String {
+    let trimmed = model.trim_end_matches(['/', '\\']);
+    let local = std::path::Path::new(trimmed).is_absolute()
+        || trimmed.starts_with(['.', '~'])
+        || trimmed.contains('\\')
+        || trimmed.matches('/').count() != 1;
+    if local {
+        trimmed
+            .rsplit(['/', '\\'])
+            .next()
+            .unwrap_or(trimmed)
+            .to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
 /// The metadata describing a clip: a one-line summary in `bext`, everything in the comment.
+/// A record created at 0 (undated) leaves the origination date and time empty.
 pub fn metadata(record: &ClipRecord) -> WavMetadata {
-    let (date, time) = civil_date_time(record.created);
+    let (date, time) = if record.created == 0 {
+        Default::default()
+    } else {
+        civil_date_time(record.created)
+    };
+    let model = public_model_name(&record.model);
     WavMetadata {
-        description: format!(
-            "{} | seed {} | {}",
-            record.prompt, record.seed, record.model
-        ),
+        description: format!("{} | seed {} | {model}", record.prompt, record.seed),
         originator: "Foley".into(),
         date,
         time,
@@ -122,7 +144,7 @@ pub fn metadata(record: &ClipRecord) -> WavMetadata {
             record.steps,
             record.guidance,
             record.scheduler,
-            record.model,
+            model,
             record.duration,
         ),
         software: format!("Foley {}", env!("CARGO_PKG_VERSION")),
@@ -378,5 +400,28 @@ mod tests {
         assert_eq!(faded[0], 0.0);
         assert!(faded[faded.len() - 1].abs() < 1e-3);
         assert_eq!(faded[8_000], 0.5);
+    }
+
+    #[test]
+    fn metadata_never_carries_a_local_path() {
+        for (model, shown) in [
+            ("cvssp/audioldm2", "cvssp/audioldm2"),
+            ("/home/ana/models/audioldm2-music", "audioldm2-music"),
+            ("./models/sa3", "sa3"),
+            ("~/m/x/", "x"),
+            ("C:\\Users\\ana\\model", "model"),
+            ("models/deep/tiny", "tiny"),
+            ("tiny", "tiny"),
+        ] {
+            assert_eq!(public_model_name(model), shown, "{model}");
+            let record = ClipRecord {
+                model: model.into(),
+                ..record()
+            };
+            let metadata = metadata(&record);
+            for text in [&metadata.description, &metadata.comment] {
+                assert!(!text.contains("/home") && !text.contains("Users"), "{text}");
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@ pub mod jobs;
 pub mod manifest;
 
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use candle_core::DType;
@@ -21,11 +21,12 @@ use serde_json::json;
 use crate::atomic_file::{is_temporary_of, write_atomic};
 use crate::audio::wav::{WavFormat, read_wav};
 use crate::cli::{
-    EditArgs, output_paths, parse_sample_rate, prompt_for, task_from_args, write_waveforms,
+    EditArgs, clip_record, output_paths, parse_sample_rate, prompt_for, task_from_args,
+    write_waveforms,
 };
 use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
 use crate::engine::hub::resolve_model;
-use crate::engine::pipeline::{CancelFlag, Clip, Pipeline, Request, validate};
+use crate::engine::pipeline::{CancelFlag, Pipeline, Request, validate};
 use crate::engine::schedulers::SchedulerKind;
 use crate::library::ClipRecord;
 use jobs::{Job, JobSpec, Shard, fingerprint, parse_jobs, resolve};
@@ -313,38 +314,20 @@ fn generate(
 
     let rate = prepared.output_rate.unwrap_or(clip.sample_rate);
     let wavs = output_paths(&out.join(format!("{}.wav", job.name)), clip.waveforms.len());
-    write_waveforms(&wavs, &clip, rate, prepared.format)?;
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let timings = stage_timings(&clip);
+    let records: Vec<ClipRecord> = wavs
+        .iter()
+        .enumerate()
+        .map(|(index, path)| ClipRecord {
+            id: stem_of(path),
+            batch_job: Some(print.to_string()),
+            ..clip_record(request, &clip, &prepared.model, index, rate)
+        })
+        .collect();
+    write_waveforms(&wavs, &clip, &records, prepared.format)?;
     let mut files: Vec<String> = Vec::new();
     let mut sidecars = Vec::new();
-    for (index, path) in wavs.iter().enumerate() {
+    for (path, record) in wavs.iter().zip(&records) {
         let stem = stem_of(path);
-        let record = ClipRecord {
-            id: stem.clone(),
-            prompt: request.prompt.clone(),
-            negative_prompt: request.negative_prompt.clone(),
-            seed: clip.seed,
-            steps: request.steps,
-            guidance: request.guidance,
-            scheduler: clip.scheduler.into(),
-            model: prepared.model.clone(),
-            duration: clip.duration,
-            sample_rate: rate,
-            channels: clip.channels as u16,
-            timings: timings.clone(),
-            score: clip
-                .scores
-                .as_ref()
-                .and_then(|scores| scores.get(index).copied()),
-            starred: false,
-            mel_bins: None,
-            created,
-            task: serde_json::to_value(&clip.task).ok(),
-            batch_job: Some(print.to_string()),
-        };
         let sidecar = out.join(format!("{stem}.json"));
         write_atomic(&sidecar, &serde_json::to_vec_pretty(&record)?)?;
         files.push(format!("{stem}.wav"));
@@ -373,17 +356,6 @@ fn generate(
         error: None,
         fingerprint: Some(print.to_string()),
     })
-}
-
-fn stage_timings(clip: &Clip) -> Vec<(String, f64)> {
-    let timings = &clip.timings;
-    vec![
-        ("text_encoding".into(), timings.text_encoding),
-        ("encoding".into(), timings.encoding),
-        ("denoising".into(), timings.denoising),
-        ("vae_decode".into(), timings.vae_decode),
-        ("vocoder".into(), timings.vocoder),
-    ]
 }
 
 fn stem_of(path: &Path) -> String {
