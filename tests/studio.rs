@@ -615,3 +615,53 @@ fn dragging_a_clip_exports_it_and_a_stale_file_is_not_offered() {
     );
     harness.get_by_label_contains("is no longer there");
 }
+
+/// Delete moves a clip to the library's trash with Undo at hand; Undo brings it back (and opens
+/// it), and Empty trash makes a delete final.
+#[test]
+fn delete_goes_to_the_trash_and_undo_brings_it_back() {
+    let library = tempfile::tempdir().unwrap();
+    let mut harness = studio(library.path());
+    common::wait_until(&mut harness, "the model", model_ready);
+    type_prompt(&mut harness, "owl hoot");
+    harness.state_mut().settings.steps = 2;
+    generate_one(&mut harness);
+    let id = harness.state().results[0].record.id.clone();
+    harness.get_by_label_contains("owl hoot · s").click();
+    harness.run_steps(3);
+    // The board's card and the opened view both offer it.
+    harness.get_all_by_label("Delete").next().unwrap().click();
+    harness.run_steps(2);
+    assert!(harness.state().library().unwrap().records().is_empty());
+    assert!(harness.state().results.is_empty(), "off the board too");
+    assert!(
+        library
+            .path()
+            .join("trash")
+            .join(format!("{id}.wav"))
+            .exists()
+    );
+    harness.get_by_label_contains("to the library's trash");
+
+    harness.get_by_label("Undo").click();
+    harness.run_steps(3);
+    assert_eq!(harness.state().library().unwrap().records().len(), 1);
+    assert_eq!(harness.state().opened.as_ref().unwrap().record.id, id);
+    assert!(harness.state().last_deleted.is_none());
+
+    harness.get_by_label("Delete").click();
+    harness.run_steps(2);
+    harness.get_by_label("Empty trash").click();
+    harness.run_steps(2);
+    assert!(
+        harness.query_by_label("Undo").is_none(),
+        "nothing left to undo"
+    );
+    assert!(
+        !library
+            .path()
+            .join("trash")
+            .join(format!("{id}.wav"))
+            .exists()
+    );
+}

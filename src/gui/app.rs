@@ -103,8 +103,8 @@ pub struct FoleyApp {
     /// Readable messages (errors, warnings) shown until dismissed.
     pub messages: Vec<String>,
     search: String,
-    /// Clip id awaiting delete confirmation.
-    confirm_delete: Option<String>,
+    /// The clip the last Delete moved into the library's trash, offered for Undo.
+    pub last_deleted: Option<ClipRecord>,
     /// The file the last export wrote, offered for copying and revealing.
     pub last_export: Option<PathBuf>,
     /// The picture "Save picture" wrote last (never offered for dragging into a DAW).
@@ -165,7 +165,7 @@ impl FoleyApp {
             show_shortcuts: false,
             messages: Vec::new(),
             search: String::new(),
-            confirm_delete: None,
+            last_deleted: None,
             last_export: None,
             last_picture: None,
             last_progress: None,
@@ -669,7 +669,8 @@ impl FoleyApp {
                         .push(format!("the picture could not be saved: {error}")),
                 }
             }
-            ClipAction::Delete => self.confirm_delete = Some(record.id),
+            // Deleting moves the clip into the trash; the bar offers Undo.
+            ClipAction::Delete => self.delete(&record.id),
             ClipAction::RemoveFromBoard => {
                 if let PlayingClip::Result(index) = which
                     && index < self.results.len()
@@ -705,12 +706,49 @@ impl FoleyApp {
         }
     }
 
+    /// The record of clip `id` as the board, the opened view or the library has it.
+    fn records_by_id(&self, id: &str) -> Option<ClipRecord> {
+        self.results
+            .iter()
+            .chain(self.opened.as_ref())
+            .map(|clip| &clip.record)
+            .chain(
+                self.library
+                    .as_ref()
+                    .ok()
+                    .into_iter()
+                    .flat_map(Library::records),
+            )
+            .find(|record| record.id == id)
+            .cloned()
+    }
+
+    /// Brings the last deleted clip back from the trash and opens it.
+    fn undo_delete(&mut self) {
+        let Some(record) = self.last_deleted.take() else {
+            return;
+        };
+        let restored = match self.library.as_mut() {
+            Ok(library) => library.restore(&record.id),
+            Err(error) => {
+                self.messages.push(error.clone());
+                return;
+            }
+        };
+        match restored {
+            Ok(record) => self.open_from_library(&record),
+            Err(error) => self.messages.push(error.to_string()),
+        }
+    }
+
     fn delete(&mut self, id: &str) {
         self.stop_playback();
-        if let Ok(library) = self.library.as_mut()
-            && let Err(error) = library.delete(id)
-        {
-            self.messages.push(error.to_string());
+        let record = self.records_by_id(id);
+        if let Ok(library) = self.library.as_mut() {
+            match library.delete(id) {
+                Ok(()) => self.last_deleted = record,
+                Err(error) => self.messages.push(error.to_string()),
+            }
         }
         self.results.retain(|clip| clip.record.id != id);
         self.selected = self
@@ -1187,6 +1225,17 @@ impl FoleyApp {
                 }
             }
         });
+        if ui
+            .button("Empty trash")
+            .on_hover_text("Delete the clips in the library's trash for good")
+            .clicked()
+            && let Ok(library) = self.library.as_mut()
+        {
+            match library.empty_trash() {
+                Ok(_) => self.last_deleted = None,
+                Err(error) => self.messages.push(error.to_string()),
+            }
+        }
         if let Some(record) = open {
             self.open_from_library(&record);
         }
@@ -1251,33 +1300,27 @@ impl FoleyApp {
         }
     }
 
-    fn dialogs(&mut self, ctx: &egui::Context) {
-        if let Some(id) = self.confirm_delete.clone() {
-            let mut decision = None;
-            egui::Window::new("Delete clip?")
-                .collapsible(false)
-                .show(ctx, |ui| {
-                    ui.label(format!(
-                        "Delete {id} from the library? The WAV file is removed."
-                    ));
-                    ui.horizontal(|ui| {
-                        if ui.button("Delete for good").clicked() {
-                            decision = Some(true);
-                        }
-                        if ui.button("Keep").clicked() {
-                            decision = Some(false);
-                        }
-                    });
-                });
-            match decision {
-                Some(true) => {
-                    self.confirm_delete = None;
-                    self.delete(&id);
-                }
-                Some(false) => self.confirm_delete = None,
-                None => {}
+    /// The bar under a delete: what went to the trash, with Undo.
+    fn deleted_bar(&mut self, ui: &mut egui::Ui) {
+        let Some(record) = &self.last_deleted else {
+            return;
+        };
+        let prompt = record.prompt.clone();
+        ui.horizontal(|ui| {
+            if ui
+                .button("Undo")
+                .on_hover_text("Bring the clip back")
+                .clicked()
+            {
+                self.undo_delete();
             }
-        }
+            if ui.button("Dismiss").clicked() {
+                self.last_deleted = None;
+            }
+            ui.add(
+                egui::Label::new(format!("Moved \"{prompt}\" to the library's trash")).truncate(),
+            );
+        });
     }
 }
 
@@ -1317,12 +1360,14 @@ impl eframe::App for FoleyApp {
                 }
             });
         }
+        if self.last_deleted.is_some() {
+            egui::Panel::bottom("deleted").show(ui, |ui| self.deleted_bar(ui));
+        }
         if self.last_export.is_some() || self.last_picture.is_some() {
             egui::Panel::bottom("export").show(ui, |ui| self.last_export_bar(ui));
         }
         egui::CentralPanel::default().show(ui, |ui| self.clips_panel(ui));
         let ctx = ui.ctx().clone();
-        self.dialogs(&ctx);
         shortcuts::help_window(&ctx, &mut self.show_shortcuts);
     }
 

@@ -27,6 +27,9 @@ use crate::error::{FoleyError, Result};
 pub use id::{InvalidId, MAX_ID_LEN, validate_id};
 pub use recovery::{ORPHAN_GRACE, QUARANTINE, STALE_AFTER};
 
+/// The subfolder deleted clips wait in until the trash is emptied.
+pub const TRASH: &str = "trash";
+
 use lock::ClipLock;
 
 /// Sample rates a clip may have, in Hz. Anything else in a sidecar or WAV header is corrupt
@@ -153,6 +156,18 @@ fn sample_rate_problem(rate: u32) -> Option<String> {
             SAMPLE_RATES.end()
         )
     })
+}
+
+/// Renames `from` to `to`; a missing `from` (a clip without a spectrogram) is fine.
+fn move_file(from: &Path, to: &Path) -> Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(FoleyError::Output {
+            path: from.to_path_buf(),
+            reason: error.to_string(),
+        }),
+    }
 }
 
 fn is_absent(path: &Path) -> bool {
@@ -381,9 +396,11 @@ impl Library {
             else {
                 continue;
             };
+            // A clip in the trash keeps its id, so undoing a delete never collides.
             let free = is_absent(&sidecar)
                 && is_absent(&self.clip_path(&id, "wav")?)
-                && is_absent(&self.clip_path(&id, "mel")?);
+                && is_absent(&self.clip_path(&id, "mel")?)
+                && is_absent(&self.trash_path(&id, "json")?);
             if free {
                 return Ok((id, lock));
             }
@@ -562,33 +579,95 @@ impl Library {
         Ok(())
     }
 
-    /// Removes a listed clip: the sidecar first (so a crash leaves at worst an unlisted WAV,
-    /// which the next `open` moves into `quarantine/`), then the WAV and spectrogram.
+    /// `<library>/trash/<id>.<extension>`.
+    fn trash_path(&self, id: &str, extension: &str) -> Result<PathBuf> {
+        let path = self.clip_path(id, extension)?;
+        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+        Ok(self.dir.join(TRASH).join(name))
+    }
+
+    /// Moves a listed clip into `trash/`, where `restore` can bring it back: the sidecar first
+    /// (so a crash leaves at worst an unlisted WAV, which the next `open` moves into
+    /// `quarantine/`), then the WAV and spectrogram.
     pub fn delete(&mut self, id: &str) -> Result<()> {
         let Some(index) = self.records.iter().position(|record| record.id == id) else {
             return Ok(());
         };
-        let paths = [
-            self.clip_path(id, "json")?,
-            self.clip_path(id, "wav")?,
-            self.clip_path(id, "mel")?,
-        ];
         let _lock = self.lock_clip(id)?;
+        let trash = self.dir.join(TRASH);
+        std::fs::create_dir_all(&trash).map_err(|error| FoleyError::Output {
+            path: trash.clone(),
+            reason: error.to_string(),
+        })?;
         self.records.remove(index);
-        for path in paths {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    return Err(FoleyError::Output {
-                        path,
-                        reason: error.to_string(),
-                    });
-                }
-            }
+        for extension in ["json", "wav", "mel"] {
+            move_file(
+                &self.clip_path(id, extension)?,
+                &self.trash_path(id, extension)?,
+            )?;
         }
+        sync_dir(&trash);
         sync_dir(&self.dir);
         Ok(())
+    }
+
+    /// Brings a clip back from `trash/`: the WAV and spectrogram first, the sidecar that lists
+    /// it last. Fails, changing nothing, when the id has been taken meanwhile.
+    pub fn restore(&mut self, id: &str) -> Result<ClipRecord> {
+        let trashed = self.trash_path(id, "json")?;
+        let _lock = self.lock_clip(id)?;
+        let text = std::fs::read_to_string(&trashed).map_err(|error| FoleyError::BadFile {
+            path: trashed.clone(),
+            reason: error.to_string(),
+        })?;
+        let mut record: ClipRecord =
+            serde_json::from_str(&text).map_err(|error| FoleyError::BadFile {
+                path: trashed.clone(),
+                reason: error.to_string(),
+            })?;
+        record.id = id.to_string();
+        for extension in ["json", "wav", "mel"] {
+            let path = self.clip_path(id, extension)?;
+            if !is_absent(&path) {
+                return Err(FoleyError::Output {
+                    path,
+                    reason:
+                        "a clip with this name exists again; the trashed one stays in the trash"
+                            .into(),
+                });
+            }
+        }
+        for extension in ["wav", "mel", "json"] {
+            move_file(
+                &self.trash_path(id, extension)?,
+                &self.clip_path(id, extension)?,
+            )?;
+        }
+        sync_dir(&self.dir);
+        self.records.insert(0, record.clone());
+        Ok(record)
+    }
+
+    /// Deletes everything in `trash/` for good; returns how many clips went.
+    pub fn empty_trash(&mut self) -> Result<usize> {
+        let trash = self.dir.join(TRASH);
+        let Ok(entries) = std::fs::read_dir(&trash) else {
+            return Ok(0);
+        };
+        let mut clips = 0;
+        for path in entries.flatten().map(|entry| entry.path()) {
+            if path.extension().is_some_and(|ext| ext == "json") {
+                clips += 1;
+            }
+            if path.is_file() {
+                std::fs::remove_file(&path).map_err(|error| FoleyError::Output {
+                    path: path.clone(),
+                    reason: error.to_string(),
+                })?;
+            }
+        }
+        sync_dir(&trash);
+        Ok(clips)
     }
 
     /// Records whose prompt or negative prompt contains every word of `query` (case-insensitive).
@@ -707,5 +786,46 @@ mod tests {
         );
         assert_eq!(slug("???"), "clip");
         assert!(slug(&"word ".repeat(30)).len() <= 40);
+    }
+
+    #[test]
+    fn deleted_clips_wait_in_the_trash_until_restored_or_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut library = Library::open(dir.path()).unwrap();
+        let clip = library
+            .add(record("rain", 1, 10), &[0.5; 16], Some((&[1.0; 4], 2)))
+            .unwrap();
+        library.delete(&clip.id).unwrap();
+        assert!(library.records().is_empty());
+        for extension in ["json", "wav", "mel"] {
+            assert!(!dir.path().join(format!("{}.{extension}", clip.id)).exists());
+            assert!(
+                dir.path()
+                    .join(TRASH)
+                    .join(format!("{}.{extension}", clip.id))
+                    .exists()
+            );
+        }
+        assert!(
+            Library::open(dir.path()).unwrap().records().is_empty(),
+            "not listed"
+        );
+        // The trashed clip keeps its name: a new clip of the same prompt and seed takes another.
+        let second = library
+            .add(record("rain", 1, 11), &[0.25; 16], None)
+            .unwrap();
+        assert_ne!(second.id, clip.id);
+        let restored = library.restore(&clip.id).unwrap();
+        assert_eq!(restored, clip);
+        assert_eq!(library.load_clip(&restored).unwrap().0, vec![0.5; 16]);
+        assert_eq!(Library::open(dir.path()).unwrap().records().len(), 2);
+
+        library.delete(&second.id).unwrap();
+        assert_eq!(library.empty_trash().unwrap(), 1);
+        assert!(library.restore(&second.id).is_err());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(TRASH)).unwrap().count(),
+            0
+        );
     }
 }
