@@ -645,6 +645,8 @@ pub(crate) fn clip_record(
             .as_ref()
             .and_then(|scores| scores.get(index).copied()),
         starred: false,
+        rating: 0,
+        tags: Vec::new(),
         mel_bins: None,
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -27,6 +27,8 @@ fn record(prompt: &str, seed: u64) -> ClipRecord {
         timings: vec![],
         score: None,
         starred: false,
+        rating: 0,
+        tags: Vec::new(),
         mel_bins: None,
         created: 1,
         task: None,

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use eframe::egui;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use foley::gui::FoleyApp;
 
 /// The studio with the tiny AudioLDM 2 fixture.
@@ -664,4 +664,77 @@ fn delete_goes_to_the_trash_and_undo_brings_it_back() {
             .join(format!("{id}.wav"))
             .exists()
     );
+}
+
+/// Rating, tags and search from the studio: a clip rated and tagged on its card is found by
+/// `#tag` and `rating:N` in the library's search, and its prompt comes back from the history.
+#[test]
+fn rate_tag_search_and_reuse_a_prompt() {
+    let library = tempfile::tempdir().unwrap();
+    let mut harness = studio(library.path());
+    common::wait_until(&mut harness, "the model", model_ready);
+    type_prompt(&mut harness, "wooden door slam");
+    harness.state_mut().settings.steps = 2;
+    generate_one(&mut harness);
+    let id = harness.state().results[0].record.id.clone();
+
+    harness.get_by_label("Tags").focus();
+    harness.run_steps(1);
+    harness.get_by_label("Tags").type_text("Door, wood");
+    harness.run_steps(1);
+    harness.key_press(egui::Key::Enter);
+    harness.run_steps(2);
+    for _ in 0..4 {
+        harness
+            .get_by_role_and_label(egui::accesskit::Role::Slider, "Rating")
+            .focus();
+        harness.run_steps(1);
+        harness.key_press(egui::Key::ArrowRight);
+        harness.run_steps(1);
+    }
+    harness.run_steps(2);
+    let saved = harness
+        .state()
+        .library()
+        .unwrap()
+        .records()
+        .iter()
+        .find(|record| record.id == id)
+        .cloned()
+        .unwrap();
+    assert_eq!(saved.tags, ["door", "wood"]);
+    assert_eq!(saved.rating, 4);
+    let sidecar = common::read_json(&library.path().join(format!("{id}.json")));
+    assert_eq!(sidecar["rating"], 4);
+
+    for (query, found) in [
+        ("#door", true),
+        ("rating:4", true),
+        ("rating:5", false),
+        ("#metal", false),
+    ] {
+        harness.state_mut().messages.clear();
+        harness.get_by_label("Search").focus();
+        harness.run_steps(1);
+        harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+        harness.get_by_label("Search").type_text(query);
+        harness.run_steps(2);
+        let listed = harness
+            .query_by_label_contains("wooden door slam · s")
+            .is_some();
+        assert_eq!(listed, found, "search {query}");
+    }
+
+    harness.state_mut().settings.prompt.clear();
+    harness.run_steps(1);
+    harness.get_by_label("Prompt history").click();
+    harness.run_steps(2);
+    // The popup's entry; the card's title and the library list carry the same words.
+    let entry = harness
+        .get_all_by_label("wooden door slam")
+        .find(|node| node.accesskit_node().role() != egui::accesskit::Role::Label)
+        .expect("the history entry");
+    entry.click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().settings.prompt, "wooden door slam");
 }

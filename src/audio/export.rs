@@ -259,6 +259,8 @@ mod tests {
             timings: vec![],
             score: None,
             starred: false,
+            rating: 0,
+            tags: Vec::new(),
             mel_bins: None,
             created: 1_795_000_000,
             task: None,

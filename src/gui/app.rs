@@ -453,6 +453,8 @@ impl FoleyApp {
                     ],
                     score: clip.scores.and_then(|scores| scores.first().copied()),
                     starred: false,
+                    rating: 0,
+                    tags: Vec::new(),
                     mel_bins: None,
                     created: std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -577,6 +579,23 @@ impl FoleyApp {
                 } else {
                     self.play(which, seconds);
                 }
+            }
+            ClipAction::Rate(rating) => {
+                if let Ok(library) = self.library.as_mut()
+                    && let Err(error) = library.set_rating(&record.id, rating)
+                {
+                    self.messages.push(error.to_string());
+                }
+                self.update_views(&record.id, |view| view.rating = rating.min(5));
+            }
+            ClipAction::SetTags(text) => {
+                let tags = crate::library::tag_list(&text);
+                if let Ok(library) = self.library.as_mut()
+                    && let Err(error) = library.set_tags(&record.id, &tags)
+                {
+                    self.messages.push(error.to_string());
+                }
+                self.update_views(&record.id, |view| view.tags = tags.clone());
             }
             ClipAction::ToggleStar => {
                 let starred = !record.starred;
@@ -703,6 +722,15 @@ impl FoleyApp {
                 self.opened = Some(ClipView::new(record.clone(), samples.into(), mel));
             }
             Err(error) => self.messages.push(error.to_string()),
+        }
+    }
+
+    /// Applies `change` to the record of every view of clip `id` (board and opened).
+    fn update_views(&mut self, id: &str, change: impl Fn(&mut ClipRecord)) {
+        for clip in self.results.iter_mut().chain(self.opened.as_mut()) {
+            if clip.record.id == id {
+                change(&mut clip.record);
+            }
         }
     }
 
@@ -881,7 +909,23 @@ impl FoleyApp {
             ModelState::Failed { error, .. } => ui.colored_label(ui.visuals().error_fg_color, error),
         };
         ui.separator();
+        let history = self
+            .library
+            .as_ref()
+            .map(|library| library.prompt_history())
+            .unwrap_or_default();
         let label = ui.label("Prompt");
+        if !history.is_empty() {
+            egui::ComboBox::from_label("Prompt history")
+                .selected_text("earlier prompts")
+                .show_ui(ui, |ui| {
+                    for prompt in history.iter().take(30) {
+                        if ui.selectable_label(false, prompt.as_str()).clicked() {
+                            self.settings.prompt = prompt.clone();
+                        }
+                    }
+                });
+        }
         ui.add(
             egui::TextEdit::multiline(&mut self.settings.prompt)
                 .hint_text("glass shattering on concrete")
@@ -1206,7 +1250,10 @@ impl FoleyApp {
         ui.heading("Library");
         let label = ui.label("Search");
         ui.add(egui::TextEdit::singleline(&mut self.search))
-            .labelled_by(label.id);
+            .labelled_by(label.id)
+            .on_hover_text(
+                "Words match the prompt, model, tags or seed; #tag for a tag, rating:4 for 4 or more, kept for kept clips",
+            );
         let Ok(library) = &self.library else {
             if let Err(error) = &self.library {
                 ui.colored_label(ui.visuals().error_fg_color, error);
@@ -1219,7 +1266,13 @@ impl FoleyApp {
         egui::ScrollArea::vertical().show(ui, |ui| {
             for record in &records {
                 let star = if record.starred { "[kept] " } else { "" };
-                let text = format!("{star}{} · s{}", record.prompt, record.seed);
+                let mut text = format!("{star}{} · s{}", record.prompt, record.seed);
+                if record.rating > 0 {
+                    text.push_str(&format!(" · rated {}", record.rating));
+                }
+                for tag in &record.tags {
+                    text.push_str(&format!(" #{tag}"));
+                }
                 if ui.selectable_label(false, text).clicked() {
                     open = Some(record.clone());
                 }

@@ -71,6 +71,12 @@ pub struct ClipRecord {
     pub score: Option<f32>,
     #[serde(default)]
     pub starred: bool,
+    /// 0 (unrated) to 5.
+    #[serde(default)]
+    pub rating: u8,
+    /// Free-form labels ("door", "foley", "take-2"), lowercase, without duplicates.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Mel bins of the stored spectrogram `<id>.mel` (little-endian f32, frames × bins).
     #[serde(default)]
     pub mel_bins: Option<usize>,
@@ -156,6 +162,54 @@ fn sample_rate_problem(rate: u32) -> Option<String> {
             SAMPLE_RATES.end()
         )
     })
+}
+
+/// Tags typed as "door, Foley  ,take 2": trimmed, lowercase, spaces as '-', no empties or
+/// repeats, at most 32 of at most 40 characters each.
+pub fn tag_list(text: &str) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for tag in text.split(',') {
+        let tag: String = tag
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join("-")
+            .to_lowercase()
+            .chars()
+            .take(40)
+            .collect();
+        if !tag.is_empty() && !tags.contains(&tag) && tags.len() < 32 {
+            tags.push(tag);
+        }
+    }
+    tags
+}
+
+/// Whether one lowercase search word matches `record` (see `Library::search`).
+fn matches_word(record: &ClipRecord, word: &str) -> bool {
+    if let Some(tag) = word.strip_prefix('#') {
+        return record.tags.iter().any(|own| own == tag);
+    }
+    if let Some(level) = word
+        .strip_prefix("rating:")
+        .or_else(|| word.strip_prefix('*'))
+        && let Ok(level) = level.parse::<u8>()
+    {
+        return record.rating >= level;
+    }
+    if word == "kept" && record.starred {
+        return true;
+    }
+    if word.trim_start_matches('s').parse::<u64>() == Ok(record.seed) {
+        return true;
+    }
+    let text = format!(
+        "{} {} {}",
+        record.prompt,
+        record.negative_prompt.as_deref().unwrap_or(""),
+        record.model
+    )
+    .to_lowercase();
+    text.contains(word) || record.tags.iter().any(|tag| tag.contains(word))
 }
 
 /// Renames `from` to `to`; a missing `from` (a clip without a spectrogram) is fine.
@@ -560,6 +614,22 @@ impl Library {
     /// Stars or unstars a listed clip. Fails, and drops the clip from the list, when another
     /// studio deleted it meanwhile, rather than bringing back a sidecar without its WAV.
     pub fn set_starred(&mut self, id: &str, starred: bool) -> Result<()> {
+        self.update(id, |record| record.starred = starred)
+    }
+
+    /// Rates a clip from 0 (unrated) to 5.
+    pub fn set_rating(&mut self, id: &str, rating: u8) -> Result<()> {
+        self.update(id, |record| record.rating = rating.min(5))
+    }
+
+    /// Replaces a clip's tags with `tags`, cleaned by `tag_list`.
+    pub fn set_tags(&mut self, id: &str, tags: &[String]) -> Result<()> {
+        let tags = tag_list(&tags.join(","));
+        self.update(id, |record| record.tags = tags)
+    }
+
+    /// Rewrites a listed clip's sidecar with `change` applied, under the clip's lock.
+    fn update(&mut self, id: &str, change: impl FnOnce(&mut ClipRecord)) -> Result<()> {
         let Some(index) = self.records.iter().position(|record| record.id == id) else {
             return Ok(());
         };
@@ -573,7 +643,7 @@ impl Library {
             });
         }
         let mut record = self.records[index].clone();
-        record.starred = starred;
+        change(&mut record);
         self.write_sidecar(&record)?;
         self.records[index] = record;
         Ok(())
@@ -670,18 +740,24 @@ impl Library {
         Ok(clips)
     }
 
-    /// Records whose prompt or negative prompt contains every word of `query` (case-insensitive).
+    /// Records that match every word of `query` (case-insensitive): a word is found in the
+    /// prompt, negative prompt, model or a tag, or equals the seed; `#tag` asks for that tag,
+    /// `rating:N` (or `*N`) for a rating of at least N, `kept` for kept clips.
     pub fn search<'a>(&'a self, query: &str) -> impl Iterator<Item = &'a ClipRecord> + 'a {
         let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
-        self.records.iter().filter(move |record| {
-            let text = format!(
-                "{} {}",
-                record.prompt,
-                record.negative_prompt.as_deref().unwrap_or("")
-            )
-            .to_lowercase();
-            words.iter().all(|word| text.contains(word.as_str()))
-        })
+        self.records
+            .iter()
+            .filter(move |record| words.iter().all(|word| matches_word(record, word)))
+    }
+
+    /// Prompts used in this library, newest first, each once.
+    pub fn prompt_history(&self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.records
+            .iter()
+            .map(|record| record.prompt.trim().to_string())
+            .filter(|prompt| !prompt.is_empty() && seen.insert(prompt.clone()))
+            .collect()
     }
 }
 
@@ -705,6 +781,8 @@ mod tests {
             timings: vec![],
             score: None,
             starred: false,
+            rating: 0,
+            tags: Vec::new(),
             mel_bins: None,
             created,
             task: None,
@@ -827,5 +905,42 @@ mod tests {
             std::fs::read_dir(dir.path().join(TRASH)).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn ratings_and_tags_persist_and_search_finds_by_every_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut library = Library::open(dir.path()).unwrap();
+        let door = library
+            .add(record("old door creak", 7, 1), &[0.1; 8], None)
+            .unwrap();
+        let rain = library
+            .add(record("rain on tin", 42, 2), &[0.1; 8], None)
+            .unwrap();
+        library.set_rating(&door.id, 9).unwrap();
+        library
+            .set_tags(&door.id, &["Wood, close  mic".into(), "wood".into()])
+            .unwrap();
+        library.set_starred(&rain.id, true).unwrap();
+        let reopened = Library::open(dir.path()).unwrap();
+        let saved = reopened.records().iter().find(|r| r.id == door.id).unwrap();
+        assert_eq!(saved.rating, 5, "held to 5");
+        assert_eq!(saved.tags, ["wood", "close-mic"]);
+        let found = |query: &str| -> Vec<String> {
+            reopened.search(query).map(|r| r.prompt.clone()).collect()
+        };
+        assert_eq!(found("#wood"), ["old door creak"]);
+        assert_eq!(found("rating:4"), ["old door creak"]);
+        assert_eq!(found("42"), ["rain on tin"]);
+        assert_eq!(found("s7"), ["old door creak"]);
+        assert_eq!(found("kept"), ["rain on tin"]);
+        assert_eq!(found("close"), ["old door creak"]);
+        assert_eq!(
+            found("tiny rain"),
+            ["rain on tin"],
+            "model and prompt words together"
+        );
+        assert!(found("#metal").is_empty());
+        assert_eq!(reopened.prompt_history(), ["rain on tin", "old door creak"]);
     }
 }

@@ -31,6 +31,10 @@ pub enum ClipAction {
     PinToBoard,
     /// The waveform is being dragged out of the window: export it and drag the file.
     DragOut,
+    /// A new rating, 0 (unrated) to 5.
+    Rate(u8),
+    /// New tags, as typed (comma-separated).
+    SetTags(String),
 }
 
 /// Where a clip view is drawn: on the compare board or as the clip opened from the library.
@@ -49,6 +53,8 @@ pub struct ClipView {
     lanes: Vec<Vec<f32>>,
     /// EBU R128 loudness of the samples, measured once.
     pub loudness: Option<Loudness>,
+    /// The tags field as being typed; saved when it loses focus.
+    tags_text: String,
     /// The VAE's log-mel, (frames × bins) row-major, when known.
     pub mel: Option<(Vec<f32>, usize)>,
     texture: Option<TextureHandle>,
@@ -75,11 +81,13 @@ impl ClipView {
                 .collect()
         };
         let loudness = measure(&samples, channels, record.sample_rate).ok();
+        let tags_text = record.tags.join(", ");
         Self {
             record,
             samples,
             lanes,
             loudness,
+            tags_text,
             mel,
             texture: None,
             device_samples: None,
@@ -110,6 +118,27 @@ impl ClipView {
                 action = Some(ClipAction::ToggleStar);
             }
             ui.strong(&self.record.prompt);
+        });
+        ui.horizontal(|ui| {
+            let mut rating = self.record.rating;
+            if ui
+                .add(egui::Slider::new(&mut rating, 0..=5).text("Rating"))
+                .on_hover_text("0 is unrated")
+                .changed()
+            {
+                action = Some(ClipAction::Rate(rating));
+            }
+            let label = ui.label("Tags");
+            let field = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.tags_text)
+                        .hint_text("door, wood, close")
+                        .desired_width(180.0),
+                )
+                .labelled_by(label.id);
+            if field.lost_focus() && self.tags_text != self.record.tags.join(", ") {
+                action = Some(ClipAction::SetTags(self.tags_text.clone()));
+            }
         });
         let model = self
             .record
