@@ -1,0 +1,165 @@
+//! What a clip view's buttons ask for, carried out in one place.
+
+use super::*;
+
+impl FoleyApp {
+    pub(super) fn clip(&self, which: &PlayingClip) -> Option<&ClipView> {
+        match which {
+            PlayingClip::Result(index) => self.results.get(*index),
+            PlayingClip::Opened => self.opened.as_ref(),
+        }
+    }
+
+    pub(super) fn apply(&mut self, which: PlayingClip, action: ClipAction) {
+        let Some((record, samples)) = self
+            .clip(&which)
+            .map(|clip| (clip.record.clone(), clip.samples.clone()))
+        else {
+            return;
+        };
+        match action {
+            ClipAction::Play => self.play(which, 0.0),
+            ClipAction::Stop => self.stop_playback(),
+            ClipAction::Seek(seconds) => {
+                if self.playing.as_ref() == Some(&which)
+                    && let Ok(playback) = &self.playback
+                {
+                    playback.seek_seconds(seconds);
+                } else {
+                    self.play(which, seconds);
+                }
+            }
+            ClipAction::Rate(rating) => {
+                if let Ok(library) = self.library.as_mut()
+                    && let Err(error) = library.set_rating(&record.id, rating)
+                {
+                    self.messages.push(error.to_string());
+                }
+                self.update_views(&record.id, |view| view.rating = rating.min(5));
+            }
+            ClipAction::SetTags(text) => {
+                let tags = crate::library::tag_list(&text);
+                if let Ok(library) = self.library.as_mut()
+                    && let Err(error) = library.set_tags(&record.id, &tags)
+                {
+                    self.messages.push(error.to_string());
+                }
+                self.update_views(&record.id, |view| view.tags = tags.clone());
+            }
+            ClipAction::ToggleStar => {
+                let starred = !record.starred;
+                if let Ok(library) = self.library.as_mut()
+                    && let Err(error) = library.set_starred(&record.id, starred)
+                {
+                    self.messages.push(error.to_string());
+                }
+                for clip in self.results.iter_mut().chain(self.opened.as_mut()) {
+                    if clip.record.id == record.id {
+                        clip.record.starred = starred;
+                    }
+                }
+            }
+            ClipAction::UseSettings => {
+                // The model is part of the settings: switch back to it if another is loaded.
+                let loaded = match &self.model_state {
+                    ModelState::Ready { model, .. } | ModelState::Loading(model) => {
+                        Some(model.clone())
+                    }
+                    _ => None,
+                };
+                if loaded.as_deref() != Some(record.model.as_str()) {
+                    self.settings.model = record.model.clone();
+                    self.load_model();
+                }
+                self.settings.prompt = record.prompt.clone();
+                self.settings.negative_prompt = record.negative_prompt.clone().unwrap_or_default();
+                self.settings.seed = record.seed;
+                self.settings.random_seed = false;
+                self.settings.steps = record.steps;
+                self.settings.guidance = record.guidance;
+                // A model's own sampler (Stable Audio 3's) is not a choice the picker offers.
+                if record.scheduler.parse::<SchedulerKind>().is_ok() {
+                    self.settings.scheduler = record.scheduler.clone();
+                }
+                self.settings.duration = record.duration;
+            }
+            ClipAction::Export => {
+                match export_clip(
+                    &self.settings.export_dir,
+                    &record,
+                    &samples,
+                    &self.settings.export,
+                ) {
+                    Ok(path) => self.last_export = Some(path),
+                    Err(error) => self.messages.push(format!("export failed: {error}")),
+                }
+            }
+            // Dragging the clip itself: exported with the current settings, then that file
+            // is what leaves the window.
+            ClipAction::DragOut => {
+                match export_clip(
+                    &self.settings.export_dir,
+                    &record,
+                    &samples,
+                    &self.settings.export,
+                ) {
+                    Ok(path) => {
+                        self.last_export = Some(path.clone());
+                        self.start_drag(path);
+                    }
+                    Err(error) => self.messages.push(format!("export failed: {error}")),
+                }
+            }
+            ClipAction::SavePicture => {
+                let path = picture_path(&self.settings.export_dir, &record);
+                let saved = std::fs::create_dir_all(&self.settings.export_dir)
+                    .map_err(|error| error.to_string())
+                    .and_then(|()| {
+                        // The picture shows the mix of a stereo clip, as `foley plot` does.
+                        let channels = record.channels.max(1) as usize;
+                        let mono: Vec<f32> = samples
+                            .chunks(channels)
+                            .map(|frame| frame.iter().sum::<f32>() / channels as f32)
+                            .collect();
+                        render_plot(
+                            &mono,
+                            record.sample_rate,
+                            &record.prompt,
+                            &path,
+                            (1200, 600),
+                        )
+                        .map_err(|error| error.to_string())
+                    });
+                match saved {
+                    Ok(()) => self.last_picture = Some(path),
+                    Err(error) => self
+                        .messages
+                        .push(format!("the picture could not be saved: {error}")),
+                }
+            }
+            // Deleting moves the clip into the trash; the bar offers Undo.
+            ClipAction::Delete => self.delete(&record.id),
+            ClipAction::RemoveFromBoard => {
+                if let PlayingClip::Result(index) = which
+                    && index < self.results.len()
+                {
+                    self.stop_playback();
+                    self.results.remove(index);
+                    self.selected = self
+                        .selected
+                        .filter(|_| !self.results.is_empty())
+                        .map(|selected| selected.min(self.results.len() - 1));
+                }
+            }
+            ClipAction::PinToBoard => {
+                if let Some(clip) = self.opened.take() {
+                    if self.playing == Some(PlayingClip::Opened) {
+                        self.stop_playback();
+                    }
+                    self.results.push(clip);
+                    self.selected = Some(self.results.len() - 1);
+                }
+            }
+        }
+    }
+}

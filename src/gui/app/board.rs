@@ -1,0 +1,87 @@
+//! The compare board: the clips of every run and the pinned library clips, side by side.
+
+use super::*;
+
+impl FoleyApp {
+    pub(super) fn clips_panel(&mut self, ui: &mut egui::Ui) {
+        let mut actions = Vec::new();
+        let mut clear_board = false;
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            if self.results.is_empty() && self.opened.is_none() && self.run.is_none() {
+                ui.label("Type a prompt and press Generate (Ctrl+Enter). Clips appear here and in the library.");
+            }
+            let compact = self.results.len() > 1;
+            let playheads: Vec<Option<f64>> = (0..self.results.len())
+                .map(|index| self.playhead(&PlayingClip::Result(index)))
+                .collect();
+            let selected = self.selected;
+            for (index, clip) in self.results.iter_mut().enumerate() {
+                let mut frame = egui::Frame::group(ui.style());
+                if selected == Some(index) && compact {
+                    frame = frame.stroke(ui.visuals().selection.stroke);
+                }
+                frame.show(ui, |ui| {
+                    if compact {
+                        ui.label(format!("{}", index + 1));
+                    }
+                    if let Some(action) = clip.ui(ui, playheads[index], compact, Place::Board) {
+                        actions.push((PlayingClip::Result(index), action));
+                    }
+                });
+            }
+            if compact {
+                ui.horizontal(|ui| {
+                    ui.small("Keys 1–9 switch between clips at the same position; the arrow keys move.");
+                    ui.checkbox(&mut self.settings.auto_audition, "Auto-audition")
+                        .on_hover_text("Moving between clips with the arrow keys plays them");
+                    if ui
+                        .button("Clear board")
+                        .on_hover_text("The clips stay in the library")
+                        .clicked()
+                    {
+                        clear_board = true;
+                    }
+                });
+            }
+            let opened_playhead = self.playhead(&PlayingClip::Opened);
+            if let Some(clip) = self.opened.as_mut() {
+                ui.separator();
+                ui.label("From the library");
+                if let Some(action) = clip.ui(ui, opened_playhead, false, Place::Opened) {
+                    actions.push((PlayingClip::Opened, action));
+                }
+            }
+        });
+        if clear_board {
+            self.stop_playback();
+            self.results.clear();
+            self.selected = None;
+        }
+        for (which, action) in actions {
+            self.apply(which, action);
+        }
+    }
+
+    /// The bar under a delete: what went to the trash, with Undo.
+    pub(super) fn deleted_bar(&mut self, ui: &mut egui::Ui) {
+        let Some(record) = &self.last_deleted else {
+            return;
+        };
+        let prompt = record.prompt.clone();
+        ui.horizontal(|ui| {
+            if ui
+                .button("Undo")
+                .on_hover_text("Bring the clip back")
+                .clicked()
+            {
+                self.undo_delete();
+            }
+            if ui.button("Dismiss").clicked() {
+                self.last_deleted = None;
+            }
+            ui.add(
+                egui::Label::new(format!("Moved \"{prompt}\" to the library's trash")).truncate(),
+            );
+        });
+    }
+}

@@ -1,0 +1,109 @@
+//! The bar under an export: drag the WAV into a DAW, copy it, reveal it.
+
+use super::*;
+
+impl FoleyApp {
+    /// Puts `path` on the clipboard as a file (a file list / text/uri-list), so pasting into a
+    /// DAW or file manager copies the clip; this stands in for dragging out of the window.
+    pub(super) fn copy_file(&mut self, path: &std::path::Path) -> Result<(), arboard::Error> {
+        if self.clipboard.is_none() {
+            self.clipboard = Some(arboard::Clipboard::new()?);
+        }
+        match self.clipboard.as_mut() {
+            Some(clipboard) => clipboard.set().file_list(&[path]),
+            None => Err(arboard::Error::ClipboardNotSupported),
+        }
+    }
+
+    /// Hands the exported file to the platform's drag-and-drop while the button is held.
+    pub(super) fn start_drag(&mut self, path: PathBuf) {
+        if self.drag.is_some() {
+            return;
+        }
+        match drag_out::start(path, self.window) {
+            Ok(receiver) => self.drag = Some(receiver),
+            Err(error) => self.messages.push(error.to_string()),
+        }
+    }
+
+    pub(super) fn poll_drag(&mut self) {
+        let Some(receiver) = &self.drag else {
+            return;
+        };
+        let Ok(result) = receiver.try_recv() else {
+            return;
+        };
+        self.drag = None;
+        match result {
+            Ok(DragOutcome::Dropped | DragOutcome::NoTarget) => {}
+            Ok(DragOutcome::Refused) => self
+                .messages
+                .push("the drop target did not take the file".into()),
+            Err(error) => self.messages.push(format!("drag failed: {error}")),
+        }
+    }
+
+    pub(super) fn last_export_bar(&mut self, ui: &mut egui::Ui) {
+        if let Some(picture) = self.last_picture.clone() {
+            ui.horizontal(|ui| {
+                if ui.button("Show picture in folder").clicked()
+                    && let Err(error) = reveal(&picture)
+                {
+                    self.messages
+                        .push(format!("could not open the folder: {error}"));
+                }
+                if ui.button("Close picture").clicked() {
+                    self.last_picture = None;
+                }
+                ui.add(egui::Label::new(format!("Saved picture {}", picture.display())).truncate());
+            });
+        }
+        let Some(path) = self.last_export.clone() else {
+            return;
+        };
+        // Only an exported WAV that is still there is offered to a DAW.
+        if !path.is_file() {
+            ui.horizontal(|ui| {
+                if ui.button("Close").clicked() {
+                    self.last_export = None;
+                }
+                ui.label(format!(
+                    "The exported file {} is no longer there; export again.",
+                    path.display()
+                ));
+            });
+            return;
+        }
+        ui.horizontal(|ui| {
+            let drag = ui
+                .add(egui::Button::new("Drag to DAW").sense(egui::Sense::click_and_drag()))
+                .on_hover_text("Drag onto a DAW track, the desktop or a file manager");
+            if drag.drag_started() {
+                self.start_drag(path.clone());
+            }
+            if ui
+                .button("Copy file")
+                .on_hover_text("Paste it into a DAW or file manager")
+                .clicked()
+                && let Err(error) = self.copy_file(&path)
+            {
+                self.messages
+                    .push(format!("could not copy the file: {error}"));
+            }
+            if ui.button("Copy path").clicked() {
+                ui.ctx().copy_text(path.display().to_string());
+            }
+            if ui.button("Show in folder").clicked()
+                && let Err(error) = reveal(&path)
+            {
+                self.messages
+                    .push(format!("could not open the folder: {error}"));
+            }
+            if ui.button("Close").clicked() {
+                self.last_export = None;
+            }
+            // Buttons first: a long path must not push them out of the window.
+            ui.add(egui::Label::new(format!("Exported {}", path.display())).truncate());
+        });
+    }
+}
