@@ -532,6 +532,18 @@ fn controls_say_what_they_will_do() {
     assert_eq!(harness.state().settings.seed, 1234);
     harness.get_by_label("Next run: seed 1234");
 
+    // The token limit is told while typing.
+    let long = "wind ".repeat(120);
+    harness.state_mut().settings.prompt = long.trim().to_string();
+    harness.run_steps(2);
+    harness.get_by_label_contains("tokens of the prompt; the rest is ignored");
+    harness.state_mut().settings.prompt.clear();
+    harness.run_steps(2);
+    assert!(
+        harness
+            .query_by_label_contains("the rest is ignored")
+            .is_none()
+    );
     type_prompt(&mut harness, "wind");
     harness.state_mut().settings.steps = 2;
     generate_one(&mut harness);

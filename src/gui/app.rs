@@ -10,7 +10,7 @@ use super::drag_out::{self, DragError, DragOutcome};
 use super::settings::Settings;
 use super::shortcuts::{self, Shortcut};
 use super::views::clip::{ClipAction, ClipView, Place};
-use super::worker::{Command, Event, Job, ModelInfo, Worker};
+use super::worker::{Command, Event, Job, ModelInfo, PromptLimits, Worker};
 use crate::audio::export::{LOUDNESS_TARGETS, export_clip, picture_path};
 use crate::audio::playback::Playback;
 use crate::audio::plot::render_plot;
@@ -58,6 +58,8 @@ pub enum ModelState {
         defaults: (usize, f64),
         /// Seconds of audio when no duration is asked for.
         default_seconds: f64,
+        /// The tokenizers that cut the prompt.
+        prompt_limits: PromptLimits,
     },
     Failed {
         model: String,
@@ -72,6 +74,7 @@ impl ModelState {
             family: info.family,
             defaults: info.defaults,
             default_seconds: info.default_seconds,
+            prompt_limits: info.prompt_limits,
         }
     }
 }

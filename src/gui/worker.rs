@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::engine::device::DeviceKind;
 use crate::engine::hub::{DownloadReport, resolve_model_reporting};
 use crate::engine::pipeline::{CancelFlag, Clip, Pipeline, Request};
+use crate::engine::text_tokenizer::TextTokenizer;
 use crate::error::FoleyError;
 
 /// Work for the inference thread.
@@ -90,6 +91,39 @@ pub struct ModelInfo {
     pub defaults: (usize, f64),
     /// Seconds of audio when no duration is asked for.
     pub default_seconds: f64,
+    /// The model's prompt tokenizers, so the studio can warn while the prompt is typed.
+    pub prompt_limits: PromptLimits,
+}
+
+/// The tokenizers that cut a prompt, shared with the UI (compared by identity).
+#[derive(Clone, Default)]
+pub struct PromptLimits(pub Arc<Vec<TextTokenizer>>);
+
+impl PromptLimits {
+    /// The smallest token limit `prompt` goes past, if any.
+    pub fn exceeded(&self, prompt: &str) -> Option<usize> {
+        self.0
+            .iter()
+            .filter(|tokenizer| {
+                tokenizer
+                    .encode(prompt, None)
+                    .is_ok_and(|encoded| encoded.truncated)
+            })
+            .map(|tokenizer| tokenizer.max_length)
+            .min()
+    }
+}
+
+impl PartialEq for PromptLimits {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for PromptLimits {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "PromptLimits({} tokenizers)", self.0.len())
+    }
 }
 
 /// How long dropping a `Worker` waits for the thread: a cancelled run stops within one
@@ -301,6 +335,9 @@ fn info(model: &str, pipeline: &Pipeline) -> ModelInfo {
         default_seconds: pipeline
             .audio_length(None)
             .map_or(0.0, |length| length.seconds),
+        prompt_limits: PromptLimits(Arc::new(
+            pipeline.prompt_tokenizers().into_iter().cloned().collect(),
+        )),
     }
 }
 

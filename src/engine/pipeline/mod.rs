@@ -111,6 +111,17 @@ impl Pipeline {
         }
     }
 
+    /// The tokenizers that read the prompt, each of which cuts it at its `max_length`.
+    pub fn prompt_tokenizers(&self) -> Vec<&crate::engine::text_tokenizer::TextTokenizer> {
+        match self {
+            Self::AudioLdm(pipeline) => vec![pipeline.tokenizer()],
+            Self::AudioLdm2(pipeline) => {
+                vec![pipeline.clap_tokenizer(), pipeline.t5_tokenizer()]
+            }
+            Self::StableAudio3(pipeline) => vec![pipeline.tokenizer()],
+        }
+    }
+
     /// Refuses a scheduler name for a model that samples with its own scheduler.
     pub fn check_scheduler_choice(&self) -> Result<()> {
         match self {

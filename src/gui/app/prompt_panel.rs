@@ -94,6 +94,19 @@ impl FoleyApp {
                 .desired_rows(3),
         )
         .labelled_by(label.id);
+        // Said while typing, not after a generation: the end of a long prompt is not read.
+        if let ModelState::Ready {
+            prompt_limits,
+            family,
+            ..
+        } = &self.model_state
+            && let Some(limit) = prompt_limits.exceeded(&self.settings.prompt)
+        {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("{family} reads {limit} tokens of the prompt; the rest is ignored"),
+            );
+        }
         let label = ui.label("Negative prompt");
         ui.add(egui::TextEdit::singleline(
             &mut self.settings.negative_prompt,
