@@ -750,3 +750,50 @@ fn rate_tag_search_and_reuse_a_prompt() {
     harness.run_steps(2);
     assert_eq!(harness.state().settings.prompt, "wooden door slam");
 }
+
+/// UCS file names from the export options: CatID, FXName from the prompt, creator and source.
+#[test]
+fn exports_can_be_named_the_ucs_way() {
+    let library = tempfile::tempdir().unwrap();
+    let exports = tempfile::tempdir().unwrap();
+    let mut harness = studio(library.path());
+    common::wait_until(&mut harness, "the model", model_ready);
+    type_prompt(&mut harness, "creaky wooden door");
+    {
+        let settings = &mut harness.state_mut().settings;
+        settings.steps = 2;
+        settings.random_seed = false;
+        settings.seed = 3;
+        settings.export_dir = exports.path().to_path_buf();
+    }
+    generate_one(&mut harness);
+    harness.get_by_label("Export options").click();
+    harness.run_steps(2);
+    harness.get_by_label("File names").click();
+    harness.run_steps(2);
+    harness.get_by_label("UCS").click();
+    harness.run_steps(2);
+    for (field, text) in [
+        ("UCS CatID", "DOORWood"),
+        ("Creator ID", "AB"),
+        ("Source ID", "Demo"),
+    ] {
+        harness.get_by_label(field).focus();
+        harness.run_steps(1);
+        harness.get_by_label(field).type_text(text);
+        harness.run_steps(1);
+    }
+    harness.key_press(egui::Key::Escape);
+    harness.run_steps(1);
+    harness.get_by_label("Export").click();
+    harness.run_steps(2);
+    let path = harness
+        .state()
+        .last_export
+        .clone()
+        .expect("an exported file");
+    assert_eq!(
+        path.file_name().unwrap(),
+        "DOORWood_Creaky Wooden Door_AB_Demo_s3.wav"
+    );
+}

@@ -30,6 +30,92 @@ pub struct ExportOptions {
     pub fade_in_ms: f32,
     /// Linear fade-out length in milliseconds.
     pub fade_out_ms: f32,
+    /// How exported files are named.
+    pub naming: Naming,
+}
+
+/// The name an exported file gets.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub enum Naming {
+    /// `<prompt>_<model>_s<seed>.wav`.
+    #[default]
+    Prompt,
+    /// The Universal Category System's `CatID_FXName_CreatorID_SourceID` (the seed follows as
+    /// user data), which sound libraries and their search tools read.
+    Ucs {
+        /// A UCS category id such as `DOORWood` or `GLASBrk`.
+        category: String,
+        /// Who made the sound (initials or a short name).
+        creator: String,
+        /// The project or library it belongs to.
+        source: String,
+    },
+}
+
+impl Naming {
+    /// The file name without extension for `record`.
+    pub fn base(&self, record: &ClipRecord) -> String {
+        match self {
+            Self::Prompt => {
+                let model = public_model_name(&record.model);
+                let model = model.rsplit('/').next().unwrap_or("model");
+                format!("{}_{}_s{}", slug(&record.prompt), slug(model), record.seed)
+            }
+            Self::Ucs {
+                category,
+                creator,
+                source,
+            } => {
+                let field = |text: &str, fallback: &str| {
+                    let kept: String = text
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                        .take(32)
+                        .collect();
+                    if kept.is_empty() {
+                        fallback.to_string()
+                    } else {
+                        kept
+                    }
+                };
+                format!(
+                    "{}_{}_{}_{}_s{}",
+                    field(category, "MISC"),
+                    fx_name(&record.prompt),
+                    field(creator, "Foley"),
+                    field(source, "Foley"),
+                    record.seed
+                )
+            }
+        }
+    }
+}
+
+/// UCS's FXName from a prompt: its words capitalised, at most 25 characters, with nothing that
+/// would split a UCS field or trouble a file system.
+fn fx_name(prompt: &str) -> String {
+    let mut name = String::new();
+    for word in prompt
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+    {
+        let mut chars = word.chars();
+        let Some(first) = chars.next() else { continue };
+        let word: String = first.to_uppercase().chain(chars).collect();
+        let extra = usize::from(!name.is_empty());
+        if name.chars().count() + extra + word.chars().count() > 25 {
+            break;
+        }
+        if extra == 1 {
+            name.push(' ');
+        }
+        name.push_str(&word);
+    }
+    if name.is_empty() {
+        "Sound".into()
+    } else {
+        name
+    }
 }
 
 /// Fades exports get unless told otherwise: a few milliseconds, so a clip never starts or ends
@@ -50,6 +136,7 @@ impl Default for ExportOptions {
             true_peak_ceiling_dbtp: -1.0,
             fade_in_ms: DEFAULT_FADE_MS,
             fade_out_ms: DEFAULT_FADE_MS,
+            naming: Naming::Prompt,
         }
     }
 }
@@ -154,23 +241,17 @@ pub fn metadata(record: &ClipRecord) -> WavMetadata {
 
 /// `<prompt>_<model>_s<seed>.wav` in `dir`, numbered if the name is taken.
 pub fn export_path(dir: &Path, record: &ClipRecord) -> PathBuf {
-    free_path(dir, record, "wav")
+    free_path(dir, &Naming::Prompt.base(record), "wav")
 }
 
 /// `<prompt>_<model>_s<seed>.png` in `dir` (the picture of the clip an export names the same
 /// way), numbered if that picture already exists, so a second save never overwrites the first.
 pub fn picture_path(dir: &Path, record: &ClipRecord) -> PathBuf {
-    free_path(dir, record, "png")
+    free_path(dir, &Naming::Prompt.base(record), "png")
 }
 
-fn free_path(dir: &Path, record: &ClipRecord, extension: &str) -> PathBuf {
-    let model = record
-        .model
-        .trim_end_matches(['/', '\\'])
-        .rsplit(['/', '\\'])
-        .next()
-        .unwrap_or("model");
-    let base = format!("{}_{}_s{}", slug(&record.prompt), slug(model), record.seed);
+/// `base.extension` in `dir`, or `base_2.extension`, … when taken.
+fn free_path(dir: &Path, base: &str, extension: &str) -> PathBuf {
     (1..)
         .map(|n| {
             let name = if n == 1 {
@@ -198,7 +279,7 @@ pub fn export_clip(
     let format: WavFormat = options.format.parse()?;
     let channels = record.channels.max(1);
     let (prepared, rate) = prepare(samples, channels as usize, record.sample_rate, options);
-    let path = export_path(dir, record);
+    let path = free_path(dir, &options.naming.base(record), "wav");
     let mut metadata = metadata(record);
     // The BWF loudness fields describe the file as written.
     metadata.loudness = measure(&prepared, channels as usize, rate)
@@ -425,5 +506,44 @@ mod tests {
                 assert!(!text.contains("/home") && !text.contains("Users"), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn ucs_names_carry_category_fx_name_creator_and_source() {
+        let naming = Naming::Ucs {
+            category: "GLASBrk".into(),
+            creator: "AB".into(),
+            source: "Foley Lib/2026".into(),
+        };
+        assert_eq!(
+            naming.base(&record()),
+            "GLASBrk_Glass Shattering Concrete_AB_FoleyLib2026_s7"
+        );
+        let empty = Naming::Ucs {
+            category: "../".into(),
+            creator: String::new(),
+            source: "_".into(),
+        };
+        assert_eq!(
+            empty.base(&record()),
+            "MISC_Glass Shattering Concrete_Foley_Foley_s7"
+        );
+        let long = ClipRecord {
+            prompt: "an extremely long description of a very distant thunderstorm".into(),
+            ..record()
+        };
+        let fx = naming.base(&long);
+        assert_eq!(fx.split('_').nth(1).unwrap(), "An Extremely Long");
+        let dir = tempfile::tempdir().unwrap();
+        let options = ExportOptions {
+            naming,
+            sample_rate: None,
+            ..ExportOptions::default()
+        };
+        let path = export_clip(dir.path(), &record(), &[0.1; 1600], &options).unwrap();
+        assert_eq!(
+            path.file_name().unwrap(),
+            "GLASBrk_Glass Shattering Concrete_AB_FoleyLib2026_s7.wav"
+        );
     }
 }

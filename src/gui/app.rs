@@ -11,7 +11,7 @@ use super::settings::Settings;
 use super::shortcuts::{self, Shortcut};
 use super::views::clip::{ClipAction, ClipView, Place};
 use super::worker::{Command, Event, Job, ModelInfo, PromptLimits, Worker};
-use crate::audio::export::{LOUDNESS_TARGETS, export_clip, picture_path};
+use crate::audio::export::{LOUDNESS_TARGETS, Naming, export_clip, picture_path};
 use crate::audio::playback::Playback;
 use crate::audio::plot::render_plot;
 use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};

@@ -306,6 +306,48 @@ impl FoleyApp {
             ui.add(egui::DragValue::new(&mut export.fade_out_ms).range(0.0..=5000.0))
                 .labelled_by(label.id);
         });
+        let ucs = matches!(export.naming, Naming::Ucs { .. });
+        egui::ComboBox::from_label("File names")
+            .selected_text(if ucs { "UCS" } else { "prompt_model_seed" })
+            .show_ui(ui, |ui| {
+                if ui.selectable_label(!ucs, "prompt_model_seed").clicked() {
+                    export.naming = Naming::Prompt;
+                }
+                if ui
+                    .selectable_label(ucs, "UCS")
+                    .on_hover_text("CatID_FXName_CreatorID_SourceID, as sound libraries name files")
+                    .clicked()
+                    && !ucs
+                {
+                    export.naming = Naming::Ucs {
+                        category: String::new(),
+                        creator: String::new(),
+                        source: String::new(),
+                    };
+                }
+            });
+        if let Naming::Ucs {
+            category,
+            creator,
+            source,
+        } = &mut export.naming
+        {
+            for (text, field, hint) in [
+                ("UCS CatID", category, "GLASBrk"),
+                ("Creator ID", creator, "initials"),
+                ("Source ID", source, "project"),
+            ] {
+                ui.horizontal(|ui| {
+                    let label = ui.label(text);
+                    ui.add(
+                        egui::TextEdit::singleline(field)
+                            .hint_text(hint)
+                            .desired_width(120.0),
+                    )
+                    .labelled_by(label.id);
+                });
+            }
+        }
         let label = ui.label("Export folder");
         let mut folder = self.settings.export_dir.display().to_string();
         if ui
