@@ -596,7 +596,7 @@ pub(crate) fn write_waveforms(
         let rate = record.sample_rate;
         let samples = resample_frames(waveform, clip.channels, clip.sample_rate, rate);
         // Undated: a rerun, or another shard of a batch, writes the same bytes.
-        let metadata = crate::audio::export::metadata(&ClipRecord {
+        let metadata = crate::library::export::metadata(&ClipRecord {
             created: 0,
             ..record.clone()
         });

@@ -1,7 +1,6 @@
 //! Audio files, playback and pictures (the DSP they share with the engine is `engine::dsp`).
 
 pub mod colormap;
-pub mod export;
 pub mod loudness;
 pub mod peaks;
 #[cfg(feature = "studio")]

@@ -11,13 +11,13 @@ use super::settings::Settings;
 use super::shortcuts::{self, Shortcut};
 use super::views::clip::{ClipAction, ClipView, Place};
 use super::worker::{Command, Event, Job, ModelInfo, PromptLimits, Worker};
-use crate::audio::export::{LOUDNESS_TARGETS, Naming, export_clip, picture_path};
 use crate::audio::playback::Playback;
 use crate::audio::plot::render_plot;
 use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
 use crate::engine::hub::KNOWN_CHECKPOINTS;
 use crate::engine::pipeline::{CancelFlag, MAX_WAVEFORMS, Request};
 use crate::engine::schedulers::SchedulerKind;
+use crate::library::export::{LOUDNESS_TARGETS, Naming, export_clip, picture_path};
 use crate::library::{ClipRecord, Library};
 
 mod actions;
@@ -227,6 +227,8 @@ impl FoleyApp {
                 return;
             }
         };
+        // A second Load stops the first one's download.
+        self.load_cancel.cancel();
         self.load_cancel = CancelFlag::new();
         let cancel = self.load_cancel.clone();
         let Some(worker) = self.worker() else { return };

@@ -8,6 +8,7 @@
 //! ids are reserved with a lock file before a save, and leftovers of crashed saves are cleaned
 //! up when the library is opened (`recovery`).
 
+pub mod export;
 mod id;
 mod lock;
 mod recovery;

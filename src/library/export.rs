@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::loudness::{measure, normalising_gain_db};
-use super::wav::{BextLoudness, WavFormat, WavMetadata, write_wav_with_metadata};
+use super::{ClipRecord, slug};
+use crate::audio::loudness::{measure, normalising_gain_db};
+use crate::audio::wav::{BextLoudness, WavFormat, WavMetadata, write_wav_with_metadata};
 use crate::engine::dsp::resample::resample_frames;
 use crate::error::Result;
-use crate::library::{ClipRecord, slug};
 
 /// How a clip is exported; remembered by the studio.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
