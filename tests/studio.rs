@@ -797,3 +797,161 @@ fn exports_can_be_named_the_ucs_way() {
         "DOORWood_Creaky Wooden Door_AB_Demo_s3.wav"
     );
 }
+
+/// Editing on the clip: drag a range on the spectrogram, regenerate it (inpainting), extend the
+/// clip, move it towards the prompt; each result joins the board with its task recorded, and a
+/// task the model cannot do says why.
+#[test]
+fn select_and_regenerate_extend_and_restyle_on_the_board() {
+    let library = tempfile::tempdir().unwrap();
+    let mut harness = studio(library.path());
+    common::wait_until(&mut harness, "the model", model_ready);
+    type_prompt(&mut harness, "hammer on metal");
+    {
+        let settings = &mut harness.state_mut().settings;
+        settings.steps = 2;
+        settings.duration = 1.0;
+        settings.random_seed = false;
+        settings.edit_seconds = 0.5;
+    }
+    generate_one(&mut harness);
+    let rect = harness.get_by_label("Spectrogram").rect();
+    let from = rect.left_center() + egui::vec2(rect.width() * 0.2, 0.0);
+    let to = rect.left_center() + egui::vec2(rect.width() * 0.6, 0.0);
+    harness.drag_at(from);
+    harness.run_steps(1);
+    harness.hover_at(to);
+    harness.run_steps(1);
+    harness.drop_at(to);
+    harness.run_steps(2);
+    let (start, end) = harness.state().results[0].selection.expect("a selection");
+    assert!(
+        (start - 0.2).abs() < 0.05 && (end - 0.6).abs() < 0.05,
+        "{start}–{end}"
+    );
+
+    harness.get_by_label("Regenerate selection").click();
+    common::wait_until(&mut harness, "the inpainted clip", |app| {
+        app.results.len() == 2 && !app.is_busy()
+    });
+    let task = harness.state().results[1]
+        .record
+        .task
+        .clone()
+        .expect("an edit's task");
+    assert_eq!(task["name"], "inpaint");
+    assert!((task["regions"]["time"][0][0].as_f64().unwrap() - start).abs() < 1e-9);
+
+    harness.get_all_by_label("Extend").next().unwrap().click();
+    common::wait_until(&mut harness, "the extended clip", |app| {
+        app.results.len() == 3 && !app.is_busy()
+    });
+    let extended = &harness.state().results[2];
+    assert_eq!(extended.record.task.as_ref().unwrap()["name"], "continue");
+    assert!(
+        (extended.seconds() - 1.5).abs() < 0.05,
+        "{} s",
+        extended.seconds()
+    );
+
+    harness
+        .get_all_by_label("Audio-to-audio")
+        .next()
+        .unwrap()
+        .click();
+    common::wait_until(&mut harness, "the restyled clip", |app| {
+        app.results.len() == 4 && !app.is_busy()
+    });
+    let task = harness.state().results[3].record.task.clone().unwrap();
+    assert_eq!(
+        (task["name"].as_str(), task["strength"].as_f64()),
+        (Some("audio_to_audio"), Some(0.5))
+    );
+
+    // AudioLDM 2 cannot make variations of a sound: the studio says so and carries on.
+    harness.state_mut().messages.clear();
+    harness
+        .get_all_by_label("Variation of this")
+        .next()
+        .unwrap()
+        .click();
+    harness.run_steps(1);
+    common::wait_until(&mut harness, "the refusal", |app| !app.is_busy());
+    assert!(
+        harness
+            .state()
+            .messages
+            .iter()
+            .any(|message| message.contains("MusicLDM")),
+        "{:?}",
+        harness.state().messages
+    );
+    assert_eq!(harness.state().results.len(), 4);
+}
+
+/// A file dropped on the window, as the native integration hands it over.
+#[derive(Debug)]
+struct DroppedWav(std::path::PathBuf);
+
+impl egui::DroppedFile for DroppedWav {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|error| error.to_string())
+    }
+}
+
+/// A WAV dropped on the window opens as a clip that can be played, edited (its audio-to-audio
+/// joins the board) and pinned; a file that is not audio says so.
+#[test]
+fn a_dropped_wav_opens_for_editing() {
+    let library = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let wav = files.path().join("my take.wav");
+    let tone: Vec<f32> = (0..16_000).map(|n| 0.3 * (n as f32 * 0.06).sin()).collect();
+    foley::audio::wav::write_wav(&wav, &tone, 16_000, foley::audio::wav::WavFormat::Pcm16).unwrap();
+    let mut harness = studio(library.path());
+    common::wait_until(&mut harness, "the model", model_ready);
+    type_prompt(&mut harness, "a cello");
+    harness.state_mut().settings.steps = 2;
+    harness
+        .input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(DroppedWav(wav)));
+    harness.run_steps(2);
+    let opened = harness
+        .state()
+        .opened
+        .as_ref()
+        .expect("the dropped file is open");
+    assert_eq!(opened.record.prompt, "my take");
+    assert!((opened.seconds() - 1.0).abs() < 1e-6);
+    harness
+        .get_all_by_label("Audio-to-audio")
+        .next()
+        .unwrap()
+        .click();
+    common::wait_until(&mut harness, "the edit", |app| {
+        app.results.len() == 1 && !app.is_busy()
+    });
+    let task = harness.state().results[0].record.task.clone().unwrap();
+    assert_eq!(task["input"], "my take");
+
+    let text = files.path().join("notes.wav");
+    std::fs::write(&text, b"not a wav").unwrap();
+    harness
+        .input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(DroppedWav(text)));
+    harness.run_steps(2);
+    assert!(
+        harness
+            .state()
+            .messages
+            .iter()
+            .any(|message| message.contains("notes.wav")),
+        "{:?}",
+        harness.state().messages
+    );
+}

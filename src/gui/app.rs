@@ -9,13 +9,15 @@ use eframe::egui;
 use super::drag_out::{self, DragError, DragOutcome};
 use super::settings::Settings;
 use super::shortcuts::{self, Shortcut};
-use super::views::clip::{ClipAction, ClipView, Place};
+use super::views::clip::{ClipAction, ClipView, Edit, Place};
 use super::worker::{Command, Event, Job, ModelInfo, PromptLimits, Worker};
 use crate::audio::playback::Playback;
 use crate::audio::plot::render_plot;
 use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
 use crate::engine::hub::KNOWN_CHECKPOINTS;
-use crate::engine::pipeline::{CancelFlag, MAX_WAVEFORMS, Request};
+use crate::engine::pipeline::{
+    CancelFlag, EncodeMode, InputAudio, MAX_WAVEFORMS, Regions, Request, Task,
+};
 use crate::engine::schedulers::SchedulerKind;
 use crate::library::export::{LOUDNESS_TARGETS, Naming, export_clip, picture_path};
 use crate::library::{ClipRecord, Library};
@@ -110,6 +112,8 @@ pub struct FoleyApp {
     pub selected: Option<usize>,
     /// The keyboard shortcuts window is open.
     pub show_shortcuts: bool,
+    /// Playing a selection: where playback stops, in seconds.
+    play_until: Option<f64>,
     /// Readable messages (errors, warnings) shown until dismissed.
     pub messages: Vec<String>,
     search: String,
@@ -173,6 +177,7 @@ impl FoleyApp {
             playing: None,
             selected: None,
             show_shortcuts: false,
+            play_until: None,
             messages: Vec::new(),
             search: String::new(),
             last_deleted: None,
@@ -291,11 +296,18 @@ impl FoleyApp {
 
     /// Queues a run: one job per variation, seeds seed, seed+1, …
     pub fn generate(&mut self) {
+        self.start_run(Task::TextToAudio);
+    }
+
+    /// Runs `task` with the current settings (several seeds for "Variations"); the clips
+    /// join the board as they finish.
+    pub fn start_run(&mut self, task: Task) {
         let ModelState::Ready { defaults, .. } = &self.model_state else {
             self.messages.push("load a model first".into());
             return;
         };
-        if self.settings.prompt.trim().is_empty() {
+        let editing = !matches!(task, Task::TextToAudio);
+        if self.settings.prompt.trim().is_empty() && !matches!(task, Task::Variation { .. }) {
             self.messages.push("type a prompt first".into());
             return;
         }
@@ -324,7 +336,7 @@ impl FoleyApp {
         let mut jobs = Vec::with_capacity(run.variations);
         for variation in 0..run.variations {
             let request = Request {
-                task: Default::default(),
+                task: task.clone(),
                 prompt: self.settings.prompt.trim().to_string(),
                 negative_prompt: (!negative.is_empty()).then(|| negative.to_string()),
                 seed: self.settings.seed.wrapping_add(variation as u64),
@@ -338,7 +350,9 @@ impl FoleyApp {
                 } else {
                     self.settings.guidance
                 },
-                duration: (self.settings.duration > 0.0).then_some(self.settings.duration),
+                // An edit keeps its clip's length.
+                duration: (self.settings.duration > 0.0 && !editing)
+                    .then_some(self.settings.duration),
                 scheduler,
                 waveforms: 1,
             };
@@ -471,7 +485,9 @@ impl FoleyApp {
                     created: std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |elapsed| elapsed.as_secs()),
-                    task: None,
+                    task: (clip.task.name != "text_to_audio")
+                        .then(|| serde_json::to_value(&clip.task).ok())
+                        .flatten(),
                     batch_job: None,
                 };
                 let saved = match self.library.as_mut() {
@@ -516,6 +532,12 @@ impl eframe::App for FoleyApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.poll();
         self.poll_drag();
+        if let (Some(end), Ok(playback)) = (self.play_until, &self.playback)
+            && (!playback.is_playing() || playback.position_seconds() >= end)
+        {
+            self.play_until = None;
+            self.stop_playback();
+        }
         if self.playing.is_some() || self.run.is_some() {
             ctx.request_repaint_after(std::time::Duration::from_millis(33));
         }
@@ -524,6 +546,7 @@ impl eframe::App for FoleyApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         use raw_window_handle::HasWindowHandle as _;
         self.shortcuts(&ui.ctx().clone());
+        self.open_dropped_files(&ui.ctx().clone());
         self.window = frame.window_handle().ok().map(|handle| handle.as_raw());
         egui::Panel::left("prompt")
             .default_size(300.0)

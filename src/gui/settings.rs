@@ -35,6 +35,10 @@ pub struct Settings {
     pub loop_playback: bool,
     /// Moving between clips with the arrow keys plays the clip moved to.
     pub auto_audition: bool,
+    /// How far audio-to-audio moves from the clip (0–1; Stable Audio 3's noise level).
+    pub edit_strength: f64,
+    /// Seconds "Extend" adds and "Make loop" bridges.
+    pub edit_seconds: f64,
     /// Where "Export" writes WAV files for the DAW.
     pub export_dir: PathBuf,
     pub export: ExportOptions,
@@ -58,6 +62,8 @@ impl Default for Settings {
             library_dir: default_library_dir(),
             loop_playback: false,
             auto_audition: true,
+            edit_strength: 0.5,
+            edit_seconds: 2.0,
             export_dir: default_library_dir().parent().map_or_else(
                 || PathBuf::from("foley-exports"),
                 |data| data.join("exports"),

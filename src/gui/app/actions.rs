@@ -18,6 +18,31 @@ impl FoleyApp {
             return;
         };
         match action {
+            ClipAction::PlaySelection { start, end } => {
+                self.play(which, start);
+                self.play_until = Some(end);
+            }
+            ClipAction::Edit(edit) => {
+                let channels = record.channels.max(1) as usize;
+                let planes: Vec<Vec<f32>> = (0..channels)
+                    .map(|channel| {
+                        samples
+                            .iter()
+                            .skip(channel)
+                            .step_by(channels)
+                            .copied()
+                            .collect()
+                    })
+                    .collect();
+                let name = if record.id.is_empty() {
+                    record.prompt.clone()
+                } else {
+                    record.wav_name()
+                };
+                let input = InputAudio::new(planes, record.sample_rate, name);
+                let task = self.edit_task(edit, input);
+                self.start_run(task);
+            }
             ClipAction::Play => self.play(which, 0.0),
             ClipAction::Stop => self.stop_playback(),
             ClipAction::Seek(seconds) => {
@@ -160,6 +185,49 @@ impl FoleyApp {
                     self.selected = Some(self.results.len() - 1);
                 }
             }
+        }
+    }
+
+    /// The task an edit asks of the loaded model, with the editing settings.
+    pub(super) fn edit_task(&self, edit: Edit, input: InputAudio) -> Task {
+        let stable_audio = matches!(
+            &self.model_state,
+            ModelState::Ready { family, .. } if *family == "Stable Audio 3"
+        );
+        let strength = self.settings.edit_strength.clamp(0.0, 1.0);
+        let seconds = self.settings.edit_seconds;
+        let encode_mode = EncodeMode::default();
+        match edit {
+            Edit::RegenerateSelection { start, end } => Task::Inpaint {
+                input,
+                regions: Regions {
+                    time: vec![(start, end)],
+                    above_hz: None,
+                },
+                strength: 1.0,
+                encode_mode,
+            },
+            // Stable Audio 3 moves by its own noise level, not img2img's strength.
+            Edit::AudioToAudio if stable_audio => Task::AudioToAudioFromNoise {
+                input,
+                init_noise_level: strength.max(0.01),
+            },
+            Edit::AudioToAudio => Task::AudioToAudio {
+                input,
+                strength,
+                encode_mode,
+            },
+            Edit::Extend => Task::Continue {
+                input,
+                seconds,
+                encode_mode,
+            },
+            Edit::MakeLoop => Task::Loop {
+                input,
+                seconds,
+                encode_mode,
+            },
+            Edit::Variation => Task::Variation { input },
         }
     }
 }

@@ -129,4 +129,55 @@ impl FoleyApp {
             self.opened = None;
         }
     }
+
+    /// WAV files dropped on the window open as clips, ready to play, export or edit (they are
+    /// not in the library until an edit of them is).
+    pub(super) fn open_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|input| {
+            input
+                .raw
+                .dropped_files
+                .iter()
+                .map(|file| file.path().to_path_buf())
+                .filter(|path| !path.as_os_str().is_empty())
+                .collect()
+        });
+        for path in dropped {
+            match crate::audio::wav::read_wav_frames(&path) {
+                Ok((samples, channels, sample_rate)) => {
+                    let name = path
+                        .file_stem()
+                        .map_or_else(String::new, |stem| stem.to_string_lossy().into_owned());
+                    let frames = samples.len() / channels.max(1) as usize;
+                    let record = ClipRecord {
+                        id: String::new(),
+                        prompt: name,
+                        negative_prompt: None,
+                        seed: 0,
+                        steps: 0,
+                        guidance: 0.0,
+                        scheduler: String::new(),
+                        model: "dropped file".into(),
+                        duration: frames as f64 / sample_rate.max(1) as f64,
+                        sample_rate,
+                        channels,
+                        timings: Vec::new(),
+                        score: None,
+                        starred: false,
+                        rating: 0,
+                        tags: Vec::new(),
+                        mel_bins: None,
+                        created: 0,
+                        task: None,
+                        batch_job: None,
+                    };
+                    if self.playing == Some(PlayingClip::Opened) {
+                        self.stop_playback();
+                    }
+                    self.opened = Some(ClipView::new(record, samples.into(), None));
+                }
+                Err(error) => self.messages.push(error.to_string()),
+            }
+        }
+    }
 }

@@ -209,6 +209,25 @@ impl FoleyApp {
                 self.show_shortcuts = !self.show_shortcuts;
             }
         });
+        egui::CollapsingHeader::new("Editing").show(ui, |ui| {
+            ui.add(
+                egui::Slider::new(&mut self.settings.edit_strength, 0.0..=1.0)
+                    .text("Editing strength"),
+            )
+            .on_hover_text(
+                "Audio-to-audio: 0 keeps the clip, 1 ignores it (Stable Audio 3: its noise level)",
+            );
+            ui.horizontal(|ui| {
+                let label = ui.label("Extend / loop (s)");
+                ui.add(
+                    egui::DragValue::new(&mut self.settings.edit_seconds)
+                        .range(0.1..=60.0)
+                        .speed(0.1),
+                )
+                .labelled_by(label.id);
+            });
+            ui.small("Drag on a clip's spectrogram (Shift-drag its waveform) to select.");
+        });
         egui::CollapsingHeader::new("Export options").show(ui, |ui| self.export_options(ui));
         if let Some(run) = &self.run {
             match run.progress {

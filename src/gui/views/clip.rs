@@ -35,6 +35,28 @@ pub enum ClipAction {
     Rate(u8),
     /// New tags, as typed (comma-separated).
     SetTags(String),
+    /// Edit this clip with the loaded model; the result joins the board.
+    Edit(Edit),
+    /// Play the selected seconds.
+    PlaySelection {
+        start: f64,
+        end: f64,
+    },
+}
+
+/// The editing tasks a clip view offers (research/editing.md; Stable Audio 3 has its own).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Edit {
+    /// Regenerate the selected seconds and keep the rest (inpainting).
+    RegenerateSelection { start: f64, end: f64 },
+    /// The clip moved towards the prompt, by the editing strength.
+    AudioToAudio,
+    /// More audio that follows on from the end.
+    Extend,
+    /// A bridge from the end back to the start, so the clip loops.
+    MakeLoop,
+    /// A new clip conditioned on this one's sound (MusicLDM).
+    Variation,
 }
 
 /// Where a clip view is drawn: on the compare board or as the clip opened from the library.
@@ -55,6 +77,11 @@ pub struct ClipView {
     pub loudness: Option<Loudness>,
     /// The tags field as being typed; saved when it loses focus.
     tags_text: String,
+    /// The selected seconds (start, end), dragged on the spectrogram (or Shift-dragged on the
+    /// waveform).
+    pub selection: Option<(f64, f64)>,
+    /// Where the selection drag started, in seconds.
+    selecting_from: Option<f64>,
     /// The VAE's log-mel, (frames × bins) row-major, when known.
     pub mel: Option<(Vec<f32>, usize)>,
     texture: Option<TextureHandle>,
@@ -88,6 +115,8 @@ impl ClipView {
             lanes,
             loudness,
             tags_text,
+            selection: None,
+            selecting_from: None,
             mel,
             texture: None,
             device_samples: None,
@@ -168,15 +197,16 @@ impl ClipView {
         let height = if compact { 60.0 } else { 140.0 };
         if let Some(texture) = self.spectrogram_texture(ui.ctx()) {
             let response = ui.add(
-                egui::Image::new((texture.id(), Vec2::new(width, height))).sense(Sense::click()),
+                egui::Image::new((texture.id(), Vec2::new(width, height)))
+                    .sense(Sense::click_and_drag()),
             );
             response
                 .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Spectrogram"));
-            if let Some(position) = response.interact_pointer_pos() {
-                action = Some(ClipAction::Seek(
-                    self.fraction_seconds(response.rect, position.x),
-                ));
+            let response = response.on_hover_text("Click to play from here; drag to select");
+            if let Some(seek) = self.select_or_seek(&response) {
+                action = Some(seek);
             }
+            draw_selection(ui, response.rect, self.selection, self.seconds());
             draw_playhead(ui, response.rect, playhead, self.seconds());
         }
         let (response, painter) =
@@ -199,16 +229,17 @@ impl ClipView {
                 draw_waveform(&painter, rect, lane, color);
             }
         }
-        if response.drag_started() {
+        let shift = ui.input(|input| input.modifiers.shift);
+        if response.drag_started() && !shift && self.selecting_from.is_none() {
             action = Some(ClipAction::DragOut);
-        } else if response.clicked()
-            && let Some(position) = response.interact_pointer_pos()
-        {
-            action = Some(ClipAction::Seek(
-                self.fraction_seconds(response.rect, position.x),
-            ));
+        } else if let Some(seek) = self.select_or_seek(&response) {
+            action = Some(seek);
         }
+        draw_selection(ui, response.rect, self.selection, self.seconds());
         draw_playhead(ui, response.rect, playhead, self.seconds());
+        if let Some(edit) = self.edit_row(ui) {
+            action = Some(edit);
+        }
         ui.horizontal_wrapped(|ui| {
             if playhead.is_some() {
                 if ui.button("Stop").clicked() {
@@ -257,6 +288,81 @@ impl ClipView {
         action
     }
 
+    /// A drag selects seconds (kept in `selection`); a click seeks and clears the selection.
+    fn select_or_seek(&mut self, response: &egui::Response) -> Option<ClipAction> {
+        let position = response.interact_pointer_pos()?;
+        let seconds = self.fraction_seconds(response.rect, position.x);
+        if response.drag_started() {
+            // A drag is recognised only after the pointer moved: it began where it was pressed.
+            let origin = response
+                .ctx
+                .input(|input| input.pointer.press_origin())
+                .unwrap_or(position);
+            self.selecting_from = Some(self.fraction_seconds(response.rect, origin.x));
+        }
+        if let Some(from) = self.selecting_from
+            && response.dragged()
+        {
+            self.selection = Some((from.min(seconds), from.max(seconds)))
+                .filter(|(start, end)| end - start > 0.0);
+        }
+        if response.drag_stopped() {
+            self.selecting_from = None;
+        }
+        if response.clicked() {
+            self.selection = None;
+            return Some(ClipAction::Seek(seconds));
+        }
+        None
+    }
+
+    /// The editing buttons; the selection's only when there is one.
+    fn edit_row(&mut self, ui: &mut egui::Ui) -> Option<ClipAction> {
+        let mut edit = None;
+        ui.horizontal_wrapped(|ui| {
+            if let Some((start, end)) = self.selection {
+                ui.small(format!("selected {start:.2}–{end:.2} s"));
+                if ui.button("Play selection").clicked() {
+                    edit = Some(ClipAction::PlaySelection { start, end });
+                }
+                if ui
+                    .button("Regenerate selection")
+                    .on_hover_text("Inpainting: new audio there, the rest kept")
+                    .clicked()
+                {
+                    edit = Some(ClipAction::Edit(Edit::RegenerateSelection { start, end }));
+                }
+            }
+            for (label, hover, kind) in [
+                (
+                    "Audio-to-audio",
+                    "Move it towards the prompt by the editing strength",
+                    Edit::AudioToAudio,
+                ),
+                (
+                    "Extend",
+                    "More audio that follows on from its end",
+                    Edit::Extend,
+                ),
+                (
+                    "Make loop",
+                    "A bridge from its end back to its start",
+                    Edit::MakeLoop,
+                ),
+                (
+                    "Variation of this",
+                    "A new clip from its sound (MusicLDM)",
+                    Edit::Variation,
+                ),
+            ] {
+                if ui.button(label).on_hover_text(hover).clicked() {
+                    edit = Some(ClipAction::Edit(kind));
+                }
+            }
+        });
+        edit
+    }
+
     fn fraction_seconds(&self, rect: Rect, x: f32) -> f64 {
         let fraction = ((x - rect.left()) / rect.width().max(1.0)).clamp(0.0, 1.0);
         fraction as f64 * self.seconds()
@@ -295,6 +401,23 @@ pub fn loudness_text(loudness: &Loudness) -> Option<String> {
         text.push_str(&format!(" · true peak {peak:.1} dBTP"));
     }
     Some(text)
+}
+
+/// The selected seconds, shaded over `rect`.
+fn draw_selection(ui: &egui::Ui, rect: Rect, selection: Option<(f64, f64)>, seconds: f64) {
+    let Some((start, end)) = selection else {
+        return;
+    };
+    if seconds <= 0.0 {
+        return;
+    }
+    let x = |time: f64| rect.left() + (time / seconds).clamp(0.0, 1.0) as f32 * rect.width();
+    let shade = Rect::from_min_max(
+        egui::pos2(x(start), rect.top()),
+        egui::pos2(x(end), rect.bottom()),
+    );
+    let fill = ui.visuals().selection.bg_fill.gamma_multiply(0.35);
+    ui.painter().rect_filled(shade, 0.0, fill);
 }
 
 /// One channel's waveform in `rect`: min/max per pixel column, or a line through the samples
