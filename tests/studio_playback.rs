@@ -1,5 +1,5 @@
 //! The studio with a real audio stream (ALSA's null device in a private HOME): four variations,
-//! then keys 1-4 switch playback between them (A/B) while looping.
+//! then keys 1-4 switch playback between them (A/B) while looping, and Space stops and plays.
 #![cfg(feature = "studio")]
 
 mod common;
@@ -72,7 +72,16 @@ fn number_keys_switch_playback_between_variations() {
         "{:?}",
         harness.state().messages
     );
-    harness.get_by_label("Stop").click();
+    // The playing card offers Stop (it may be scrolled below the window); Space stops too.
+    harness.get_by_label("Stop");
+    harness.key_press(Key::Space);
+    harness.run_steps(2);
+    assert_eq!(harness.state().playing_result(), None);
+    // Space again plays the selected clip (the one key 4 chose).
+    harness.key_press(Key::Space);
+    harness.run_steps(2);
+    assert_eq!(harness.state().playing_result(), Some(3));
+    harness.key_press(Key::Space);
     harness.run_steps(2);
     assert_eq!(harness.state().playing_result(), None);
 }
