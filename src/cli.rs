@@ -484,7 +484,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let sample_rate = output_rate.unwrap_or(clip.sample_rate);
     let paths = output_paths(&args.out, clip.waveforms.len());
     let records: Vec<ClipRecord> = (0..paths.len())
-        .map(|index| clip_record(&request, &clip, &args.model, index, sample_rate))
+        .map(|index| ClipRecord::of_clip(&request, &clip, &args.model, index, sample_rate))
         .collect();
     write_waveforms(&paths, &clip, &records, format)?;
 
@@ -610,50 +610,6 @@ pub(crate) fn write_waveforms(
         )?;
     }
     Ok(())
-}
-
-/// The record (sidecar) of waveform `index` of `clip`, written at `sample_rate`.
-pub(crate) fn clip_record(
-    request: &Request,
-    clip: &Clip,
-    model: &str,
-    index: usize,
-    sample_rate: u32,
-) -> ClipRecord {
-    let timings = &clip.timings;
-    ClipRecord {
-        id: String::new(),
-        prompt: request.prompt.clone(),
-        negative_prompt: request.negative_prompt.clone(),
-        seed: clip.seed,
-        steps: request.steps,
-        guidance: request.guidance,
-        scheduler: clip.scheduler.into(),
-        model: model.to_string(),
-        duration: clip.duration,
-        sample_rate,
-        channels: clip.channels as u16,
-        timings: vec![
-            ("text_encoding".into(), timings.text_encoding),
-            ("encoding".into(), timings.encoding),
-            ("denoising".into(), timings.denoising),
-            ("vae_decode".into(), timings.vae_decode),
-            ("vocoder".into(), timings.vocoder),
-        ],
-        score: clip
-            .scores
-            .as_ref()
-            .and_then(|scores| scores.get(index).copied()),
-        starred: false,
-        rating: 0,
-        tags: Vec::new(),
-        mel_bins: None,
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs()),
-        task: serde_json::to_value(&clip.task).ok(),
-        batch_job: None,
-    }
 }
 
 pub(crate) fn output_paths(out: &Path, count: usize) -> Vec<PathBuf> {

@@ -81,16 +81,7 @@ pub fn read_input_audio(path: &Path) -> Result<InputAudio> {
     if interleaved.iter().any(|sample| !sample.is_finite()) {
         return Err(bad("some samples are NaN or infinite".into()));
     }
-    let split = (0..channels)
-        .map(|channel| {
-            interleaved
-                .iter()
-                .skip(channel)
-                .step_by(channels)
-                .copied()
-                .collect()
-        })
-        .collect();
+    let split = crate::engine::dsp::deinterleave(&interleaved, channels);
     let name = path.display().to_string();
     Ok(InputAudio::new(split, spec.sample_rate, name))
 }

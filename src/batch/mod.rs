@@ -21,8 +21,7 @@ use serde_json::json;
 use crate::atomic_file::{is_temporary_of, write_atomic};
 use crate::audio::wav::{WavFormat, read_wav};
 use crate::cli::{
-    EditArgs, clip_record, output_paths, parse_sample_rate, prompt_for, task_from_args,
-    write_waveforms,
+    EditArgs, output_paths, parse_sample_rate, prompt_for, task_from_args, write_waveforms,
 };
 use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
 use crate::engine::hub::resolve_model;
@@ -320,7 +319,7 @@ fn generate(
         .map(|(index, path)| ClipRecord {
             id: stem_of(path),
             batch_job: Some(print.to_string()),
-            ..clip_record(request, &clip, &prepared.model, index, rate)
+            ..ClipRecord::of_clip(request, &clip, &prepared.model, index, rate)
         })
         .collect();
     write_waveforms(&wavs, &clip, &records, prepared.format)?;

@@ -457,39 +457,9 @@ impl FoleyApp {
                     self.run = None;
                 }
                 self.messages.extend(clip.warnings.iter().cloned());
+                let record = ClipRecord::of_clip(&request, &clip, &model, 0, clip.sample_rate);
                 let samples = clip.waveforms.into_iter().next().unwrap_or_default();
                 let mel = clip.mels.into_iter().next().map(|mel| (mel, clip.mel_bins));
-                let record = ClipRecord {
-                    id: String::new(),
-                    prompt: request.prompt,
-                    negative_prompt: request.negative_prompt,
-                    seed: request.seed,
-                    steps: request.steps,
-                    guidance: request.guidance,
-                    scheduler: clip.scheduler.into(),
-                    model,
-                    duration: clip.duration,
-                    sample_rate: clip.sample_rate,
-                    channels: clip.channels as u16,
-                    timings: vec![
-                        ("text_encoding".into(), clip.timings.text_encoding),
-                        ("denoising".into(), clip.timings.denoising),
-                        ("vae_decode".into(), clip.timings.vae_decode),
-                        ("vocoder".into(), clip.timings.vocoder),
-                    ],
-                    score: clip.scores.and_then(|scores| scores.first().copied()),
-                    starred: false,
-                    rating: 0,
-                    tags: Vec::new(),
-                    mel_bins: None,
-                    created: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |elapsed| elapsed.as_secs()),
-                    task: (clip.task.name != "text_to_audio")
-                        .then(|| serde_json::to_value(&clip.task).ok())
-                        .flatten(),
-                    batch_job: None,
-                };
                 let saved = match self.library.as_mut() {
                     Ok(library) => library
                         .add(

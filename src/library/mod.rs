@@ -98,6 +98,54 @@ fn mono() -> u16 {
 }
 
 impl ClipRecord {
+    /// The record of waveform `index` of `clip`, made from `request` with `model` and stored at
+    /// `sample_rate`; `id` is left for the library (or the caller) to give. The task is kept
+    /// for edits, not for plain text-to-audio.
+    pub fn of_clip(
+        request: &crate::engine::pipeline::Request,
+        clip: &crate::engine::pipeline::Clip,
+        model: &str,
+        index: usize,
+        sample_rate: u32,
+    ) -> Self {
+        let timings = &clip.timings;
+        Self {
+            id: String::new(),
+            prompt: request.prompt.clone(),
+            negative_prompt: request.negative_prompt.clone(),
+            seed: clip.seed,
+            steps: request.steps,
+            guidance: request.guidance,
+            scheduler: clip.scheduler.into(),
+            model: model.to_string(),
+            duration: clip.duration,
+            sample_rate,
+            channels: clip.channels as u16,
+            timings: vec![
+                ("text_encoding".into(), timings.text_encoding),
+                ("encoding".into(), timings.encoding),
+                ("denoising".into(), timings.denoising),
+                ("vae_decode".into(), timings.vae_decode),
+                ("vocoder".into(), timings.vocoder),
+            ],
+            score: clip
+                .scores
+                .as_ref()
+                .and_then(|scores| scores.get(index).copied()),
+            starred: false,
+            rating: 0,
+            tags: Vec::new(),
+            mel_bins: None,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs()),
+            task: (clip.task.name != "text_to_audio")
+                .then(|| serde_json::to_value(&clip.task).ok())
+                .flatten(),
+            batch_job: None,
+        }
+    }
+
     pub fn wav_name(&self) -> String {
         format!("{}.wav", self.id)
     }

@@ -31,6 +31,21 @@ pub(crate) fn reduced_rates(from: u32, to: u32) -> (usize, usize) {
     )
 }
 
+/// Frames of `channels` interleaved samples as one vector per channel.
+pub fn deinterleave(samples: &[f32], channels: usize) -> Vec<Vec<f32>> {
+    let channels = channels.max(1);
+    (0..channels)
+        .map(|channel| {
+            samples
+                .iter()
+                .skip(channel)
+                .step_by(channels)
+                .copied()
+                .collect()
+        })
+        .collect()
+}
+
 /// The mean of each frame of `channels` interleaved samples: a mono fold-down (what CLAP hears
 /// of a stereo clip).
 pub fn fold_down(samples: &[f32], channels: usize) -> Vec<f32> {

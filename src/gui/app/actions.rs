@@ -23,17 +23,7 @@ impl FoleyApp {
                 self.play_until = Some(end);
             }
             ClipAction::Edit(edit) => {
-                let channels = record.channels.max(1) as usize;
-                let planes: Vec<Vec<f32>> = (0..channels)
-                    .map(|channel| {
-                        samples
-                            .iter()
-                            .skip(channel)
-                            .step_by(channels)
-                            .copied()
-                            .collect()
-                    })
-                    .collect();
+                let planes = crate::engine::dsp::deinterleave(&samples, record.channels as usize);
                 let name = if record.id.is_empty() {
                     record.prompt.clone()
                 } else {
@@ -141,11 +131,8 @@ impl FoleyApp {
                     .map_err(|error| error.to_string())
                     .and_then(|()| {
                         // The picture shows the mix of a stereo clip, as `foley plot` does.
-                        let channels = record.channels.max(1) as usize;
-                        let mono: Vec<f32> = samples
-                            .chunks(channels)
-                            .map(|frame| frame.iter().sum::<f32>() / channels as f32)
-                            .collect();
+                        let mono =
+                            crate::engine::dsp::fold_down(&samples, record.channels as usize);
                         render_plot(
                             &mono,
                             record.sample_rate,

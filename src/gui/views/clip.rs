@@ -96,16 +96,7 @@ impl ClipView {
         let lanes = if channels == 1 {
             Vec::new()
         } else {
-            (0..channels)
-                .map(|channel| {
-                    samples
-                        .iter()
-                        .skip(channel)
-                        .step_by(channels)
-                        .copied()
-                        .collect()
-                })
-                .collect()
+            crate::engine::dsp::deinterleave(&samples, channels)
         };
         let loudness = measure(&samples, channels, record.sample_rate).ok();
         let tags_text = record.tags.join(", ");
