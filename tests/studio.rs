@@ -41,12 +41,24 @@ fn model_ready(app: &FoleyApp) -> bool {
     matches!(app.model_state, foley::gui::ModelState::Ready { .. })
 }
 
-#[test]
-fn generate_a_clip_and_find_it_after_a_restart() {
+/// A studio on a fresh library with the tiny AudioLDM 2 loaded and `prompt` typed, set to
+/// 2 steps and a fixed seed.
+fn ready(prompt: &str) -> (tempfile::TempDir, Harness<'static, FoleyApp>) {
     let library = tempfile::tempdir().unwrap();
     let mut harness = studio(library.path());
     common::wait_until(&mut harness, "the model", model_ready);
-    type_prompt(&mut harness, "glass shattering on concrete");
+    type_prompt(&mut harness, prompt);
+    {
+        let settings = &mut harness.state_mut().settings;
+        settings.steps = 2;
+        settings.random_seed = false;
+    }
+    (library, harness)
+}
+
+#[test]
+fn generate_a_clip_and_find_it_after_a_restart() {
+    let (library, mut harness) = ready("glass shattering on concrete");
     harness.state_mut().settings.steps = 3;
     harness.state_mut().settings.random_seed = false;
     generate_one(&mut harness);
@@ -81,10 +93,7 @@ fn generate_a_clip_and_find_it_after_a_restart() {
 
 #[test]
 fn cancel_stops_a_run() {
-    let library = tempfile::tempdir().unwrap();
-    let mut harness = studio(library.path());
-    common::wait_until(&mut harness, "the model", model_ready);
-    type_prompt(&mut harness, "rain");
+    let (_library, mut harness) = ready("rain");
     harness.state_mut().settings.steps = 900;
     harness.run_steps(2);
     harness.get_by_label("Generate").click();
@@ -98,10 +107,7 @@ fn cancel_stops_a_run() {
 
 #[test]
 fn variations_use_consecutive_seeds() {
-    let library = tempfile::tempdir().unwrap();
-    let mut harness = studio(library.path());
-    common::wait_until(&mut harness, "the model", model_ready);
-    type_prompt(&mut harness, "door creak");
+    let (_library, mut harness) = ready("door creak");
     {
         let settings = &mut harness.state_mut().settings;
         settings.steps = 2;
@@ -208,11 +214,8 @@ fn stable_audio_3_clips_stay_stereo() {
 #[test]
 fn loudness_is_shown_and_exports_meet_the_target() {
     use foley::audio::loudness::measure;
-    let library = tempfile::tempdir().unwrap();
     let exports = tempfile::tempdir().unwrap();
-    let mut harness = studio(library.path());
-    common::wait_until(&mut harness, "the model", model_ready);
-    type_prompt(&mut harness, "engine idle");
+    let (_library, mut harness) = ready("engine idle");
     {
         let settings = &mut harness.state_mut().settings;
         settings.steps = 2;
@@ -266,11 +269,8 @@ fn loudness_is_shown_and_exports_meet_the_target() {
 
 #[test]
 fn export_writes_a_tagged_wav_for_the_daw() {
-    let library = tempfile::tempdir().unwrap();
     let exports = tempfile::tempdir().unwrap();
-    let mut harness = studio(library.path());
-    common::wait_until(&mut harness, "the model", model_ready);
-    type_prompt(&mut harness, "thunder rumble");
+    let (_library, mut harness) = ready("thunder rumble");
     {
         let settings = &mut harness.state_mut().settings;
         settings.steps = 2;
@@ -367,10 +367,7 @@ fn an_unavailable_device_is_explained_not_fatal() {
 /// stay text.
 #[test]
 fn transport_keys_move_between_clips_and_open_the_shortcuts() {
-    let library = tempfile::tempdir().unwrap();
-    let mut harness = studio(library.path());
-    common::wait_until(&mut harness, "the model", model_ready);
-    type_prompt(&mut harness, "bells");
+    let (_library, mut harness) = ready("bells");
     {
         let settings = &mut harness.state_mut().settings;
         settings.steps = 2;
@@ -436,10 +433,7 @@ fn transport_keys_move_between_clips_and_open_the_shortcuts() {
 /// come off it (one, or all) while staying in the library.
 #[test]
 fn the_compare_board_keeps_runs_and_pinned_library_clips() {
-    let library = tempfile::tempdir().unwrap();
-    let mut harness = studio(library.path());
-    common::wait_until(&mut harness, "the model", model_ready);
-    type_prompt(&mut harness, "door creak");
+    let (_library, mut harness) = ready("door creak");
     {
         let settings = &mut harness.state_mut().settings;
         settings.steps = 2;
@@ -573,11 +567,8 @@ fn controls_say_what_they_will_do() {
 /// for the bar's handle); a file deleted since its export is no longer offered.
 #[test]
 fn dragging_a_clip_exports_it_and_a_stale_file_is_not_offered() {
-    let library = tempfile::tempdir().unwrap();
     let exports = tempfile::tempdir().unwrap();
-    let mut harness = studio(library.path());
-    common::wait_until(&mut harness, "the model", model_ready);
-    type_prompt(&mut harness, "metal clang");
+    let (_library, mut harness) = ready("metal clang");
     {
         let settings = &mut harness.state_mut().settings;
         settings.steps = 2;
@@ -632,10 +623,7 @@ fn dragging_a_clip_exports_it_and_a_stale_file_is_not_offered() {
 /// it), and Empty trash makes a delete final.
 #[test]
 fn delete_goes_to_the_trash_and_undo_brings_it_back() {
-    let library = tempfile::tempdir().unwrap();
-    let mut harness = studio(library.path());
-    common::wait_until(&mut harness, "the model", model_ready);
-    type_prompt(&mut harness, "owl hoot");
+    let (library, mut harness) = ready("owl hoot");
     harness.state_mut().settings.steps = 2;
     generate_one(&mut harness);
     let id = harness.state().results[0].record.id.clone();
@@ -682,10 +670,7 @@ fn delete_goes_to_the_trash_and_undo_brings_it_back() {
 /// `#tag` and `rating:N` in the library's search, and its prompt comes back from the history.
 #[test]
 fn rate_tag_search_and_reuse_a_prompt() {
-    let library = tempfile::tempdir().unwrap();
-    let mut harness = studio(library.path());
-    common::wait_until(&mut harness, "the model", model_ready);
-    type_prompt(&mut harness, "wooden door slam");
+    let (library, mut harness) = ready("wooden door slam");
     harness.state_mut().settings.steps = 2;
     generate_one(&mut harness);
     let id = harness.state().results[0].record.id.clone();
@@ -754,11 +739,8 @@ fn rate_tag_search_and_reuse_a_prompt() {
 /// UCS file names from the export options: CatID, FXName from the prompt, creator and source.
 #[test]
 fn exports_can_be_named_the_ucs_way() {
-    let library = tempfile::tempdir().unwrap();
     let exports = tempfile::tempdir().unwrap();
-    let mut harness = studio(library.path());
-    common::wait_until(&mut harness, "the model", model_ready);
-    type_prompt(&mut harness, "creaky wooden door");
+    let (_library, mut harness) = ready("creaky wooden door");
     {
         let settings = &mut harness.state_mut().settings;
         settings.steps = 2;
@@ -803,10 +785,7 @@ fn exports_can_be_named_the_ucs_way() {
 /// task the model cannot do says why.
 #[test]
 fn select_and_regenerate_extend_and_restyle_on_the_board() {
-    let library = tempfile::tempdir().unwrap();
-    let mut harness = studio(library.path());
-    common::wait_until(&mut harness, "the model", model_ready);
-    type_prompt(&mut harness, "hammer on metal");
+    let (_library, mut harness) = ready("hammer on metal");
     {
         let settings = &mut harness.state_mut().settings;
         settings.steps = 2;
