@@ -70,6 +70,7 @@ fn generate_a_clip_and_find_it_after_a_restart() {
     assert!(app.results[0].mel.is_some());
     harness.get_by_label("Spectrogram");
     harness.get_by_label("Waveform");
+    harness.get_by_label("Time ruler");
     drop(harness);
 
     let mut reopened = studio(library.path());

@@ -228,6 +228,7 @@ impl ClipView {
         }
         draw_selection(ui, response.rect, self.selection, self.seconds());
         draw_playhead(ui, response.rect, playhead, self.seconds());
+        time_ruler(ui, width, self.seconds());
         if let Some(edit) = self.edit_row(ui) {
             action = Some(edit);
         }
@@ -394,6 +395,55 @@ pub fn loudness_text(loudness: &Loudness) -> Option<String> {
     Some(text)
 }
 
+/// Seconds between ruler ticks: the shortest of a few round steps that keeps ticks at least
+/// 60 px apart.
+fn ruler_step(width: f32, seconds: f64) -> f64 {
+    const STEPS: [f64; 12] = [
+        0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+    ];
+    let per_pixel = seconds / width.max(1.0) as f64;
+    STEPS
+        .into_iter()
+        .find(|step| step / per_pixel >= 60.0)
+        .unwrap_or(120.0)
+}
+
+/// A strip of second marks under the clip, aligned with its spectrogram and waveform.
+fn time_ruler(ui: &mut egui::Ui, width: f32, seconds: f64) {
+    let (response, painter) = ui.allocate_painter(Vec2::new(width, 14.0), Sense::hover());
+    response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Time ruler"));
+    if seconds <= 0.0 {
+        return;
+    }
+    let rect = response.rect;
+    let step = ruler_step(rect.width(), seconds);
+    let color = ui.visuals().weak_text_color();
+    let font = egui::FontId::proportional(10.0);
+    let decimals = if step < 0.1 {
+        2
+    } else if step < 1.0 {
+        1
+    } else {
+        0
+    };
+    let mut tick = 0.0;
+    while tick <= seconds + 1e-9 {
+        let x = rect.left() + (tick / seconds) as f32 * rect.width();
+        painter.line_segment(
+            [egui::pos2(x, rect.top()), egui::pos2(x, rect.top() + 4.0)],
+            Stroke::new(1.0, color),
+        );
+        painter.text(
+            egui::pos2(x + 2.0, rect.top() + 3.0),
+            egui::Align2::LEFT_TOP,
+            format!("{tick:.decimals$} s"),
+            font.clone(),
+            color,
+        );
+        tick += step;
+    }
+}
+
 /// The selected seconds, shaded over `rect`.
 fn draw_selection(ui: &egui::Ui, rect: Rect, selection: Option<(f64, f64)>, seconds: f64) {
     let Some((start, end)) = selection else {
@@ -529,5 +579,13 @@ mod tests {
         let image = spectrogram_image(&vec![0.5; 300 * 40], 40, 16).unwrap();
         assert_eq!(image.size, [16, 16]);
         assert_eq!(image.pixels.len(), 16 * 16);
+    }
+
+    #[test]
+    fn ruler_ticks_stay_readable() {
+        assert_eq!(ruler_step(600.0, 10.0), 1.0);
+        assert_eq!(ruler_step(600.0, 0.5), 0.05);
+        assert_eq!(ruler_step(600.0, 300.0), 30.0);
+        assert_eq!(ruler_step(10.0, 1e6), 120.0);
     }
 }
