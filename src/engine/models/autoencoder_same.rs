@@ -3,12 +3,13 @@
 //! Everything runs in token layout (batch, tokens, channels); the 1×1 weight-norm convolutions
 //! become linear layers on that layout.
 
-use candle_core::{D, DType, Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
 
 use super::differential_attention::{
-    DynamicTanh, FusedSelfAttention, KeyRange, QkNorm, RotaryTables, default_inv_freq,
+    DynamicTanh, FusedSelfAttention, Gate, GatedFeedForward, KeyRange, QkNorm, RotaryTables,
+    default_inv_freq,
 };
 use super::layers::linear;
 use crate::engine::dsp::MAX_SAMPLE_RATE;
@@ -205,33 +206,11 @@ fn weight_norm_linear(input: usize, output: usize, vb: VarBuilder) -> Result<Lin
 }
 
 #[derive(Debug, Clone)]
-struct FeedForward {
-    proj_in: Linear,
-    proj_out: Linear,
-    sinusoidal: bool,
-}
-
-impl FeedForward {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let projected = self.proj_in.forward(xs)?;
-        let inner = projected.dim(D::Minus1)? / 2;
-        let hidden = projected.narrow(D::Minus1, 0, inner)?;
-        let gate = projected.narrow(D::Minus1, inner, inner)?;
-        let gate = if self.sinusoidal {
-            gate.affine(std::f64::consts::PI, 0.0)?.sin()?
-        } else {
-            gate.silu()?
-        };
-        self.proj_out.forward(&(hidden * gate)?)
-    }
-}
-
-#[derive(Debug, Clone)]
 struct TransformerBlock {
     norm_attn: DynamicTanh,
     attn: FusedSelfAttention,
     norm_ff: DynamicTanh,
-    ff: FeedForward,
+    ff: GatedFeedForward,
 }
 
 impl TransformerBlock {
@@ -257,11 +236,12 @@ impl TransformerBlock {
                 attn,
             )?,
             norm_ff: DynamicTanh::new(dim, vb.pp("norm_ff"))?,
-            ff: FeedForward {
-                proj_in: linear(dim, inner * 2, vb.pp("ff.proj_in"))?,
-                proj_out: linear(inner, dim, vb.pp("ff.proj_out"))?,
-                sinusoidal,
-            },
+            ff: GatedFeedForward::new(
+                dim,
+                inner,
+                if sinusoidal { Gate::Sine } else { Gate::Silu },
+                vb.pp("ff"),
+            )?,
         })
     }
 

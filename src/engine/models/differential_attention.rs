@@ -1,12 +1,13 @@
 //! The attention Stable Audio 3 uses in its DiT and in the SAME autoencoder: a fused projection
 //! to `[q1|q2|k1|k2|v]`, a per-head norm of q and k, a rotary embedding over the first half of
 //! each head, and `Attn(q1, k1, v) − Attn(q2, k2, v)` (differential attention without λ).
-//! With `differential` off the projection is `[q|k|v]` and one attention runs.
+//! With `differential` off the projection is `[q|k|v]` and one attention runs. The gated
+//! feed-forward both models put after it lives here too.
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::layers::{attention as dense_attention, linear_no_bias};
+use super::layers::{attention as dense_attention, linear, linear_no_bias};
 use crate::engine::kernels::attention::attention;
 
 /// Rotary angles for positions `0..tokens`: `cat(freqs, freqs)` of `outer(pos, inv_freq)`, as
@@ -316,5 +317,44 @@ impl FusedSelfAttention {
         };
         let attended = self.shape.combine(&queries, &keys, value, range)?;
         self.to_out.forward(&attended)
+    }
+}
+
+/// What gates a `GatedFeedForward`'s hidden half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// SwiGLU: `silu(gate)`.
+    Silu,
+    /// `sin(π·gate)` (SAME's trailing decoder layers).
+    Sine,
+}
+
+/// `proj_out(h · g(gate))` with `(h, gate) = proj_in(x).chunk(2)` (keys `proj_in`, `proj_out`).
+#[derive(Debug, Clone)]
+pub struct GatedFeedForward {
+    proj_in: Linear,
+    proj_out: Linear,
+    gate: Gate,
+}
+
+impl GatedFeedForward {
+    pub fn new(dim: usize, inner: usize, gate: Gate, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            proj_in: linear(dim, inner * 2, vb.pp("proj_in"))?,
+            proj_out: linear(inner, dim, vb.pp("proj_out"))?,
+            gate,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let projected = self.proj_in.forward(xs)?;
+        let inner = projected.dim(D::Minus1)? / 2;
+        let hidden = projected.narrow(D::Minus1, 0, inner)?;
+        let gate = projected.narrow(D::Minus1, inner, inner)?;
+        let gate = match self.gate {
+            Gate::Silu => gate.silu()?,
+            Gate::Sine => gate.affine(std::f64::consts::PI, 0.0)?.sin()?,
+        };
+        self.proj_out.forward(&(hidden * gate)?)
     }
 }

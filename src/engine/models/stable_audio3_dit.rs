@@ -7,8 +7,8 @@ use candle_nn::{Conv1d, Conv1dConfig, Linear, VarBuilder};
 use serde::Deserialize;
 
 use super::differential_attention::{
-    DifferentialAttention, FusedSelfAttention, KeyRange, QkNorm, RotaryTables, default_inv_freq,
-    rms_norm,
+    DifferentialAttention, FusedSelfAttention, Gate, GatedFeedForward, KeyRange, QkNorm,
+    RotaryTables, default_inv_freq, rms_norm,
 };
 use super::layers::{linear, linear_no_bias};
 use crate::engine::limits::{Limits, MAX_DIMENSION, MAX_LAYERS, Validated};
@@ -180,30 +180,6 @@ pub fn fourier_features(values: &[f32], freqs: &[f32]) -> Vec<f32> {
     out
 }
 
-#[derive(Debug, Clone)]
-struct FeedForward {
-    proj_in: Linear,
-    proj_out: Linear,
-}
-
-impl FeedForward {
-    fn new(dim: usize, inner: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            proj_in: linear(dim, inner * 2, vb.pp("proj_in"))?,
-            proj_out: linear(inner, dim, vb.pp("proj_out"))?,
-        })
-    }
-
-    /// SwiGLU: `proj_out(h · silu(gate))` with `(h, gate) = proj_in(x).chunk(2)`.
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let projected = self.proj_in.forward(xs)?;
-        let inner = projected.dim(D::Minus1)? / 2;
-        let hidden = projected.narrow(D::Minus1, 0, inner)?;
-        let gate = projected.narrow(D::Minus1, inner, inner)?;
-        self.proj_out.forward(&(hidden * gate.silu()?)?)
-    }
-}
-
 /// Cross-attention from the audio tokens to the projected context (no RoPE, no mask).
 #[derive(Debug, Clone)]
 struct CrossAttention {
@@ -264,7 +240,7 @@ struct DiTBlock {
     cross_attend_norm: Tensor,
     cross_attn: CrossAttention,
     ff_norm: Tensor,
-    ff: FeedForward,
+    ff: GatedFeedForward,
     to_scale_shift_gate: Tensor,
     to_local_embed: TwoLayer,
 }
@@ -303,7 +279,7 @@ impl DiTBlock {
             cross_attend_norm: vb.get(dim, "cross_attend_norm.gamma")?,
             cross_attn: CrossAttention::new(dim, head_dim, differential, vb.pp("cross_attn"))?,
             ff_norm: vb.get(dim, "ff_norm.gamma")?,
-            ff: FeedForward::new(dim, config.ff_inner(), vb.pp("ff"))?,
+            ff: GatedFeedForward::new(dim, config.ff_inner(), Gate::Silu, vb.pp("ff"))?,
             to_scale_shift_gate: vb.get(6 * dim, "to_scale_shift_gate")?,
             to_local_embed: TwoLayer::new(
                 config.local_add_cond_dim,
