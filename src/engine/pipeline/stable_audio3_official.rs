@@ -24,7 +24,7 @@ use crate::engine::models::stable_audio3_duration::{
 use crate::engine::models::t5gemma::{T5GemmaEncoder, T5GemmaEncoderConfig};
 use crate::engine::schedulers::flow_match_euler::FlowMatchConfig;
 use crate::engine::text_tokenizer::TextTokenizer;
-use crate::engine::weights::{build_from_tensors, read_json, validate_safetensors};
+use crate::engine::weights::{Component, build_from_tensors, read_json, validate_safetensors};
 use crate::error::{FoleyError, Result};
 
 /// Whether `root` holds a checkpoint in Stability's own layout.
@@ -275,25 +275,42 @@ fn dit_config(shapes: &HashMap<String, Vec<usize>>, path: &Path) -> Result<Stabl
     Ok(config)
 }
 
-/// The safetensors files of a folder (one file or a set of shards).
-fn safetensors_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|error| FoleyError::BadFile {
-            path: dir.to_path_buf(),
-            reason: error.to_string(),
-        })?
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "safetensors"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
+/// A folder's weights (one safetensors file or a set of shards, as `Component::weight_files`
+/// picks them), checked and memory-mapped, with their tensor names and the path errors name.
+fn open_weights(dir: &Path) -> Result<(MmapedSafetensors, Vec<String>, PathBuf)> {
+    let files = Component {
+        dir: dir.to_path_buf(),
+    }
+    .weight_files()?;
+    let blamed = match files.as_slice() {
+        [single] => single.clone(),
+        _ => dir.to_path_buf(),
+    };
+    if files
+        .iter()
+        .any(|file| file.extension().is_none_or(|ext| ext != "safetensors"))
+    {
         return Err(FoleyError::BadFile {
-            path: dir.to_path_buf(),
-            reason: "holds no *.safetensors weights".into(),
+            path: blamed,
+            reason: "Stability's layout is read from safetensors files only".into(),
         });
     }
-    Ok(files)
+    let mut names = Vec::new();
+    for file in &files {
+        names.extend(validate_safetensors(file)?);
+    }
+    // SAFETY: the files are memory-mapped read-only; Foley never writes model files while a
+    // pipeline is loaded.
+    let mmapped = unsafe { MmapedSafetensors::multi(&files) }.map_err(blame(&blamed))?;
+    Ok((mmapped, names, blamed))
+}
+
+/// Turns a candle error into one that names `path`.
+fn blame(path: &Path) -> impl Fn(candle_core::Error) -> FoleyError + Copy + '_ {
+    move |error| FoleyError::BadFile {
+        path: path.to_path_buf(),
+        reason: crate::error::without_backtrace(error).to_string(),
+    }
 }
 
 /// Loads a Stability-layout Stable Audio 3 checkpoint.
@@ -311,24 +328,8 @@ pub fn load(root: &Path, device: &Device, dtype: DType) -> Result<StableAudio3Pi
     let vae_config = vae_config(&config, &config_path)?;
     let levels = vae_config.encoder_strides.len();
 
-    let weights = root.join("model.safetensors");
-    let weight_files = if weights.is_file() {
-        vec![weights.clone()]
-    } else {
-        safetensors_in(root)?
-    };
-    let blamed = weight_files[0].clone();
-    let bad = |error: candle_core::Error| FoleyError::BadFile {
-        path: blamed.clone(),
-        reason: crate::error::without_backtrace(error).to_string(),
-    };
-    let mut names = Vec::new();
-    for file in &weight_files {
-        names.extend(validate_safetensors(file)?);
-    }
-    // SAFETY: the files are memory-mapped read-only; Foley never writes model files while a
-    // pipeline is loaded.
-    let mmapped = unsafe { MmapedSafetensors::multi(&weight_files) }.map_err(bad)?;
+    let (mmapped, names, blamed) = open_weights(root)?;
+    let bad = blame(&blamed);
 
     let mut tensors: HashMap<Part, HashMap<String, Tensor>> = HashMap::new();
     let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
@@ -437,17 +438,8 @@ fn load_text_encoder(
     encoder_config
         .validate()
         .map_err(|reason| bad_config(&dir.join("config.json"), reason))?;
-    let files = safetensors_in(&dir)?;
-    let blamed = files[0].clone();
-    let bad = |error: candle_core::Error| FoleyError::BadFile {
-        path: blamed.clone(),
-        reason: crate::error::without_backtrace(error).to_string(),
-    };
-    for file in &files {
-        validate_safetensors(file)?;
-    }
-    // SAFETY: as above, read-only maps of files Foley never writes.
-    let mmapped = unsafe { MmapedSafetensors::multi(&files) }.map_err(bad)?;
+    let (mmapped, _, blamed) = open_weights(&dir)?;
+    let bad = blame(&blamed);
     let mut tensors = HashMap::new();
     for (name, _) in mmapped.tensors() {
         // The encoder-decoder stores the encoder under `model.encoder.`; the encoder-only
