@@ -284,12 +284,9 @@ fn succeeded(output: Output) -> Output {
     output
 }
 
-/// Interleaved stereo frames from a float WAV.
+/// Interleaved frames of a WAV with its channel count and rate.
 fn read_frames(path: &Path) -> (Vec<f32>, u16, u32) {
-    let mut reader = hound::WavReader::open(path).unwrap();
-    let spec = reader.spec();
-    let samples = reader.samples::<f32>().map(Result::unwrap).collect();
-    (samples, spec.channels, spec.sample_rate)
+    foley::audio::wav::read_wav_frames(path).unwrap()
 }
 
 /// Runs the reference cases accepted by `keep` through `foley generate` (on `model` instead

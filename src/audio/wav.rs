@@ -348,15 +348,13 @@ fn quantize(sample: f32, bits: u32) -> i32 {
 /// refusing rates outside 1–768 000 Hz (a corrupt header must not size a plot or a resampler).
 pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32)> {
     let (samples, channels, rate) = read_wav_frames(path)?;
-    let channels = channels as usize;
     if channels == 1 {
         return Ok((samples, rate));
     }
-    let mono = samples
-        .chunks(channels)
-        .map(|frame| frame.iter().sum::<f32>() / channels as f32)
-        .collect();
-    Ok((mono, rate))
+    Ok((
+        crate::engine::dsp::fold_down(&samples, channels as usize),
+        rate,
+    ))
 }
 
 /// Reads a WAV's samples as f32 in [-1, 1], frames interleaved, with its channel count and

@@ -57,8 +57,7 @@ impl Naming {
     pub fn base(&self, record: &ClipRecord) -> String {
         match self {
             Self::Prompt => {
-                let model = public_model_name(&record.model);
-                let model = model.rsplit('/').next().unwrap_or("model");
+                let model = short_model_name(&record.model);
                 format!("{}_{}_s{}", slug(&record.prompt), slug(model), record.seed)
             }
             Self::Ucs {
@@ -189,6 +188,16 @@ pub fn prepare(
     (output, rate)
 }
 
+/// The model's own name: the last part of a hub id or folder path (`audioldm2` for
+/// `cvssp/audioldm2` or `/home/ana/models/audioldm2/`).
+pub fn short_model_name(model: &str) -> &str {
+    model
+        .trim_end_matches(['/', '\\'])
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(model)
+}
+
 /// The model as a shared file may name it: a Hugging Face id as it is, a local folder by its
 /// own name only, so an exported WAV never carries the user's directory layout.
 pub fn public_model_name(model: &str) -> String {
@@ -198,11 +207,7 @@ pub fn public_model_name(model: &str) -> String {
         || trimmed.contains('\\')
         || trimmed.matches('/').count() != 1;
     if local {
-        trimmed
-            .rsplit(['/', '\\'])
-            .next()
-            .unwrap_or(trimmed)
-            .to_string()
+        short_model_name(trimmed).to_string()
     } else {
         trimmed.to_string()
     }

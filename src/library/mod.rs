@@ -799,13 +799,15 @@ impl Library {
             .filter(move |record| words.iter().all(|word| matches_word(record, word)))
     }
 
-    /// Prompts used in this library, newest first, each once.
-    pub fn prompt_history(&self) -> Vec<String> {
+    /// The `limit` latest prompts used in this library, newest first, each once.
+    pub fn prompt_history(&self, limit: usize) -> Vec<String> {
         let mut seen = std::collections::HashSet::new();
         self.records
             .iter()
-            .map(|record| record.prompt.trim().to_string())
-            .filter(|prompt| !prompt.is_empty() && seen.insert(prompt.clone()))
+            .map(|record| record.prompt.trim())
+            .filter(|prompt| !prompt.is_empty() && seen.insert(*prompt))
+            .take(limit)
+            .map(str::to_string)
             .collect()
     }
 }
@@ -990,6 +992,10 @@ mod tests {
             "model and prompt words together"
         );
         assert!(found("#metal").is_empty());
-        assert_eq!(reopened.prompt_history(), ["rain on tin", "old door creak"]);
+        assert_eq!(
+            reopened.prompt_history(10),
+            ["rain on tin", "old door creak"]
+        );
+        assert_eq!(reopened.prompt_history(1), ["rain on tin"]);
     }
 }

@@ -44,35 +44,26 @@ impl FoleyApp {
                     self.play(which, seconds);
                 }
             }
-            ClipAction::Rate(rating) => {
-                if let Ok(library) = self.library.as_mut()
-                    && let Err(error) = library.set_rating(&record.id, rating)
-                {
-                    self.messages.push(error.to_string());
-                }
-                self.update_views(&record.id, |view| view.rating = rating.min(5));
-            }
+            ClipAction::Rate(rating) => self.change_record(
+                &record.id,
+                |library, id| library.set_rating(id, rating),
+                |view| view.rating = rating.min(5),
+            ),
             ClipAction::SetTags(text) => {
                 let tags = crate::library::tag_list(&text);
-                if let Ok(library) = self.library.as_mut()
-                    && let Err(error) = library.set_tags(&record.id, &tags)
-                {
-                    self.messages.push(error.to_string());
-                }
-                self.update_views(&record.id, |view| view.tags = tags.clone());
+                self.change_record(
+                    &record.id,
+                    |library, id| library.set_tags(id, &tags),
+                    |view| view.tags = tags.clone(),
+                );
             }
             ClipAction::ToggleStar => {
                 let starred = !record.starred;
-                if let Ok(library) = self.library.as_mut()
-                    && let Err(error) = library.set_starred(&record.id, starred)
-                {
-                    self.messages.push(error.to_string());
-                }
-                for clip in self.results.iter_mut().chain(self.opened.as_mut()) {
-                    if clip.record.id == record.id {
-                        clip.record.starred = starred;
-                    }
-                }
+                self.change_record(
+                    &record.id,
+                    |library, id| library.set_starred(id, starred),
+                    |view| view.starred = starred,
+                );
             }
             ClipAction::UseSettings => {
                 // The model is part of the settings: switch back to it if another is loaded.

@@ -63,11 +63,22 @@ impl FoleyApp {
         }
     }
 
-    /// Applies `change` to the record of every view of clip `id` (board and opened).
-    pub(super) fn update_views(&mut self, id: &str, change: impl Fn(&mut ClipRecord)) {
+    /// Saves a change to clip `id` in the library (a failure becomes a message) and applies
+    /// `view_change` to the record of every view of it (board and opened).
+    pub(super) fn change_record(
+        &mut self,
+        id: &str,
+        save: impl FnOnce(&mut Library, &str) -> crate::error::Result<()>,
+        view_change: impl Fn(&mut ClipRecord),
+    ) {
+        if let Ok(library) = self.library.as_mut()
+            && let Err(error) = save(library, id)
+        {
+            self.messages.push(error.to_string());
+        }
         for clip in self.results.iter_mut().chain(self.opened.as_mut()) {
             if clip.record.id == id {
-                change(&mut clip.record);
+                view_change(&mut clip.record);
             }
         }
     }

@@ -71,19 +71,20 @@ impl FoleyApp {
             ModelState::Failed { error, .. } => ui.colored_label(ui.visuals().error_fg_color, error),
         };
         ui.separator();
-        let history = self
-            .library
-            .as_ref()
-            .map(|library| library.prompt_history())
-            .unwrap_or_default();
         let label = ui.label("Prompt");
-        if !history.is_empty() {
+        if let Ok(library) = &self.library
+            && library
+                .records()
+                .iter()
+                .any(|record| !record.prompt.trim().is_empty())
+        {
+            // Listed only while the popup is open: not a scan of the library every frame.
             egui::ComboBox::from_label("Prompt history")
                 .selected_text("earlier prompts")
                 .show_ui(ui, |ui| {
-                    for prompt in history.iter().take(30) {
+                    for prompt in library.prompt_history(30) {
                         if ui.selectable_label(false, prompt.as_str()).clicked() {
-                            self.settings.prompt = prompt.clone();
+                            self.settings.prompt = prompt;
                         }
                     }
                 });

@@ -10,6 +10,7 @@ use crate::audio::colormap::magma;
 use crate::audio::loudness::{Loudness, measure};
 use crate::audio::peaks::peaks;
 use crate::library::ClipRecord;
+use crate::library::export::short_model_name;
 
 /// What the user asked a clip view to do; the app carries it out.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,13 +161,7 @@ impl ClipView {
                 action = Some(ClipAction::SetTags(self.tags_text.clone()));
             }
         });
-        let model = self
-            .record
-            .model
-            .trim_end_matches(['/', '\\'])
-            .rsplit(['/', '\\'])
-            .next()
-            .unwrap_or_default();
+        let model = short_model_name(&self.record.model);
         ui.label(format!(
             "{model} · seed {} · {} steps · guidance {} · {} · {:.2} s{}",
             self.record.seed,
