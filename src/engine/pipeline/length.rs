@@ -27,21 +27,7 @@ impl AudioLength {
     ) -> Result<Self> {
         let seconds = requested.unwrap_or(default_frames as f64 * seconds_per_frame);
         let minimum = seconds_per_frame * vae_scale_factor as f64;
-        if !seconds.is_finite() || seconds <= 0.0 {
-            return Err(FoleyError::InvalidRequest(format!(
-                "duration must be a positive number of seconds, got {seconds}"
-            )));
-        }
-        if seconds < minimum {
-            return Err(FoleyError::InvalidRequest(format!(
-                "duration {seconds} s is below this model's minimum of {minimum} s"
-            )));
-        }
-        if seconds > MAX_DURATION_SECONDS {
-            return Err(FoleyError::InvalidRequest(format!(
-                "duration {seconds} s is over the maximum of {MAX_DURATION_SECONDS} s"
-            )));
-        }
+        check_seconds(seconds, minimum)?;
         let mut mel_frames = (seconds / seconds_per_frame) as usize;
         if !mel_frames.is_multiple_of(vae_scale_factor) {
             mel_frames = mel_frames.div_ceil(vae_scale_factor) * vae_scale_factor;
@@ -53,6 +39,27 @@ impl AudioLength {
             samples: (seconds * sampling_rate as f64) as usize,
         })
     }
+}
+
+/// A clip length every model accepts: a positive, finite number of seconds from `minimum` to
+/// `MAX_DURATION_SECONDS`.
+pub(crate) fn check_seconds(seconds: f64, minimum: f64) -> Result<()> {
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(FoleyError::InvalidRequest(format!(
+            "duration must be a positive number of seconds, got {seconds}"
+        )));
+    }
+    if seconds < minimum {
+        return Err(FoleyError::InvalidRequest(format!(
+            "duration {seconds} s is below this model's minimum of {minimum} s"
+        )));
+    }
+    if seconds > MAX_DURATION_SECONDS {
+        return Err(FoleyError::InvalidRequest(format!(
+            "duration {seconds} s is over the maximum of {MAX_DURATION_SECONDS} s"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

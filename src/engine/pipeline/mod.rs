@@ -292,6 +292,17 @@ pub(crate) fn excerpt(text: &str) -> String {
     format!("{start}…")
 }
 
+/// Refuses waveforms holding NaN or infinite samples; `settings` and `advice` say which run
+/// and what to try.
+pub(crate) fn ensure_finite(waveforms: &[Vec<f32>], settings: &str, advice: &str) -> Result<()> {
+    if waveforms.iter().flatten().all(|sample| sample.is_finite()) {
+        return Ok(());
+    }
+    Err(FoleyError::NonFinite(format!(
+        "the generation produced NaN or infinite samples ({settings}): {advice}"
+    )))
+}
+
 /// Checks the parts of a request that do not depend on the model.
 pub fn validate(request: &Request) -> Result<()> {
     request.task.validate()?;

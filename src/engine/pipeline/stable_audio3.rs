@@ -7,10 +7,12 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::length::check_seconds;
 use super::ranking::ClapJudge;
 use super::stages::stage_seconds;
 use super::{
-    AudioLength, CancelFlag, Clip, InputAudio, Progress, Request, Task, Timings, validate,
+    AudioLength, CancelFlag, Clip, InputAudio, Progress, Request, Task, Timings, ensure_finite,
+    validate,
 };
 use crate::engine::dsp::resample::resample;
 use crate::engine::models::autoencoder_same::{AutoencoderSame, AutoencoderSameConfig};
@@ -188,17 +190,8 @@ impl StableAudio3Pipeline {
     /// Latent frames and kept samples for `duration` seconds (Python's f64 `ceil` and `int`).
     pub fn audio_length(&self, duration: Option<f64>) -> Result<AudioLength> {
         let seconds = duration.unwrap_or(DEFAULT_SECONDS);
-        if !seconds.is_finite() || seconds <= 0.0 {
-            return Err(FoleyError::InvalidRequest(format!(
-                "duration must be a positive number of seconds, got {seconds}"
-            )));
-        }
-        if seconds > super::MAX_DURATION_SECONDS {
-            return Err(FoleyError::InvalidRequest(format!(
-                "duration {seconds} s is over the maximum of {} s",
-                super::MAX_DURATION_SECONDS
-            )));
-        }
+        // Any positive length: the latents are rounded up to whole frames.
+        check_seconds(seconds, 0.0)?;
         let rate = self.sample_rate() as f64;
         let ratio = self.vae.config().downsampling_ratio() as f64;
         let latent_frames = (seconds * rate / ratio).ceil() as usize;
@@ -482,12 +475,11 @@ impl StableAudio3Pipeline {
             .clamp(-1f32, 1f32)?;
         timings.vae_decode = stage_seconds(started, &self.device)?;
         let waveforms = interleave(&audio)?;
-        if waveforms.iter().flatten().any(|sample| !sample.is_finite()) {
-            return Err(FoleyError::NonFinite(format!(
-                "the generation produced NaN or infinite samples ({} steps, guidance {}): the weights or config may be corrupt",
-                request.steps, request.guidance
-            )));
-        }
+        ensure_finite(
+            &waveforms,
+            &format!("{} steps, guidance {}", request.steps, request.guidance),
+            "the weights or config may be corrupt",
+        )?;
         let mut warnings = conditioning.warnings;
         if request.waveforms > 1 && self.judge.is_none() {
             warnings.push(

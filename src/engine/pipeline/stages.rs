@@ -388,14 +388,16 @@ impl Synthesis<'_> {
             .waveforms(&latents, &plan.length, &mut timings)?;
         let sample_rate = self.decoder.sample_rate();
         let waveforms = assemble(&plan.assembly, decoded.waveforms, sample_rate);
-        if waveforms.iter().flatten().any(|sample| !sample.is_finite()) {
-            return Err(FoleyError::NonFinite(format!(
-                "the generation produced NaN or infinite samples ({} scheduler, {} steps, guidance {}): these settings are numerically unstable for this model, or its weights or config are corrupt; try another scheduler or fewer steps",
+        super::ensure_finite(
+            &waveforms,
+            &format!(
+                "{} scheduler, {} steps, guidance {}",
                 request.scheduler.name(),
                 request.steps,
                 request.guidance
-            )));
-        }
+            ),
+            "these settings are numerically unstable for this model, or its weights or config are corrupt; try another scheduler or fewer steps",
+        )?;
         let duration = match plan.assembly {
             Assembly::AsDecoded => plan.length.seconds,
             _ => waveforms.first().map_or(0, Vec::len) as f64 / sample_rate as f64,
