@@ -2,11 +2,11 @@
 //! encoder: Gemma-style layers with pre- and post-norms, grouped-query attention scaled by
 //! `query_pre_attn_scalar`, logit soft-capping, RoPE and bidirectional (optionally banded) masks.
 
-use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::differential_attention::{RotaryTables, default_inv_freq, rotate_half};
+use super::differential_attention::{RotaryTables, default_inv_freq, rms_norm, rotate_half};
 use super::layers::{finite_min, gelu_tanh, linear, linear_no_bias, softmax_last_dim_f32};
 use crate::engine::limits::{Limits, MAX_DIMENSION, MAX_LAYERS, Validated};
 
@@ -224,7 +224,8 @@ impl Validated for T5GemmaEncoderConfig {
     }
 }
 
-/// T5Gemma's RMS norm: `x·rsqrt(mean x² + eps)·(1 + w)` in f32.
+/// T5Gemma's RMS norm: `x·rsqrt(mean x² + eps)·(1 + w)` in f32, the shared `rms_norm` with
+/// `1 + w` as its scale.
 #[derive(Debug, Clone)]
 struct RmsNorm {
     weight: Tensor,
@@ -240,12 +241,7 @@ impl RmsNorm {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let dtype = xs.dtype();
-        let xs = xs.to_dtype(DType::F32)?;
-        let variance = xs.sqr()?.mean_keepdim(D::Minus1)?;
-        xs.broadcast_mul(&(variance + self.eps)?.sqrt()?.recip()?)?
-            .broadcast_mul(&self.weight)?
-            .to_dtype(dtype)
+        rms_norm(xs, &self.weight, self.eps)
     }
 }
 
