@@ -90,30 +90,13 @@ impl FoleyApp {
                 self.settings.duration = record.duration;
             }
             ClipAction::Export => {
-                match export_clip(
-                    &self.settings.export_dir,
-                    &record,
-                    &samples,
-                    &self.settings.export,
-                ) {
-                    Ok(path) => self.last_export = Some(path),
-                    Err(error) => self.messages.push(format!("export failed: {error}")),
-                }
+                self.export(&record, &samples);
             }
             // Dragging the clip itself: exported with the current settings, then that file
             // is what leaves the window.
             ClipAction::DragOut => {
-                match export_clip(
-                    &self.settings.export_dir,
-                    &record,
-                    &samples,
-                    &self.settings.export,
-                ) {
-                    Ok(path) => {
-                        self.last_export = Some(path.clone());
-                        self.start_drag(path);
-                    }
-                    Err(error) => self.messages.push(format!("export failed: {error}")),
+                if let Some(path) = self.export(&record, &samples) {
+                    self.start_drag(path);
                 }
             }
             ClipAction::SavePicture => {
@@ -206,6 +189,26 @@ impl FoleyApp {
                 encode_mode,
             },
             Edit::Variation => Task::Variation { input },
+        }
+    }
+
+    /// Exports a clip with the current export settings and offers it in the bar; a failure
+    /// becomes a message.
+    fn export(&mut self, record: &ClipRecord, samples: &[f32]) -> Option<PathBuf> {
+        match export_clip(
+            &self.settings.export_dir,
+            record,
+            samples,
+            &self.settings.export,
+        ) {
+            Ok(path) => {
+                self.last_export = Some(path.clone());
+                Some(path)
+            }
+            Err(error) => {
+                self.messages.push(format!("export failed: {error}"));
+                None
+            }
         }
     }
 }
