@@ -32,8 +32,8 @@ fn type_prompt(harness: &mut Harness<'static, FoleyApp>, text: &str) {
 fn generate_one(harness: &mut Harness<'static, FoleyApp>) {
     harness.run_steps(2);
     harness.get_by_label("Generate").click();
-    common::wait_until(harness, "the clip", |app| {
-        app.results.len() == 1 && !app.is_busy()
+    common::wait_until(harness, "the clip and its save", |app| {
+        app.results.len() == 1 && !app.is_busy() && app.disk_is_idle()
     });
 }
 
@@ -175,6 +175,7 @@ fn stable_audio_3_clips_stay_stereo() {
     assert_eq!((spec.channels, spec.sample_rate), (2, 44_100));
 
     harness.get_by_label("Export").click();
+    common::settle(&mut harness);
     harness.run_steps(2);
     let exported = harness
         .state()
@@ -200,6 +201,7 @@ fn stable_audio_3_clips_stay_stereo() {
     let mut reopened = common::studio(Some(model), library.path());
     common::wait_until(&mut reopened, "the model", model_ready);
     reopened.get_by_label_contains("rain on a tin roof").click();
+    common::settle(&mut reopened);
     reopened.run_steps(3);
     let opened = reopened
         .state()
@@ -246,6 +248,7 @@ fn loudness_is_shown_and_exports_meet_the_target() {
     );
     harness.get_by_label("True-peak ceiling (dBTP)");
     harness.get_by_label("Export").click();
+    common::settle(&mut harness);
     harness.run_steps(2);
     let path = harness
         .state()
@@ -283,6 +286,7 @@ fn export_writes_a_tagged_wav_for_the_daw() {
     }
     generate_one(&mut harness);
     harness.get_by_label("Export").click();
+    common::settle(&mut harness);
     harness.run_steps(2);
     let path = harness
         .state()
@@ -316,6 +320,7 @@ fn export_writes_a_tagged_wav_for_the_daw() {
     harness.hover_at(handle + egui::vec2(40.0, -300.0));
     harness.run_steps(2);
     harness.drop_at(handle + egui::vec2(40.0, -300.0));
+    common::settle(&mut harness);
     harness.run_steps(1);
     assert!(
         harness
@@ -327,6 +332,7 @@ fn export_writes_a_tagged_wav_for_the_daw() {
         harness.state().messages
     );
     harness.get_by_label("Save picture").click();
+    common::settle(&mut harness);
     harness.run_steps(2);
     let picture = harness
         .state()
@@ -464,6 +470,7 @@ fn the_compare_board_keeps_runs_and_pinned_library_clips() {
         .next()
         .unwrap()
         .click();
+    common::settle(&mut harness);
     harness.run_steps(2);
     assert_eq!(harness.state().results.len(), 1);
     assert_eq!(
@@ -472,6 +479,7 @@ fn the_compare_board_keeps_runs_and_pinned_library_clips() {
         "still in the library"
     );
     harness.get_by_label_contains("door creak · s5").click();
+    common::settle(&mut harness);
     harness.run_steps(3);
     harness.get_by_label("Pin to board").click();
     harness.run_steps(2);
@@ -585,6 +593,7 @@ fn dragging_a_clip_exports_it_and_a_stale_file_is_not_offered() {
     harness.hover_at(handle + egui::vec2(60.0, -200.0));
     harness.run_steps(2);
     harness.drop_at(handle + egui::vec2(60.0, -200.0));
+    common::settle(&mut harness);
     harness.run_steps(2);
     let exported = harness
         .state()
@@ -629,9 +638,11 @@ fn delete_goes_to_the_trash_and_undo_brings_it_back() {
     generate_one(&mut harness);
     let id = harness.state().results[0].record.id.clone();
     harness.get_by_label_contains("owl hoot · s").click();
+    common::settle(&mut harness);
     harness.run_steps(3);
     // The board's card and the opened view both offer it.
     harness.get_all_by_label("Delete").next().unwrap().click();
+    common::settle(&mut harness);
     harness.run_steps(2);
     assert!(harness.state().library().unwrap().records().is_empty());
     assert!(harness.state().results.is_empty(), "off the board too");
@@ -645,14 +656,17 @@ fn delete_goes_to_the_trash_and_undo_brings_it_back() {
     harness.get_by_label_contains("to the library's trash");
 
     harness.get_by_label("Undo").click();
+    common::settle(&mut harness);
     harness.run_steps(3);
     assert_eq!(harness.state().library().unwrap().records().len(), 1);
     assert_eq!(harness.state().opened.as_ref().unwrap().record.id, id);
     assert!(harness.state().last_deleted.is_none());
 
     harness.get_by_label("Delete").click();
+    common::settle(&mut harness);
     harness.run_steps(2);
     harness.get_by_label("Empty trash").click();
+    common::settle(&mut harness);
     harness.run_steps(2);
     assert!(
         harness.query_by_label("Undo").is_none(),
@@ -681,6 +695,7 @@ fn rate_tag_search_and_reuse_a_prompt() {
     harness.get_by_label("Tags").type_text("Door, wood");
     harness.run_steps(1);
     harness.key_press(egui::Key::Enter);
+    common::settle(&mut harness);
     harness.run_steps(2);
     for _ in 0..4 {
         harness
@@ -688,6 +703,7 @@ fn rate_tag_search_and_reuse_a_prompt() {
             .focus();
         harness.run_steps(1);
         harness.key_press(egui::Key::ArrowRight);
+        common::settle(&mut harness);
         harness.run_steps(1);
     }
     harness.run_steps(2);
@@ -769,6 +785,7 @@ fn exports_can_be_named_the_ucs_way() {
     harness.key_press(egui::Key::Escape);
     harness.run_steps(1);
     harness.get_by_label("Export").click();
+    common::settle(&mut harness);
     harness.run_steps(2);
     let path = harness
         .state()

@@ -1,4 +1,8 @@
-//! The studio's state and frame logic: `logic` drains worker events, `ui` draws the panels.
+//! The studio's state and frame logic: `logic` drains the worker's and the disk thread's
+//! events, `ui` draws the panels, which queue [`StudioCommand`]s that `execute` carries out.
+//!
+//! State is of two kinds: `settings` persist between sessions (eframe's storage); everything
+//! else (the board, the run, messages, what was exported last) lives for this session only.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,24 +10,27 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, TryRecvError};
 use eframe::egui;
 
+use super::command::{ClipRef, Move, StudioCommand};
+use super::disk::{Disk, DiskEvent, DiskJob, LibraryView};
 use super::drag_out::{self, DragError, DragOutcome};
 use super::settings::Settings;
-use super::shortcuts::{self, Shortcut};
+use super::shortcuts;
 use super::views::clip::{ClipAction, ClipView, Edit, Place};
 use super::worker::{Command, Event, Job, ModelInfo, PromptLimits, Worker};
 use crate::audio::playback::Playback;
-use crate::audio::plot::render_plot;
 use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
 use crate::engine::hub::KNOWN_CHECKPOINTS;
 use crate::engine::pipeline::{
     CancelFlag, EncodeMode, InputAudio, MAX_WAVEFORMS, Regions, Request, Task,
 };
 use crate::engine::schedulers::SchedulerKind;
-use crate::library::export::{LOUDNESS_TARGETS, Naming, export_clip, picture_path};
-use crate::library::{ClipRecord, Library};
+use crate::library::export::{LOUDNESS_TARGETS, Naming};
+use crate::library::{Annotations, ClipRecord, Library};
 
 mod actions;
 mod board;
+mod commands;
+mod events;
 mod export_bar;
 mod library_panel;
 mod prompt_panel;
@@ -98,7 +105,14 @@ pub struct FoleyApp {
     /// Wakes the UI; kept to start a new inference thread after one is lost.
     repaint: Arc<dyn Fn() + Send + Sync>,
     playback: Result<Playback, String>,
-    library: Result<Library, String>,
+    /// Saves, exports and pictures; None only when it could not be started.
+    disk: Option<Disk>,
+    /// The library's records as of the disk thread's last report.
+    library: Result<LibraryView, String>,
+    /// What the panels and keys asked for this frame, carried out after drawing.
+    commands: Vec<StudioCommand>,
+    /// Numbers the clips waiting for their library save.
+    next_save: u64,
     pub model_state: ModelState,
     run: Option<Run>,
     next_run: u64,
@@ -106,8 +120,8 @@ pub struct FoleyApp {
     pub results: Vec<ClipView>,
     /// The clip open from the library list.
     pub opened: Option<ClipView>,
-    /// Which clip plays: (in results?, index or id).
-    playing: Option<PlayingClip>,
+    /// Which clip plays.
+    playing: Option<ClipRef>,
     /// The result the transport keys act on (Space plays it, arrows move it).
     pub selected: Option<usize>,
     /// The keyboard shortcuts window is open.
@@ -135,12 +149,6 @@ pub struct FoleyApp {
     drag: Option<Receiver<Result<DragOutcome, DragError>>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum PlayingClip {
-    Result(usize),
-    Opened,
-}
-
 impl FoleyApp {
     /// Builds the studio; fails only when the inference thread cannot be started.
     pub fn new(creation: &eframe::CreationContext<'_>, config: AppConfig) -> std::io::Result<Self> {
@@ -163,12 +171,20 @@ impl FoleyApp {
             Err("audio output is switched off".into())
         };
         let library = Library::open(&settings.library_dir).map_err(|error| error.to_string());
+        let problems = library
+            .as_ref()
+            .map(|library| library.problems.clone())
+            .unwrap_or_default();
+        let (disk, library) = Disk::spawn(library, repaint.clone())?;
         let mut app = Self {
             settings,
             worker: Some(worker),
             repaint,
             playback,
+            disk: Some(disk),
             library,
+            commands: Vec::new(),
+            next_save: 1,
             model_state: ModelState::None,
             run: None,
             next_run: 1,
@@ -189,9 +205,7 @@ impl FoleyApp {
             window: None,
             drag: None,
         };
-        if let Ok(library) = &app.library {
-            app.messages.extend(library.problems.iter().cloned());
-        }
+        app.messages.extend(problems);
         if config.model.is_some()
             || crate::engine::hub::cached_snapshot(&app.settings.model).is_some()
             || std::path::Path::new(&app.settings.model).is_dir()
@@ -204,17 +218,36 @@ impl FoleyApp {
     /// Index of the result clip that is playing, if any.
     pub fn playing_result(&self) -> Option<usize> {
         match self.playing {
-            Some(PlayingClip::Result(index)) => Some(index),
+            Some(ClipRef::Board(index)) => Some(index),
             _ => None,
         }
     }
 
+    /// A generation is running.
     pub fn is_busy(&self) -> bool {
         self.run.is_some()
     }
 
-    pub fn library(&self) -> Option<&Library> {
+    /// No save, change, export or picture is waiting for the disk.
+    pub fn disk_is_idle(&self) -> bool {
+        self.disk.as_ref().is_none_or(Disk::is_idle)
+    }
+
+    pub fn library(&self) -> Option<&LibraryView> {
         self.library.as_ref().ok()
+    }
+
+    /// Queues `command` as a panel or key would; it runs after the next frame is drawn.
+    pub fn queue(&mut self, command: StudioCommand) {
+        self.commands.push(command);
+    }
+
+    /// Hands `job` to the disk thread; a message when it is gone.
+    fn send_to_disk(&mut self, job: DiskJob) {
+        if !self.disk.as_mut().is_some_and(|disk| disk.send(job)) {
+            self.messages
+                .push("the disk thread has stopped: nothing can be saved; restart Foley".into());
+        }
     }
 
     fn load_model(&mut self) {
@@ -292,6 +325,8 @@ impl FoleyApp {
         }
         self.load_cancel.cancel();
         self.worker = None;
+        // Waits for the queued saves: a clip that was made is never lost to closing.
+        self.disk = None;
     }
 
     /// Queues a run: one job per variation, seeds seed, seed+1, …
@@ -377,125 +412,6 @@ impl FoleyApp {
             run.cancel.cancel();
         }
     }
-
-    /// Handles worker events; called every frame.
-    pub fn poll(&mut self) {
-        while let Some(worker) = &self.worker {
-            match worker.events.try_recv() {
-                Ok(event) => self.handle(event),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    self.worker_lost();
-                    break;
-                }
-            }
-        }
-        if self.playing.is_some()
-            && let Ok(playback) = &self.playback
-            && !playback.is_playing()
-        {
-            self.playing = None;
-        }
-    }
-
-    fn handle(&mut self, event: Event) {
-        match event {
-            Event::Loading { model } => self.model_state = ModelState::Loading(model),
-            Event::Downloading { file, done, total } => {
-                let model = match &self.model_state {
-                    ModelState::Loading(model) | ModelState::Downloading { model, .. } => {
-                        model.clone()
-                    }
-                    _ => self.settings.model.clone(),
-                };
-                self.model_state = ModelState::Downloading {
-                    model,
-                    file,
-                    done,
-                    total,
-                };
-            }
-            Event::Loaded(info) => self.model_state = ModelState::ready(info),
-            Event::LoadFailed { model, error, kept } => match kept {
-                Some(kept) => {
-                    self.messages.push(format!(
-                        "could not load {model}: {error} (still using {})",
-                        kept.model
-                    ));
-                    self.model_state = ModelState::ready(kept);
-                }
-                None => {
-                    self.messages
-                        .push(format!("could not load {model}: {error}"));
-                    self.model_state = ModelState::Failed { model, error };
-                }
-            },
-            Event::Progress {
-                run,
-                variation,
-                step,
-                total,
-                elapsed,
-            } => {
-                if let Some(current) = self.run.as_mut().filter(|current| current.id == run) {
-                    current.progress = Some((variation, step, total, elapsed));
-                    self.last_progress = Some((step, total));
-                }
-            }
-            Event::Finished {
-                run,
-                request,
-                model,
-                clip,
-                ..
-            } => {
-                let Some(current) = self.run.as_mut().filter(|current| current.id == run) else {
-                    return;
-                };
-                current.finished += 1;
-                if current.finished >= current.variations {
-                    self.run = None;
-                }
-                self.messages.extend(clip.warnings.iter().cloned());
-                let record = ClipRecord::of_clip(&request, &clip, &model, 0, clip.sample_rate);
-                let samples = clip.waveforms.into_iter().next().unwrap_or_default();
-                let mel = clip.mels.into_iter().next().map(|mel| (mel, clip.mel_bins));
-                let saved = match self.library.as_mut() {
-                    Ok(library) => library
-                        .add(
-                            record.clone(),
-                            &samples,
-                            mel.as_ref().map(|(m, b)| (m.as_slice(), *b)),
-                        )
-                        .map_err(|error| error.to_string()),
-                    Err(error) => Err(error.clone()),
-                };
-                let record = match saved {
-                    Ok(record) => record,
-                    Err(error) => {
-                        self.messages
-                            .push(format!("the clip could not be saved: {error}"));
-                        record
-                    }
-                };
-                self.results
-                    .push(ClipView::new(record, samples.into(), mel));
-                self.selected.get_or_insert(0);
-            }
-            Event::Failed { run, error } => {
-                if let Some(current) = self.run.take_if(|current| current.id == run) {
-                    // The other variations would most likely fail the same way.
-                    current.cancel.cancel();
-                    self.messages.push(format!("generation failed: {error}"));
-                }
-            }
-            Event::Cancelled { run } => {
-                if self.run.as_ref().is_some_and(|current| current.id == run) {
-                    self.run = None;
-                }
-            }
-        }
-    }
 }
 
 impl eframe::App for FoleyApp {
@@ -515,8 +431,12 @@ impl eframe::App for FoleyApp {
 
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         use raw_window_handle::HasWindowHandle as _;
-        self.shortcuts(&ui.ctx().clone());
-        self.open_dropped_files(&ui.ctx().clone());
+        let ctx = ui.ctx().clone();
+        self.commands.extend(shortcuts::read(&ctx));
+        let dropped = dropped_files(&ctx);
+        if !dropped.is_empty() {
+            self.commands.push(StudioCommand::OpenFiles(dropped));
+        }
         self.window = frame.window_handle().ok().map(|handle| handle.as_raw());
         egui::Panel::left("prompt")
             .default_size(300.0)
@@ -529,15 +449,11 @@ impl eframe::App for FoleyApp {
             .show(ui, |ui| self.library_panel(ui));
         if !self.messages.is_empty() {
             egui::Panel::bottom("messages").show(ui, |ui| {
-                let mut dismiss = false;
                 for message in &self.messages {
                     ui.colored_label(ui.visuals().warn_fg_color, message);
                 }
                 if ui.button("Dismiss messages").clicked() {
-                    dismiss = true;
-                }
-                if dismiss {
-                    self.messages.clear();
+                    self.commands.push(StudioCommand::DismissMessages);
                 }
             });
         }
@@ -548,8 +464,12 @@ impl eframe::App for FoleyApp {
             egui::Panel::bottom("export").show(ui, |ui| self.last_export_bar(ui));
         }
         egui::CentralPanel::default().show(ui, |ui| self.clips_panel(ui));
-        let ctx = ui.ctx().clone();
-        shortcuts::help_window(&ctx, &mut self.show_shortcuts);
+        if shortcuts::help_window(&ctx, self.show_shortcuts) {
+            self.commands.push(StudioCommand::ToggleHelp);
+        }
+        for command in std::mem::take(&mut self.commands) {
+            self.execute(command);
+        }
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
@@ -559,6 +479,19 @@ impl eframe::App for FoleyApp {
     fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
         self.shut_down();
     }
+}
+
+/// The files dropped on the window this frame.
+fn dropped_files(ctx: &egui::Context) -> Vec<PathBuf> {
+    ctx.input(|input| {
+        input
+            .raw
+            .dropped_files
+            .iter()
+            .map(|file| file.path().to_path_buf())
+            .filter(|path| !path.as_os_str().is_empty())
+            .collect()
+    })
 }
 
 /// Opens the folder holding `path` in the system's file manager.

@@ -2,6 +2,8 @@
 //! spectrogram, waveform and playback, seed variations, and the clip library.
 
 mod app;
+pub mod command;
+pub mod disk;
 pub mod drag_out;
 pub mod fonts;
 pub mod settings;
@@ -10,6 +12,7 @@ pub mod views;
 pub mod worker;
 
 pub use app::{AppConfig, FoleyApp, ModelState};
+pub use command::{ClipRef, Move, StudioCommand};
 
 /// The app icon (packaging/icons, rendered from assets/icon.svg) for the title bar and task bar.
 fn window_icon() -> std::sync::Arc<eframe::egui::IconData> {

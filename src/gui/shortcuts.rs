@@ -4,23 +4,7 @@
 
 use eframe::egui::{self, Key};
 
-/// What a key press asks the studio to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shortcut {
-    Generate,
-    /// Esc: closes the shortcuts list if it is open, else cancels the run.
-    Escape,
-    /// Plays the selected clip, or stops playback.
-    PlayStop,
-    Previous,
-    Next,
-    First,
-    Last,
-    ToggleLoop,
-    /// A/B: clip N (0-based) at the current position.
-    Switch(usize),
-    ToggleHelp,
-}
+use super::command::{Move, StudioCommand};
 
 /// The keys and what they do, as the shortcuts list shows them.
 pub const HELP: &[(&str, &str)] = &[
@@ -37,37 +21,37 @@ pub const HELP: &[(&str, &str)] = &[
     ("F1 or ?", "Show or hide this list"),
 ];
 
-/// The shortcuts pressed since the last frame, in a fixed order.
-pub fn read(ctx: &egui::Context) -> Vec<Shortcut> {
+/// What the keys pressed since the last frame ask for, in a fixed order.
+pub fn read(ctx: &egui::Context) -> Vec<StudioCommand> {
     let typing = ctx.memory(|memory| memory.focused().is_some());
     ctx.input(|input| {
         let mut pressed = Vec::new();
         let plain = |key: Key| input.key_pressed(key) && !input.modifiers.any();
         if input.modifiers.command && input.key_pressed(Key::Enter) {
-            pressed.push(Shortcut::Generate);
+            pressed.push(StudioCommand::Generate);
         }
         if input.key_pressed(Key::Escape) {
-            pressed.push(Shortcut::Escape);
+            pressed.push(StudioCommand::Escape);
         }
         if input.key_pressed(Key::F1) {
-            pressed.push(Shortcut::ToggleHelp);
+            pressed.push(StudioCommand::ToggleHelp);
         }
         if typing {
             return pressed;
         }
         // `?` is Shift+/ on most layouts: it arrives as its own key whatever the modifiers.
         if input.key_pressed(Key::Questionmark) {
-            pressed.push(Shortcut::ToggleHelp);
+            pressed.push(StudioCommand::ToggleHelp);
         }
         for (key, shortcut) in [
-            (Key::Space, Shortcut::PlayStop),
-            (Key::ArrowLeft, Shortcut::Previous),
-            (Key::ArrowUp, Shortcut::Previous),
-            (Key::ArrowRight, Shortcut::Next),
-            (Key::ArrowDown, Shortcut::Next),
-            (Key::Home, Shortcut::First),
-            (Key::End, Shortcut::Last),
-            (Key::L, Shortcut::ToggleLoop),
+            (Key::Space, StudioCommand::PlayStop),
+            (Key::ArrowLeft, StudioCommand::Select(Move::Previous)),
+            (Key::ArrowUp, StudioCommand::Select(Move::Previous)),
+            (Key::ArrowRight, StudioCommand::Select(Move::Next)),
+            (Key::ArrowDown, StudioCommand::Select(Move::Next)),
+            (Key::Home, StudioCommand::Select(Move::First)),
+            (Key::End, StudioCommand::Select(Move::Last)),
+            (Key::L, StudioCommand::ToggleLoop),
         ] {
             if plain(key) {
                 pressed.push(shortcut);
@@ -85,19 +69,21 @@ pub fn read(ctx: &egui::Context) -> Vec<Shortcut> {
             Key::Num9,
         ];
         if let Some(index) = digits.iter().position(|key| plain(*key)) {
-            pressed.push(Shortcut::Switch(index));
+            pressed.push(StudioCommand::SwitchTo(index));
         }
         pressed
     })
 }
 
-/// The list of shortcuts, in a window that Esc, F1 or its button closes.
-pub fn help_window(ctx: &egui::Context, open: &mut bool) {
+/// The list of shortcuts, in a window, while `open`; true when its close button or title-bar
+/// cross was pressed.
+pub fn help_window(ctx: &egui::Context, open: bool) -> bool {
+    let mut still_open = open;
     let mut close = false;
     egui::Window::new("Keyboard shortcuts")
         .collapsible(false)
         .resizable(false)
-        .open(open)
+        .open(&mut still_open)
         .show(ctx, |ui| {
             egui::Grid::new("shortcuts").striped(true).show(ui, |ui| {
                 for (keys, action) in HELP {
@@ -108,7 +94,5 @@ pub fn help_window(ctx: &egui::Context, open: &mut bool) {
             });
             close = ui.button("Close").clicked();
         });
-    if close {
-        *open = false;
-    }
+    open && (close || !still_open)
 }

@@ -146,6 +146,34 @@ impl ClipRecord {
         }
     }
 
+    /// The record of an audio file opened in the studio (not made by a model, not in the
+    /// library): `samples` counts every channel's samples.
+    pub fn of_file(name: String, channels: u16, sample_rate: u32, samples: usize) -> Self {
+        let frames = samples / channels.max(1) as usize;
+        Self {
+            id: String::new(),
+            prompt: name,
+            negative_prompt: None,
+            seed: 0,
+            steps: 0,
+            guidance: 0.0,
+            scheduler: String::new(),
+            model: "opened file".into(),
+            duration: frames as f64 / sample_rate.max(1) as f64,
+            sample_rate,
+            channels,
+            timings: Vec::new(),
+            score: None,
+            starred: false,
+            rating: 0,
+            tags: Vec::new(),
+            mel_bins: None,
+            created: 0,
+            task: None,
+            batch_job: None,
+        }
+    }
+
     pub fn wav_name(&self) -> String {
         format!("{}.wav", self.id)
     }
@@ -164,6 +192,24 @@ pub struct LoadedClip {
     pub sample_rate: u32,
     /// The stored spectrogram, when there is one and it fits its bin count.
     pub mel: Option<Spectrogram>,
+}
+
+/// What the user says of a clip, as opposed to how it was made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Annotations {
+    pub starred: bool,
+    pub rating: u8,
+    pub tags: Vec<String>,
+}
+
+impl Annotations {
+    pub fn of(record: &ClipRecord) -> Self {
+        Self {
+            starred: record.starred,
+            rating: record.rating,
+            tags: record.tags.clone(),
+        }
+    }
 }
 
 /// A folder of clips and the records read from it, newest first.
@@ -677,6 +723,16 @@ impl Library {
         self.update(id, |record| record.tags = tags)
     }
 
+    /// Sets what the user says of a clip (kept, rating, tags) in one sidecar write.
+    pub fn annotate(&mut self, id: &str, annotations: &Annotations) -> Result<()> {
+        let tags = tag_list(&annotations.tags.join(","));
+        self.update(id, |record| {
+            record.starred = annotations.starred;
+            record.rating = annotations.rating.min(5);
+            record.tags = tags;
+        })
+    }
+
     /// Rewrites a listed clip's sidecar with `change` applied, under the clip's lock.
     fn update(&mut self, id: &str, change: impl FnOnce(&mut ClipRecord)) -> Result<()> {
         let Some(index) = self.records.iter().position(|record| record.id == id) else {
@@ -789,27 +845,40 @@ impl Library {
         Ok(clips)
     }
 
-    /// Records that match every word of `query` (case-insensitive): a word is found in the
-    /// prompt, negative prompt, model or a tag, or equals the seed; `#tag` asks for that tag,
-    /// `rating:N` (or `*N`) for a rating of at least N, `kept` for kept clips.
+    /// Records that match `query`; see [`search`].
     pub fn search<'a>(&'a self, query: &str) -> impl Iterator<Item = &'a ClipRecord> + 'a {
-        let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
-        self.records
-            .iter()
-            .filter(move |record| words.iter().all(|word| matches_word(record, word)))
+        search(&self.records, query)
     }
 
-    /// The `limit` latest prompts used in this library, newest first, each once.
+    /// See [`prompt_history`].
     pub fn prompt_history(&self, limit: usize) -> Vec<String> {
-        let mut seen = std::collections::HashSet::new();
-        self.records
-            .iter()
-            .map(|record| record.prompt.trim())
-            .filter(|prompt| !prompt.is_empty() && seen.insert(*prompt))
-            .take(limit)
-            .map(str::to_string)
-            .collect()
+        prompt_history(&self.records, limit)
     }
+}
+
+/// Records that match every word of `query` (case-insensitive): a word is found in the
+/// prompt, negative prompt, model or a tag, or equals the seed; `#tag` asks for that tag,
+/// `rating:N` (or `*N`) for a rating of at least N, `kept` for kept clips.
+pub fn search<'a>(
+    records: &'a [ClipRecord],
+    query: &str,
+) -> impl Iterator<Item = &'a ClipRecord> + 'a {
+    let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+    records
+        .iter()
+        .filter(move |record| words.iter().all(|word| matches_word(record, word)))
+}
+
+/// The `limit` latest prompts of `records` (newest first), each once.
+pub fn prompt_history(records: &[ClipRecord], limit: usize) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    records
+        .iter()
+        .map(|record| record.prompt.trim())
+        .filter(|prompt| !prompt.is_empty() && seen.insert(*prompt))
+        .take(limit)
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]

@@ -341,3 +341,15 @@ pub fn wait_until(
     }
     harness.step();
 }
+
+/// Steps the studio until the disk thread has carried out what was asked of it (saves,
+/// changes, deletes, exports), then once more so the result is drawn.
+#[cfg(feature = "studio")]
+pub fn settle(harness: &mut egui_kittest::Harness<'static, foley::gui::FoleyApp>) {
+    harness.run_steps(1);
+    wait_until(
+        harness,
+        "the disk thread",
+        foley::gui::FoleyApp::disk_is_idle,
+    );
+}

@@ -3,16 +3,24 @@
 use super::*;
 
 impl FoleyApp {
-    pub(super) fn clip(&self, which: &PlayingClip) -> Option<&ClipView> {
+    pub(super) fn clip(&self, which: ClipRef) -> Option<&ClipView> {
         match which {
-            PlayingClip::Result(index) => self.results.get(*index),
-            PlayingClip::Opened => self.opened.as_ref(),
+            ClipRef::Board(index) => self.results.get(index),
+            ClipRef::Opened => self.opened.as_ref(),
         }
     }
 
-    pub(super) fn apply(&mut self, which: PlayingClip, action: ClipAction) {
+    pub(super) fn clip_mut(&mut self, which: ClipRef) -> Option<&mut ClipView> {
+        match which {
+            ClipRef::Board(index) => self.results.get_mut(index),
+            ClipRef::Opened => self.opened.as_mut(),
+        }
+    }
+
+    /// Carries out what a clip view's buttons asked for.
+    pub(super) fn apply(&mut self, which: ClipRef, action: ClipAction) {
         let Some((record, samples)) = self
-            .clip(&which)
+            .clip(which)
             .map(|clip| (clip.record.clone(), clip.samples.clone()))
         else {
             return;
@@ -44,26 +52,16 @@ impl FoleyApp {
                     self.play(which, seconds);
                 }
             }
-            ClipAction::Rate(rating) => self.change_record(
-                &record.id,
-                |library, id| library.set_rating(id, rating),
-                |view| view.rating = rating.min(5),
-            ),
+            ClipAction::Rate(rating) => {
+                self.annotate(which, |record| record.rating = rating.min(5))
+            }
             ClipAction::SetTags(text) => {
                 let tags = crate::library::tag_list(&text);
-                self.change_record(
-                    &record.id,
-                    |library, id| library.set_tags(id, &tags),
-                    |view| view.tags = tags.clone(),
-                );
+                self.annotate(which, |record| record.tags = tags.clone());
             }
             ClipAction::ToggleStar => {
                 let starred = !record.starred;
-                self.change_record(
-                    &record.id,
-                    |library, id| library.set_starred(id, starred),
-                    |view| view.starred = starred,
-                );
+                self.annotate(which, |record| record.starred = starred);
             }
             ClipAction::UseSettings => {
                 // The model is part of the settings: switch back to it if another is loaded.
@@ -89,44 +87,19 @@ impl FoleyApp {
                 }
                 self.settings.duration = record.duration;
             }
-            ClipAction::Export => {
-                self.export(&record, &samples);
-            }
+            ClipAction::Export => self.export(record, samples, false),
             // Dragging the clip itself: exported with the current settings, then that file
             // is what leaves the window.
-            ClipAction::DragOut => {
-                if let Some(path) = self.export(&record, &samples) {
-                    self.start_drag(path);
-                }
-            }
-            ClipAction::SavePicture => {
-                let path = picture_path(&self.settings.export_dir, &record);
-                let saved = std::fs::create_dir_all(&self.settings.export_dir)
-                    .map_err(|error| error.to_string())
-                    .and_then(|()| {
-                        // The picture shows the mix of a stereo clip, as `foley plot` does.
-                        let mono =
-                            crate::engine::dsp::fold_down(&samples, record.channels as usize);
-                        render_plot(
-                            &mono,
-                            record.sample_rate,
-                            &record.prompt,
-                            &path,
-                            (1200, 600),
-                        )
-                        .map_err(|error| error.to_string())
-                    });
-                match saved {
-                    Ok(()) => self.last_picture = Some(path),
-                    Err(error) => self
-                        .messages
-                        .push(format!("the picture could not be saved: {error}")),
-                }
-            }
+            ClipAction::DragOut => self.export(record, samples, true),
+            ClipAction::SavePicture => self.send_to_disk(DiskJob::Picture {
+                dir: self.settings.export_dir.clone(),
+                record,
+                samples,
+            }),
             // Deleting moves the clip into the trash; the bar offers Undo.
             ClipAction::Delete => self.delete(&record.id),
             ClipAction::RemoveFromBoard => {
-                if let PlayingClip::Result(index) = which
+                if let ClipRef::Board(index) = which
                     && index < self.results.len()
                 {
                     self.stop_playback();
@@ -139,7 +112,7 @@ impl FoleyApp {
             }
             ClipAction::PinToBoard => {
                 if let Some(clip) = self.opened.take() {
-                    if self.playing == Some(PlayingClip::Opened) {
+                    if self.playing == Some(ClipRef::Opened) {
                         self.stop_playback();
                     }
                     self.results.push(clip);
@@ -192,23 +165,15 @@ impl FoleyApp {
         }
     }
 
-    /// Exports a clip with the current export settings and offers it in the bar; a failure
-    /// becomes a message.
-    fn export(&mut self, record: &ClipRecord, samples: &[f32]) -> Option<PathBuf> {
-        match export_clip(
-            &self.settings.export_dir,
+    /// Exports a clip with the current export settings on the disk thread; the bar offers the
+    /// file when it is written, and `then_drag` drags it out of the window.
+    fn export(&mut self, record: ClipRecord, samples: Arc<[f32]>, then_drag: bool) {
+        self.send_to_disk(DiskJob::Export {
+            dir: self.settings.export_dir.clone(),
             record,
             samples,
-            &self.settings.export,
-        ) {
-            Ok(path) => {
-                self.last_export = Some(path.clone());
-                Some(path)
-            }
-            Err(error) => {
-                self.messages.push(format!("export failed: {error}"));
-                None
-            }
-        }
+            options: self.settings.export.clone(),
+            then_drag,
+        });
     }
 }

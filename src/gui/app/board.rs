@@ -4,15 +4,14 @@ use super::*;
 
 impl FoleyApp {
     pub(super) fn clips_panel(&mut self, ui: &mut egui::Ui) {
-        let mut actions = Vec::new();
-        let mut clear_board = false;
+        let mut commands = Vec::new();
         egui::ScrollArea::vertical().show(ui, |ui| {
             if self.results.is_empty() && self.opened.is_none() && self.run.is_none() {
                 ui.label("Type a prompt and press Generate (Ctrl+Enter). Clips appear here and in the library.");
             }
             let compact = self.results.len() > 1;
             let playheads: Vec<Option<f64>> = (0..self.results.len())
-                .map(|index| self.playhead(&PlayingClip::Result(index)))
+                .map(|index| self.playhead(ClipRef::Board(index)))
                 .collect();
             let selected = self.selected;
             for (index, clip) in self.results.iter_mut().enumerate() {
@@ -25,7 +24,7 @@ impl FoleyApp {
                         ui.label(format!("{}", index + 1));
                     }
                     if let Some(action) = clip.ui(ui, playheads[index], compact, Place::Board) {
-                        actions.push((PlayingClip::Result(index), action));
+                        commands.push(StudioCommand::Clip(ClipRef::Board(index), action));
                     }
                 });
             }
@@ -39,27 +38,20 @@ impl FoleyApp {
                         .on_hover_text("The clips stay in the library")
                         .clicked()
                     {
-                        clear_board = true;
+                        commands.push(StudioCommand::ClearBoard);
                     }
                 });
             }
-            let opened_playhead = self.playhead(&PlayingClip::Opened);
+            let opened_playhead = self.playhead(ClipRef::Opened);
             if let Some(clip) = self.opened.as_mut() {
                 ui.separator();
                 ui.label("From the library");
                 if let Some(action) = clip.ui(ui, opened_playhead, false, Place::Opened) {
-                    actions.push((PlayingClip::Opened, action));
+                    commands.push(StudioCommand::Clip(ClipRef::Opened, action));
                 }
             }
         });
-        if clear_board {
-            self.stop_playback();
-            self.results.clear();
-            self.selected = None;
-        }
-        for (which, action) in actions {
-            self.apply(which, action);
-        }
+        self.commands.extend(commands);
     }
 
     /// The bar under a delete: what went to the trash, with Undo.
@@ -74,10 +66,10 @@ impl FoleyApp {
                 .on_hover_text("Bring the clip back")
                 .clicked()
             {
-                self.undo_delete();
+                self.commands.push(StudioCommand::UndoDelete);
             }
             if ui.button("Dismiss").clicked() {
-                self.last_deleted = None;
+                self.commands.push(StudioCommand::DismissDeleted);
             }
             ui.add(
                 egui::Label::new(format!("Moved \"{prompt}\" to the library's trash")).truncate(),

@@ -46,14 +46,11 @@ impl FoleyApp {
     pub(super) fn last_export_bar(&mut self, ui: &mut egui::Ui) {
         if let Some(picture) = self.last_picture.clone() {
             ui.horizontal(|ui| {
-                if ui.button("Show picture in folder").clicked()
-                    && let Err(error) = reveal(&picture)
-                {
-                    self.messages
-                        .push(format!("could not open the folder: {error}"));
+                if ui.button("Show picture in folder").clicked() {
+                    self.commands.push(StudioCommand::Reveal(picture.clone()));
                 }
                 if ui.button("Close picture").clicked() {
-                    self.last_picture = None;
+                    self.commands.push(StudioCommand::ClosePicture);
                 }
                 ui.add(egui::Label::new(format!("Saved picture {}", picture.display())).truncate());
             });
@@ -65,7 +62,7 @@ impl FoleyApp {
         if !path.is_file() {
             ui.horizontal(|ui| {
                 if ui.button("Close").clicked() {
-                    self.last_export = None;
+                    self.commands.push(StudioCommand::CloseExport);
                 }
                 ui.label(format!(
                     "The exported file {} is no longer there; export again.",
@@ -79,28 +76,23 @@ impl FoleyApp {
                 .add(egui::Button::new("Drag to DAW").sense(egui::Sense::click_and_drag()))
                 .on_hover_text("Drag onto a DAW track, the desktop or a file manager");
             if drag.drag_started() {
-                self.start_drag(path.clone());
+                self.commands.push(StudioCommand::DragFile(path.clone()));
             }
             if ui
                 .button("Copy file")
                 .on_hover_text("Paste it into a DAW or file manager")
                 .clicked()
-                && let Err(error) = self.copy_file(&path)
             {
-                self.messages
-                    .push(format!("could not copy the file: {error}"));
+                self.commands.push(StudioCommand::CopyFile(path.clone()));
             }
             if ui.button("Copy path").clicked() {
                 ui.ctx().copy_text(path.display().to_string());
             }
-            if ui.button("Show in folder").clicked()
-                && let Err(error) = reveal(&path)
-            {
-                self.messages
-                    .push(format!("could not open the folder: {error}"));
+            if ui.button("Show in folder").clicked() {
+                self.commands.push(StudioCommand::Reveal(path.clone()));
             }
             if ui.button("Close").clicked() {
-                self.last_export = None;
+                self.commands.push(StudioCommand::CloseExport);
             }
             // Buttons first: a long path must not push them out of the window.
             ui.add(egui::Label::new(format!("Exported {}", path.display())).truncate());

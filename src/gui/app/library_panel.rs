@@ -1,11 +1,18 @@
-//! The right panel and what it does to the library: search, open, delete (to the trash) and
-//! undo.
+//! The right panel (search, open, empty the trash) and the changes the studio asks of the
+//! library: annotate and delete.
 
 use super::*;
 
 impl FoleyApp {
     pub(super) fn library_panel(&mut self, ui: &mut egui::Ui) {
         ui.heading("Library");
+        if ui
+            .button("Open audio…")
+            .on_hover_text("Open a WAV file to play, export or edit (or drop it on the window)")
+            .clicked()
+        {
+            self.commands.push(StudioCommand::ChooseFiles);
+        }
         let label = ui.label("Search");
         ui.add(egui::TextEdit::singleline(&mut self.search))
             .labelled_by(label.id)
@@ -40,47 +47,34 @@ impl FoleyApp {
             .button("Empty trash")
             .on_hover_text("Delete the clips in the library's trash for good")
             .clicked()
-            && let Ok(library) = self.library.as_mut()
         {
-            match library.empty_trash() {
-                Ok(_) => self.last_deleted = None,
-                Err(error) => self.messages.push(error.to_string()),
-            }
+            self.commands.push(StudioCommand::EmptyTrash);
         }
         if let Some(record) = open {
-            self.open_from_library(&record);
+            self.commands
+                .push(StudioCommand::OpenFromLibrary(Box::new(record)));
         }
     }
 
-    pub(super) fn open_from_library(&mut self, record: &ClipRecord) {
-        let Ok(library) = &self.library else { return };
-        match library.load_clip(record) {
-            Ok((samples, mel)) => {
-                self.stop_playback();
-                self.opened = Some(ClipView::new(record.clone(), samples.into(), mel));
-            }
-            Err(error) => self.messages.push(error.to_string()),
-        }
-    }
-
-    /// Saves a change to clip `id` in the library (a failure becomes a message) and applies
-    /// `view_change` to the record of every view of it (board and opened).
-    pub(super) fn change_record(
-        &mut self,
-        id: &str,
-        save: impl FnOnce(&mut Library, &str) -> crate::error::Result<()>,
-        view_change: impl Fn(&mut ClipRecord),
-    ) {
-        if let Ok(library) = self.library.as_mut()
-            && let Err(error) = save(library, id)
-        {
-            self.messages.push(error.to_string());
+    /// Applies `change` to the clip `which` (and to the other view of the same library clip)
+    /// and saves what the user says of it to the library. A clip still being saved gets its
+    /// annotations when its id comes back; an opened file has none to save.
+    pub(super) fn annotate(&mut self, which: ClipRef, change: impl Fn(&mut ClipRecord)) {
+        let Some(clip) = self.clip_mut(which) else {
+            return;
+        };
+        change(&mut clip.record);
+        let id = clip.record.id.clone();
+        let annotations = Annotations::of(&clip.record);
+        if id.is_empty() {
+            return;
         }
         for clip in self.results.iter_mut().chain(self.opened.as_mut()) {
             if clip.record.id == id {
-                view_change(&mut clip.record);
+                change(&mut clip.record);
             }
         }
+        self.send_to_disk(DiskJob::Annotate { id, annotations });
     }
 
     /// The record of clip `id` as the board, the opened view or the library has it.
@@ -94,38 +88,17 @@ impl FoleyApp {
                     .as_ref()
                     .ok()
                     .into_iter()
-                    .flat_map(Library::records),
+                    .flat_map(LibraryView::records),
             )
             .find(|record| record.id == id)
             .cloned()
     }
 
-    /// Brings the last deleted clip back from the trash and opens it.
-    pub(super) fn undo_delete(&mut self) {
-        let Some(record) = self.last_deleted.take() else {
-            return;
-        };
-        let restored = match self.library.as_mut() {
-            Ok(library) => library.restore(&record.id),
-            Err(error) => {
-                self.messages.push(error.clone());
-                return;
-            }
-        };
-        match restored {
-            Ok(record) => self.open_from_library(&record),
-            Err(error) => self.messages.push(error.to_string()),
-        }
-    }
-
+    /// Moves clip `id` to the library's trash (the bar then offers Undo) and off the screen.
     pub(super) fn delete(&mut self, id: &str) {
         self.stop_playback();
-        let record = self.records_by_id(id);
-        if let Ok(library) = self.library.as_mut() {
-            match library.delete(id) {
-                Ok(()) => self.last_deleted = record,
-                Err(error) => self.messages.push(error.to_string()),
-            }
+        if let Some(record) = self.records_by_id(id).filter(|_| !id.is_empty()) {
+            self.send_to_disk(DiskJob::Delete { record });
         }
         self.results.retain(|clip| clip.record.id != id);
         self.selected = self
@@ -138,57 +111,6 @@ impl FoleyApp {
             .is_some_and(|clip| clip.record.id == id)
         {
             self.opened = None;
-        }
-    }
-
-    /// WAV files dropped on the window open as clips, ready to play, export or edit (they are
-    /// not in the library until an edit of them is).
-    pub(super) fn open_dropped_files(&mut self, ctx: &egui::Context) {
-        let dropped: Vec<PathBuf> = ctx.input(|input| {
-            input
-                .raw
-                .dropped_files
-                .iter()
-                .map(|file| file.path().to_path_buf())
-                .filter(|path| !path.as_os_str().is_empty())
-                .collect()
-        });
-        for path in dropped {
-            match crate::audio::wav::read_wav_frames(&path) {
-                Ok((samples, channels, sample_rate)) => {
-                    let name = path
-                        .file_stem()
-                        .map_or_else(String::new, |stem| stem.to_string_lossy().into_owned());
-                    let frames = samples.len() / channels.max(1) as usize;
-                    let record = ClipRecord {
-                        id: String::new(),
-                        prompt: name,
-                        negative_prompt: None,
-                        seed: 0,
-                        steps: 0,
-                        guidance: 0.0,
-                        scheduler: String::new(),
-                        model: "dropped file".into(),
-                        duration: frames as f64 / sample_rate.max(1) as f64,
-                        sample_rate,
-                        channels,
-                        timings: Vec::new(),
-                        score: None,
-                        starred: false,
-                        rating: 0,
-                        tags: Vec::new(),
-                        mel_bins: None,
-                        created: 0,
-                        task: None,
-                        batch_job: None,
-                    };
-                    if self.playing == Some(PlayingClip::Opened) {
-                        self.stop_playback();
-                    }
-                    self.opened = Some(ClipView::new(record, samples.into(), None));
-                }
-                Err(error) => self.messages.push(error.to_string()),
-            }
         }
     }
 }

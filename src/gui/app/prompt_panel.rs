@@ -11,7 +11,7 @@ impl FoleyApp {
             ui.add(egui::TextEdit::singleline(&mut self.settings.model).desired_width(170.0))
                 .labelled_by(label.id);
             if ui.button("Load").clicked() {
-                self.load_model();
+                self.commands.push(StudioCommand::LoadModel);
             }
         });
         ui.horizontal(|ui| {
@@ -63,7 +63,7 @@ impl FoleyApp {
                     *total as f64 / 1e6
                 )));
                 if ui.button("Cancel download").clicked() {
-                    self.load_cancel.cancel();
+                    self.commands.push(StudioCommand::CancelDownload);
                 }
                 ui.small("Finished files stay in the Hugging Face cache; a new Load resumes.")
             }
@@ -193,21 +193,21 @@ impl FoleyApp {
                 .on_hover_text("Ctrl+Enter")
                 .clicked()
             {
-                self.generate();
+                self.commands.push(StudioCommand::Generate);
             }
             if ui
                 .add_enabled(self.is_busy(), egui::Button::new("Cancel"))
                 .on_hover_text("Esc")
                 .clicked()
             {
-                self.cancel();
+                self.commands.push(StudioCommand::Cancel);
             }
             if ui
                 .button("Shortcuts")
                 .on_hover_text("F1 or ?: the keyboard shortcuts")
                 .clicked()
             {
-                self.show_shortcuts = !self.show_shortcuts;
+                self.commands.push(StudioCommand::ToggleHelp);
             }
         });
         egui::CollapsingHeader::new("Editing").show(ui, |ui| {

@@ -6,6 +6,7 @@ use eframe::egui::{
     self, Color32, ColorImage, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2,
 };
 
+use super::time_window::TimeWindow;
 use crate::audio::colormap::magma;
 use crate::audio::loudness::{Loudness, measure};
 use crate::audio::peaks::peaks;
@@ -89,6 +90,10 @@ pub struct ClipView {
     /// The samples converted to the audio device's rate (rate, samples), kept so switching
     /// between clips does not resample again.
     pub device_samples: Option<(u32, Arc<[f32]>)>,
+    /// The seconds shown: zoomed and scrolled, or the whole clip.
+    pub window: TimeWindow,
+    /// Set while the library save of a new clip is under way (its record has no id yet).
+    pub save_key: Option<u64>,
 }
 
 impl ClipView {
@@ -101,7 +106,10 @@ impl ClipView {
         };
         let loudness = measure(&samples, channels, record.sample_rate).ok();
         let tags_text = record.tags.join(", ");
+        let frames = samples.len() / channels;
+        let window = TimeWindow::full(frames as f64 / record.sample_rate.max(1) as f64);
         Self {
+            window,
             record,
             samples,
             lanes,
@@ -112,6 +120,7 @@ impl ClipView {
             mel,
             texture: None,
             device_samples: None,
+            save_key: None,
         }
     }
 
@@ -181,19 +190,25 @@ impl ClipView {
         }
         let width = ui.available_width().max(120.0);
         let height = if compact { 60.0 } else { 140.0 };
-        if let Some(texture) = self.spectrogram_texture(ui.ctx()) {
+        let (from, to) = self.window.fractions();
+        if let Some(texture) = self.spectrogram_texture(ui.ctx()).map(TextureHandle::id) {
+            let uv = Rect::from_min_max(egui::pos2(from as f32, 0.0), egui::pos2(to as f32, 1.0));
             let response = ui.add(
-                egui::Image::new((texture.id(), Vec2::new(width, height)))
+                egui::Image::new((texture, Vec2::new(width, height)))
+                    .uv(uv)
                     .sense(Sense::click_and_drag()),
             );
             response
                 .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Spectrogram"));
-            let response = response.on_hover_text("Click to play from here; drag to select");
+            let response = response.on_hover_text(
+                "Click to play from here; drag to select; Ctrl+wheel zooms, Shift+wheel scrolls",
+            );
             if let Some(seek) = self.select_or_seek(&response) {
                 action = Some(seek);
             }
-            draw_selection(ui, response.rect, self.selection, self.seconds());
-            draw_playhead(ui, response.rect, playhead, self.seconds());
+            self.zoom_and_scroll(ui, &response);
+            draw_selection(ui, response.rect, self.selection, &self.window);
+            draw_playhead(ui, response.rect, playhead, &self.window);
         }
         let (response, painter) =
             ui.allocate_painter(Vec2::new(width, height * 0.6), Sense::click_and_drag());
@@ -201,8 +216,10 @@ impl ClipView {
         let response = response.on_hover_text("Click to play from here; drag into a DAW");
         painter.rect_filled(response.rect, 2.0, ui.visuals().extreme_bg_color);
         let color = ui.visuals().widgets.active.fg_stroke.color;
+        let (from, to) = self.window.fractions();
         if self.lanes.is_empty() {
-            draw_waveform(&painter, response.rect, &self.samples, color);
+            let shown = shown_part(&self.samples, from, to);
+            draw_waveform(&painter, response.rect, shown, color);
         } else {
             // One lane per channel, left on top.
             let height = response.rect.height() / self.lanes.len() as f32;
@@ -212,7 +229,7 @@ impl ClipView {
                     egui::pos2(response.rect.left(), top),
                     Vec2::new(response.rect.width(), height),
                 );
-                draw_waveform(&painter, rect, lane, color);
+                draw_waveform(&painter, rect, shown_part(lane, from, to), color);
             }
         }
         let shift = ui.input(|input| input.modifiers.shift);
@@ -221,9 +238,11 @@ impl ClipView {
         } else if let Some(seek) = self.select_or_seek(&response) {
             action = Some(seek);
         }
-        draw_selection(ui, response.rect, self.selection, self.seconds());
-        draw_playhead(ui, response.rect, playhead, self.seconds());
-        time_ruler(ui, width, self.seconds());
+        self.zoom_and_scroll(ui, &response);
+        draw_selection(ui, response.rect, self.selection, &self.window);
+        draw_playhead(ui, response.rect, playhead, &self.window);
+        time_ruler(ui, width, &self.window);
+        self.zoom_row(ui);
         if let Some(edit) = self.edit_row(ui) {
             action = Some(edit);
         }
@@ -275,17 +294,65 @@ impl ClipView {
         action
     }
 
+    /// Ctrl+wheel (or a pinch) over the clip zooms around the pointer; a sideways scroll
+    /// (Shift+wheel) moves along it.
+    fn zoom_and_scroll(&mut self, ui: &egui::Ui, response: &egui::Response) {
+        let Some(pointer) = response.hover_pos() else {
+            return;
+        };
+        let (zoom, scroll) = ui.input(|input| (input.zoom_delta(), input.smooth_scroll_delta));
+        if zoom != 1.0 {
+            let anchor = self.window.time_at(response.rect, pointer.x);
+            self.window.zoom(zoom as f64, anchor);
+        }
+        if scroll.x != 0.0 && !self.window.is_full() {
+            let seconds_per_point = self.window.span() / response.rect.width().max(1.0) as f64;
+            self.window.pan(-scroll.x as f64 * seconds_per_point);
+        }
+    }
+
+    /// Zoom buttons and, while zoomed, a scroll bar over the whole clip.
+    fn zoom_row(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let middle = (self.window.start + self.window.end) / 2.0;
+            if ui.small_button("Zoom in").clicked() {
+                self.window.zoom(2.0, middle);
+            }
+            if ui.small_button("Zoom out").clicked() {
+                self.window.zoom(0.5, middle);
+            }
+            if let Some((start, end)) = self.selection
+                && ui.small_button("Zoom to selection").clicked()
+            {
+                self.window.show(start, end);
+            }
+            if !self.window.is_full() {
+                if ui.small_button("Show all").clicked() {
+                    self.window = TimeWindow::full(self.seconds());
+                }
+                let mut start = self.window.start;
+                let last_start = (self.seconds() - self.window.span()).max(0.0);
+                let slider = egui::Slider::new(&mut start, 0.0..=last_start)
+                    .show_value(false)
+                    .text("Scroll");
+                if ui.add(slider).changed() {
+                    self.window.pan(start - self.window.start);
+                }
+            }
+        });
+    }
+
     /// A drag selects seconds (kept in `selection`); a click seeks and clears the selection.
     fn select_or_seek(&mut self, response: &egui::Response) -> Option<ClipAction> {
         let position = response.interact_pointer_pos()?;
-        let seconds = self.fraction_seconds(response.rect, position.x);
+        let seconds = self.window.time_at(response.rect, position.x);
         if response.drag_started() {
             // A drag is recognised only after the pointer moved: it began where it was pressed.
             let origin = response
                 .ctx
                 .input(|input| input.pointer.press_origin())
                 .unwrap_or(position);
-            self.selecting_from = Some(self.fraction_seconds(response.rect, origin.x));
+            self.selecting_from = Some(self.window.time_at(response.rect, origin.x));
         }
         if let Some(from) = self.selecting_from
             && response.dragged()
@@ -350,11 +417,6 @@ impl ClipView {
         edit
     }
 
-    fn fraction_seconds(&self, rect: Rect, x: f32) -> f64 {
-        let fraction = ((x - rect.left()) / rect.width().max(1.0)).clamp(0.0, 1.0);
-        fraction as f64 * self.seconds()
-    }
-
     /// (width, height) of the spectrogram texture once it has been drawn.
     pub fn texture_size(&self) -> Option<[usize; 2]> {
         self.texture.as_ref().map(TextureHandle::size)
@@ -393,8 +455,8 @@ pub fn loudness_text(loudness: &Loudness) -> Option<String> {
 /// Seconds between ruler ticks: the shortest of a few round steps that keeps ticks at least
 /// 60 px apart.
 fn ruler_step(width: f32, seconds: f64) -> f64 {
-    const STEPS: [f64; 12] = [
-        0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+    const STEPS: [f64; 15] = [
+        0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
     ];
     let per_pixel = seconds / width.max(1.0) as f64;
     STEPS
@@ -404,26 +466,29 @@ fn ruler_step(width: f32, seconds: f64) -> f64 {
 }
 
 /// A strip of second marks under the clip, aligned with its spectrogram and waveform.
-fn time_ruler(ui: &mut egui::Ui, width: f32, seconds: f64) {
+fn time_ruler(ui: &mut egui::Ui, width: f32, window: &TimeWindow) {
     let (response, painter) = ui.allocate_painter(Vec2::new(width, 14.0), Sense::hover());
     response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Time ruler"));
-    if seconds <= 0.0 {
+    if window.span() <= 0.0 {
         return;
     }
     let rect = response.rect;
-    let step = ruler_step(rect.width(), seconds);
+    let step = ruler_step(rect.width(), window.span());
     let color = ui.visuals().weak_text_color();
     let font = egui::FontId::proportional(10.0);
-    let decimals = if step < 0.1 {
+    let decimals = if step < 0.01 {
+        3
+    } else if step < 0.1 {
         2
     } else if step < 1.0 {
         1
     } else {
         0
     };
-    let mut tick = 0.0;
-    while tick <= seconds + 1e-9 {
-        let x = rect.left() + (tick / seconds) as f32 * rect.width();
+    // The first round tick in the window.
+    let mut tick = (window.start / step).ceil() * step;
+    while tick <= window.end + 1e-9 {
+        let x = window.x_of(rect, tick);
         painter.line_segment(
             [egui::pos2(x, rect.top()), egui::pos2(x, rect.top() + 4.0)],
             Stroke::new(1.0, color),
@@ -439,21 +504,26 @@ fn time_ruler(ui: &mut egui::Ui, width: f32, seconds: f64) {
     }
 }
 
-/// The selected seconds, shaded over `rect`.
-fn draw_selection(ui: &egui::Ui, rect: Rect, selection: Option<(f64, f64)>, seconds: f64) {
+/// The selected seconds, shaded over `rect` where they are in the window.
+fn draw_selection(ui: &egui::Ui, rect: Rect, selection: Option<(f64, f64)>, window: &TimeWindow) {
     let Some((start, end)) = selection else {
         return;
     };
-    if seconds <= 0.0 {
-        return;
-    }
-    let x = |time: f64| rect.left() + (time / seconds).clamp(0.0, 1.0) as f32 * rect.width();
+    let x = |time: f64| window.x_of(rect, time).clamp(rect.left(), rect.right());
     let shade = Rect::from_min_max(
         egui::pos2(x(start), rect.top()),
         egui::pos2(x(end), rect.bottom()),
     );
     let fill = ui.visuals().selection.bg_fill.gamma_multiply(0.35);
     ui.painter().rect_filled(shade, 0.0, fill);
+}
+
+/// The samples of one channel from share `from` to share `to` of it.
+fn shown_part(lane: &[f32], from: f64, to: f64) -> &[f32] {
+    let count = lane.len();
+    let first = ((from * count as f64) as usize).min(count);
+    let last = ((to * count as f64).ceil() as usize).clamp(first, count);
+    &lane[first..last]
 }
 
 /// One channel's waveform in `rect`: min/max per pixel column, or a line through the samples
@@ -486,11 +556,11 @@ fn draw_waveform(painter: &egui::Painter, rect: Rect, samples: &[f32], color: Co
     }
 }
 
-fn draw_playhead(ui: &egui::Ui, rect: Rect, playhead: Option<f64>, seconds: f64) {
+fn draw_playhead(ui: &egui::Ui, rect: Rect, playhead: Option<f64>, window: &TimeWindow) {
     if let Some(position) = playhead
-        && seconds > 0.0
+        && (window.start..=window.end).contains(&position)
     {
-        let x = rect.left() + rect.width() * (position / seconds).clamp(0.0, 1.0) as f32;
+        let x = window.x_of(rect, position);
         ui.painter().line_segment(
             [egui::pos2(x, rect.top()), egui::pos2(x, rect.bottom())],
             Stroke::new(1.5, Color32::WHITE),

@@ -1,3 +1,4 @@
 //! Panels of the studio, each a small piece with its own `ui` function.
 
 pub mod clip;
+pub mod time_window;

@@ -1,0 +1,181 @@
+//! What the inference thread and the disk thread report, applied to the studio's state.
+
+use super::*;
+
+impl FoleyApp {
+    /// Handles the worker's and the disk thread's events; called every frame.
+    pub fn poll(&mut self) {
+        self.poll_disk();
+        while let Some(worker) = &self.worker {
+            match worker.events.try_recv() {
+                Ok(event) => self.handle(event),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.worker_lost();
+                    break;
+                }
+            }
+        }
+        if self.playing.is_some()
+            && let Ok(playback) = &self.playback
+            && !playback.is_playing()
+        {
+            self.playing = None;
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Loading { model } => self.model_state = ModelState::Loading(model),
+            Event::Downloading { file, done, total } => {
+                let model = match &self.model_state {
+                    ModelState::Loading(model) | ModelState::Downloading { model, .. } => {
+                        model.clone()
+                    }
+                    _ => self.settings.model.clone(),
+                };
+                self.model_state = ModelState::Downloading {
+                    model,
+                    file,
+                    done,
+                    total,
+                };
+            }
+            Event::Loaded(info) => self.model_state = ModelState::ready(info),
+            Event::LoadFailed { model, error, kept } => match kept {
+                Some(kept) => {
+                    self.messages.push(format!(
+                        "could not load {model}: {error} (still using {})",
+                        kept.model
+                    ));
+                    self.model_state = ModelState::ready(kept);
+                }
+                None => {
+                    self.messages
+                        .push(format!("could not load {model}: {error}"));
+                    self.model_state = ModelState::Failed { model, error };
+                }
+            },
+            Event::Progress {
+                run,
+                variation,
+                step,
+                total,
+                elapsed,
+            } => {
+                if let Some(current) = self.run.as_mut().filter(|current| current.id == run) {
+                    current.progress = Some((variation, step, total, elapsed));
+                    self.last_progress = Some((step, total));
+                }
+            }
+            Event::Finished {
+                run,
+                request,
+                model,
+                clip,
+                ..
+            } => {
+                let Some(current) = self.run.as_mut().filter(|current| current.id == run) else {
+                    return;
+                };
+                current.finished += 1;
+                if current.finished >= current.variations {
+                    self.run = None;
+                }
+                self.messages.extend(clip.warnings.iter().cloned());
+                let record = ClipRecord::of_clip(&request, &clip, &model, 0, clip.sample_rate);
+                let samples: Arc<[f32]> =
+                    clip.waveforms.into_iter().next().unwrap_or_default().into();
+                let mel = clip.mels.into_iter().next().map(|mel| (mel, clip.mel_bins));
+                // On the board at once; the library save follows on the disk thread.
+                let key = self.next_save;
+                self.next_save += 1;
+                let mut view = ClipView::new(record.clone(), samples.clone(), mel.clone());
+                view.save_key = Some(key);
+                self.results.push(view);
+                self.selected.get_or_insert(0);
+                self.send_to_disk(DiskJob::Save {
+                    key,
+                    record,
+                    samples,
+                    mel,
+                });
+            }
+            Event::Failed { run, error } => {
+                if let Some(current) = self.run.take_if(|current| current.id == run) {
+                    // The other variations would most likely fail the same way.
+                    current.cancel.cancel();
+                    self.messages.push(format!("generation failed: {error}"));
+                }
+            }
+            Event::Cancelled { run } => {
+                if self.run.as_ref().is_some_and(|current| current.id == run) {
+                    self.run = None;
+                }
+            }
+        }
+    }
+
+    fn poll_disk(&mut self) {
+        let mut events = Vec::new();
+        if let Some(disk) = &self.disk {
+            events.extend(disk.events.try_iter());
+        }
+        for event in events {
+            self.handle_disk(event);
+        }
+    }
+
+    fn handle_disk(&mut self, event: DiskEvent) {
+        match event {
+            DiskEvent::Records(records) => {
+                if let Ok(library) = &mut self.library {
+                    library.replace(records);
+                }
+            }
+            DiskEvent::Saved { key, record } => {
+                let Some(view) = self
+                    .results
+                    .iter_mut()
+                    .find(|view| view.save_key == Some(key))
+                else {
+                    return;
+                };
+                view.save_key = None;
+                // Kept, rated or tagged while the save was under way: tell the library too.
+                let annotations = Annotations::of(&view.record);
+                view.record.id = record.id.clone();
+                view.record.mel_bins = record.mel_bins;
+                if annotations != Annotations::of(&record) {
+                    let id = record.id;
+                    self.send_to_disk(DiskJob::Annotate { id, annotations });
+                }
+            }
+            DiskEvent::Deleted(record) => self.last_deleted = Some(record),
+            DiskEvent::Opened {
+                record,
+                samples,
+                mel,
+            } => {
+                if self.playing == Some(ClipRef::Opened) {
+                    self.stop_playback();
+                }
+                self.opened = Some(ClipView::new(record, samples.into(), mel));
+            }
+            DiskEvent::TrashEmptied => self.last_deleted = None,
+            DiskEvent::Exported { path, then_drag } => {
+                self.last_export = Some(path.clone());
+                if then_drag {
+                    self.start_drag(path);
+                }
+            }
+            DiskEvent::PictureSaved(path) => self.last_picture = Some(path),
+            DiskEvent::Failed(message) => self.messages.push(message),
+            DiskEvent::Done => {
+                if let Some(disk) = &mut self.disk {
+                    disk.finished_one();
+                }
+            }
+        }
+    }
+}

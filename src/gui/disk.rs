@@ -1,0 +1,315 @@
+//! The studio's disk thread: library saves (three fsyncs a clip), changes, deletes, exports and
+//! pictures run here, in order, so the UI thread never waits on the disk. It owns the
+//! library; the UI keeps a [`LibraryView`] of its records, replaced after every change.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::worker::contained;
+use crate::audio::plot::render_plot;
+use crate::library::export::{ExportOptions, export_clip, picture_path};
+use crate::library::{Annotations, ClipRecord, Library, Spectrogram};
+
+/// Disk work the UI asks for.
+pub enum DiskJob {
+    /// Saves a new clip; `key` finds its view again when the id comes back.
+    Save {
+        key: u64,
+        record: ClipRecord,
+        samples: Arc<[f32]>,
+        mel: Option<Spectrogram>,
+    },
+    Annotate {
+        id: String,
+        annotations: Annotations,
+    },
+    /// Moves a clip into the trash.
+    Delete {
+        record: ClipRecord,
+    },
+    /// Brings a clip back from the trash and opens it.
+    Restore {
+        id: String,
+    },
+    EmptyTrash,
+    /// Reads a clip for the clip view.
+    Open {
+        record: ClipRecord,
+    },
+    /// Writes a WAV for the DAW; `then_drag` starts a drag-out with it.
+    Export {
+        dir: PathBuf,
+        record: ClipRecord,
+        samples: Arc<[f32]>,
+        options: ExportOptions,
+        then_drag: bool,
+    },
+    Picture {
+        dir: PathBuf,
+        record: ClipRecord,
+        samples: Arc<[f32]>,
+    },
+}
+
+/// What the disk thread did.
+pub enum DiskEvent {
+    /// The library's records after a change, newest first.
+    Records(Arc<[ClipRecord]>),
+    Saved {
+        key: u64,
+        record: ClipRecord,
+    },
+    Deleted(ClipRecord),
+    Opened {
+        record: ClipRecord,
+        samples: Vec<f32>,
+        mel: Option<Spectrogram>,
+    },
+    TrashEmptied,
+    Exported {
+        path: PathBuf,
+        then_drag: bool,
+    },
+    PictureSaved(PathBuf),
+    /// A job failed: a readable message for the studio.
+    Failed(String),
+    /// One job is over (after its other events), for the count of jobs in flight.
+    Done,
+}
+
+/// The library's records as the UI shows them, kept current by [`DiskEvent::Records`].
+#[derive(Debug, Clone)]
+pub struct LibraryView {
+    dir: PathBuf,
+    records: Arc<[ClipRecord]>,
+}
+
+impl LibraryView {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn records(&self) -> &[ClipRecord] {
+        &self.records
+    }
+
+    pub fn search<'a>(&'a self, query: &str) -> impl Iterator<Item = &'a ClipRecord> + 'a {
+        crate::library::search(&self.records, query)
+    }
+
+    pub fn prompt_history(&self, limit: usize) -> Vec<String> {
+        crate::library::prompt_history(&self.records, limit)
+    }
+
+    pub(super) fn replace(&mut self, records: Arc<[ClipRecord]>) {
+        self.records = records;
+    }
+}
+
+/// Handles to the disk thread. Dropping it finishes the queued jobs first: a save that was
+/// asked for is never lost to a closing window.
+pub struct Disk {
+    jobs: Option<Sender<DiskJob>>,
+    pub events: Receiver<DiskEvent>,
+    /// Jobs sent and not yet reported `Done`.
+    in_flight: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Disk {
+    /// Starts the thread with `library` (or why it could not open: exports and pictures work
+    /// without one); returns the view of it for the UI.
+    pub fn spawn(
+        library: Result<Library, String>,
+        repaint: Arc<dyn Fn() + Send + Sync>,
+    ) -> std::io::Result<(Self, Result<LibraryView, String>)> {
+        let view = library
+            .as_ref()
+            .map_err(Clone::clone)
+            .map(|library| LibraryView {
+                dir: library.dir().to_path_buf(),
+                records: library.records().into(),
+            });
+        let (jobs, job_receiver) = crossbeam_channel::unbounded();
+        let (event_sender, events) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("disk".into())
+            .spawn(move || run(library, &job_receiver, &event_sender, &*repaint))?;
+        let disk = Self {
+            jobs: Some(jobs),
+            events,
+            in_flight: 0,
+            thread: Some(thread),
+        };
+        Ok((disk, view))
+    }
+
+    /// Queues `job`; false when the thread is gone.
+    pub fn send(&mut self, job: DiskJob) -> bool {
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
+        self.in_flight += usize::from(sent);
+        sent
+    }
+
+    /// Notes a `Done` event.
+    pub fn finished_one(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// No job is queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight == 0
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once the queue is empty.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(
+    mut library: Result<Library, String>,
+    jobs: &Receiver<DiskJob>,
+    events: &Sender<DiskEvent>,
+    repaint: &(dyn Fn() + Send + Sync),
+) {
+    for job in jobs {
+        let mut emit = |event| {
+            let _ = events.send(event);
+        };
+        // A panic (a bug) fails this job only; the library's records stay consistent because
+        // every change writes the disk before it changes the list.
+        if let Err(panic) = contained(|| carry_out(&mut library, job, &mut emit)) {
+            emit(DiskEvent::Failed(panic));
+        }
+        emit(DiskEvent::Done);
+        repaint();
+    }
+}
+
+fn carry_out(library: &mut Result<Library, String>, job: DiskJob, emit: &mut dyn FnMut(DiskEvent)) {
+    let job = match job {
+        DiskJob::Export {
+            dir,
+            record,
+            samples,
+            options,
+            then_drag,
+        } => {
+            emit(match export_clip(&dir, &record, &samples, &options) {
+                Ok(path) => DiskEvent::Exported { path, then_drag },
+                Err(error) => DiskEvent::Failed(format!("export failed: {error}")),
+            });
+            return;
+        }
+        DiskJob::Picture {
+            dir,
+            record,
+            samples,
+        } => {
+            emit(match save_picture(&dir, &record, &samples) {
+                Ok(path) => DiskEvent::PictureSaved(path),
+                Err(error) => DiskEvent::Failed(format!("the picture could not be saved: {error}")),
+            });
+            return;
+        }
+        job => job,
+    };
+    let library = match library {
+        Ok(library) => library,
+        Err(error) => {
+            return emit(DiskEvent::Failed(format!(
+                "the library is unavailable: {error}"
+            )));
+        }
+    };
+    let records = |library: &Library| DiskEvent::Records(library.records().into());
+    match job {
+        DiskJob::Save {
+            key,
+            record,
+            samples,
+            mel,
+        } => {
+            let mel = mel
+                .as_ref()
+                .map(|(values, bins)| (values.as_slice(), *bins));
+            match library.add(record, &samples, mel) {
+                Ok(record) => {
+                    emit(records(library));
+                    emit(DiskEvent::Saved { key, record });
+                }
+                Err(error) => emit(DiskEvent::Failed(format!(
+                    "the clip could not be saved: {error}"
+                ))),
+            }
+        }
+        DiskJob::Annotate { id, annotations } => {
+            let result = library.annotate(&id, &annotations);
+            emit(records(library));
+            if let Err(error) = result {
+                emit(DiskEvent::Failed(error.to_string()));
+            }
+        }
+        DiskJob::Delete { record } => match library.delete(&record.id) {
+            Ok(()) => {
+                emit(records(library));
+                emit(DiskEvent::Deleted(record));
+            }
+            Err(error) => emit(DiskEvent::Failed(error.to_string())),
+        },
+        DiskJob::Restore { id } => match library.restore(&id) {
+            Ok(record) => {
+                emit(records(library));
+                open(library, record, emit);
+            }
+            Err(error) => emit(DiskEvent::Failed(error.to_string())),
+        },
+        DiskJob::EmptyTrash => match library.empty_trash() {
+            Ok(_) => emit(DiskEvent::TrashEmptied),
+            Err(error) => emit(DiskEvent::Failed(error.to_string())),
+        },
+        DiskJob::Open { record } => open(library, record, emit),
+        // Handled above: they need no library.
+        DiskJob::Export { .. } | DiskJob::Picture { .. } => {}
+    }
+}
+
+/// Renders the spectrogram + waveform picture (as `foley plot` draws it) into `dir`.
+fn save_picture(dir: &Path, record: &ClipRecord, samples: &[f32]) -> Result<PathBuf, String> {
+    let path = picture_path(dir, record);
+    std::fs::create_dir_all(dir).map_err(|error| error.to_string())?;
+    // The picture shows the mix of a stereo clip.
+    let mono = crate::engine::dsp::fold_down(samples, record.channels as usize);
+    render_plot(
+        &mono,
+        record.sample_rate,
+        &record.prompt,
+        &path,
+        (1200, 600),
+    )
+    .map_err(|error| error.to_string())?;
+    Ok(path)
+}
+
+fn open(library: &Library, record: ClipRecord, emit: &mut dyn FnMut(DiskEvent)) {
+    match library.load_clip(&record) {
+        Ok((samples, mel)) => emit(DiskEvent::Opened {
+            record,
+            samples,
+            mel,
+        }),
+        Err(error) => emit(DiskEvent::Failed(error.to_string())),
+    }
+}
