@@ -952,3 +952,82 @@ fn a_dropped_wav_opens_for_editing() {
         harness.state().messages
     );
 }
+
+/// Zoom and scroll along a clip: the buttons and Ctrl+wheel (a zoom event) narrow the seconds
+/// shown around the same point, a sideways scroll moves along the clip and stops at its end,
+/// a selection can be zoomed to, and Show all comes back.
+#[test]
+fn zoom_and_scroll_along_a_clip() {
+    let (_library, mut harness) = ready("thunder roll");
+    generate_one(&mut harness);
+    let window = |harness: &Harness<'static, FoleyApp>| harness.state().results[0].window;
+    let full = window(&harness);
+    assert!(full.is_full() && full.span() > 0.0);
+    assert!(harness.query_by_label("Show all").is_none());
+
+    harness.get_by_label("Zoom in").click();
+    harness.run_steps(2);
+    let zoomed = window(&harness);
+    assert!(
+        (zoomed.span() - full.span() / 2.0).abs() < 1e-9,
+        "{zoomed:?}"
+    );
+    assert!(
+        (zoomed.start + zoomed.end - full.span()).abs() < 1e-9,
+        "kept centred"
+    );
+    harness.get_by_label("Scroll");
+
+    // Sideways scroll over the waveform moves later, never past the end.
+    let waveform = harness.get_by_label("Waveform").rect().center();
+    harness.hover_at(waveform);
+    for _ in 0..5 {
+        harness.event(egui::Event::MouseWheel {
+            unit: egui::MouseWheelUnit::Point,
+            delta: egui::vec2(-400.0, 0.0),
+            phase: egui::TouchPhase::Move,
+            source: egui::MouseWheelSource::Unknown,
+            modifiers: egui::Modifiers::NONE,
+        });
+        harness.run_steps(3);
+    }
+    let scrolled = window(&harness);
+    assert!(scrolled.start > zoomed.start, "{scrolled:?}");
+    assert!(
+        (scrolled.end - full.end).abs() < 1e-9,
+        "stopped at the end: {scrolled:?}"
+    );
+    assert!((scrolled.span() - zoomed.span()).abs() < 1e-9);
+
+    // Ctrl+wheel zooms in around the pointer.
+    harness.event(egui::Event::Zoom(1.25));
+    harness.run_steps(2);
+    let closer = window(&harness);
+    assert!(
+        (closer.span() - zoomed.span() / 1.25).abs() < 1e-9,
+        "{closer:?} from {zoomed:?}"
+    );
+
+    harness.get_by_label("Show all").click();
+    harness.run_steps(2);
+    assert!(window(&harness).is_full());
+
+    // A selection dragged on the spectrogram can be zoomed to.
+    let spectrogram = harness.get_by_label("Spectrogram").rect();
+    let from = spectrogram.left_center() + egui::vec2(spectrogram.width() * 0.2, 0.0);
+    let to = spectrogram.left_center() + egui::vec2(spectrogram.width() * 0.7, 0.0);
+    harness.drag_at(from);
+    harness.run_steps(1);
+    harness.hover_at(to);
+    harness.run_steps(1);
+    harness.drop_at(to);
+    harness.run_steps(2);
+    let (start, end) = harness.state().results[0].selection.expect("a selection");
+    harness.get_by_label("Zoom to selection").click();
+    harness.run_steps(2);
+    let shown = window(&harness);
+    assert!(
+        (shown.start - start).abs() < 1e-6 && (shown.end - end).abs() < 1e-6,
+        "{shown:?}"
+    );
+}

@@ -313,3 +313,111 @@ fn open(library: &Library, record: ClipRecord, emit: &mut dyn FnMut(DiskEvent)) 
         Err(error) => emit(DiskEvent::Failed(error.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(prompt: &str, seed: u64) -> ClipRecord {
+        let mut record = ClipRecord::of_file(prompt.into(), 1, 16_000, 1_600);
+        record.seed = seed;
+        record
+    }
+
+    fn recv(disk: &Disk) -> DiskEvent {
+        disk.events
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the disk thread answers")
+    }
+
+    #[test]
+    fn closing_finishes_the_queued_saves() {
+        let dir = tempfile::tempdir().unwrap();
+        let library = Library::open(dir.path()).map_err(|error| error.to_string());
+        let (mut disk, view) = Disk::spawn(library, Arc::new(|| {})).unwrap();
+        assert!(view.unwrap().records().is_empty());
+        let samples: Arc<[f32]> = vec![0.1; 1_600].into();
+        for seed in 0..5 {
+            assert!(disk.send(DiskJob::Save {
+                key: seed,
+                record: record("rain", seed),
+                samples: samples.clone(),
+                mel: None,
+            }));
+        }
+        assert!(!disk.is_idle());
+        // As a closing window does: the saves asked for are not lost.
+        drop(disk);
+        assert_eq!(Library::open(dir.path()).unwrap().records().len(), 5);
+    }
+
+    #[test]
+    fn jobs_report_in_order_and_failures_are_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let library = Library::open(dir.path()).map_err(|error| error.to_string());
+        let (mut disk, _) = Disk::spawn(library, Arc::new(|| {})).unwrap();
+        let samples: Arc<[f32]> = vec![0.1; 1_600].into();
+        disk.send(DiskJob::Save {
+            key: 7,
+            record: record("door", 1),
+            samples,
+            mel: None,
+        });
+        assert!(matches!(recv(&disk), DiskEvent::Records(records) if records.len() == 1));
+        let DiskEvent::Saved {
+            key: 7,
+            record: saved,
+        } = recv(&disk)
+        else {
+            panic!("the save reports its id");
+        };
+        assert!(matches!(recv(&disk), DiskEvent::Done));
+        let annotations = Annotations {
+            starred: true,
+            rating: 4,
+            tags: vec!["wood".into()],
+        };
+        disk.send(DiskJob::Annotate {
+            id: saved.id.clone(),
+            annotations: annotations.clone(),
+        });
+        let DiskEvent::Records(records) = recv(&disk) else {
+            panic!("the change reports the records");
+        };
+        assert_eq!(Annotations::of(&records[0]), annotations);
+        assert!(matches!(recv(&disk), DiskEvent::Done));
+        // A file that is not a clip's: refused with the reason, and the thread goes on.
+        disk.send(DiskJob::Open {
+            record: record("missing", 9),
+        });
+        assert!(matches!(recv(&disk), DiskEvent::Failed(_)));
+        assert!(matches!(recv(&disk), DiskEvent::Done));
+        disk.send(DiskJob::Delete { record: saved });
+        assert!(matches!(recv(&disk), DiskEvent::Records(records) if records.is_empty()));
+        assert!(matches!(recv(&disk), DiskEvent::Deleted(_)));
+    }
+
+    #[test]
+    fn exports_work_without_a_library() {
+        let out = tempfile::tempdir().unwrap();
+        let (mut disk, view) = Disk::spawn(Err("no permission".into()), Arc::new(|| {})).unwrap();
+        assert!(view.is_err());
+        disk.send(DiskJob::Export {
+            dir: out.path().to_path_buf(),
+            record: record("bell", 3),
+            samples: vec![0.25; 1_600].into(),
+            options: ExportOptions::default(),
+            then_drag: false,
+        });
+        let DiskEvent::Exported { path, .. } = recv(&disk) else {
+            panic!("the export is written");
+        };
+        assert!(path.starts_with(out.path()) && path.is_file());
+        assert!(matches!(recv(&disk), DiskEvent::Done));
+        disk.send(DiskJob::EmptyTrash);
+        let DiskEvent::Failed(message) = recv(&disk) else {
+            panic!("a library job fails without one");
+        };
+        assert!(message.contains("no permission"), "{message}");
+    }
+}
