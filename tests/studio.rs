@@ -33,12 +33,15 @@ fn generate_one(harness: &mut Harness<'static, FoleyApp>) {
     harness.run_steps(2);
     harness.get_by_label("Generate").click();
     common::wait_until(harness, "the clip and its save", |app| {
-        app.results.len() == 1 && !app.is_busy() && app.disk_is_idle()
+        app.session.results.len() == 1 && !app.is_busy() && app.disk_is_idle()
     });
 }
 
 fn model_ready(app: &FoleyApp) -> bool {
-    matches!(app.model_state, foley::gui::ModelState::Ready { .. })
+    matches!(
+        app.session.model_state,
+        foley::gui::ModelState::Ready { .. }
+    )
 }
 
 /// A studio on a fresh library with the tiny AudioLDM 2 loaded and `prompt` typed, set to
@@ -63,11 +66,22 @@ fn generate_a_clip_and_find_it_after_a_restart() {
     harness.state_mut().settings.random_seed = false;
     generate_one(&mut harness);
     let app = harness.state();
-    assert!(app.messages.is_empty(), "{:?}", app.messages);
-    assert_eq!(app.results[0].record.prompt, "glass shattering on concrete");
-    assert_eq!(app.results[0].record.steps, 3);
-    assert_eq!(app.last_progress, Some((3, 3)), "progress reached N/N");
-    assert!(app.results[0].mel.is_some());
+    assert!(
+        app.session.messages.is_empty(),
+        "{:?}",
+        app.session.messages
+    );
+    assert_eq!(
+        app.session.results[0].record.prompt,
+        "glass shattering on concrete"
+    );
+    assert_eq!(app.session.results[0].record.steps, 3);
+    assert_eq!(
+        app.session.last_progress,
+        Some((3, 3)),
+        "progress reached N/N"
+    );
+    assert!(app.session.results[0].mel.is_some());
     harness.get_by_label("Spectrogram");
     harness.get_by_label("Waveform");
     harness.get_by_label("Time ruler");
@@ -83,6 +97,7 @@ fn generate_a_clip_and_find_it_after_a_restart() {
     reopened.run_steps(3);
     let opened = reopened
         .state()
+        .session
         .opened
         .as_ref()
         .expect("clip opened from the library");
@@ -102,7 +117,7 @@ fn cancel_stops_a_run() {
     assert!(harness.state().is_busy());
     harness.get_by_label("Cancel").click();
     common::wait_until(&mut harness, "the cancel", |app| !app.is_busy());
-    assert!(harness.state().results.is_empty());
+    assert!(harness.state().session.results.is_empty());
     assert!(harness.state().library().unwrap().records().is_empty());
 }
 
@@ -119,10 +134,11 @@ fn variations_use_consecutive_seeds() {
     harness.run_steps(2);
     harness.get_by_label("Generate").click();
     common::wait_until(&mut harness, "four clips", |app| {
-        app.results.len() == 4 && !app.is_busy()
+        app.session.results.len() == 4 && !app.is_busy()
     });
     let seeds: Vec<u64> = harness
         .state()
+        .session
         .results
         .iter()
         .map(|clip| clip.record.seed)
@@ -135,6 +151,7 @@ fn variations_use_consecutive_seeds() {
     assert!(
         harness
             .state()
+            .session
             .messages
             .iter()
             .any(|m| m.contains("playback is unavailable"))
@@ -162,15 +179,21 @@ fn stable_audio_3_clips_stay_stereo() {
     }
     generate_one(&mut harness);
     let app = harness.state();
-    assert!(app.messages.is_empty(), "{:?}", app.messages);
-    let clip = &app.results[0];
+    assert!(
+        app.session.messages.is_empty(),
+        "{:?}",
+        app.session.messages
+    );
+    let clip = &app.session.results[0];
     assert_eq!(clip.record.channels, 2);
     assert_eq!(clip.record.sample_rate, 44_100);
     assert_eq!(clip.record.scheduler, "flow-match-ping-pong");
     assert!((clip.seconds() - 0.3).abs() < 1e-3, "{} s", clip.seconds());
     harness.get_by_label("Waveform");
     let scheduler = app.settings.scheduler.clone();
-    let stored = library.path().join(app.results[0].record.wav_name());
+    let stored = library
+        .path()
+        .join(app.session.results[0].record.wav_name());
     let spec = hound::WavReader::open(&stored).unwrap().spec();
     assert_eq!((spec.channels, spec.sample_rate), (2, 44_100));
 
@@ -179,6 +202,7 @@ fn stable_audio_3_clips_stay_stereo() {
     harness.run_steps(2);
     let exported = harness
         .state()
+        .session
         .last_export
         .clone()
         .expect("an exported file");
@@ -205,6 +229,7 @@ fn stable_audio_3_clips_stay_stereo() {
     reopened.run_steps(3);
     let opened = reopened
         .state()
+        .session
         .opened
         .as_ref()
         .expect("clip opened from the library");
@@ -230,7 +255,7 @@ fn loudness_is_shown_and_exports_meet_the_target() {
         settings.export.sample_rate = None;
     }
     generate_one(&mut harness);
-    let clip = &harness.state().results[0];
+    let clip = &harness.state().session.results[0];
     let loudness = measure(&clip.samples, 1, clip.record.sample_rate).unwrap();
     let expected = foley::gui::views::clip::loudness_text(&loudness).expect("a loud clip");
     assert_eq!(clip.loudness, Some(loudness));
@@ -252,6 +277,7 @@ fn loudness_is_shown_and_exports_meet_the_target() {
     harness.run_steps(2);
     let path = harness
         .state()
+        .session
         .last_export
         .clone()
         .expect("an exported file");
@@ -290,6 +316,7 @@ fn export_writes_a_tagged_wav_for_the_daw() {
     harness.run_steps(2);
     let path = harness
         .state()
+        .session
         .last_export
         .clone()
         .expect("an exported file");
@@ -325,22 +352,27 @@ fn export_writes_a_tagged_wav_for_the_daw() {
     assert!(
         harness
             .state()
+            .session
             .messages
             .iter()
             .any(|message| message.contains("not available here")),
         "{:?}",
-        harness.state().messages
+        harness.state().session.messages
     );
     harness.get_by_label("Save picture").click();
     common::settle(&mut harness);
     harness.run_steps(2);
     let picture = harness
         .state()
+        .session
         .last_picture
         .clone()
         .expect("a saved picture");
     // The bar still offers the WAV to a DAW, never the picture.
-    assert_eq!(harness.state().last_export.as_deref(), Some(path.as_path()));
+    assert_eq!(
+        harness.state().session.last_export.as_deref(),
+        Some(path.as_path())
+    );
     assert_eq!(picture.extension().unwrap(), "png");
     assert_eq!(&std::fs::read(&picture).unwrap()[1..4], b"PNG");
 }
@@ -353,9 +385,9 @@ fn an_unavailable_device_is_explained_not_fatal() {
     harness.state_mut().settings.device = "cuda".into();
     harness.get_by_label("Load").click();
     common::wait_until(&mut harness, "the load to fail", |app| {
-        !app.messages.is_empty()
+        !app.session.messages.is_empty()
     });
-    let messages = harness.state().messages.join("\n");
+    let messages = harness.state().session.messages.join("\n");
     assert!(messages.contains("CUDA"), "{messages}");
     // The model that was working stays loaded.
     assert!(model_ready(harness.state()), "{messages}");
@@ -385,7 +417,7 @@ fn transport_keys_move_between_clips_and_open_the_shortcuts() {
     harness.run_steps(2);
     harness.get_by_label("Generate").click();
     common::wait_until(&mut harness, "three clips", |app| {
-        app.results.len() == 3 && !app.is_busy()
+        app.session.results.len() == 3 && !app.is_busy()
     });
     // Typing into the prompt: "l" is a letter there, not the loop key.
     harness.get_by_label("Prompt").focus();
@@ -397,8 +429,8 @@ fn transport_keys_move_between_clips_and_open_the_shortcuts() {
     // Leave the text field, then drive the transport.
     harness.key_press(egui::Key::Escape);
     harness.run_steps(1);
-    harness.state_mut().messages.clear();
-    assert_eq!(harness.state().selected, Some(0));
+    harness.state_mut().session.messages.clear();
+    assert_eq!(harness.state().session.selected, Some(0));
     for (key, expected) in [
         (egui::Key::ArrowRight, 1),
         (egui::Key::ArrowDown, 2),
@@ -410,28 +442,29 @@ fn transport_keys_move_between_clips_and_open_the_shortcuts() {
     ] {
         harness.key_press(key);
         harness.run_steps(1);
-        assert_eq!(harness.state().selected, Some(expected), "{key:?}");
+        assert_eq!(harness.state().session.selected, Some(expected), "{key:?}");
     }
     assert!(
         harness
             .state()
+            .session
             .messages
             .iter()
             .any(|message| message.contains("playback is unavailable")),
         "auto-audition tried to play: {:?}",
-        harness.state().messages
+        harness.state().session.messages
     );
     harness.key_press(egui::Key::L);
     harness.run_steps(1);
     assert!(harness.state().settings.loop_playback);
     harness.key_press(egui::Key::F1);
     harness.run_steps(2);
-    assert!(harness.state().show_shortcuts);
+    assert!(harness.state().session.show_shortcuts);
     harness.get_by_label("Keyboard shortcuts");
     harness.get_by_label("Play or stop the selected clip");
     harness.key_press(egui::Key::Escape);
     harness.run_steps(2);
-    assert!(!harness.state().show_shortcuts);
+    assert!(!harness.state().session.show_shortcuts);
     assert!(harness.query_by_label("Keyboard shortcuts").is_none());
 }
 
@@ -452,10 +485,11 @@ fn the_compare_board_keeps_runs_and_pinned_library_clips() {
     harness.run_steps(2);
     harness.get_by_label("Generate").click();
     common::wait_until(&mut harness, "the second run", |app| {
-        app.results.len() == 2 && !app.is_busy()
+        app.session.results.len() == 2 && !app.is_busy()
     });
     let seeds: Vec<u64> = harness
         .state()
+        .session
         .results
         .iter()
         .map(|clip| clip.record.seed)
@@ -472,7 +506,7 @@ fn the_compare_board_keeps_runs_and_pinned_library_clips() {
         .click();
     common::settle(&mut harness);
     harness.run_steps(2);
-    assert_eq!(harness.state().results.len(), 1);
+    assert_eq!(harness.state().session.results.len(), 1);
     assert_eq!(
         harness.state().library().unwrap().records().len(),
         2,
@@ -485,25 +519,26 @@ fn the_compare_board_keeps_runs_and_pinned_library_clips() {
     harness.run_steps(2);
     let seeds: Vec<u64> = harness
         .state()
+        .session
         .results
         .iter()
         .map(|clip| clip.record.seed)
         .collect();
     assert_eq!(seeds, [6, 5]);
-    assert!(harness.state().opened.is_none());
+    assert!(harness.state().session.opened.is_none());
     assert_eq!(
-        harness.state().selected,
+        harness.state().session.selected,
         Some(1),
         "the pinned clip is selected"
     );
     // A/B over the board: key 1 is the first card whatever run it came from.
     harness.key_press(egui::Key::Num1);
     harness.run_steps(1);
-    assert_eq!(harness.state().selected, Some(0));
+    assert_eq!(harness.state().session.selected, Some(0));
 
     harness.get_by_label("Clear board").click();
     harness.run_steps(2);
-    assert!(harness.state().results.is_empty());
+    assert!(harness.state().session.results.is_empty());
     assert_eq!(harness.state().library().unwrap().records().len(), 2);
 }
 
@@ -550,7 +585,7 @@ fn controls_say_what_they_will_do() {
     type_prompt(&mut harness, "wind");
     harness.state_mut().settings.steps = 2;
     generate_one(&mut harness);
-    assert_eq!(harness.state().results[0].record.seed, 1234);
+    assert_eq!(harness.state().session.results[0].record.seed, 1234);
     let first = common::model_dir("audioldm2-tiny").display().to_string();
     // Another model, then back to the clip's settings: its model comes back too.
     harness.state_mut().settings.model = common::model_dir("musicldm-tiny").display().to_string();
@@ -559,14 +594,14 @@ fn controls_say_what_they_will_do() {
     common::wait_until(
         &mut harness,
         "the other model",
-        |app| matches!(&app.model_state, foley::gui::ModelState::Ready { family, .. } if *family == "MusicLDM"),
+        |app| matches!(&app.session.model_state, foley::gui::ModelState::Ready { family, .. } if *family == "MusicLDM"),
     );
     harness.get_by_label("Use these settings").click();
     harness.run_steps(1);
     common::wait_until(
         &mut harness,
         "the clip's model",
-        |app| matches!(&app.model_state, foley::gui::ModelState::Ready { model, .. } if *model == first),
+        |app| matches!(&app.session.model_state, foley::gui::ModelState::Ready { model, .. } if *model == first),
     );
     assert_eq!(harness.state().settings.model, first);
 }
@@ -586,7 +621,7 @@ fn dragging_a_clip_exports_it_and_a_stale_file_is_not_offered() {
         settings.export.format = "pcm16".into();
     }
     generate_one(&mut harness);
-    assert!(harness.state().last_export.is_none());
+    assert!(harness.state().session.last_export.is_none());
     let handle = harness.get_by_label("Waveform").rect().center();
     harness.drag_at(handle);
     harness.run_steps(1);
@@ -597,6 +632,7 @@ fn dragging_a_clip_exports_it_and_a_stale_file_is_not_offered() {
     harness.run_steps(2);
     let exported = harness
         .state()
+        .session
         .last_export
         .clone()
         .expect("the drag exported the clip");
@@ -612,11 +648,12 @@ fn dragging_a_clip_exports_it_and_a_stale_file_is_not_offered() {
     assert!(
         harness
             .state()
+            .session
             .messages
             .iter()
             .any(|message| message.contains("not available here")),
         "{:?}",
-        harness.state().messages
+        harness.state().session.messages
     );
     harness.get_by_label("Drag to DAW");
 
@@ -636,7 +673,7 @@ fn delete_goes_to_the_trash_and_undo_brings_it_back() {
     let (library, mut harness) = ready("owl hoot");
     harness.state_mut().settings.steps = 2;
     generate_one(&mut harness);
-    let id = harness.state().results[0].record.id.clone();
+    let id = harness.state().session.results[0].record.id.clone();
     harness.get_by_label_contains("owl hoot · s").click();
     common::settle(&mut harness);
     harness.run_steps(3);
@@ -645,7 +682,10 @@ fn delete_goes_to_the_trash_and_undo_brings_it_back() {
     common::settle(&mut harness);
     harness.run_steps(2);
     assert!(harness.state().library().unwrap().records().is_empty());
-    assert!(harness.state().results.is_empty(), "off the board too");
+    assert!(
+        harness.state().session.results.is_empty(),
+        "off the board too"
+    );
     assert!(
         library
             .path()
@@ -659,8 +699,11 @@ fn delete_goes_to_the_trash_and_undo_brings_it_back() {
     common::settle(&mut harness);
     harness.run_steps(3);
     assert_eq!(harness.state().library().unwrap().records().len(), 1);
-    assert_eq!(harness.state().opened.as_ref().unwrap().record.id, id);
-    assert!(harness.state().last_deleted.is_none());
+    assert_eq!(
+        harness.state().session.opened.as_ref().unwrap().record.id,
+        id
+    );
+    assert!(harness.state().session.last_deleted.is_none());
 
     harness.get_by_label("Delete").click();
     common::settle(&mut harness);
@@ -688,7 +731,7 @@ fn rate_tag_search_and_reuse_a_prompt() {
     let (library, mut harness) = ready("wooden door slam");
     harness.state_mut().settings.steps = 2;
     generate_one(&mut harness);
-    let id = harness.state().results[0].record.id.clone();
+    let id = harness.state().session.results[0].record.id.clone();
 
     harness.get_by_label("Tags").focus();
     harness.run_steps(1);
@@ -727,7 +770,7 @@ fn rate_tag_search_and_reuse_a_prompt() {
         ("rating:5", false),
         ("#metal", false),
     ] {
-        harness.state_mut().messages.clear();
+        harness.state_mut().session.messages.clear();
         harness.get_by_label("Search").focus();
         harness.run_steps(1);
         harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
@@ -789,6 +832,7 @@ fn exports_can_be_named_the_ucs_way() {
     harness.run_steps(2);
     let path = harness
         .state()
+        .session
         .last_export
         .clone()
         .expect("an exported file");
@@ -821,7 +865,9 @@ fn select_and_regenerate_extend_and_restyle_on_the_board() {
     harness.run_steps(1);
     harness.drop_at(to);
     harness.run_steps(2);
-    let (start, end) = harness.state().results[0].selection.expect("a selection");
+    let (start, end) = harness.state().session.results[0]
+        .selection
+        .expect("a selection");
     assert!(
         (start - 0.2).abs() < 0.05 && (end - 0.6).abs() < 0.05,
         "{start}–{end}"
@@ -829,9 +875,9 @@ fn select_and_regenerate_extend_and_restyle_on_the_board() {
 
     harness.get_by_label("Regenerate selection").click();
     common::wait_until(&mut harness, "the inpainted clip", |app| {
-        app.results.len() == 2 && !app.is_busy()
+        app.session.results.len() == 2 && !app.is_busy()
     });
-    let task = harness.state().results[1]
+    let task = harness.state().session.results[1]
         .record
         .task
         .clone()
@@ -841,9 +887,9 @@ fn select_and_regenerate_extend_and_restyle_on_the_board() {
 
     harness.get_all_by_label("Extend").next().unwrap().click();
     common::wait_until(&mut harness, "the extended clip", |app| {
-        app.results.len() == 3 && !app.is_busy()
+        app.session.results.len() == 3 && !app.is_busy()
     });
-    let extended = &harness.state().results[2];
+    let extended = &harness.state().session.results[2];
     assert_eq!(extended.record.task.as_ref().unwrap()["name"], "continue");
     assert!(
         (extended.seconds() - 1.5).abs() < 0.05,
@@ -857,16 +903,20 @@ fn select_and_regenerate_extend_and_restyle_on_the_board() {
         .unwrap()
         .click();
     common::wait_until(&mut harness, "the restyled clip", |app| {
-        app.results.len() == 4 && !app.is_busy()
+        app.session.results.len() == 4 && !app.is_busy()
     });
-    let task = harness.state().results[3].record.task.clone().unwrap();
+    let task = harness.state().session.results[3]
+        .record
+        .task
+        .clone()
+        .unwrap();
     assert_eq!(
         (task["name"].as_str(), task["strength"].as_f64()),
         (Some("audio_to_audio"), Some(0.5))
     );
 
     // AudioLDM 2 cannot make variations of a sound: the studio says so and carries on.
-    harness.state_mut().messages.clear();
+    harness.state_mut().session.messages.clear();
     harness
         .get_all_by_label("Variation of this")
         .next()
@@ -877,13 +927,14 @@ fn select_and_regenerate_extend_and_restyle_on_the_board() {
     assert!(
         harness
             .state()
+            .session
             .messages
             .iter()
             .any(|message| message.contains("MusicLDM")),
         "{:?}",
-        harness.state().messages
+        harness.state().session.messages
     );
-    assert_eq!(harness.state().results.len(), 4);
+    assert_eq!(harness.state().session.results.len(), 4);
 }
 
 /// A file dropped on the window, as the native integration hands it over.
@@ -919,6 +970,7 @@ fn a_dropped_wav_opens_for_editing() {
     harness.run_steps(2);
     let opened = harness
         .state()
+        .session
         .opened
         .as_ref()
         .expect("the dropped file is open");
@@ -930,9 +982,13 @@ fn a_dropped_wav_opens_for_editing() {
         .unwrap()
         .click();
     common::wait_until(&mut harness, "the edit", |app| {
-        app.results.len() == 1 && !app.is_busy()
+        app.session.results.len() == 1 && !app.is_busy()
     });
-    let task = harness.state().results[0].record.task.clone().unwrap();
+    let task = harness.state().session.results[0]
+        .record
+        .task
+        .clone()
+        .unwrap();
     assert_eq!(task["input"], "my take");
 
     let text = files.path().join("notes.wav");
@@ -945,11 +1001,12 @@ fn a_dropped_wav_opens_for_editing() {
     assert!(
         harness
             .state()
+            .session
             .messages
             .iter()
             .any(|message| message.contains("notes.wav")),
         "{:?}",
-        harness.state().messages
+        harness.state().session.messages
     );
 }
 
@@ -960,7 +1017,7 @@ fn a_dropped_wav_opens_for_editing() {
 fn zoom_and_scroll_along_a_clip() {
     let (_library, mut harness) = ready("thunder roll");
     generate_one(&mut harness);
-    let window = |harness: &Harness<'static, FoleyApp>| harness.state().results[0].window;
+    let window = |harness: &Harness<'static, FoleyApp>| harness.state().session.results[0].window;
     let full = window(&harness);
     assert!(full.is_full() && full.span() > 0.0);
     assert!(harness.query_by_label("Show all").is_none());
@@ -1022,7 +1079,9 @@ fn zoom_and_scroll_along_a_clip() {
     harness.run_steps(1);
     harness.drop_at(to);
     harness.run_steps(2);
-    let (start, end) = harness.state().results[0].selection.expect("a selection");
+    let (start, end) = harness.state().session.results[0]
+        .selection
+        .expect("a selection");
     harness.get_by_label("Zoom to selection").click();
     harness.run_steps(2);
     let shown = window(&harness);

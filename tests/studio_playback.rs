@@ -37,7 +37,7 @@ fn number_keys_switch_playback_between_variations() {
             .expect("the studio starts")
         });
     common::wait_until(&mut harness, "the model", |app| {
-        matches!(app.model_state, ModelState::Ready { .. })
+        matches!(app.session.model_state, ModelState::Ready { .. })
     });
     {
         let settings = &mut harness.state_mut().settings;
@@ -51,7 +51,7 @@ fn number_keys_switch_playback_between_variations() {
     assert!(harness.state().settings.loop_playback);
     harness.get_by_label("Generate").click();
     common::wait_until(&mut harness, "four clips", |app| {
-        app.results.len() == 4 && !app.is_busy()
+        app.session.results.len() == 4 && !app.is_busy()
     });
     for (key, index) in [
         (Key::Num1, 0),
@@ -68,9 +68,9 @@ fn number_keys_switch_playback_between_variations() {
         );
     }
     assert!(
-        harness.state().messages.is_empty(),
+        harness.state().session.messages.is_empty(),
         "{:?}",
-        harness.state().messages
+        harness.state().session.messages
     );
     // The playing card offers Stop (it may be scrolled below the window); Space stops too.
     harness.get_by_label("Stop");

@@ -40,12 +40,12 @@ fn corrupt_model(dir: &Path, file: &str, key: &str, value: serde_json::Value) ->
 }
 
 fn model_ready(app: &FoleyApp) -> bool {
-    matches!(app.model_state, ModelState::Ready { .. })
+    matches!(app.session.model_state, ModelState::Ready { .. })
 }
 
 fn loading(app: &FoleyApp) -> bool {
     matches!(
-        app.model_state,
+        app.session.model_state,
         ModelState::Loading(_) | ModelState::Downloading { .. }
     )
 }
@@ -67,7 +67,7 @@ fn generate_enabled(harness: &Harness<'static, FoleyApp>) -> bool {
 
 /// Generates one 2-step clip and waits for it to join the board.
 fn generate_a_clip(harness: &mut Harness<'static, FoleyApp>) {
-    let before = harness.state().results.len();
+    let before = harness.state().session.results.len();
     {
         let settings = &mut harness.state_mut().settings;
         settings.prompt = "dog barking".into();
@@ -82,10 +82,10 @@ fn generate_a_clip(harness: &mut Harness<'static, FoleyApp>) {
     assert!(harness.state().is_busy());
     common::wait_until(harness, "the clip", |app| !app.is_busy());
     assert_eq!(
-        harness.state().results.len(),
+        harness.state().session.results.len(),
         before + 1,
         "{:?}",
-        harness.state().messages
+        harness.state().session.messages
     );
 }
 
@@ -103,11 +103,14 @@ fn a_broken_model_ends_loading_with_a_message_and_keeps_a_working_model() {
     let mut harness = common::studio(Some(broken.clone()), &temp.path().join("library"));
     common::wait_until(&mut harness, "the load to end", |app| !loading(app));
     assert!(
-        matches!(harness.state().model_state, ModelState::Failed { .. }),
+        matches!(
+            harness.state().session.model_state,
+            ModelState::Failed { .. }
+        ),
         "{:?}",
-        harness.state().model_state
+        harness.state().session.model_state
     );
-    let messages = harness.state().messages.join("\n");
+    let messages = harness.state().session.messages.join("\n");
     assert!(messages.contains("could not load"), "{messages}");
     harness.get_by_label_contains("could not load");
 
@@ -117,11 +120,11 @@ fn a_broken_model_ends_loading_with_a_message_and_keeps_a_working_model() {
     generate_a_clip(&mut harness);
 
     // Loading the broken model again keeps the good one.
-    harness.state_mut().messages.clear();
+    harness.state_mut().session.messages.clear();
     load(&mut harness, &broken);
-    let messages = harness.state().messages.join("\n");
+    let messages = harness.state().session.messages.join("\n");
     assert!(messages.contains("still using"), "{messages}");
-    match &harness.state().model_state {
+    match &harness.state().session.model_state {
         ModelState::Ready { model, .. } => assert_eq!(model, &good_model()),
         other => panic!("the working model was dropped: {other:?}"),
     }
@@ -145,9 +148,9 @@ fn a_failed_generation_ends_the_run_with_a_message_and_generate_works_again() {
         assert!(app.is_busy());
     }
     common::wait_until(&mut harness, "the run to end", |app| !app.is_busy());
-    let messages = harness.state().messages.join("\n");
+    let messages = harness.state().session.messages.join("\n");
     assert!(messages.contains("generation failed"), "{messages}");
-    assert!(harness.state().results.is_empty());
+    assert!(harness.state().session.results.is_empty());
     harness.run_steps(1);
     assert!(generate_enabled(&harness), "Generate is enabled again");
     harness.state_mut().settings.guidance = 0.0;
@@ -287,8 +290,14 @@ fn a_clip_longer_than_the_largest_texture_opens_from_the_library() {
     harness.input_mut().max_texture_side = Some(MAX_SIDE);
     harness.run_steps(1);
     harness.get_by_label_contains("a very long drone").click();
+    common::settle(&mut harness);
     harness.run_steps(3);
-    let opened = harness.state().opened.as_ref().expect("the clip opened");
+    let opened = harness
+        .state()
+        .session
+        .opened
+        .as_ref()
+        .expect("the clip opened");
     assert_eq!(opened.texture_size(), Some([MAX_SIDE, BINS]));
     harness.get_by_label("Spectrogram");
 
@@ -296,10 +305,12 @@ fn a_clip_longer_than_the_largest_texture_opens_from_the_library() {
     let mut small = common::studio(None, &library_dir);
     small.run_steps(1);
     small.get_by_label_contains("a very long drone").click();
+    common::settle(&mut small);
     small.run_steps(3);
     let limit = small.ctx.input(|input| input.max_texture_side);
     let size = small
         .state()
+        .session
         .opened
         .as_ref()
         .unwrap()
@@ -374,7 +385,7 @@ fn closing_the_studio_mid_run_returns_within_a_second() {
     harness.run_steps(1);
     harness.get_by_label("Generate").click();
     common::wait_until(&mut harness, "the run to start", |app| {
-        app.last_progress.is_some_and(|(step, _)| step > 0)
+        app.session.last_progress.is_some_and(|(step, _)| step > 0)
     });
     // What eframe does when the window closes: on_exit, then drop the app.
     let started = Instant::now();

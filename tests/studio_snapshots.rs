@@ -29,7 +29,7 @@ fn main_screens_look_as_recorded() {
             .expect("the studio starts")
         });
     common::wait_until(&mut harness, "the model", |app| {
-        matches!(app.model_state, ModelState::Ready { .. })
+        matches!(app.session.model_state, ModelState::Ready { .. })
     });
     harness.run_steps(2);
     harness.snapshot("studio_start");
@@ -44,7 +44,7 @@ fn main_screens_look_as_recorded() {
     }
     harness.state_mut().generate();
     common::wait_until(&mut harness, "three clips", |app| {
-        app.results.len() == 3 && !app.is_busy()
+        app.session.results.len() == 3 && !app.is_busy()
     });
     harness.run_steps(2);
     // The library lists them once their saves are done.

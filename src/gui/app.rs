@@ -50,8 +50,9 @@ pub struct AppConfig {
 }
 
 /// Where model loading stands.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum ModelState {
+    #[default]
     None,
     Loading(String),
     /// Downloading `file`: bytes done of total.
@@ -98,31 +99,20 @@ struct Run {
     progress: Option<(usize, usize, usize, f64)>,
 }
 
-pub struct FoleyApp {
-    pub settings: Settings,
-    /// The inference thread; None only when it could not be (re)started.
-    worker: Option<Worker>,
-    /// Wakes the UI; kept to start a new inference thread after one is lost.
-    repaint: Arc<dyn Fn() + Send + Sync>,
-    playback: Result<Playback, String>,
-    /// Saves, exports and pictures; None only when it could not be started.
-    disk: Option<Disk>,
-    /// The library's records as of the disk thread's last report.
-    library: Result<LibraryView, String>,
-    /// What the panels and keys asked for this frame, carried out after drawing.
-    commands: Vec<StudioCommand>,
-    /// Numbers the clips waiting for their library save.
-    next_save: u64,
+/// What the studio shows and works on in this session; nothing here is saved on close (the
+/// clips themselves are in the library).
+#[derive(Default)]
+pub struct Session {
     pub model_state: ModelState,
     run: Option<Run>,
     next_run: u64,
-    /// Clips of the latest run, side by side.
+    /// The compare board: the clips of every run and the pinned ones, side by side.
     pub results: Vec<ClipView>,
-    /// The clip open from the library list.
+    /// The clip open from the library list (or a file).
     pub opened: Option<ClipView>,
     /// Which clip plays.
     playing: Option<ClipRef>,
-    /// The result the transport keys act on (Space plays it, arrows move it).
+    /// The board clip the transport keys act on (Space plays it, arrows move it).
     pub selected: Option<usize>,
     /// The keyboard shortcuts window is open.
     pub show_shortcuts: bool,
@@ -139,6 +129,28 @@ pub struct FoleyApp {
     pub last_picture: Option<PathBuf>,
     /// (step, total) of the latest progress event, kept after the run ends.
     pub last_progress: Option<(usize, usize)>,
+}
+
+/// The studio: what persists (`settings`), what lives for this session (`session`), and the
+/// threads and devices it drives.
+pub struct FoleyApp {
+    /// Persisted between sessions (eframe's storage).
+    pub settings: Settings,
+    /// The inference thread; None only when it could not be (re)started.
+    worker: Option<Worker>,
+    /// Wakes the UI; kept to start a new inference thread after one is lost.
+    repaint: Arc<dyn Fn() + Send + Sync>,
+    playback: Result<Playback, String>,
+    /// Saves, exports and pictures; None only when it could not be started.
+    disk: Option<Disk>,
+    /// The library's records as of the disk thread's last report.
+    library: Result<LibraryView, String>,
+    /// What the panels and keys asked for this frame, carried out after drawing.
+    commands: Vec<StudioCommand>,
+    /// Numbers the clips waiting for their library save.
+    next_save: u64,
+    /// This session's state, gone when the window closes.
+    pub session: Session,
     /// Stops the model download in progress.
     load_cancel: CancelFlag,
     /// Kept open: on X11/Wayland the copied file list is served while the clipboard lives.
@@ -185,27 +197,16 @@ impl FoleyApp {
             library,
             commands: Vec::new(),
             next_save: 1,
-            model_state: ModelState::None,
-            run: None,
-            next_run: 1,
-            results: Vec::new(),
-            opened: None,
-            playing: None,
-            selected: None,
-            show_shortcuts: false,
-            play_until: None,
-            messages: Vec::new(),
-            search: String::new(),
-            last_deleted: None,
-            last_export: None,
-            last_picture: None,
-            last_progress: None,
+            session: Session {
+                next_run: 1,
+                ..Session::default()
+            },
             load_cancel: CancelFlag::new(),
             clipboard: None,
             window: None,
             drag: None,
         };
-        app.messages.extend(problems);
+        app.session.messages.extend(problems);
         if config.model.is_some()
             || crate::engine::hub::cached_snapshot(&app.settings.model).is_some()
             || std::path::Path::new(&app.settings.model).is_dir()
@@ -217,7 +218,7 @@ impl FoleyApp {
 
     /// Index of the result clip that is playing, if any.
     pub fn playing_result(&self) -> Option<usize> {
-        match self.playing {
+        match self.session.playing {
             Some(ClipRef::Board(index)) => Some(index),
             _ => None,
         }
@@ -225,7 +226,7 @@ impl FoleyApp {
 
     /// A generation is running.
     pub fn is_busy(&self) -> bool {
-        self.run.is_some()
+        self.session.run.is_some()
     }
 
     /// No save, change, export or picture is waiting for the disk.
@@ -245,7 +246,8 @@ impl FoleyApp {
     /// Hands `job` to the disk thread; a message when it is gone.
     fn send_to_disk(&mut self, job: DiskJob) {
         if !self.disk.as_mut().is_some_and(|disk| disk.send(job)) {
-            self.messages
+            self.session
+                .messages
                 .push("the disk thread has stopped: nothing can be saved; restart Foley".into());
         }
     }
@@ -261,7 +263,7 @@ impl FoleyApp {
         let (device, dtype) = match (device, dtype) {
             (Ok(device), Ok(dtype)) => (device, dtype),
             (Err(error), _) | (_, Err(error)) => {
-                self.messages.push(error.to_string());
+                self.session.messages.push(error.to_string());
                 return;
             }
         };
@@ -276,7 +278,7 @@ impl FoleyApp {
             dtype,
             cancel,
         });
-        self.model_state = ModelState::Loading(model);
+        self.session.model_state = ModelState::Loading(model);
     }
 
     /// The inference thread, started again if it was lost; None (with a message) if it
@@ -286,6 +288,7 @@ impl FoleyApp {
             match Worker::spawn(self.repaint.clone()) {
                 Ok(worker) => self.worker = Some(worker),
                 Err(error) => self
+                    .session
                     .messages
                     .push(format!("the inference thread could not start: {error}")),
             }
@@ -299,28 +302,29 @@ impl FoleyApp {
     fn worker_lost(&mut self) {
         self.worker = None;
         let mut message = String::from("the inference thread stopped unexpectedly");
-        if let Some(run) = self.run.take() {
+        if let Some(run) = self.session.run.take() {
             run.cancel.cancel();
             message.push_str("; the generation in progress was lost");
         }
-        self.messages.push(message);
-        self.model_state = match std::mem::replace(&mut self.model_state, ModelState::None) {
-            ModelState::Ready { model, .. } => return self.load(model),
-            ModelState::Loading(model) | ModelState::Downloading { model, .. } => {
-                ModelState::Failed {
-                    model,
-                    error: "the inference thread stopped while loading".into(),
+        self.session.messages.push(message);
+        self.session.model_state =
+            match std::mem::replace(&mut self.session.model_state, ModelState::None) {
+                ModelState::Ready { model, .. } => return self.load(model),
+                ModelState::Loading(model) | ModelState::Downloading { model, .. } => {
+                    ModelState::Failed {
+                        model,
+                        error: "the inference thread stopped while loading".into(),
+                    }
                 }
-            }
-            other => other,
-        };
+                other => other,
+            };
         self.worker();
     }
 
     /// Stops all work, for a closing window: cancels the run and the download, skips the
     /// queued jobs and lets the inference thread end, waiting for it a moment at most.
     pub fn shut_down(&mut self) {
-        if let Some(run) = self.run.take() {
+        if let Some(run) = self.session.run.take() {
             run.cancel.cancel();
         }
         self.load_cancel.cancel();
@@ -337,19 +341,19 @@ impl FoleyApp {
     /// Runs `task` with the current settings (several seeds for "Variations"); the clips
     /// join the board as they finish.
     pub fn start_run(&mut self, task: Task) {
-        let ModelState::Ready { defaults, .. } = &self.model_state else {
-            self.messages.push("load a model first".into());
+        let ModelState::Ready { defaults, .. } = &self.session.model_state else {
+            self.session.messages.push("load a model first".into());
             return;
         };
         let editing = !matches!(task, Task::TextToAudio);
         if self.settings.prompt.trim().is_empty() && !matches!(task, Task::Variation { .. }) {
-            self.messages.push("type a prompt first".into());
+            self.session.messages.push("type a prompt first".into());
             return;
         }
         let scheduler = match self.settings.scheduler.parse::<SchedulerKind>() {
             Ok(kind) => kind,
             Err(error) => {
-                self.messages.push(error.to_string());
+                self.session.messages.push(error.to_string());
                 return;
             }
         };
@@ -360,13 +364,13 @@ impl FoleyApp {
         }
         let (default_steps, default_guidance) = *defaults;
         let run = Run {
-            id: self.next_run,
+            id: self.session.next_run,
             cancel: CancelFlag::new(),
             variations: self.settings.variations.clamp(1, MAX_WAVEFORMS),
             finished: 0,
             progress: None,
         };
-        self.next_run += 1;
+        self.session.next_run += 1;
         let negative = self.settings.negative_prompt.trim();
         let mut jobs = Vec::with_capacity(run.variations);
         for variation in 0..run.variations {
@@ -404,11 +408,11 @@ impl FoleyApp {
         }
         // New clips join the compare board; earlier runs stay on it.
         self.stop_playback();
-        self.run = Some(run);
+        self.session.run = Some(run);
     }
 
     pub fn cancel(&mut self) {
-        if let Some(run) = &self.run {
+        if let Some(run) = &self.session.run {
             run.cancel.cancel();
         }
     }
@@ -418,13 +422,13 @@ impl eframe::App for FoleyApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.poll();
         self.poll_drag();
-        if let (Some(end), Ok(playback)) = (self.play_until, &self.playback)
+        if let (Some(end), Ok(playback)) = (self.session.play_until, &self.playback)
             && (!playback.is_playing() || playback.position_seconds() >= end)
         {
-            self.play_until = None;
+            self.session.play_until = None;
             self.stop_playback();
         }
-        if self.playing.is_some() || self.run.is_some() {
+        if self.session.playing.is_some() || self.session.run.is_some() {
             ctx.request_repaint_after(std::time::Duration::from_millis(33));
         }
     }
@@ -447,9 +451,9 @@ impl eframe::App for FoleyApp {
         egui::Panel::right("library")
             .default_size(240.0)
             .show(ui, |ui| self.library_panel(ui));
-        if !self.messages.is_empty() {
+        if !self.session.messages.is_empty() {
             egui::Panel::bottom("messages").show(ui, |ui| {
-                for message in &self.messages {
+                for message in &self.session.messages {
                     ui.colored_label(ui.visuals().warn_fg_color, message);
                 }
                 if ui.button("Dismiss messages").clicked() {
@@ -457,14 +461,14 @@ impl eframe::App for FoleyApp {
                 }
             });
         }
-        if self.last_deleted.is_some() {
+        if self.session.last_deleted.is_some() {
             egui::Panel::bottom("deleted").show(ui, |ui| self.deleted_bar(ui));
         }
-        if self.last_export.is_some() || self.last_picture.is_some() {
+        if self.session.last_export.is_some() || self.session.last_picture.is_some() {
             egui::Panel::bottom("export").show(ui, |ui| self.last_export_bar(ui));
         }
         egui::CentralPanel::default().show(ui, |ui| self.clips_panel(ui));
-        if shortcuts::help_window(&ctx, self.show_shortcuts) {
+        if shortcuts::help_window(&ctx, self.session.show_shortcuts) {
             self.commands.push(StudioCommand::ToggleHelp);
         }
         for command in std::mem::take(&mut self.commands) {
@@ -540,7 +544,7 @@ mod tests {
             };
             FoleyApp::new(creation, config).unwrap()
         });
-        let ready = |app: &FoleyApp| matches!(app.model_state, ModelState::Ready { .. });
+        let ready = |app: &FoleyApp| matches!(app.session.model_state, ModelState::Ready { .. });
         wait(&mut harness, "the model", ready);
         // A thread that has died, as if a panic escaped: it never answers the run below.
         let dead = Worker::spawn(Arc::new(|| {})).unwrap();
@@ -552,7 +556,7 @@ mod tests {
         app.generate();
         assert!(app.is_busy());
         wait(&mut harness, "the run to end", |app| !app.is_busy());
-        let messages = harness.state().messages.join("\n");
+        let messages = harness.state().session.messages.join("\n");
         assert!(messages.contains("inference thread stopped"), "{messages}");
         // The new thread loads the model again and generates.
         wait(&mut harness, "the model again", ready);
@@ -562,10 +566,10 @@ mod tests {
         app.generate();
         wait(&mut harness, "the clip", |app| !app.is_busy());
         assert_eq!(
-            harness.state().results.len(),
+            harness.state().session.results.len(),
             1,
             "{:?}",
-            harness.state().messages
+            harness.state().session.messages
         );
     }
 }

@@ -11,7 +11,7 @@ mod shortcuts;
 pub mod views;
 pub mod worker;
 
-pub use app::{AppConfig, FoleyApp, ModelState};
+pub use app::{AppConfig, FoleyApp, ModelState, Session};
 pub use command::{ClipRef, Move, StudioCommand};
 
 /// The app icon (packaging/icons, rendered from assets/icon.svg) for the title bar and task bar.

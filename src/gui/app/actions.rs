@@ -5,15 +5,15 @@ use super::*;
 impl FoleyApp {
     pub(super) fn clip(&self, which: ClipRef) -> Option<&ClipView> {
         match which {
-            ClipRef::Board(index) => self.results.get(index),
-            ClipRef::Opened => self.opened.as_ref(),
+            ClipRef::Board(index) => self.session.results.get(index),
+            ClipRef::Opened => self.session.opened.as_ref(),
         }
     }
 
     pub(super) fn clip_mut(&mut self, which: ClipRef) -> Option<&mut ClipView> {
         match which {
-            ClipRef::Board(index) => self.results.get_mut(index),
-            ClipRef::Opened => self.opened.as_mut(),
+            ClipRef::Board(index) => self.session.results.get_mut(index),
+            ClipRef::Opened => self.session.opened.as_mut(),
         }
     }
 
@@ -28,7 +28,7 @@ impl FoleyApp {
         match action {
             ClipAction::PlaySelection { start, end } => {
                 self.play(which, start);
-                self.play_until = Some(end);
+                self.session.play_until = Some(end);
             }
             ClipAction::Edit(edit) => {
                 let planes = crate::engine::dsp::deinterleave(&samples, record.channels as usize);
@@ -44,7 +44,7 @@ impl FoleyApp {
             ClipAction::Play => self.play(which, 0.0),
             ClipAction::Stop => self.stop_playback(),
             ClipAction::Seek(seconds) => {
-                if self.playing.as_ref() == Some(&which)
+                if self.session.playing.as_ref() == Some(&which)
                     && let Ok(playback) = &self.playback
                 {
                     playback.seek_seconds(seconds);
@@ -65,7 +65,7 @@ impl FoleyApp {
             }
             ClipAction::UseSettings => {
                 // The model is part of the settings: switch back to it if another is loaded.
-                let loaded = match &self.model_state {
+                let loaded = match &self.session.model_state {
                     ModelState::Ready { model, .. } | ModelState::Loading(model) => {
                         Some(model.clone())
                     }
@@ -100,23 +100,24 @@ impl FoleyApp {
             ClipAction::Delete => self.delete(&record.id),
             ClipAction::RemoveFromBoard => {
                 if let ClipRef::Board(index) = which
-                    && index < self.results.len()
+                    && index < self.session.results.len()
                 {
                     self.stop_playback();
-                    self.results.remove(index);
-                    self.selected = self
+                    self.session.results.remove(index);
+                    self.session.selected = self
+                        .session
                         .selected
-                        .filter(|_| !self.results.is_empty())
-                        .map(|selected| selected.min(self.results.len() - 1));
+                        .filter(|_| !self.session.results.is_empty())
+                        .map(|selected| selected.min(self.session.results.len() - 1));
                 }
             }
             ClipAction::PinToBoard => {
-                if let Some(clip) = self.opened.take() {
-                    if self.playing == Some(ClipRef::Opened) {
+                if let Some(clip) = self.session.opened.take() {
+                    if self.session.playing == Some(ClipRef::Opened) {
                         self.stop_playback();
                     }
-                    self.results.push(clip);
-                    self.selected = Some(self.results.len() - 1);
+                    self.session.results.push(clip);
+                    self.session.selected = Some(self.session.results.len() - 1);
                 }
             }
         }
@@ -125,7 +126,7 @@ impl FoleyApp {
     /// The task an edit asks of the loaded model, with the editing settings.
     pub(super) fn edit_task(&self, edit: Edit, input: InputAudio) -> Task {
         let stable_audio = matches!(
-            &self.model_state,
+            &self.session.model_state,
             ModelState::Ready { family, .. } if *family == "Stable Audio 3"
         );
         let strength = self.settings.edit_strength.clamp(0.0, 1.0);

@@ -6,15 +6,15 @@ impl FoleyApp {
     pub(super) fn clips_panel(&mut self, ui: &mut egui::Ui) {
         let mut commands = Vec::new();
         egui::ScrollArea::vertical().show(ui, |ui| {
-            if self.results.is_empty() && self.opened.is_none() && self.run.is_none() {
+            if self.session.results.is_empty() && self.session.opened.is_none() && self.session.run.is_none() {
                 ui.label("Type a prompt and press Generate (Ctrl+Enter). Clips appear here and in the library.");
             }
-            let compact = self.results.len() > 1;
-            let playheads: Vec<Option<f64>> = (0..self.results.len())
+            let compact = self.session.results.len() > 1;
+            let playheads: Vec<Option<f64>> = (0..self.session.results.len())
                 .map(|index| self.playhead(ClipRef::Board(index)))
                 .collect();
-            let selected = self.selected;
-            for (index, clip) in self.results.iter_mut().enumerate() {
+            let selected = self.session.selected;
+            for (index, clip) in self.session.results.iter_mut().enumerate() {
                 let mut frame = egui::Frame::group(ui.style());
                 if selected == Some(index) && compact {
                     frame = frame.stroke(ui.visuals().selection.stroke);
@@ -43,7 +43,7 @@ impl FoleyApp {
                 });
             }
             let opened_playhead = self.playhead(ClipRef::Opened);
-            if let Some(clip) = self.opened.as_mut() {
+            if let Some(clip) = self.session.opened.as_mut() {
                 ui.separator();
                 ui.label("From the library");
                 if let Some(action) = clip.ui(ui, opened_playhead, false, Place::Opened) {
@@ -56,7 +56,7 @@ impl FoleyApp {
 
     /// The bar under a delete: what went to the trash, with Undo.
     pub(super) fn deleted_bar(&mut self, ui: &mut egui::Ui) {
-        let Some(record) = &self.last_deleted else {
+        let Some(record) = &self.session.last_deleted else {
             return;
         };
         let prompt = record.prompt.clone();

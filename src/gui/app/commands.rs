@@ -10,13 +10,15 @@ impl FoleyApp {
             StudioCommand::Generate if !self.is_busy() => self.generate(),
             // Ctrl+Enter during a run: the run goes on.
             StudioCommand::Generate => {}
-            StudioCommand::Escape if self.show_shortcuts => self.show_shortcuts = false,
+            StudioCommand::Escape if self.session.show_shortcuts => {
+                self.session.show_shortcuts = false
+            }
             StudioCommand::Escape | StudioCommand::Cancel => self.cancel(),
             StudioCommand::Clip(which, action) => self.apply(which, action),
             StudioCommand::ClearBoard => {
                 self.stop_playback();
-                self.results.clear();
-                self.selected = None;
+                self.session.results.clear();
+                self.session.selected = None;
             }
             StudioCommand::OpenFromLibrary(record) => {
                 self.send_to_disk(DiskJob::Open { record: *record })
@@ -25,36 +27,38 @@ impl FoleyApp {
             StudioCommand::ChooseFiles => self.choose_files(),
             StudioCommand::EmptyTrash => self.send_to_disk(DiskJob::EmptyTrash),
             StudioCommand::UndoDelete => {
-                if let Some(record) = self.last_deleted.take() {
+                if let Some(record) = self.session.last_deleted.take() {
                     self.send_to_disk(DiskJob::Restore { id: record.id });
                 }
             }
-            StudioCommand::DismissDeleted => self.last_deleted = None,
-            StudioCommand::DismissMessages => self.messages.clear(),
+            StudioCommand::DismissDeleted => self.session.last_deleted = None,
+            StudioCommand::DismissMessages => self.session.messages.clear(),
             StudioCommand::DragFile(path) => self.start_drag(path),
             StudioCommand::CopyFile(path) => {
                 if let Err(error) = self.copy_file(&path) {
-                    self.messages
+                    self.session
+                        .messages
                         .push(format!("could not copy the file: {error}"));
                 }
             }
             StudioCommand::Reveal(path) => {
                 if let Err(error) = reveal(&path) {
-                    self.messages
+                    self.session
+                        .messages
                         .push(format!("could not open the folder: {error}"));
                 }
             }
-            StudioCommand::CloseExport => self.last_export = None,
-            StudioCommand::ClosePicture => self.last_picture = None,
-            StudioCommand::PlayStop if self.playing.is_some() => self.stop_playback(),
-            StudioCommand::PlayStop => match self.selected {
+            StudioCommand::CloseExport => self.session.last_export = None,
+            StudioCommand::ClosePicture => self.session.last_picture = None,
+            StudioCommand::PlayStop if self.session.playing.is_some() => self.stop_playback(),
+            StudioCommand::PlayStop => match self.session.selected {
                 Some(index) => self.play(ClipRef::Board(index), 0.0),
-                None if self.opened.is_some() => self.play(ClipRef::Opened, 0.0),
+                None if self.session.opened.is_some() => self.play(ClipRef::Opened, 0.0),
                 None => {}
             },
             StudioCommand::Select(to) => self.select(to),
-            StudioCommand::SwitchTo(index) if index < self.results.len() => {
-                self.selected = Some(index);
+            StudioCommand::SwitchTo(index) if index < self.session.results.len() => {
+                self.session.selected = Some(index);
                 self.switch_to(index);
             }
             StudioCommand::SwitchTo(_) => {}
@@ -64,7 +68,7 @@ impl FoleyApp {
                     playback.set_looping(self.settings.loop_playback);
                 }
             }
-            StudioCommand::ToggleHelp => self.show_shortcuts = !self.show_shortcuts,
+            StudioCommand::ToggleHelp => self.session.show_shortcuts = !self.session.show_shortcuts,
         }
     }
 
@@ -78,12 +82,12 @@ impl FoleyApp {
                         .file_stem()
                         .map_or_else(String::new, |stem| stem.to_string_lossy().into_owned());
                     let record = ClipRecord::of_file(name, channels, sample_rate, samples.len());
-                    if self.playing == Some(ClipRef::Opened) {
+                    if self.session.playing == Some(ClipRef::Opened) {
                         self.stop_playback();
                     }
-                    self.opened = Some(ClipView::new(record, samples.into(), None));
+                    self.session.opened = Some(ClipView::new(record, samples.into(), None));
                 }
-                Err(error) => self.messages.push(error.to_string()),
+                Err(error) => self.session.messages.push(error.to_string()),
             }
         }
     }

@@ -16,44 +16,45 @@ impl FoleyApp {
                 }
             }
         }
-        if self.playing.is_some()
+        if self.session.playing.is_some()
             && let Ok(playback) = &self.playback
             && !playback.is_playing()
         {
-            self.playing = None;
+            self.session.playing = None;
         }
     }
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Loading { model } => self.model_state = ModelState::Loading(model),
+            Event::Loading { model } => self.session.model_state = ModelState::Loading(model),
             Event::Downloading { file, done, total } => {
-                let model = match &self.model_state {
+                let model = match &self.session.model_state {
                     ModelState::Loading(model) | ModelState::Downloading { model, .. } => {
                         model.clone()
                     }
                     _ => self.settings.model.clone(),
                 };
-                self.model_state = ModelState::Downloading {
+                self.session.model_state = ModelState::Downloading {
                     model,
                     file,
                     done,
                     total,
                 };
             }
-            Event::Loaded(info) => self.model_state = ModelState::ready(info),
+            Event::Loaded(info) => self.session.model_state = ModelState::ready(info),
             Event::LoadFailed { model, error, kept } => match kept {
                 Some(kept) => {
-                    self.messages.push(format!(
+                    self.session.messages.push(format!(
                         "could not load {model}: {error} (still using {})",
                         kept.model
                     ));
-                    self.model_state = ModelState::ready(kept);
+                    self.session.model_state = ModelState::ready(kept);
                 }
                 None => {
-                    self.messages
+                    self.session
+                        .messages
                         .push(format!("could not load {model}: {error}"));
-                    self.model_state = ModelState::Failed { model, error };
+                    self.session.model_state = ModelState::Failed { model, error };
                 }
             },
             Event::Progress {
@@ -63,9 +64,14 @@ impl FoleyApp {
                 total,
                 elapsed,
             } => {
-                if let Some(current) = self.run.as_mut().filter(|current| current.id == run) {
+                if let Some(current) = self
+                    .session
+                    .run
+                    .as_mut()
+                    .filter(|current| current.id == run)
+                {
                     current.progress = Some((variation, step, total, elapsed));
-                    self.last_progress = Some((step, total));
+                    self.session.last_progress = Some((step, total));
                 }
             }
             Event::Finished {
@@ -75,14 +81,19 @@ impl FoleyApp {
                 clip,
                 ..
             } => {
-                let Some(current) = self.run.as_mut().filter(|current| current.id == run) else {
+                let Some(current) = self
+                    .session
+                    .run
+                    .as_mut()
+                    .filter(|current| current.id == run)
+                else {
                     return;
                 };
                 current.finished += 1;
                 if current.finished >= current.variations {
-                    self.run = None;
+                    self.session.run = None;
                 }
-                self.messages.extend(clip.warnings.iter().cloned());
+                self.session.messages.extend(clip.warnings.iter().cloned());
                 let record = ClipRecord::of_clip(&request, &clip, &model, 0, clip.sample_rate);
                 let samples: Arc<[f32]> =
                     clip.waveforms.into_iter().next().unwrap_or_default().into();
@@ -92,8 +103,8 @@ impl FoleyApp {
                 self.next_save += 1;
                 let mut view = ClipView::new(record.clone(), samples.clone(), mel.clone());
                 view.save_key = Some(key);
-                self.results.push(view);
-                self.selected.get_or_insert(0);
+                self.session.results.push(view);
+                self.session.selected.get_or_insert(0);
                 self.send_to_disk(DiskJob::Save {
                     key,
                     record,
@@ -102,15 +113,22 @@ impl FoleyApp {
                 });
             }
             Event::Failed { run, error } => {
-                if let Some(current) = self.run.take_if(|current| current.id == run) {
+                if let Some(current) = self.session.run.take_if(|current| current.id == run) {
                     // The other variations would most likely fail the same way.
                     current.cancel.cancel();
-                    self.messages.push(format!("generation failed: {error}"));
+                    self.session
+                        .messages
+                        .push(format!("generation failed: {error}"));
                 }
             }
             Event::Cancelled { run } => {
-                if self.run.as_ref().is_some_and(|current| current.id == run) {
-                    self.run = None;
+                if self
+                    .session
+                    .run
+                    .as_ref()
+                    .is_some_and(|current| current.id == run)
+                {
+                    self.session.run = None;
                 }
             }
         }
@@ -135,6 +153,7 @@ impl FoleyApp {
             }
             DiskEvent::Saved { key, record } => {
                 let Some(view) = self
+                    .session
                     .results
                     .iter_mut()
                     .find(|view| view.save_key == Some(key))
@@ -151,26 +170,26 @@ impl FoleyApp {
                     self.send_to_disk(DiskJob::Annotate { id, annotations });
                 }
             }
-            DiskEvent::Deleted(record) => self.last_deleted = Some(record),
+            DiskEvent::Deleted(record) => self.session.last_deleted = Some(record),
             DiskEvent::Opened {
                 record,
                 samples,
                 mel,
             } => {
-                if self.playing == Some(ClipRef::Opened) {
+                if self.session.playing == Some(ClipRef::Opened) {
                     self.stop_playback();
                 }
-                self.opened = Some(ClipView::new(record, samples.into(), mel));
+                self.session.opened = Some(ClipView::new(record, samples.into(), mel));
             }
-            DiskEvent::TrashEmptied => self.last_deleted = None,
+            DiskEvent::TrashEmptied => self.session.last_deleted = None,
             DiskEvent::Exported { path, then_drag } => {
-                self.last_export = Some(path.clone());
+                self.session.last_export = Some(path.clone());
                 if then_drag {
                     self.start_drag(path);
                 }
             }
-            DiskEvent::PictureSaved(path) => self.last_picture = Some(path),
-            DiskEvent::Failed(message) => self.messages.push(message),
+            DiskEvent::PictureSaved(path) => self.session.last_picture = Some(path),
+            DiskEvent::Failed(message) => self.session.messages.push(message),
             DiskEvent::Done => {
                 if let Some(disk) = &mut self.disk {
                     disk.finished_one();

@@ -22,7 +22,7 @@ impl FoleyApp {
         }
         match drag_out::start(path, self.window) {
             Ok(receiver) => self.drag = Some(receiver),
-            Err(error) => self.messages.push(error.to_string()),
+            Err(error) => self.session.messages.push(error.to_string()),
         }
     }
 
@@ -37,14 +37,15 @@ impl FoleyApp {
         match result {
             Ok(DragOutcome::Dropped | DragOutcome::NoTarget) => {}
             Ok(DragOutcome::Refused) => self
+                .session
                 .messages
                 .push("the drop target did not take the file".into()),
-            Err(error) => self.messages.push(format!("drag failed: {error}")),
+            Err(error) => self.session.messages.push(format!("drag failed: {error}")),
         }
     }
 
     pub(super) fn last_export_bar(&mut self, ui: &mut egui::Ui) {
-        if let Some(picture) = self.last_picture.clone() {
+        if let Some(picture) = self.session.last_picture.clone() {
             ui.horizontal(|ui| {
                 if ui.button("Show picture in folder").clicked() {
                     self.commands.push(StudioCommand::Reveal(picture.clone()));
@@ -55,7 +56,7 @@ impl FoleyApp {
                 ui.add(egui::Label::new(format!("Saved picture {}", picture.display())).truncate());
             });
         }
-        let Some(path) = self.last_export.clone() else {
+        let Some(path) = self.session.last_export.clone() else {
             return;
         };
         // Only an exported WAV that is still there is offered to a DAW.

@@ -14,7 +14,7 @@ impl FoleyApp {
             self.commands.push(StudioCommand::ChooseFiles);
         }
         let label = ui.label("Search");
-        ui.add(egui::TextEdit::singleline(&mut self.search))
+        ui.add(egui::TextEdit::singleline(&mut self.session.search))
             .labelled_by(label.id)
             .on_hover_text(
                 "Words match the prompt, model, tags or seed; #tag for a tag, rating:4 for 4 or more, kept for kept clips",
@@ -26,7 +26,7 @@ impl FoleyApp {
             return;
         };
         ui.small(library.dir().display().to_string());
-        let records: Vec<ClipRecord> = library.search(&self.search).cloned().collect();
+        let records: Vec<ClipRecord> = library.search(&self.session.search).cloned().collect();
         let mut open = None;
         egui::ScrollArea::vertical().show(ui, |ui| {
             for record in &records {
@@ -69,7 +69,12 @@ impl FoleyApp {
         if id.is_empty() {
             return;
         }
-        for clip in self.results.iter_mut().chain(self.opened.as_mut()) {
+        for clip in self
+            .session
+            .results
+            .iter_mut()
+            .chain(self.session.opened.as_mut())
+        {
             if clip.record.id == id {
                 change(&mut clip.record);
             }
@@ -79,9 +84,10 @@ impl FoleyApp {
 
     /// The record of clip `id` as the board, the opened view or the library has it.
     pub(super) fn records_by_id(&self, id: &str) -> Option<ClipRecord> {
-        self.results
+        self.session
+            .results
             .iter()
-            .chain(self.opened.as_ref())
+            .chain(self.session.opened.as_ref())
             .map(|clip| &clip.record)
             .chain(
                 self.library
@@ -100,17 +106,19 @@ impl FoleyApp {
         if let Some(record) = self.records_by_id(id).filter(|_| !id.is_empty()) {
             self.send_to_disk(DiskJob::Delete { record });
         }
-        self.results.retain(|clip| clip.record.id != id);
-        self.selected = self
+        self.session.results.retain(|clip| clip.record.id != id);
+        self.session.selected = self
+            .session
             .selected
-            .filter(|_| !self.results.is_empty())
-            .map(|index| index.min(self.results.len() - 1));
+            .filter(|_| !self.session.results.is_empty())
+            .map(|index| index.min(self.session.results.len() - 1));
         if self
+            .session
             .opened
             .as_ref()
             .is_some_and(|clip| clip.record.id == id)
         {
-            self.opened = None;
+            self.session.opened = None;
         }
     }
 }

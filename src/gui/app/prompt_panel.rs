@@ -46,7 +46,7 @@ impl FoleyApp {
                     }
                 }
             });
-        match &self.model_state {
+        match &self.session.model_state {
             ModelState::None => ui.label("No model loaded. Pick a known checkpoint (downloaded on Load) or type a local diffusers folder."),
             ModelState::Loading(model) => ui.label(format!("Loading {model}…")),
             ModelState::Downloading {
@@ -100,7 +100,7 @@ impl FoleyApp {
             prompt_limits,
             family,
             ..
-        } = &self.model_state
+        } = &self.session.model_state
             && let Some(limit) = prompt_limits.exceeded(&self.settings.prompt)
         {
             ui.colored_label(
@@ -114,7 +114,7 @@ impl FoleyApp {
         ))
         .labelled_by(label.id);
         // 0 keeps the model's own value; say which value that is.
-        let (default_steps, default_guidance, default_seconds) = match &self.model_state {
+        let (default_steps, default_guidance, default_seconds) = match &self.session.model_state {
             ModelState::Ready {
                 defaults,
                 default_seconds,
@@ -187,7 +187,8 @@ impl FoleyApp {
         });
         ui.add_space(6.0);
         ui.horizontal(|ui| {
-            let ready = matches!(self.model_state, ModelState::Ready { .. }) && !self.is_busy();
+            let ready =
+                matches!(self.session.model_state, ModelState::Ready { .. }) && !self.is_busy();
             if ui
                 .add_enabled(ready, egui::Button::new("Generate"))
                 .on_hover_text("Ctrl+Enter")
@@ -230,7 +231,7 @@ impl FoleyApp {
             ui.small("Drag on a clip's spectrogram (Shift-drag its waveform) to select.");
         });
         egui::CollapsingHeader::new("Export options").show(ui, |ui| self.export_options(ui));
-        if let Some(run) = &self.run {
+        if let Some(run) = &self.session.run {
             match run.progress {
                 Some((variation, step, total, elapsed)) => {
                     let fraction = step as f32 / total.max(1) as f32;
