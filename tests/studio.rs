@@ -1090,3 +1090,31 @@ fn zoom_and_scroll_along_a_clip() {
         "{shown:?}"
     );
 }
+
+/// While a run goes, the left panel shows the partly denoised clip ("Step preview"); a new run
+/// starts without the old one's, and with the preview off none comes.
+#[test]
+fn a_run_shows_its_step_preview() {
+    let (_library, mut harness) = ready("distant thunder");
+    harness.state_mut().settings.steps = 900;
+    harness.run_steps(1);
+    harness.get_by_label("Generate").click();
+    common::wait_until(&mut harness, "a preview", |app| {
+        app.is_busy() && app.session.preview.is_some()
+    });
+    harness.run_steps(1);
+    harness.get_by_role_and_label(egui::accesskit::Role::Image, "Step preview");
+    harness.get_by_label_contains("preview at step");
+    harness.get_by_label("Cancel").click();
+    common::wait_until(&mut harness, "the cancel", |app| !app.is_busy());
+
+    harness.get_by_label("Show step preview").click();
+    harness.run_steps(1);
+    assert!(!harness.state().settings.step_preview);
+    harness.state_mut().settings.steps = 16;
+    harness.get_by_label("Generate").click();
+    common::wait_until(&mut harness, "the clip", |app| {
+        !app.is_busy() && !app.session.results.is_empty()
+    });
+    assert!(harness.state().session.preview.is_none());
+}

@@ -221,6 +221,7 @@ fn job(run: u64, steps: usize) -> Command {
             task: Default::default(),
         },
         cancel: CancelFlag::new(),
+        preview: false,
     })
 }
 
@@ -396,4 +397,49 @@ fn closing_the_studio_mid_run_returns_within_a_second() {
     assert!(took < Duration::from_secs(1), "closing took {took:?}");
     let records = Library::open(&library).unwrap().records().len();
     assert_eq!(records, 0, "no clip of the cancelled run was saved");
+}
+
+/// The step preview: with it on, the worker sends the partly denoised clip as a finite
+/// spectrogram every few steps and at the last one, as long as the clip's own mel; with it
+/// off, none.
+#[test]
+fn step_previews_arrive_every_few_steps_and_at_the_last() {
+    let worker = Worker::spawn(Arc::new(|| {})).unwrap();
+    worker.send(load_command(good_model()));
+    let next = || {
+        worker
+            .events
+            .recv_timeout(Duration::from_secs(60))
+            .expect("an event")
+    };
+    while !matches!(next(), Event::Loaded(_)) {}
+    for preview in [true, false] {
+        let Command::Generate(mut generate) = job(1, 16) else {
+            unreachable!()
+        };
+        generate.preview = preview;
+        worker.send(Command::Generate(generate));
+        let mut steps = Vec::new();
+        let clip = loop {
+            match next() {
+                Event::Preview { step, mel, .. } => {
+                    assert!(mel.bins > 0 && mel.frames() > 0);
+                    assert!(mel.values.iter().all(|value| value.is_finite()));
+                    steps.push((step, mel));
+                }
+                Event::Finished { clip, .. } => break clip,
+                Event::Progress { .. } => {}
+                _ => panic!("the run fails"),
+            }
+        };
+        if !preview {
+            assert!(steps.is_empty());
+            continue;
+        }
+        let numbers: Vec<usize> = steps.iter().map(|(step, _)| *step).collect();
+        assert_eq!(numbers, vec![2, 4, 6, 8, 10, 12, 14, 16]);
+        let (_, last) = steps.last().unwrap();
+        assert_eq!(last.bins, clip.mel_bins);
+        assert_eq!(last.frames(), clip.mels[0].len() / clip.mel_bins);
+    }
 }

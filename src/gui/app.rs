@@ -16,6 +16,7 @@ use super::drag_out::{self, DragError, DragOutcome};
 use super::settings::Settings;
 use super::shortcuts;
 use super::views::clip::{ClipAction, ClipView, Edit, Place};
+use super::views::step_preview::StepPreview;
 use super::worker::{Command, Event, Job, ModelInfo, PromptLimits, Worker};
 use crate::audio::playback::Playback;
 use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
@@ -129,6 +130,8 @@ pub struct Session {
     pub last_picture: Option<PathBuf>,
     /// (step, total) of the latest progress event, kept after the run ends.
     pub last_progress: Option<(usize, usize)>,
+    /// The run's latest step preview.
+    pub preview: Option<StepPreview>,
 }
 
 /// The studio: what persists (`settings`), what lives for this session (`session`), and the
@@ -400,6 +403,7 @@ impl FoleyApp {
                 variation,
                 request,
                 cancel: run.cancel.clone(),
+                preview: self.settings.step_preview,
             });
         }
         let Some(worker) = self.worker() else { return };
@@ -408,6 +412,7 @@ impl FoleyApp {
         }
         // New clips join the compare board; earlier runs stay on it.
         self.stop_playback();
+        self.session.preview = None;
         self.session.run = Some(run);
     }
 

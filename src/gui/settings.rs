@@ -35,6 +35,8 @@ pub struct Settings {
     pub loop_playback: bool,
     /// Moving between clips with the arrow keys plays the clip moved to.
     pub auto_audition: bool,
+    /// Show a spectrogram of the partly denoised latents every few steps.
+    pub step_preview: bool,
     /// How far audio-to-audio moves from the clip (0–1; Stable Audio 3's noise level).
     pub edit_strength: f64,
     /// Seconds "Extend" adds and "Make loop" bridges.
@@ -62,6 +64,7 @@ impl Default for Settings {
             library_dir: default_library_dir(),
             loop_playback: false,
             auto_audition: true,
+            step_preview: true,
             edit_strength: 0.5,
             edit_seconds: 2.0,
             export_dir: default_library_dir().parent().map_or_else(

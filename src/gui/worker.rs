@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::engine::device::DeviceKind;
 use crate::engine::hub::{DownloadReport, resolve_model_reporting};
-use crate::engine::pipeline::{CancelFlag, Clip, Pipeline, Request};
+use crate::engine::pipeline::{CancelFlag, Clip, Pipeline, PreviewMel, Request};
 use crate::engine::text_tokenizer::TextTokenizer;
 use crate::error::FoleyError;
 
@@ -38,6 +38,8 @@ pub struct Job {
     pub variation: usize,
     pub request: Request,
     pub cancel: CancelFlag,
+    /// Send a [`Event::Preview`] every few steps.
+    pub preview: bool,
 }
 
 /// What the inference thread reports.
@@ -65,6 +67,13 @@ pub enum Event {
         total: usize,
         /// Seconds since this job started.
         elapsed: f64,
+    },
+    /// The partly denoised clip as a spectrogram, through the model's fitted latent → mel map.
+    Preview {
+        run: u64,
+        variation: usize,
+        step: usize,
+        mel: PreviewMel,
     },
     Finished {
         run: u64,
@@ -355,6 +364,12 @@ fn generate(job: Job, loaded: Option<&(String, Pipeline)>, emit: Emit<'_>) {
     }
     let started = Instant::now();
     let result = contained(|| {
+        // Fitted once per model (a few probe sounds through the VAE encoder); a model without a
+        // preview map simply shows none.
+        let projection = job
+            .preview
+            .then(|| pipeline.preview_projection().ok())
+            .flatten();
         pipeline.generate(
             &job.request,
             &mut |progress| {
@@ -364,7 +379,20 @@ fn generate(job: Job, loaded: Option<&(String, Pipeline)>, emit: Emit<'_>) {
                     step: progress.step,
                     total: progress.total,
                     elapsed: started.elapsed().as_secs_f64(),
-                })
+                });
+                // About eight previews a clip, and the last step's.
+                let every = (progress.total / 8).max(1);
+                if let Some(projection) = &projection
+                    && (progress.step % every == 0 || progress.step == progress.total)
+                    && let Ok(mel) = projection.project(progress.latents)
+                {
+                    emit(Event::Preview {
+                        run: job.run,
+                        variation: job.variation,
+                        step: progress.step,
+                        mel,
+                    });
+                }
             },
             &job.cancel,
         )

@@ -1,12 +1,14 @@
 //! Signal processing the models need, shared with `audio` (which may use the engine, never the
 //! reverse): FFT, resamplers, CLAP's feature extractor and the editing front-end.
 
+pub mod block_mel;
 pub mod clap_features;
 pub mod fft;
 pub mod frontend;
 pub mod mel_filters;
 pub mod resample;
 pub mod sinc_resample;
+pub mod synthetic;
 
 /// Highest sample rate anything in Foley accepts (8× 96 kHz). Both resamplers return nothing
 /// for rates outside 1..=this, so a corrupt rate can never size their filters; the places that

@@ -5,6 +5,7 @@ pub mod audioldm;
 pub mod audioldm2;
 pub mod editing;
 mod length;
+pub mod preview;
 pub mod ranking;
 pub mod stable_audio3;
 pub mod stable_audio3_official;
@@ -14,6 +15,7 @@ pub mod task;
 pub use audioldm::{AudioLdmPipeline, ClapFamily};
 pub use audioldm2::AudioLdm2Pipeline;
 pub use length::AudioLength;
+pub use preview::{PreviewMel, PreviewProjection};
 pub use stable_audio3::StableAudio3Pipeline;
 pub use task::{EncodeMode, InputAudio, Regions, Task, TaskSummary};
 
@@ -155,6 +157,17 @@ impl Pipeline {
             Self::AudioLdm(pipeline) => pipeline.audio_length(duration),
             Self::AudioLdm2(pipeline) => pipeline.audio_length(duration),
             Self::StableAudio3(pipeline) => pipeline.audio_length(duration),
+        }
+    }
+
+    /// The step preview's latent → log-mel map for this model's VAE: fitted on the first call
+    /// (probe sounds through the VAE encoder on the pipeline's device, then a small least-squares
+    /// solve on the host), cached with the pipeline afterwards.
+    pub fn preview_projection(&self) -> Result<Arc<PreviewProjection>> {
+        match self {
+            Self::AudioLdm(pipeline) => pipeline.decoder().preview_projection(),
+            Self::AudioLdm2(pipeline) => pipeline.decoder().preview_projection(),
+            Self::StableAudio3(pipeline) => pipeline.preview_projection(),
         }
     }
 

@@ -3,11 +3,13 @@
 //! the log-SNR sigma schedule → SAME decoder, stereo at 44.1 kHz (research/sa3_notes.md).
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
 use super::length::check_seconds;
+use super::preview::{self, PreviewProjection};
 use super::ranking::ClapJudge;
 use super::stages::stage_seconds;
 use super::{
@@ -61,6 +63,8 @@ pub struct StableAudio3Pipeline {
     /// Another checkpoint's CLAP that orders several waveforms best first (SA3 has none).
     judge: Option<ClapJudge>,
     device: Device,
+    /// The step preview's map, fitted on first use.
+    preview: OnceLock<Arc<PreviewProjection>>,
 }
 
 /// The parts of a Stable Audio 3 checkpoint, however it is laid out on disk.
@@ -84,6 +88,7 @@ impl StableAudio3Pipeline {
             scheduler: parts.scheduler,
             judge: None,
             device: device.clone(),
+            preview: OnceLock::new(),
         }
     }
 
@@ -165,6 +170,14 @@ impl StableAudio3Pipeline {
     /// Ranks several waveforms with `judge`'s CLAP on their mono fold-down.
     pub fn set_judge(&mut self, judge: ClapJudge) {
         self.judge = Some(judge);
+    }
+
+    /// The step preview's latent → mel map, fitted through the SAME encoder on first use and
+    /// then kept.
+    pub fn preview_projection(&self) -> Result<Arc<PreviewProjection>> {
+        preview::cached(&self.preview, || {
+            preview::fit_waveform_vae(&self.vae, &self.device)
+        })
     }
 
     pub fn is_distilled(&self) -> bool {

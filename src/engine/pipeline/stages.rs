@@ -2,12 +2,13 @@
 //! the VAE + vocoder tail that turns latents into trimmed waveforms.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
 use super::editing::{Assembly, LoopStart, Planner, assemble};
+use super::preview::{self, PreviewProjection};
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings};
 use crate::engine::dsp::frontend::MelFrontEnd;
 use crate::engine::models::clap_text::{ClapConfig, ClapTextConfig, ClapTextModel};
@@ -68,6 +69,8 @@ pub struct AudioDecoder {
     dtype: DType,
     device: Device,
     encoder: Mutex<Option<Arc<VaeEncoder>>>,
+    /// The step preview's map, fitted on first use.
+    preview: OnceLock<Arc<PreviewProjection>>,
 }
 
 impl AudioDecoder {
@@ -99,6 +102,7 @@ impl AudioDecoder {
             dtype,
             device: device.clone(),
             encoder: Mutex::new(None),
+            preview: OnceLock::new(),
         })
     }
 
@@ -120,6 +124,12 @@ impl AudioDecoder {
         let encoder = Arc::new(encoder);
         *loaded = Some(encoder.clone());
         Ok(encoder)
+    }
+
+    /// The step preview's latent → mel map, fitted through the VAE encoder on first use (which
+    /// loads the encoder, as editing does) and then kept.
+    pub fn preview_projection(&self) -> Result<Arc<PreviewProjection>> {
+        preview::cached(&self.preview, || preview::fit_mel_vae(self, &self.device))
     }
 
     /// The waveform → log-mel front-end matching this checkpoint's vocoder and VAE.

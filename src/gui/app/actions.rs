@@ -97,18 +97,13 @@ impl FoleyApp {
                 samples,
             }),
             // Deleting moves the clip into the trash; the bar offers Undo.
+            // A clip that is not in the library (an opened file, a save that failed) only
+            // leaves the screen.
+            ClipAction::Delete if record.id.is_empty() => self.close(which),
             ClipAction::Delete => self.delete(&record.id),
             ClipAction::RemoveFromBoard => {
-                if let ClipRef::Board(index) = which
-                    && index < self.session.results.len()
-                {
-                    self.stop_playback();
-                    self.session.results.remove(index);
-                    self.session.selected = self
-                        .session
-                        .selected
-                        .filter(|_| !self.session.results.is_empty())
-                        .map(|selected| selected.min(self.session.results.len() - 1));
+                if let ClipRef::Board(_) = which {
+                    self.close(which);
                 }
             }
             ClipAction::PinToBoard => {
@@ -120,6 +115,23 @@ impl FoleyApp {
                     self.session.selected = Some(self.session.results.len() - 1);
                 }
             }
+        }
+    }
+
+    /// Takes clip `which` off the screen (the board or the opened view).
+    pub(super) fn close(&mut self, which: ClipRef) {
+        self.stop_playback();
+        match which {
+            ClipRef::Board(index) if index < self.session.results.len() => {
+                self.session.results.remove(index);
+                self.session.selected = self
+                    .session
+                    .selected
+                    .filter(|_| !self.session.results.is_empty())
+                    .map(|selected| selected.min(self.session.results.len() - 1));
+            }
+            ClipRef::Board(_) => {}
+            ClipRef::Opened => self.session.opened = None,
         }
     }
 

@@ -74,6 +74,21 @@ impl FoleyApp {
                     self.session.last_progress = Some((step, total));
                 }
             }
+            Event::Preview {
+                run,
+                variation,
+                step,
+                mel,
+            } => {
+                if self
+                    .session
+                    .run
+                    .as_ref()
+                    .is_some_and(|current| current.id == run)
+                {
+                    self.session.preview = Some(StepPreview::new(run, variation, step, mel));
+                }
+            }
             Event::Finished {
                 run,
                 request,

@@ -100,10 +100,10 @@ impl FoleyApp {
             .cloned()
     }
 
-    /// Moves clip `id` to the library's trash (the bar then offers Undo) and off the screen.
+    /// Moves library clip `id` to the trash (the bar then offers Undo) and off the screen.
     pub(super) fn delete(&mut self, id: &str) {
         self.stop_playback();
-        if let Some(record) = self.records_by_id(id).filter(|_| !id.is_empty()) {
+        if let Some(record) = self.records_by_id(id) {
             self.send_to_disk(DiskJob::Delete { record });
         }
         self.session.results.retain(|clip| clip.record.id != id);

@@ -250,7 +250,17 @@ impl FoleyApp {
                     ui.add(egui::ProgressBar::new(0.0).text("preparing…"));
                 }
             }
+            if let Some(preview) = self
+                .session
+                .preview
+                .as_mut()
+                .filter(|preview| preview.run == run.id)
+            {
+                preview.ui(ui);
+            }
         }
+        ui.checkbox(&mut self.settings.step_preview, "Show step preview")
+            .on_hover_text("A spectrogram of the clip every few steps while it is made");
         match &self.playback {
             Ok(playback) => {
                 if ui

@@ -2,5 +2,6 @@
 
 pub mod clip;
 pub mod spectrogram;
+pub mod step_preview;
 pub mod time_window;
 mod timeline;
