@@ -37,6 +37,27 @@ fn generate_one(harness: &mut Harness<'static, FoleyApp>) {
     });
 }
 
+/// Drags across the first clip's spectrogram from share `from` to share `to` of its width, as
+/// a user selects a range; returns the selected seconds.
+fn select_on_spectrogram(
+    harness: &mut Harness<'static, FoleyApp>,
+    from: f32,
+    to: f32,
+) -> (f64, f64) {
+    let rect = harness.get_by_label("Spectrogram").rect();
+    let from = rect.left_center() + egui::vec2(rect.width() * from, 0.0);
+    let to = rect.left_center() + egui::vec2(rect.width() * to, 0.0);
+    harness.drag_at(from);
+    harness.run_steps(1);
+    harness.hover_at(to);
+    harness.run_steps(1);
+    harness.drop_at(to);
+    harness.run_steps(2);
+    harness.state().session.results[0]
+        .selection
+        .expect("a selection")
+}
+
 fn model_ready(app: &FoleyApp) -> bool {
     matches!(
         app.session.model_state,
@@ -856,18 +877,7 @@ fn select_and_regenerate_extend_and_restyle_on_the_board() {
         settings.edit_seconds = 0.5;
     }
     generate_one(&mut harness);
-    let rect = harness.get_by_label("Spectrogram").rect();
-    let from = rect.left_center() + egui::vec2(rect.width() * 0.2, 0.0);
-    let to = rect.left_center() + egui::vec2(rect.width() * 0.6, 0.0);
-    harness.drag_at(from);
-    harness.run_steps(1);
-    harness.hover_at(to);
-    harness.run_steps(1);
-    harness.drop_at(to);
-    harness.run_steps(2);
-    let (start, end) = harness.state().session.results[0]
-        .selection
-        .expect("a selection");
+    let (start, end) = select_on_spectrogram(&mut harness, 0.2, 0.6);
     assert!(
         (start - 0.2).abs() < 0.05 && (end - 0.6).abs() < 0.05,
         "{start}–{end}"
@@ -1070,18 +1080,7 @@ fn zoom_and_scroll_along_a_clip() {
     assert!(window(&harness).is_full());
 
     // A selection dragged on the spectrogram can be zoomed to.
-    let spectrogram = harness.get_by_label("Spectrogram").rect();
-    let from = spectrogram.left_center() + egui::vec2(spectrogram.width() * 0.2, 0.0);
-    let to = spectrogram.left_center() + egui::vec2(spectrogram.width() * 0.7, 0.0);
-    harness.drag_at(from);
-    harness.run_steps(1);
-    harness.hover_at(to);
-    harness.run_steps(1);
-    harness.drop_at(to);
-    harness.run_steps(2);
-    let (start, end) = harness.state().session.results[0]
-        .selection
-        .expect("a selection");
+    let (start, end) = select_on_spectrogram(&mut harness, 0.2, 0.7);
     harness.get_by_label("Zoom to selection").click();
     harness.run_steps(2);
     let shown = window(&harness);
@@ -1117,4 +1116,39 @@ fn a_run_shows_its_step_preview() {
         !app.is_busy() && !app.session.results.is_empty()
     });
     assert!(harness.state().session.preview.is_none());
+}
+
+/// Messages say a thing once however often it happens, and Enter in the Model field loads the
+/// model it names, as the Load button does.
+#[test]
+fn a_repeated_message_is_said_once_and_enter_loads_the_model() {
+    let library = tempfile::tempdir().unwrap();
+    let mut harness = studio(library.path());
+    common::wait_until(&mut harness, "the model", model_ready);
+    for _ in 0..3 {
+        harness.get_by_label("Generate").click();
+        harness.run_steps(1);
+    }
+    let said = |harness: &Harness<'static, FoleyApp>| {
+        harness
+            .state()
+            .session
+            .messages
+            .iter()
+            .filter(|message| message.contains("type a prompt first"))
+            .count()
+    };
+    assert_eq!(said(&harness), 1);
+
+    let other = common::model_dir("musicldm-tiny").display().to_string();
+    harness.get_by_label("Model").focus();
+    harness.run_steps(1);
+    harness.state_mut().settings.model = other.clone();
+    harness.run_steps(1);
+    harness.key_press(egui::Key::Enter);
+    common::wait_until(
+        &mut harness,
+        "the other model",
+        |app| matches!(&app.session.model_state, foley::gui::ModelState::Ready { family, .. } if *family == "MusicLDM"),
+    );
 }

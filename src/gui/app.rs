@@ -210,10 +210,18 @@ impl FoleyApp {
             drag: None,
         };
         app.session.messages.extend(problems);
-        if config.model.is_some()
-            || crate::engine::hub::cached_snapshot(&app.settings.model).is_some()
-            || std::path::Path::new(&app.settings.model).is_dir()
+        let available = |model: &str| {
+            crate::engine::hub::cached_snapshot(model).is_some()
+                || std::path::Path::new(model).is_dir()
+        };
+        // A typo left in the Model field at the last quit does not cost the working model.
+        if config.model.is_none()
+            && !available(&app.settings.model)
+            && available(&app.settings.last_loaded_model)
         {
+            app.settings.model = app.settings.last_loaded_model.clone();
+        }
+        if config.model.is_some() || available(&app.settings.model) {
             app.load_model();
         }
         Ok(app)
@@ -479,6 +487,11 @@ impl eframe::App for FoleyApp {
         for command in std::mem::take(&mut self.commands) {
             self.execute(command);
         }
+        // A message says a thing once, however many clicks or events repeated it.
+        let mut seen = std::collections::HashSet::new();
+        self.session
+            .messages
+            .retain(|message| seen.insert(message.clone()));
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

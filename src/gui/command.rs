@@ -26,6 +26,8 @@ pub enum Move {
 pub enum StudioCommand {
     /// Load the model the settings name (a second Load cancels the first one's download).
     LoadModel,
+    /// Ask for a local model folder with the system's dialog, then load it.
+    ChooseModelFolder,
     CancelDownload,
     Generate,
     /// Esc: closes the shortcuts list if it is open, else cancels the run.

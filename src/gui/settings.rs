@@ -10,8 +10,10 @@ use crate::library::export::ExportOptions;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// Local diffusers folder or Hugging Face repository id.
+    /// Local diffusers folder or Hugging Face repository id, as typed.
     pub model: String,
+    /// The model that last loaded: opened at start when `model` names nothing loadable.
+    pub last_loaded_model: String,
     /// "cpu", "cuda" or "metal" (the GPU ones need a build with that backend).
     pub device: String,
     /// "f32", "f16" or "bf16".
@@ -50,6 +52,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             model: "cvssp/audioldm2".into(),
+            last_loaded_model: String::new(),
             device: "cpu".into(),
             dtype: "f32".into(),
             prompt: String::new(),

@@ -6,6 +6,15 @@ impl FoleyApp {
     pub fn execute(&mut self, command: StudioCommand) {
         match command {
             StudioCommand::LoadModel => self.load_model(),
+            StudioCommand::ChooseModelFolder => {
+                if let Some(folder) = rfd::FileDialog::new()
+                    .set_title("Model folder")
+                    .pick_folder()
+                {
+                    self.settings.model = folder.display().to_string();
+                    self.load_model();
+                }
+            }
             StudioCommand::CancelDownload => self.load_cancel.cancel(),
             StudioCommand::Generate if !self.is_busy() => self.generate(),
             // Ctrl+Enter during a run: the run goes on.

@@ -41,7 +41,10 @@ impl FoleyApp {
                     total,
                 };
             }
-            Event::Loaded(info) => self.session.model_state = ModelState::ready(info),
+            Event::Loaded(info) => {
+                self.settings.last_loaded_model = info.model.clone();
+                self.session.model_state = ModelState::ready(info);
+            }
             Event::LoadFailed { model, error, kept } => match kept {
                 Some(kept) => {
                     self.session.messages.push(format!(

@@ -8,10 +8,20 @@ impl FoleyApp {
         ui.add_space(4.0);
         let label = ui.label("Model");
         ui.horizontal(|ui| {
-            ui.add(egui::TextEdit::singleline(&mut self.settings.model).desired_width(170.0))
+            let field = ui
+                .add(egui::TextEdit::singleline(&mut self.settings.model).desired_width(150.0))
                 .labelled_by(label.id);
-            if ui.button("Load").clicked() {
+            let entered =
+                field.lost_focus() && ui.input(|input| input.key_pressed(egui::Key::Enter));
+            if ui.button("Load").clicked() || entered {
                 self.commands.push(StudioCommand::LoadModel);
+            }
+            if ui
+                .button("Browse…")
+                .on_hover_text("Choose a local diffusers model folder")
+                .clicked()
+            {
+                self.commands.push(StudioCommand::ChooseModelFolder);
             }
         });
         ui.horizontal(|ui| {
