@@ -115,7 +115,7 @@ fn generate_a_clip_and_find_it_after_a_restart() {
     reopened
         .get_by_label_contains("glass shattering on concrete")
         .click();
-    reopened.run_steps(3);
+    common::settle(&mut reopened);
     let opened = reopened
         .state()
         .session
@@ -647,7 +647,8 @@ fn dragging_a_clip_exports_it_and_a_stale_file_is_not_offered() {
     harness.drag_at(handle);
     harness.run_steps(1);
     harness.hover_at(handle + egui::vec2(60.0, -200.0));
-    harness.run_steps(2);
+    // The export is written while the button is still held, so the drag goes on with it.
+    common::settle(&mut harness);
     harness.drop_at(handle + egui::vec2(60.0, -200.0));
     common::settle(&mut harness);
     harness.run_steps(2);
@@ -977,7 +978,7 @@ fn a_dropped_wav_opens_for_editing() {
         .input_mut()
         .dropped_files
         .push(std::sync::Arc::new(DroppedWav(wav)));
-    harness.run_steps(2);
+    common::settle(&mut harness);
     let opened = harness
         .state()
         .session
@@ -1007,7 +1008,7 @@ fn a_dropped_wav_opens_for_editing() {
         .input_mut()
         .dropped_files
         .push(std::sync::Arc::new(DroppedWav(text)));
-    harness.run_steps(2);
+    common::settle(&mut harness);
     assert!(
         harness
             .state()

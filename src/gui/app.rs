@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use eframe::egui;
 
 use super::command::{ClipRef, Move, StudioCommand};
-use super::disk::{Disk, DiskEvent, DiskJob, LibraryView};
+use super::disk::{ClipId, Disk, DiskEvent, DiskJob, LibraryView};
 use super::drag_out::{self, DragError, DragOutcome};
 use super::settings::Settings;
 use super::shortcuts;
@@ -132,6 +132,8 @@ pub struct Session {
     pub last_progress: Option<(usize, usize)>,
     /// The run's latest step preview.
     pub preview: Option<StepPreview>,
+    /// Numbers the opens sent to the disk thread; the newest is the one shown.
+    open_ticket: u64,
 }
 
 /// The studio: what persists (`settings`), what lives for this session (`session`), and the
@@ -162,6 +164,8 @@ pub struct FoleyApp {
     window: Option<raw_window_handle::RawWindowHandle>,
     /// The drag-out in progress, reporting how it ended.
     drag: Option<Receiver<Result<DragOutcome, DragError>>>,
+    /// The primary pointer button is down this frame (a drag-out may still start).
+    pointer_down: bool,
 }
 
 impl FoleyApp {
@@ -208,6 +212,7 @@ impl FoleyApp {
             clipboard: None,
             window: None,
             drag: None,
+            pointer_down: false,
         };
         app.session.messages.extend(problems);
         let available = |model: &str| {
@@ -335,6 +340,8 @@ impl FoleyApp {
     /// Stops all work, for a closing window: cancels the run and the download, skips the
     /// queued jobs and lets the inference thread end, waiting for it a moment at most.
     pub fn shut_down(&mut self) {
+        // Clips that finished since the last frame still go to the library.
+        self.poll();
         if let Some(run) = self.session.run.take() {
             run.cancel.cancel();
         }
@@ -455,6 +462,7 @@ impl eframe::App for FoleyApp {
             self.commands.push(StudioCommand::OpenFiles(dropped));
         }
         self.window = frame.window_handle().ok().map(|handle| handle.as_raw());
+        self.pointer_down = ctx.input(|input| input.pointer.primary_down());
         egui::Panel::left("prompt")
             .default_size(300.0)
             // Scrolls instead of clipping its controls in a small window.
@@ -514,22 +522,6 @@ fn dropped_files(ctx: &egui::Context) -> Vec<PathBuf> {
             .filter(|path| !path.as_os_str().is_empty())
             .collect()
     })
-}
-
-/// Opens the folder holding `path` in the system's file manager.
-fn reveal(path: &std::path::Path) -> std::io::Result<()> {
-    let folder = path.parent().unwrap_or(path);
-    let program = if cfg!(target_os = "windows") {
-        "explorer"
-    } else if cfg!(target_os = "macos") {
-        "open"
-    } else {
-        "xdg-open"
-    };
-    std::process::Command::new(program)
-        .arg(folder)
-        .spawn()
-        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use super::views::clip::ClipAction;
-use crate::library::ClipRecord;
 
 /// Which clip on screen: one on the compare board, or the one opened from the library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +34,8 @@ pub enum StudioCommand {
     Cancel,
     Clip(ClipRef, ClipAction),
     ClearBoard,
-    OpenFromLibrary(Box<ClipRecord>),
+    /// Open library clip `id` in the clip view.
+    OpenFromLibrary(String),
     /// Open audio files as clips (dropped on the window or chosen in the file dialog).
     OpenFiles(Vec<PathBuf>),
     /// Ask for audio files with the system's file dialog.

@@ -2,16 +2,31 @@
 //! pictures run here, in order, so the UI thread never waits on the disk. It owns the
 //! library; the UI keeps a [`LibraryView`] of its records, replaced after every change.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::worker::contained;
 use crate::audio::plot::render_plot;
 use crate::library::export::{ExportOptions, export_clip, picture_path};
 use crate::library::{Annotations, ClipRecord, Library, Spectrogram};
+
+/// How long a closing studio waits for the queued saves before it lets the thread finish alone
+/// (a save stuck on a dead network share must not freeze the window for good).
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Which library clip a job means: its id, or the key of a save queued before it. Jobs run in
+/// order, so one queued behind a save finds the id that save gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClipId {
+    Id(String),
+    Saved(u64),
+}
 
 /// Disk work the UI asks for.
 pub enum DiskJob {
@@ -23,21 +38,28 @@ pub enum DiskJob {
         mel: Option<Spectrogram>,
     },
     Annotate {
-        id: String,
+        clip: ClipId,
         annotations: Annotations,
     },
     /// Moves a clip into the trash.
     Delete {
-        record: ClipRecord,
+        clip: ClipId,
     },
-    /// Brings a clip back from the trash and opens it.
+    /// Brings a clip back from the trash and opens it as open number `ticket`.
     Restore {
         id: String,
+        ticket: u64,
     },
     EmptyTrash,
-    /// Reads a clip for the clip view.
+    /// Reads library clip `id` for the clip view, as open number `ticket`.
     Open {
-        record: ClipRecord,
+        id: String,
+        ticket: u64,
+    },
+    /// Reads an audio file for the clip view, as open number `ticket`.
+    OpenFile {
+        path: PathBuf,
+        ticket: u64,
     },
     /// Writes a WAV for the DAW; `then_drag` starts a drag-out with it.
     Export {
@@ -63,7 +85,9 @@ pub enum DiskEvent {
         record: ClipRecord,
     },
     Deleted(ClipRecord),
+    /// What open number `ticket` read; only the newest open is shown.
     Opened {
+        ticket: u64,
         record: ClipRecord,
         samples: Vec<f32>,
         mel: Option<Spectrogram>,
@@ -116,6 +140,10 @@ pub struct Disk {
     pub events: Receiver<DiskEvent>,
     /// Jobs sent and not yet reported `Done`.
     in_flight: usize,
+    /// Set on close: what only the window wanted (opens, exports, pictures) is skipped.
+    closing: Arc<AtomicBool>,
+    /// Disconnects when the thread has ended.
+    exited: Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -135,13 +163,27 @@ impl Disk {
             });
         let (jobs, job_receiver) = crossbeam_channel::unbounded();
         let (event_sender, events) = crossbeam_channel::unbounded();
+        let (exit_guard, exited) = crossbeam_channel::bounded::<()>(0);
+        let closing = Arc::new(AtomicBool::new(false));
+        let thread_closing = closing.clone();
         let thread = std::thread::Builder::new()
             .name("disk".into())
-            .spawn(move || run(library, &job_receiver, &event_sender, &*repaint))?;
+            .spawn(move || {
+                let _exit_guard = exit_guard;
+                run(
+                    library,
+                    &job_receiver,
+                    &event_sender,
+                    &*repaint,
+                    &thread_closing,
+                );
+            })?;
         let disk = Self {
             jobs: Some(jobs),
             events,
             in_flight: 0,
+            closing,
+            exited,
             thread: Some(thread),
         };
         Ok((disk, view))
@@ -170,27 +212,55 @@ impl Disk {
 
 impl Drop for Disk {
     fn drop(&mut self) {
+        self.closing.store(true, Ordering::SeqCst);
         // Closing the channel ends the thread once the queue is empty.
         self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        match self.exited.recv_timeout(CLOSE_GRACE) {
+            Err(RecvTimeoutError::Disconnected) => {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            _ => eprintln!(
+                "foley: the disk is not answering; the last saves finish in the background"
+            ),
         }
     }
 }
 
+/// The disk thread's own state: the library and the ids its saves gave.
+struct Keeper {
+    library: Result<Library, String>,
+    saved: HashMap<u64, String>,
+}
+
 fn run(
-    mut library: Result<Library, String>,
+    library: Result<Library, String>,
     jobs: &Receiver<DiskJob>,
     events: &Sender<DiskEvent>,
     repaint: &(dyn Fn() + Send + Sync),
+    closing: &AtomicBool,
 ) {
+    let mut keeper = Keeper {
+        library,
+        saved: HashMap::new(),
+    };
     for job in jobs {
         let mut emit = |event| {
             let _ = events.send(event);
         };
+        let for_the_window_only = matches!(
+            job,
+            DiskJob::Open { .. }
+                | DiskJob::OpenFile { .. }
+                | DiskJob::Export { .. }
+                | DiskJob::Picture { .. }
+        );
         // A panic (a bug) fails this job only; the library's records stay consistent because
         // every change writes the disk before it changes the list.
-        if let Err(panic) = contained(|| carry_out(&mut library, job, &mut emit)) {
+        if !(for_the_window_only && closing.load(Ordering::SeqCst))
+            && let Err(panic) = contained(|| keeper.carry_out(job, &mut emit))
+        {
             emit(DiskEvent::Failed(panic));
         }
         emit(DiskEvent::Done);
@@ -198,91 +268,153 @@ fn run(
     }
 }
 
-fn carry_out(library: &mut Result<Library, String>, job: DiskJob, emit: &mut dyn FnMut(DiskEvent)) {
-    let job = match job {
-        DiskJob::Export {
-            dir,
-            record,
-            samples,
-            options,
-            then_drag,
-        } => {
-            emit(match export_clip(&dir, &record, &samples, &options) {
-                Ok(path) => DiskEvent::Exported { path, then_drag },
-                Err(error) => DiskEvent::Failed(format!("export failed: {error}")),
-            });
-            return;
-        }
-        DiskJob::Picture {
-            dir,
-            record,
-            samples,
-        } => {
-            emit(match save_picture(&dir, &record, &samples) {
-                Ok(path) => DiskEvent::PictureSaved(path),
-                Err(error) => DiskEvent::Failed(format!("the picture could not be saved: {error}")),
-            });
-            return;
-        }
-        job => job,
-    };
-    let library = match library {
-        Ok(library) => library,
-        Err(error) => {
-            return emit(DiskEvent::Failed(format!(
-                "the library is unavailable: {error}"
-            )));
-        }
-    };
-    let records = |library: &Library| DiskEvent::Records(library.records().into());
-    match job {
-        DiskJob::Save {
-            key,
-            record,
-            samples,
-            mel,
-        } => {
-            let mel = mel
-                .as_ref()
-                .map(|(values, bins)| (values.as_slice(), *bins));
-            match library.add(record, &samples, mel) {
-                Ok(record) => {
-                    emit(records(library));
-                    emit(DiskEvent::Saved { key, record });
+impl Keeper {
+    fn carry_out(&mut self, job: DiskJob, emit: &mut dyn FnMut(DiskEvent)) {
+        let job = match job {
+            DiskJob::Export {
+                dir,
+                record,
+                samples,
+                options,
+                then_drag,
+            } => {
+                emit(match export_clip(&dir, &record, &samples, &options) {
+                    Ok(path) => DiskEvent::Exported { path, then_drag },
+                    Err(error) => DiskEvent::Failed(format!("export failed: {error}")),
+                });
+                return;
+            }
+            DiskJob::Picture {
+                dir,
+                record,
+                samples,
+            } => {
+                emit(match save_picture(&dir, &record, &samples) {
+                    Ok(path) => DiskEvent::PictureSaved(path),
+                    Err(error) => {
+                        DiskEvent::Failed(format!("the picture could not be saved: {error}"))
+                    }
+                });
+                return;
+            }
+            DiskJob::OpenFile { path, ticket } => {
+                emit(match crate::audio::wav::read_wav_frames(&path) {
+                    Ok((samples, channels, sample_rate)) => {
+                        let name = path
+                            .file_stem()
+                            .map_or_else(String::new, |stem| stem.to_string_lossy().into_owned());
+                        DiskEvent::Opened {
+                            ticket,
+                            record: ClipRecord::of_file(name, channels, sample_rate, samples.len()),
+                            samples,
+                            mel: None,
+                        }
+                    }
+                    Err(error) => DiskEvent::Failed(error.to_string()),
+                });
+                return;
+            }
+            job => job,
+        };
+        let library = match &mut self.library {
+            Ok(library) => library,
+            Err(error) => {
+                return emit(DiskEvent::Failed(format!(
+                    "the library is unavailable: {error}"
+                )));
+            }
+        };
+        let records = |library: &Library| DiskEvent::Records(library.records().into());
+        match job {
+            DiskJob::Save {
+                key,
+                record,
+                samples,
+                mel,
+            } => {
+                let mel = mel
+                    .as_ref()
+                    .map(|(values, bins)| (values.as_slice(), *bins));
+                match library.add(record, &samples, mel) {
+                    Ok(record) => {
+                        self.saved.insert(key, record.id.clone());
+                        emit(records(library));
+                        emit(DiskEvent::Saved { key, record });
+                    }
+                    Err(error) => emit(DiskEvent::Failed(format!(
+                        "the clip could not be saved: {error}"
+                    ))),
                 }
-                Err(error) => emit(DiskEvent::Failed(format!(
-                    "the clip could not be saved: {error}"
-                ))),
             }
-        }
-        DiskJob::Annotate { id, annotations } => {
-            let result = library.annotate(&id, &annotations);
-            emit(records(library));
-            if let Err(error) = result {
-                emit(DiskEvent::Failed(error.to_string()));
-            }
-        }
-        DiskJob::Delete { record } => match library.delete(&record.id) {
-            Ok(()) => {
+            DiskJob::Annotate { clip, annotations } => {
+                let result = match resolve(&self.saved, clip) {
+                    Ok(id) => library
+                        .annotate(&id, &annotations)
+                        .map_err(|e| e.to_string()),
+                    Err(error) => Err(error),
+                };
                 emit(records(library));
-                emit(DiskEvent::Deleted(record));
+                if let Err(error) = result {
+                    emit(DiskEvent::Failed(error));
+                }
             }
-            Err(error) => emit(DiskEvent::Failed(error.to_string())),
-        },
-        DiskJob::Restore { id } => match library.restore(&id) {
-            Ok(record) => {
+            DiskJob::Delete { clip } => {
+                let listed = resolve(&self.saved, clip).and_then(|id| {
+                    library
+                        .records()
+                        .iter()
+                        .find(|record| record.id == id)
+                        .cloned()
+                        .ok_or_else(|| format!("{id} is no longer in the library"))
+                });
+                let deleted = listed.and_then(|record| {
+                    library
+                        .delete(&record.id)
+                        .map(|()| record)
+                        .map_err(|error| error.to_string())
+                });
+                // Also after a failure: the list may have changed on the way.
                 emit(records(library));
-                open(library, record, emit);
+                emit(match deleted {
+                    Ok(record) => DiskEvent::Deleted(record),
+                    Err(error) => DiskEvent::Failed(error),
+                });
             }
-            Err(error) => emit(DiskEvent::Failed(error.to_string())),
-        },
-        DiskJob::EmptyTrash => match library.empty_trash() {
-            Ok(_) => emit(DiskEvent::TrashEmptied),
-            Err(error) => emit(DiskEvent::Failed(error.to_string())),
-        },
-        DiskJob::Open { record } => open(library, record, emit),
-        // Handled above: they need no library.
-        DiskJob::Export { .. } | DiskJob::Picture { .. } => {}
+            DiskJob::Restore { id, ticket } => {
+                let restored = library.restore(&id);
+                emit(records(library));
+                match restored {
+                    Ok(record) => open(library, record, ticket, emit),
+                    Err(error) => emit(DiskEvent::Failed(error.to_string())),
+                }
+            }
+            DiskJob::EmptyTrash => match library.empty_trash() {
+                Ok(_) => emit(DiskEvent::TrashEmptied),
+                Err(error) => emit(DiskEvent::Failed(error.to_string())),
+            },
+            // Read from the list as it is now, so an annotation queued before shows.
+            DiskJob::Open { id, ticket } => {
+                match library.records().iter().find(|record| record.id == id) {
+                    Some(record) => open(library, record.clone(), ticket, emit),
+                    None => emit(DiskEvent::Failed(format!(
+                        "{id} is no longer in the library"
+                    ))),
+                }
+            }
+            // Handled above: they need no library.
+            DiskJob::Export { .. } | DiskJob::Picture { .. } | DiskJob::OpenFile { .. } => {}
+        }
+    }
+}
+
+/// The id `clip` names: its own, or the one its save gave.
+fn resolve(saved: &HashMap<u64, String>, clip: ClipId) -> Result<String, String> {
+    match clip {
+        ClipId::Id(id) => Ok(id),
+        ClipId::Saved(key) => saved
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| "this clip is not in the library (its save failed)".to_string()),
     }
 }
 
@@ -303,9 +435,10 @@ fn save_picture(dir: &Path, record: &ClipRecord, samples: &[f32]) -> Result<Path
     Ok(path)
 }
 
-fn open(library: &Library, record: ClipRecord, emit: &mut dyn FnMut(DiskEvent)) {
+fn open(library: &Library, record: ClipRecord, ticket: u64, emit: &mut dyn FnMut(DiskEvent)) {
     match library.load_clip(&record) {
         Ok((samples, mel)) => emit(DiskEvent::Opened {
+            ticket,
             record,
             samples,
             mel,
@@ -377,8 +510,9 @@ mod tests {
             rating: 4,
             tags: vec!["wood".into()],
         };
+        // Named by its save's key, as a clip whose id the UI has not heard of yet.
         disk.send(DiskJob::Annotate {
-            id: saved.id.clone(),
+            clip: ClipId::Saved(7),
             annotations: annotations.clone(),
         });
         let DiskEvent::Records(records) = recv(&disk) else {
@@ -388,13 +522,26 @@ mod tests {
         assert!(matches!(recv(&disk), DiskEvent::Done));
         // A file that is not a clip's: refused with the reason, and the thread goes on.
         disk.send(DiskJob::Open {
-            record: record("missing", 9),
+            id: "missing_s9".into(),
+            ticket: 1,
         });
         assert!(matches!(recv(&disk), DiskEvent::Failed(_)));
         assert!(matches!(recv(&disk), DiskEvent::Done));
-        disk.send(DiskJob::Delete { record: saved });
+        // A key no save gave: refused, not guessed.
+        disk.send(DiskJob::Annotate {
+            clip: ClipId::Saved(99),
+            annotations: Annotations::default(),
+        });
+        assert!(matches!(recv(&disk), DiskEvent::Records(_)));
+        assert!(
+            matches!(recv(&disk), DiskEvent::Failed(message) if message.contains("not in the library"))
+        );
+        assert!(matches!(recv(&disk), DiskEvent::Done));
+        disk.send(DiskJob::Delete {
+            clip: ClipId::Saved(7),
+        });
         assert!(matches!(recv(&disk), DiskEvent::Records(records) if records.is_empty()));
-        assert!(matches!(recv(&disk), DiskEvent::Deleted(_)));
+        assert!(matches!(recv(&disk), DiskEvent::Deleted(record) if record.id == saved.id));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The studio's keyboard: what each key asks for, read once per frame in `ui()` and carried out
 //! by the app. Keys that type (Space, arrows, letters, digits) count only while no text field
-//! has focus; Ctrl+Enter and Esc work everywhere.
+//! has focus, and so does Esc (which leaves a text field first); Ctrl+Enter and F1 work
+//! everywhere.
 
 use eframe::egui::{self, Key};
 
@@ -30,7 +31,8 @@ pub fn read(ctx: &egui::Context) -> Vec<StudioCommand> {
         if input.modifiers.command && input.key_pressed(Key::Enter) {
             pressed.push(StudioCommand::Generate);
         }
-        if input.key_pressed(Key::Escape) {
+        // Esc in a text field only leaves the field; it must not also cancel the run.
+        if input.key_pressed(Key::Escape) && !typing {
             pressed.push(StudioCommand::Escape);
         }
         if input.key_pressed(Key::F1) {

@@ -10,6 +10,32 @@ impl FoleyApp {
         }
     }
 
+    /// Every clip view: the board's and the opened one.
+    pub(super) fn views_mut(&mut self) -> impl Iterator<Item = &mut ClipView> {
+        self.session
+            .results
+            .iter_mut()
+            .chain(self.session.opened.as_mut())
+    }
+
+    /// Keeps the board's selection on a clip that is there.
+    pub(super) fn clamp_selection(&mut self) {
+        let count = self.session.results.len();
+        self.session.selected = self
+            .session
+            .selected
+            .filter(|_| count > 0)
+            .map(|selected| selected.min(count - 1));
+    }
+
+    /// Shows `view` as the opened clip, stopping the one it replaces if that one plays.
+    pub(super) fn show_opened(&mut self, view: ClipView) {
+        if self.session.playing == Some(ClipRef::Opened) {
+            self.stop_playback();
+        }
+        self.session.opened = Some(view);
+    }
+
     pub(super) fn clip_mut(&mut self, which: ClipRef) -> Option<&mut ClipView> {
         match which {
             ClipRef::Board(index) => self.session.results.get_mut(index),
@@ -91,16 +117,17 @@ impl FoleyApp {
             // Dragging the clip itself: exported with the current settings, then that file
             // is what leaves the window.
             ClipAction::DragOut => self.export(record, samples, true),
-            ClipAction::SavePicture => self.send_to_disk(DiskJob::Picture {
-                dir: self.settings.export_dir.clone(),
-                record,
-                samples,
-            }),
+            ClipAction::SavePicture => {
+                if let Some(dir) = self.export_dir() {
+                    self.send_to_disk(DiskJob::Picture {
+                        dir,
+                        record,
+                        samples,
+                    });
+                }
+            }
             // Deleting moves the clip into the trash; the bar offers Undo.
-            // A clip that is not in the library (an opened file, a save that failed) only
-            // leaves the screen.
-            ClipAction::Delete if record.id.is_empty() => self.close(which),
-            ClipAction::Delete => self.delete(&record.id),
+            ClipAction::Delete => self.delete(which),
             ClipAction::RemoveFromBoard => {
                 if let ClipRef::Board(_) = which {
                     self.close(which);
@@ -124,11 +151,7 @@ impl FoleyApp {
         match which {
             ClipRef::Board(index) if index < self.session.results.len() => {
                 self.session.results.remove(index);
-                self.session.selected = self
-                    .session
-                    .selected
-                    .filter(|_| !self.session.results.is_empty())
-                    .map(|selected| selected.min(self.session.results.len() - 1));
+                self.clamp_selection();
             }
             ClipRef::Board(_) => {}
             ClipRef::Opened => self.session.opened = None,
@@ -181,12 +204,27 @@ impl FoleyApp {
     /// Exports a clip with the current export settings on the disk thread; the bar offers the
     /// file when it is written, and `then_drag` drags it out of the window.
     fn export(&mut self, record: ClipRecord, samples: Arc<[f32]>, then_drag: bool) {
+        let Some(dir) = self.export_dir() else { return };
         self.send_to_disk(DiskJob::Export {
-            dir: self.settings.export_dir.clone(),
+            dir,
             record,
             samples,
             options: self.settings.export.clone(),
             then_drag,
         });
+    }
+
+    /// The export folder, when it is a full path: a relative or empty one would put files
+    /// wherever the studio happened to start, which is not where the user asked.
+    fn export_dir(&mut self) -> Option<PathBuf> {
+        let dir = self.settings.export_dir.clone();
+        if dir.is_absolute() {
+            return Some(dir);
+        }
+        self.session.messages.push(format!(
+            "the export folder \"{}\" is not a full path; choose a folder in Export options",
+            dir.display()
+        ));
+        None
     }
 }

@@ -1,5 +1,6 @@
 //! The one place where what the user asked for ([`StudioCommand`]) changes the studio.
 
+use super::export_bar::reveal;
 use super::*;
 
 impl FoleyApp {
@@ -29,15 +30,27 @@ impl FoleyApp {
                 self.session.results.clear();
                 self.session.selected = None;
             }
-            StudioCommand::OpenFromLibrary(record) => {
-                self.send_to_disk(DiskJob::Open { record: *record })
+            // Opening the clip already open would only lose its zoom and selection.
+            StudioCommand::OpenFromLibrary(id)
+                if self
+                    .session
+                    .opened
+                    .as_ref()
+                    .is_some_and(|clip| clip.record.id == id) => {}
+            StudioCommand::OpenFromLibrary(id) => {
+                let ticket = self.next_open();
+                self.send_to_disk(DiskJob::Open { id, ticket });
             }
             StudioCommand::OpenFiles(paths) => self.open_files(&paths),
             StudioCommand::ChooseFiles => self.choose_files(),
             StudioCommand::EmptyTrash => self.send_to_disk(DiskJob::EmptyTrash),
             StudioCommand::UndoDelete => {
                 if let Some(record) = self.session.last_deleted.take() {
-                    self.send_to_disk(DiskJob::Restore { id: record.id });
+                    let ticket = self.next_open();
+                    self.send_to_disk(DiskJob::Restore {
+                        id: record.id,
+                        ticket,
+                    });
                 }
             }
             StudioCommand::DismissDeleted => self.session.last_deleted = None,
@@ -82,23 +95,21 @@ impl FoleyApp {
     }
 
     /// Audio files as clips, ready to play, export or edit (they are not in the library until
-    /// an edit of them is). The last one opens; an unreadable one becomes a message.
+    /// an edit of them is); read on the disk thread, the last one stays open.
     fn open_files(&mut self, paths: &[PathBuf]) {
         for path in paths {
-            match crate::audio::wav::read_wav_frames(path) {
-                Ok((samples, channels, sample_rate)) => {
-                    let name = path
-                        .file_stem()
-                        .map_or_else(String::new, |stem| stem.to_string_lossy().into_owned());
-                    let record = ClipRecord::of_file(name, channels, sample_rate, samples.len());
-                    if self.session.playing == Some(ClipRef::Opened) {
-                        self.stop_playback();
-                    }
-                    self.session.opened = Some(ClipView::new(record, samples.into(), None));
-                }
-                Err(error) => self.session.messages.push(error.to_string()),
-            }
+            let ticket = self.next_open();
+            self.send_to_disk(DiskJob::OpenFile {
+                path: path.clone(),
+                ticket,
+            });
         }
+    }
+
+    /// Numbers a new open: only the newest one's clip is shown when it arrives.
+    fn next_open(&mut self) -> u64 {
+        self.session.open_ticket += 1;
+        self.session.open_ticket
     }
 
     /// The system's file dialog for WAV files; what is chosen opens as with a drop.

@@ -178,31 +178,27 @@ impl FoleyApp {
                 else {
                     return;
                 };
-                view.save_key = None;
-                // Kept, rated or tagged while the save was under way: tell the library too.
-                let annotations = Annotations::of(&view.record);
-                view.record.id = record.id.clone();
+                // What was said of it meanwhile went to the disk by its key, after the save.
+                view.record.id = record.id;
                 view.record.mel_bins = record.mel_bins;
-                if annotations != Annotations::of(&record) {
-                    let id = record.id;
-                    self.send_to_disk(DiskJob::Annotate { id, annotations });
-                }
             }
             DiskEvent::Deleted(record) => self.session.last_deleted = Some(record),
+            // Only the newest open is shown: a slow one never replaces what came after it.
             DiskEvent::Opened {
+                ticket,
                 record,
                 samples,
                 mel,
             } => {
-                if self.session.playing == Some(ClipRef::Opened) {
-                    self.stop_playback();
+                if ticket == self.session.open_ticket {
+                    self.show_opened(ClipView::new(record, samples.into(), mel));
                 }
-                self.session.opened = Some(ClipView::new(record, samples.into(), mel));
             }
             DiskEvent::TrashEmptied => self.session.last_deleted = None,
+            // The drag goes on only while the button that began it is still down.
             DiskEvent::Exported { path, then_drag } => {
                 self.session.last_export = Some(path.clone());
-                if then_drag {
+                if then_drag && self.pointer_down {
                     self.start_drag(path);
                 }
             }

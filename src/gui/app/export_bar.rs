@@ -100,3 +100,19 @@ impl FoleyApp {
         });
     }
 }
+
+/// Opens the folder holding `path` in the system's file manager.
+pub(super) fn reveal(path: &std::path::Path) -> std::io::Result<()> {
+    let folder = path.parent().unwrap_or(path);
+    let program = if cfg!(target_os = "windows") {
+        "explorer"
+    } else if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    std::process::Command::new(program)
+        .arg(folder)
+        .spawn()
+        .map(|_| ())
+}

@@ -26,10 +26,9 @@ impl FoleyApp {
             return;
         };
         ui.small(library.dir().display().to_string());
-        let records: Vec<ClipRecord> = library.search(&self.session.search).cloned().collect();
         let mut open = None;
         egui::ScrollArea::vertical().show(ui, |ui| {
-            for record in &records {
+            for record in library.search(&self.session.search) {
                 let star = if record.starred { "[kept] " } else { "" };
                 let mut text = format!("{star}{} · s{}", record.prompt, record.seed);
                 if record.rating > 0 {
@@ -39,7 +38,7 @@ impl FoleyApp {
                     text.push_str(&format!(" #{tag}"));
                 }
                 if ui.selectable_label(false, text).clicked() {
-                    open = Some(record.clone());
+                    open = Some(record.id.clone());
                 }
             }
         });
@@ -50,68 +49,61 @@ impl FoleyApp {
         {
             self.commands.push(StudioCommand::EmptyTrash);
         }
-        if let Some(record) = open {
-            self.commands
-                .push(StudioCommand::OpenFromLibrary(Box::new(record)));
+        if let Some(id) = open {
+            self.commands.push(StudioCommand::OpenFromLibrary(id));
         }
     }
 
     /// Applies `change` to the clip `which` (and to the other view of the same library clip)
-    /// and saves what the user says of it to the library. A clip still being saved gets its
-    /// annotations when its id comes back; an opened file has none to save.
+    /// and saves what the user says of it to the library; a clip whose save is still queued is
+    /// named by its save's key. An opened file has nothing to save.
     pub(super) fn annotate(&mut self, which: ClipRef, change: impl Fn(&mut ClipRecord)) {
         let Some(clip) = self.clip_mut(which) else {
             return;
         };
         change(&mut clip.record);
-        let id = clip.record.id.clone();
         let annotations = Annotations::of(&clip.record);
-        if id.is_empty() {
-            return;
-        }
-        for clip in self
-            .session
-            .results
-            .iter_mut()
-            .chain(self.session.opened.as_mut())
-        {
-            if clip.record.id == id {
-                change(&mut clip.record);
+        let id = clip.record.id.clone();
+        let target = match clip.save_key {
+            _ if !id.is_empty() => ClipId::Id(id.clone()),
+            Some(key) => ClipId::Saved(key),
+            None => return,
+        };
+        if !id.is_empty() {
+            for clip in self.views_mut() {
+                if clip.record.id == id {
+                    change(&mut clip.record);
+                }
             }
         }
-        self.send_to_disk(DiskJob::Annotate { id, annotations });
+        self.send_to_disk(DiskJob::Annotate {
+            clip: target,
+            annotations,
+        });
     }
 
-    /// The record of clip `id` as the board, the opened view or the library has it.
-    pub(super) fn records_by_id(&self, id: &str) -> Option<ClipRecord> {
-        self.session
-            .results
-            .iter()
-            .chain(self.session.opened.as_ref())
-            .map(|clip| &clip.record)
-            .chain(
-                self.library
-                    .as_ref()
-                    .ok()
-                    .into_iter()
-                    .flat_map(LibraryView::records),
-            )
-            .find(|record| record.id == id)
-            .cloned()
-    }
-
-    /// Moves library clip `id` to the trash (the bar then offers Undo) and off the screen.
-    pub(super) fn delete(&mut self, id: &str) {
+    /// Moves clip `which` to the library's trash (the bar then offers Undo) and takes every
+    /// view of it off the screen; a clip outside the library only leaves the screen.
+    pub(super) fn delete(&mut self, which: ClipRef) {
+        let Some(clip) = self.clip(which) else {
+            return;
+        };
+        let id = clip.record.id.clone();
+        let target = match clip.save_key {
+            _ if !id.is_empty() => Some(ClipId::Id(id.clone())),
+            key => key.map(ClipId::Saved),
+        };
         self.stop_playback();
-        if let Some(record) = self.records_by_id(id) {
-            self.send_to_disk(DiskJob::Delete { record });
+        if let Some(clip) = target {
+            // Undo offers this delete once the disk has done it, never an earlier one.
+            self.session.last_deleted = None;
+            self.send_to_disk(DiskJob::Delete { clip });
+        }
+        if id.is_empty() {
+            return self.close(which);
         }
         self.session.results.retain(|clip| clip.record.id != id);
-        self.session.selected = self
-            .session
-            .selected
-            .filter(|_| !self.session.results.is_empty())
-            .map(|index| index.min(self.session.results.len() - 1));
+        self.clamp_selection();
         if self
             .session
             .opened

@@ -264,7 +264,7 @@ impl FoleyApp {
                 .session
                 .preview
                 .as_mut()
-                .filter(|preview| preview.run == run.id)
+                .filter(|preview| preview.run == run.id && self.settings.step_preview)
             {
                 preview.ui(ui);
             }
@@ -273,11 +273,9 @@ impl FoleyApp {
             .on_hover_text("A spectrogram of the clip every few steps while it is made");
         match &self.playback {
             Ok(playback) => {
-                if ui
-                    .checkbox(&mut self.settings.loop_playback, "Loop playback")
-                    .changed()
-                {
-                    playback.set_looping(self.settings.loop_playback);
+                let mut looping = self.settings.loop_playback;
+                if ui.checkbox(&mut looping, "Loop playback").changed() {
+                    self.commands.push(StudioCommand::ToggleLoop);
                 }
                 ui.small(format!(
                     "Audio: {} at {} Hz",

@@ -128,7 +128,7 @@ impl ClipView {
 
     /// Seconds of audio.
     pub fn seconds(&self) -> f64 {
-        (self.samples.len() / self.channels()) as f64 / self.record.sample_rate as f64
+        (self.samples.len() / self.channels()) as f64 / self.record.sample_rate.max(1) as f64
     }
 
     /// Draws the clip; `playhead` is the playback position in seconds when this clip plays.
@@ -164,8 +164,14 @@ impl ClipView {
                         .desired_width(180.0),
                 )
                 .labelled_by(label.id);
-            if field.lost_focus() && self.tags_text != self.record.tags.join(", ") {
+            if field.lost_focus() && crate::library::tag_list(&self.tags_text) != self.record.tags {
                 action = Some(ClipAction::SetTags(self.tags_text.clone()));
+            } else if !field.has_focus() && !field.lost_focus() {
+                // Tags changed in the clip's other view (or cleaned up on save) show here too.
+                let saved = self.record.tags.join(", ");
+                if crate::library::tag_list(&self.tags_text) != self.record.tags {
+                    self.tags_text = saved;
+                }
             }
         });
         let model = short_model_name(&self.record.model);

@@ -43,6 +43,10 @@ impl StepPreview {
         let response = ui.add(egui::Image::new((texture.id(), size)));
         response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Step preview"));
         response.on_hover_text("The clip as it stands at this step (an approximation of the VAE)");
-        ui.small(format!("preview at step {}", self.step));
+        ui.small(format!(
+            "clip {}: preview at step {}",
+            self.variation + 1,
+            self.step
+        ));
     }
 }

@@ -64,6 +64,9 @@ impl TimeWindow {
 
     /// Shows `start..end` (a selection), at least the narrowest span.
     pub fn show(&mut self, start: f64, end: f64) {
+        if !(start.is_finite() && end.is_finite()) {
+            return;
+        }
         let middle = (start + end) / 2.0;
         let span = (end - start)
             .abs()
