@@ -109,6 +109,9 @@ pub enum DiskEvent {
 pub struct LibraryView {
     dir: PathBuf,
     records: Arc<[ClipRecord]>,
+    /// The last search and the indices of its matches, until the query or the records change
+    /// (the panel asks every frame).
+    found: Option<(String, Vec<usize>)>,
 }
 
 impl LibraryView {
@@ -128,8 +131,22 @@ impl LibraryView {
         crate::library::prompt_history(&self.records, limit)
     }
 
+    /// Indices into `records` of what `query` finds, searched again only when the query or
+    /// the records changed.
+    pub fn found(&mut self, query: &str) -> Vec<usize> {
+        if let Some((last, found)) = &self.found
+            && last == query
+        {
+            return found.clone();
+        }
+        let found: Vec<usize> = crate::library::search_indices(&self.records, query).collect();
+        self.found = Some((query.to_string(), found.clone()));
+        found
+    }
+
     pub(super) fn replace(&mut self, records: Arc<[ClipRecord]>) {
         self.records = records;
+        self.found = None;
     }
 }
 
@@ -160,6 +177,7 @@ impl Disk {
             .map(|library| LibraryView {
                 dir: library.dir().to_path_buf(),
                 records: library.records().into(),
+                found: None,
             });
         let (jobs, job_receiver) = crossbeam_channel::unbounded();
         let (event_sender, events) = crossbeam_channel::unbounded();

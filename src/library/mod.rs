@@ -863,10 +863,20 @@ pub fn search<'a>(
     records: &'a [ClipRecord],
     query: &str,
 ) -> impl Iterator<Item = &'a ClipRecord> + 'a {
+    search_indices(records, query).map(|index| &records[index])
+}
+
+/// The indices in `records` of what [`search`] finds.
+pub fn search_indices<'a>(
+    records: &'a [ClipRecord],
+    query: &str,
+) -> impl Iterator<Item = usize> + 'a {
     let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
     records
         .iter()
-        .filter(move |record| words.iter().all(|word| matches_word(record, word)))
+        .enumerate()
+        .filter(move |(_, record)| words.iter().all(|word| matches_word(record, word)))
+        .map(|(index, _)| index)
 }
 
 /// The `limit` latest prompts of `records` (newest first), each once.

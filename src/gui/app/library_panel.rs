@@ -19,7 +19,7 @@ impl FoleyApp {
             .on_hover_text(
                 "Words match the prompt, model, tags or seed; #tag for a tag, rating:4 for 4 or more, kept for kept clips",
             );
-        let Ok(library) = &self.library else {
+        let Ok(library) = &mut self.library else {
             if let Err(error) = &self.library {
                 ui.colored_label(ui.visuals().error_fg_color, error);
             }
@@ -28,7 +28,8 @@ impl FoleyApp {
         ui.small(library.dir().display().to_string());
         let mut open = None;
         egui::ScrollArea::vertical().show(ui, |ui| {
-            for record in library.search(&self.session.search) {
+            for index in library.found(&self.session.search) {
+                let record = &library.records()[index];
                 let star = if record.starred { "[kept] " } else { "" };
                 let mut text = format!("{star}{} · s{}", record.prompt, record.seed);
                 if record.rating > 0 {

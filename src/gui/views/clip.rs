@@ -6,7 +6,7 @@ use eframe::egui::{self, Rect, Sense, TextureHandle, TextureOptions, Vec2};
 
 use super::spectrogram::spectrogram_image;
 use super::time_window::TimeWindow;
-use super::timeline::{draw_playhead, draw_selection, draw_waveform, shown_part, time_ruler};
+use super::timeline::{WaveformCache, draw_playhead, draw_selection, draw_waveform, time_ruler};
 use crate::audio::loudness::{Loudness, measure};
 use crate::library::ClipRecord;
 use crate::library::export::short_model_name;
@@ -90,6 +90,8 @@ pub struct ClipView {
     pub device_samples: Option<(u32, Arc<[f32]>)>,
     /// The seconds shown: zoomed and scrolled, or the whole clip.
     pub window: TimeWindow,
+    /// The waveform lanes as drawn for the window and width.
+    waveform: WaveformCache,
     /// Set while the library save of a new clip is under way (its record has no id yet).
     pub save_key: Option<u64>,
 }
@@ -108,6 +110,7 @@ impl ClipView {
         let window = TimeWindow::full(frames as f64 / record.sample_rate.max(1) as f64);
         Self {
             window,
+            waveform: WaveformCache::default(),
             record,
             samples,
             lanes,
@@ -220,21 +223,23 @@ impl ClipView {
         let response = response.on_hover_text("Click to play from here; drag into a DAW");
         painter.rect_filled(response.rect, 2.0, ui.visuals().extreme_bg_color);
         let color = ui.visuals().widgets.active.fg_stroke.color;
-        let (from, to) = self.window.fractions();
-        if self.lanes.is_empty() {
-            let shown = shown_part(&self.samples, from, to);
-            draw_waveform(&painter, response.rect, shown, color);
+        let columns = response.rect.width().max(1.0) as usize;
+        let lanes: Vec<&[f32]> = if self.lanes.is_empty() {
+            vec![&self.samples]
         } else {
-            // One lane per channel, left on top.
-            let height = response.rect.height() / self.lanes.len() as f32;
-            for (index, lane) in self.lanes.iter().enumerate() {
-                let top = response.rect.top() + index as f32 * height;
-                let rect = Rect::from_min_size(
-                    egui::pos2(response.rect.left(), top),
-                    Vec2::new(response.rect.width(), height),
-                );
-                draw_waveform(&painter, rect, shown_part(lane, from, to), color);
-            }
+            self.lanes.iter().map(Vec::as_slice).collect()
+        };
+        let shapes = self.waveform.get(&lanes, &self.window, columns);
+        // One lane per channel, left on top.
+        let height = response.rect.height() / shapes.len().max(1) as f32;
+        for (index, shape) in shapes.iter().enumerate() {
+            let top = response.rect.top() + index as f32 * height;
+            let rect = Rect::from_min_size(
+                egui::pos2(response.rect.left(), top),
+                Vec2::new(response.rect.width(), height),
+            );
+            let rate = self.record.sample_rate;
+            draw_waveform(&painter, rect, shape, &self.window, rate, color);
         }
         let shift = ui.input(|input| input.modifiers.shift);
         if response.drag_started() && !shift && self.selecting_from.is_none() {

@@ -77,41 +77,96 @@ pub fn draw_selection(
     ui.painter().rect_filled(shade, 0.0, fill);
 }
 
-/// The samples of one channel from share `from` to share `to` of it.
-pub fn shown_part(lane: &[f32], from: f64, to: f64) -> &[f32] {
-    let count = lane.len();
-    let first = ((from * count as f64) as usize).min(count);
-    let last = ((to * count as f64).ceil() as usize).clamp(first, count);
-    &lane[first..last]
+/// What a waveform lane draws for one window and width: min/max per pixel column, or, zoomed
+/// in past one sample per column, the samples themselves. Kept between frames (see
+/// [`WaveformCache`]) so a repaint while playing does not visit every sample again.
+pub enum LaneShape {
+    Peaks(Vec<(f32, f32)>),
+    /// The first sample's index and the samples.
+    Samples(usize, Vec<f32>),
 }
 
-/// One channel's waveform in `rect`: min/max per pixel column, or a line through the samples
-/// when there are fewer samples than pixels.
-pub fn draw_waveform(painter: &egui::Painter, rect: Rect, samples: &[f32], color: Color32) {
-    let columns = rect.width().max(1.0) as usize;
+impl LaneShape {
+    /// The shape of `lane` from share `from` to share `to` of it, `columns` pixels wide.
+    pub fn of(lane: &[f32], from: f64, to: f64, columns: usize) -> Self {
+        let count = lane.len();
+        let first = ((from * count as f64) as usize).min(count);
+        let last = ((to * count as f64).ceil() as usize).clamp(first, count);
+        let shown = &lane[first..last];
+        if shown.len() < columns {
+            // One sample either side, so the line reaches the window's edges.
+            let first = first.saturating_sub(1);
+            let last = (last + 1).min(count);
+            Self::Samples(first, lane[first..last].to_vec())
+        } else {
+            Self::Peaks(peaks(shown, columns))
+        }
+    }
+}
+
+/// The lanes' shapes for the window and width they were made for.
+#[derive(Default)]
+pub struct WaveformCache {
+    key: Option<(u64, u64, usize)>,
+    pub lanes: Vec<LaneShape>,
+}
+
+impl WaveformCache {
+    /// The shapes of `lanes` for `window` at `columns` pixels, made again only when either
+    /// changed.
+    pub fn get(&mut self, lanes: &[&[f32]], window: &TimeWindow, columns: usize) -> &[LaneShape] {
+        let (from, to) = window.fractions();
+        let key = (from.to_bits(), to.to_bits(), columns);
+        if self.key != Some(key) || self.lanes.len() != lanes.len() {
+            self.lanes = lanes
+                .iter()
+                .map(|lane| LaneShape::of(lane, from, to, columns))
+                .collect();
+            self.key = Some(key);
+        }
+        &self.lanes
+    }
+}
+
+/// One channel's waveform in `rect`; a line through the samples is placed by their times
+/// (`sample_rate`), so it stays on the ruler and playhead at any zoom.
+pub fn draw_waveform(
+    painter: &egui::Painter,
+    rect: Rect,
+    shape: &LaneShape,
+    window: &TimeWindow,
+    sample_rate: u32,
+    color: Color32,
+) {
     let middle = rect.center().y;
     let half = rect.height() / 2.0;
-    if samples.len() < columns {
-        let step = rect.width() / samples.len().max(1) as f32;
-        let points = samples
-            .iter()
-            .enumerate()
-            .map(|(index, value)| {
-                egui::pos2(rect.left() + index as f32 * step, middle - value * half)
-            })
-            .collect();
-        painter.add(egui::Shape::line(points, Stroke::new(1.0, color)));
-        return;
-    }
-    for (column, (low, high)) in peaks(samples, columns).into_iter().enumerate() {
-        let x = rect.left() + column as f32 + 0.5;
-        painter.line_segment(
-            [
-                egui::pos2(x, middle - high * half),
-                egui::pos2(x, middle - low * half),
-            ],
-            Stroke::new(1.0, color),
-        );
+    match shape {
+        LaneShape::Samples(first, samples) => {
+            let rate = f64::from(sample_rate.max(1));
+            let points = samples
+                .iter()
+                .enumerate()
+                .map(|(index, value)| {
+                    let x = window.x_of(rect, (first + index) as f64 / rate);
+                    egui::pos2(x, middle - value * half)
+                })
+                .collect();
+            painter
+                .with_clip_rect(rect)
+                .add(egui::Shape::line(points, Stroke::new(1.0, color)));
+        }
+        LaneShape::Peaks(peaks) => {
+            for (column, (low, high)) in peaks.iter().enumerate() {
+                let x = rect.left() + column as f32 + 0.5;
+                painter.line_segment(
+                    [
+                        egui::pos2(x, middle - high * half),
+                        egui::pos2(x, middle - low * half),
+                    ],
+                    Stroke::new(1.0, color),
+                );
+            }
+        }
     }
 }
 
@@ -137,5 +192,29 @@ mod tests {
         assert_eq!(ruler_step(600.0, 0.5), 0.05);
         assert_eq!(ruler_step(600.0, 300.0), 30.0);
         assert_eq!(ruler_step(10.0, 1e6), 120.0);
+    }
+
+    #[test]
+    fn lanes_draw_peaks_when_wide_and_samples_when_zoomed_in() {
+        let lane: Vec<f32> = (0..1000).map(|n| (n as f32 * 0.1).sin()).collect();
+        let mut cache = WaveformCache::default();
+        let full = TimeWindow::full(1.0);
+        match &cache.get(&[&lane], &full, 100)[0] {
+            LaneShape::Peaks(peaks) => assert_eq!(peaks.len(), 100),
+            LaneShape::Samples(..) => panic!("1000 samples in 100 columns are peaks"),
+        }
+        let mut zoomed = full;
+        zoomed.show(0.5, 0.55);
+        match &cache.get(&[&lane], &zoomed, 100)[0] {
+            // Samples 500..550 and one either side, so the line meets both edges.
+            LaneShape::Samples(first, samples) => {
+                assert_eq!(*first, 499);
+                assert_eq!(samples.len(), 52);
+                assert_eq!(samples[1], lane[500]);
+            }
+            LaneShape::Peaks(_) => panic!("50 samples in 100 columns are drawn as a line"),
+        }
+        // Two lanes (stereo) after one: made again.
+        assert_eq!(cache.get(&[&lane, &lane], &zoomed, 100).len(), 2);
     }
 }
