@@ -12,6 +12,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::worker::contained;
+use crate::audio::loudness::{Loudness, measure};
 use crate::audio::plot::render_plot;
 use crate::library::export::{ExportOptions, export_clip, picture_path};
 use crate::library::{Annotations, ClipRecord, Library, Spectrogram};
@@ -91,6 +92,7 @@ pub enum DiskEvent {
         record: ClipRecord,
         samples: Vec<f32>,
         mel: Option<Spectrogram>,
+        loudness: Option<Loudness>,
     },
     TrashEmptied,
     Exported {
@@ -324,6 +326,7 @@ impl Keeper {
                         DiskEvent::Opened {
                             ticket,
                             record: ClipRecord::of_file(name, channels, sample_rate, samples.len()),
+                            loudness: measure(&samples, channels as usize, sample_rate).ok(),
                             samples,
                             mel: None,
                         }
@@ -457,6 +460,12 @@ fn open(library: &Library, record: ClipRecord, ticket: u64, emit: &mut dyn FnMut
     match library.load_clip(&record) {
         Ok((samples, mel)) => emit(DiskEvent::Opened {
             ticket,
+            loudness: measure(
+                &samples,
+                record.channels.max(1) as usize,
+                record.sample_rate,
+            )
+            .ok(),
             record,
             samples,
             mel,

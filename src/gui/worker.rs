@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use candle_core::DType;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::audio::loudness::Loudness;
 use crate::engine::device::DeviceKind;
 use crate::engine::hub::{DownloadReport, resolve_model_reporting};
 use crate::engine::pipeline::{CancelFlag, Clip, Pipeline, PreviewMel, Request};
@@ -78,9 +79,11 @@ pub enum Event {
     Finished {
         run: u64,
         variation: usize,
-        request: Request,
+        request: Box<Request>,
         model: String,
         clip: Box<Clip>,
+        /// EBU R128 loudness of the first waveform, measured here rather than on the UI thread.
+        loudness: Option<Loudness>,
     },
     Failed {
         run: u64,
@@ -398,13 +401,19 @@ fn generate(job: Job, loaded: Option<&(String, Pipeline)>, emit: Emit<'_>) {
         )
     });
     match result {
-        Ok(Ok(clip)) => emit(Event::Finished {
-            run: job.run,
-            variation: job.variation,
-            request: job.request,
-            model: model.clone(),
-            clip: Box::new(clip),
-        }),
+        Ok(Ok(clip)) => {
+            let loudness = clip.waveforms.first().and_then(|samples| {
+                crate::audio::loudness::measure(samples, clip.channels, clip.sample_rate).ok()
+            });
+            emit(Event::Finished {
+                run: job.run,
+                variation: job.variation,
+                request: Box::new(job.request),
+                model: model.clone(),
+                clip: Box::new(clip),
+                loudness,
+            })
+        }
         Ok(Err(FoleyError::Cancelled)) => emit(Event::Cancelled { run: job.run }),
         Ok(Err(error)) => emit(Event::Failed {
             run: job.run,

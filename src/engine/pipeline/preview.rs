@@ -223,16 +223,18 @@ fn host_values(tensor: &Tensor) -> Result<Vec<f32>> {
         .to_vec1::<f32>()?)
 }
 
-/// The fit kept in a pipeline: fitted on the first call, shared afterwards.
+/// What a pipeline keeps of its preview fit: the map, or why there is none (kept too, so a
+/// model whose fit fails does not try again on every generation).
+pub(crate) type PreviewCell = OnceLock<std::result::Result<Arc<PreviewProjection>, String>>;
+
+/// The map in `cell`, fitted by `fit` on the first call.
 pub(crate) fn cached(
-    cell: &OnceLock<Arc<PreviewProjection>>,
+    cell: &PreviewCell,
     fit: impl FnOnce() -> Result<PreviewProjection>,
 ) -> Result<Arc<PreviewProjection>> {
-    if let Some(projection) = cell.get() {
-        return Ok(projection.clone());
-    }
-    let fitted = Arc::new(fit()?);
-    Ok(cell.get_or_init(|| fitted).clone())
+    cell.get_or_init(|| fit().map(Arc::new).map_err(|error| error.to_string()))
+        .clone()
+        .map_err(|reason| FoleyError::Unsupported(format!("no step preview: {reason}")))
 }
 
 /// The probe draws back to back, `samples` of each.

@@ -64,7 +64,7 @@ pub struct StableAudio3Pipeline {
     judge: Option<ClapJudge>,
     device: Device,
     /// The step preview's map, fitted on first use.
-    preview: OnceLock<Arc<PreviewProjection>>,
+    preview: preview::PreviewCell,
 }
 
 /// The parts of a Stable Audio 3 checkpoint, however it is laid out on disk.

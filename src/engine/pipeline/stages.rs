@@ -70,7 +70,7 @@ pub struct AudioDecoder {
     device: Device,
     encoder: Mutex<Option<Arc<VaeEncoder>>>,
     /// The step preview's map, fitted on first use.
-    preview: OnceLock<Arc<PreviewProjection>>,
+    preview: preview::PreviewCell,
 }
 
 impl AudioDecoder {

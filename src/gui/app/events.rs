@@ -97,6 +97,7 @@ impl FoleyApp {
                 request,
                 model,
                 clip,
+                loudness,
                 ..
             } => {
                 let Some(current) = self
@@ -119,7 +120,8 @@ impl FoleyApp {
                 // On the board at once; the library save follows on the disk thread.
                 let key = self.next_save;
                 self.next_save += 1;
-                let mut view = ClipView::new(record.clone(), samples.clone(), mel.clone());
+                let mut view =
+                    ClipView::new(record.clone(), samples.clone(), mel.clone(), loudness);
                 view.save_key = Some(key);
                 self.session.results.push(view);
                 self.session.selected.get_or_insert(0);
@@ -189,9 +191,10 @@ impl FoleyApp {
                 record,
                 samples,
                 mel,
+                loudness,
             } => {
                 if ticket == self.session.open_ticket {
-                    self.show_opened(ClipView::new(record, samples.into(), mel));
+                    self.show_opened(ClipView::new(record, samples.into(), mel, loudness));
                 }
             }
             DiskEvent::TrashEmptied => self.session.last_deleted = None,

@@ -7,7 +7,7 @@ use eframe::egui::{self, Rect, Sense, TextureHandle, TextureOptions, Vec2};
 use super::spectrogram::spectrogram_image;
 use super::time_window::TimeWindow;
 use super::timeline::{WaveformCache, draw_playhead, draw_selection, draw_waveform, time_ruler};
-use crate::audio::loudness::{Loudness, measure};
+use crate::audio::loudness::Loudness;
 use crate::library::ClipRecord;
 use crate::library::export::short_model_name;
 
@@ -97,14 +97,20 @@ pub struct ClipView {
 }
 
 impl ClipView {
-    pub fn new(record: ClipRecord, samples: Arc<[f32]>, mel: Option<(Vec<f32>, usize)>) -> Self {
+    /// A view of `samples` (frames of `record.channels`) with its spectrogram and loudness, both
+    /// made off the UI thread.
+    pub fn new(
+        record: ClipRecord,
+        samples: Arc<[f32]>,
+        mel: Option<(Vec<f32>, usize)>,
+        loudness: Option<Loudness>,
+    ) -> Self {
         let channels = record.channels.max(1) as usize;
         let lanes = if channels == 1 {
             Vec::new()
         } else {
             crate::engine::dsp::deinterleave(&samples, channels)
         };
-        let loudness = measure(&samples, channels, record.sample_rate).ok();
         let tags_text = record.tags.join(", ");
         let frames = samples.len() / channels;
         let window = TimeWindow::full(frames as f64 / record.sample_rate.max(1) as f64);
