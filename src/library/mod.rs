@@ -11,7 +11,10 @@
 pub mod export;
 mod id;
 mod lock;
+mod record;
 mod recovery;
+mod search;
+mod trash;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -19,14 +22,14 @@ use std::io::Read;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::atomic_file::write_atomic;
 use crate::audio::wav::{WavFormat, read_wav_frames, write_wav_with_metadata};
 use crate::error::{FoleyError, Result};
 
 pub use id::{InvalidId, MAX_ID_LEN, validate_id};
+pub use record::{Annotations, ClipRecord};
 pub use recovery::{ORPHAN_GRACE, QUARANTINE, STALE_AFTER};
+pub use search::{prompt_history, search, search_indices, tag_list};
 
 /// The subfolder deleted clips wait in until the trash is emptied.
 pub const TRASH: &str = "trash";
@@ -43,142 +46,6 @@ const MAX_SIDECAR_BYTES: u64 = 1 << 20;
 /// How many numbered ids (`<slug>_s<seed>_<n>`) a save tries before giving up.
 const MAX_NUMBERED_IDS: u32 = 100_000;
 
-/// Everything needed to reproduce and describe a clip; stored as `<id>.json` beside `<id>.wav`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClipRecord {
-    /// The file stem shared by `<id>.wav`, `<id>.json` and `<id>.mel`. A `Library` takes it
-    /// from the sidecar's file name; the copy inside the sidecar is only informative.
-    pub id: String,
-    pub prompt: String,
-    #[serde(default)]
-    pub negative_prompt: Option<String>,
-    pub seed: u64,
-    pub steps: usize,
-    pub guidance: f64,
-    pub scheduler: String,
-    pub model: String,
-    /// Seconds of audio.
-    pub duration: f64,
-    /// Samples per second of the WAV.
-    pub sample_rate: u32,
-    /// Audio channels of the WAV: 1, or 2 for Stable Audio 3's stereo.
-    #[serde(default = "mono")]
-    pub channels: u16,
-    /// Seconds per stage: text encoding, denoising, VAE, vocoder.
-    #[serde(default)]
-    pub timings: Vec<(String, f64)>,
-    /// CLAP score when the clip was ranked among several.
-    #[serde(default)]
-    pub score: Option<f32>,
-    #[serde(default)]
-    pub starred: bool,
-    /// 0 (unrated) to 5.
-    #[serde(default)]
-    pub rating: u8,
-    /// Free-form labels ("door", "foley", "take-2"), lowercase, without duplicates.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Mel bins of the stored spectrogram `<id>.mel` (little-endian f32, frames × bins).
-    #[serde(default)]
-    pub mel_bins: Option<usize>,
-    /// Seconds since the Unix epoch.
-    pub created: u64,
-    /// The task when the clip is an edit (`TaskSummary`: name, input, strength, …); absent for
-    /// text-to-audio.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<serde_json::Value>,
-    /// `foley batch`: the fingerprint of the job that wrote this clip, so a rerun can tell it
-    /// finished with the same settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_job: Option<String>,
-}
-
-fn mono() -> u16 {
-    1
-}
-
-impl ClipRecord {
-    /// The record of waveform `index` of `clip`, made from `request` with `model` and stored at
-    /// `sample_rate`; `id` is left for the library (or the caller) to give. The task is kept
-    /// for edits, not for plain text-to-audio.
-    pub fn of_clip(
-        request: &crate::engine::pipeline::Request,
-        clip: &crate::engine::pipeline::Clip,
-        model: &str,
-        index: usize,
-        sample_rate: u32,
-    ) -> Self {
-        let timings = &clip.timings;
-        Self {
-            id: String::new(),
-            prompt: request.prompt.clone(),
-            negative_prompt: request.negative_prompt.clone(),
-            seed: clip.seed,
-            steps: request.steps,
-            guidance: request.guidance,
-            scheduler: clip.scheduler.into(),
-            model: model.to_string(),
-            duration: clip.duration,
-            sample_rate,
-            channels: clip.channels as u16,
-            timings: vec![
-                ("text_encoding".into(), timings.text_encoding),
-                ("encoding".into(), timings.encoding),
-                ("denoising".into(), timings.denoising),
-                ("vae_decode".into(), timings.vae_decode),
-                ("vocoder".into(), timings.vocoder),
-            ],
-            score: clip
-                .scores
-                .as_ref()
-                .and_then(|scores| scores.get(index).copied()),
-            starred: false,
-            rating: 0,
-            tags: Vec::new(),
-            mel_bins: None,
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_secs()),
-            task: (clip.task.name != "text_to_audio")
-                .then(|| serde_json::to_value(&clip.task).ok())
-                .flatten(),
-            batch_job: None,
-        }
-    }
-
-    /// The record of an audio file opened in the studio (not made by a model, not in the
-    /// library): `samples` counts every channel's samples.
-    pub fn of_file(name: String, channels: u16, sample_rate: u32, samples: usize) -> Self {
-        let frames = samples / channels.max(1) as usize;
-        Self {
-            id: String::new(),
-            prompt: name,
-            negative_prompt: None,
-            seed: 0,
-            steps: 0,
-            guidance: 0.0,
-            scheduler: String::new(),
-            model: "opened file".into(),
-            duration: frames as f64 / sample_rate.max(1) as f64,
-            sample_rate,
-            channels,
-            timings: Vec::new(),
-            score: None,
-            starred: false,
-            rating: 0,
-            tags: Vec::new(),
-            mel_bins: None,
-            created: 0,
-            task: None,
-            batch_job: None,
-        }
-    }
-
-    pub fn wav_name(&self) -> String {
-        format!("{}.wav", self.id)
-    }
-}
-
 /// A stored log-mel spectrogram: (frames × bins) row-major values and the bin count.
 pub type Spectrogram = (Vec<f32>, usize);
 
@@ -192,24 +59,6 @@ pub struct LoadedClip {
     pub sample_rate: u32,
     /// The stored spectrogram, when there is one and it fits its bin count.
     pub mel: Option<Spectrogram>,
-}
-
-/// What the user says of a clip, as opposed to how it was made.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Annotations {
-    pub starred: bool,
-    pub rating: u8,
-    pub tags: Vec<String>,
-}
-
-impl Annotations {
-    pub fn of(record: &ClipRecord) -> Self {
-        Self {
-            starred: record.starred,
-            rating: record.rating,
-            tags: record.tags.clone(),
-        }
-    }
 }
 
 /// A folder of clips and the records read from it, newest first.
@@ -257,54 +106,6 @@ fn sample_rate_problem(rate: u32) -> Option<String> {
             SAMPLE_RATES.end()
         )
     })
-}
-
-/// Tags typed as "door, Foley  ,take 2": trimmed, lowercase, spaces as '-', no empties or
-/// repeats, at most 32 of at most 40 characters each.
-pub fn tag_list(text: &str) -> Vec<String> {
-    let mut tags: Vec<String> = Vec::new();
-    for tag in text.split(',') {
-        let tag: String = tag
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join("-")
-            .to_lowercase()
-            .chars()
-            .take(40)
-            .collect();
-        if !tag.is_empty() && !tags.contains(&tag) && tags.len() < 32 {
-            tags.push(tag);
-        }
-    }
-    tags
-}
-
-/// Whether one lowercase search word matches `record` (see `Library::search`).
-fn matches_word(record: &ClipRecord, word: &str) -> bool {
-    if let Some(tag) = word.strip_prefix('#') {
-        return record.tags.iter().any(|own| own == tag);
-    }
-    if let Some(level) = word
-        .strip_prefix("rating:")
-        .or_else(|| word.strip_prefix('*'))
-        && let Ok(level) = level.parse::<u8>()
-    {
-        return record.rating >= level;
-    }
-    if word == "kept" && record.starred {
-        return true;
-    }
-    if word.trim_start_matches('s').parse::<u64>() == Ok(record.seed) {
-        return true;
-    }
-    let text = format!(
-        "{} {} {}",
-        record.prompt,
-        record.negative_prompt.as_deref().unwrap_or(""),
-        record.model
-    )
-    .to_lowercase();
-    text.contains(word) || record.tags.iter().any(|tag| tag.contains(word))
 }
 
 /// Renames `from` to `to`; a missing `from` (a clip without a spectrogram) is fine.
@@ -754,97 +555,6 @@ impl Library {
         Ok(())
     }
 
-    /// `<library>/trash/<id>.<extension>`.
-    fn trash_path(&self, id: &str, extension: &str) -> Result<PathBuf> {
-        let path = self.clip_path(id, extension)?;
-        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
-        Ok(self.dir.join(TRASH).join(name))
-    }
-
-    /// Moves a listed clip into `trash/`, where `restore` can bring it back: the sidecar first
-    /// (so a crash leaves at worst an unlisted WAV, which the next `open` moves into
-    /// `quarantine/`), then the WAV and spectrogram.
-    pub fn delete(&mut self, id: &str) -> Result<()> {
-        let Some(index) = self.records.iter().position(|record| record.id == id) else {
-            return Ok(());
-        };
-        let _lock = self.lock_clip(id)?;
-        let trash = self.dir.join(TRASH);
-        std::fs::create_dir_all(&trash).map_err(|error| FoleyError::Output {
-            path: trash.clone(),
-            reason: error.to_string(),
-        })?;
-        self.records.remove(index);
-        for extension in ["json", "wav", "mel"] {
-            move_file(
-                &self.clip_path(id, extension)?,
-                &self.trash_path(id, extension)?,
-            )?;
-        }
-        sync_dir(&trash);
-        sync_dir(&self.dir);
-        Ok(())
-    }
-
-    /// Brings a clip back from `trash/`: the WAV and spectrogram first, the sidecar that lists
-    /// it last. Fails, changing nothing, when the id has been taken meanwhile.
-    pub fn restore(&mut self, id: &str) -> Result<ClipRecord> {
-        let trashed = self.trash_path(id, "json")?;
-        let _lock = self.lock_clip(id)?;
-        let text = std::fs::read_to_string(&trashed).map_err(|error| FoleyError::BadFile {
-            path: trashed.clone(),
-            reason: error.to_string(),
-        })?;
-        let mut record: ClipRecord =
-            serde_json::from_str(&text).map_err(|error| FoleyError::BadFile {
-                path: trashed.clone(),
-                reason: error.to_string(),
-            })?;
-        record.id = id.to_string();
-        for extension in ["json", "wav", "mel"] {
-            let path = self.clip_path(id, extension)?;
-            if !is_absent(&path) {
-                return Err(FoleyError::Output {
-                    path,
-                    reason:
-                        "a clip with this name exists again; the trashed one stays in the trash"
-                            .into(),
-                });
-            }
-        }
-        for extension in ["wav", "mel", "json"] {
-            move_file(
-                &self.trash_path(id, extension)?,
-                &self.clip_path(id, extension)?,
-            )?;
-        }
-        sync_dir(&self.dir);
-        self.records.insert(0, record.clone());
-        Ok(record)
-    }
-
-    /// Deletes everything in `trash/` for good; returns how many clips went.
-    pub fn empty_trash(&mut self) -> Result<usize> {
-        let trash = self.dir.join(TRASH);
-        let Ok(entries) = std::fs::read_dir(&trash) else {
-            return Ok(0);
-        };
-        let mut clips = 0;
-        for path in entries.flatten().map(|entry| entry.path()) {
-            if path.extension().is_some_and(|ext| ext == "json") {
-                clips += 1;
-            }
-            if path.is_file() {
-                std::fs::remove_file(&path).map_err(|error| FoleyError::Output {
-                    path: path.clone(),
-                    reason: error.to_string(),
-                })?;
-            }
-        }
-        sync_dir(&trash);
-        Ok(clips)
-    }
-
     /// Records that match `query`; see [`search`].
     pub fn search<'a>(&'a self, query: &str) -> impl Iterator<Item = &'a ClipRecord> + 'a {
         search(&self.records, query)
@@ -854,41 +564,6 @@ impl Library {
     pub fn prompt_history(&self, limit: usize) -> Vec<String> {
         prompt_history(&self.records, limit)
     }
-}
-
-/// Records that match every word of `query` (case-insensitive): a word is found in the
-/// prompt, negative prompt, model or a tag, or equals the seed; `#tag` asks for that tag,
-/// `rating:N` (or `*N`) for a rating of at least N, `kept` for kept clips.
-pub fn search<'a>(
-    records: &'a [ClipRecord],
-    query: &str,
-) -> impl Iterator<Item = &'a ClipRecord> + 'a {
-    search_indices(records, query).map(|index| &records[index])
-}
-
-/// The indices in `records` of what [`search`] finds.
-pub fn search_indices<'a>(
-    records: &'a [ClipRecord],
-    query: &str,
-) -> impl Iterator<Item = usize> + 'a {
-    let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
-    records
-        .iter()
-        .enumerate()
-        .filter(move |(_, record)| words.iter().all(|word| matches_word(record, word)))
-        .map(|(index, _)| index)
-}
-
-/// The `limit` latest prompts of `records` (newest first), each once.
-pub fn prompt_history(records: &[ClipRecord], limit: usize) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    records
-        .iter()
-        .map(|record| record.prompt.trim())
-        .filter(|prompt| !prompt.is_empty() && seen.insert(*prompt))
-        .take(limit)
-        .map(str::to_string)
-        .collect()
 }
 
 #[cfg(test)]
