@@ -53,12 +53,8 @@ impl FoleyApp {
                     ));
                     self.session.model_state = ModelState::ready(kept);
                 }
-                None => {
-                    self.session
-                        .messages
-                        .push(format!("could not load {model}: {error}"));
-                    self.session.model_state = ModelState::Failed { model, error };
-                }
+                // Said once, in the model's status line.
+                None => self.session.model_state = ModelState::Failed { model, error },
             },
             Event::Progress {
                 run,

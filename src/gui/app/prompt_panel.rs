@@ -78,7 +78,10 @@ impl FoleyApp {
                 ui.small("Finished files stay in the Hugging Face cache; a new Load resumes.")
             }
             ModelState::Ready { model, family, .. } => ui.label(format!("{family}: {model}")),
-            ModelState::Failed { error, .. } => ui.colored_label(ui.visuals().error_fg_color, error),
+            ModelState::Failed { model, error } => ui.colored_label(
+                ui.visuals().error_fg_color,
+                format!("could not load {model}: {error}"),
+            ),
         };
         ui.separator();
         let label = ui.label("Prompt");
