@@ -679,6 +679,20 @@ fn dragging_a_clip_exports_it_and_a_stale_file_is_not_offered() {
     );
     harness.get_by_label("Drag to DAW");
 
+    // Dragging it out again with the same options drags the same file, not a second copy.
+    harness.drag_at(handle);
+    harness.run_steps(1);
+    harness.hover_at(handle + egui::vec2(60.0, -200.0));
+    common::settle(&mut harness);
+    harness.drop_at(handle + egui::vec2(60.0, -200.0));
+    common::settle(&mut harness);
+    assert_eq!(
+        harness.state().session.last_export.as_ref(),
+        Some(&exported)
+    );
+    let written = std::fs::read_dir(exports.path()).unwrap().count();
+    assert_eq!(written, 1, "one file for two drags");
+
     std::fs::remove_file(&exported).unwrap();
     harness.run_steps(2);
     assert!(

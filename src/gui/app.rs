@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use eframe::egui;
 
 use super::command::{ClipRef, Move, StudioCommand};
-use super::disk::{ClipId, Disk, DiskEvent, DiskJob, LibraryView};
+use super::disk::{ClipId, Disk, DiskEvent, DiskJob, ExportOf, LibraryView};
 use super::drag_out::{self, DragError, DragOutcome};
 use super::settings::Settings;
 use super::shortcuts;
@@ -134,6 +134,8 @@ pub struct Session {
     pub preview: Option<StepPreview>,
     /// Numbers the opens sent to the disk thread; the newest is the one shown.
     open_ticket: u64,
+    /// What the last export wrote, and of which clip with which options.
+    last_export_of: Option<(ExportOf, PathBuf)>,
 }
 
 /// The studio: what persists (`settings`), what lives for this session (`session`), and the

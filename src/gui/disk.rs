@@ -77,6 +77,9 @@ pub enum DiskJob {
     },
 }
 
+/// Which export a file is: (clip id, folder, options).
+pub type ExportOf = (String, PathBuf, ExportOptions);
+
 /// What the disk thread did.
 pub enum DiskEvent {
     /// The library's records after a change, newest first.
@@ -97,6 +100,7 @@ pub enum DiskEvent {
     TrashEmptied,
     Exported {
         path: PathBuf,
+        of: ExportOf,
         then_drag: bool,
     },
     PictureSaved(PathBuf),
@@ -299,7 +303,11 @@ impl Keeper {
                 then_drag,
             } => {
                 emit(match export_clip(&dir, &record, &samples, &options) {
-                    Ok(path) => DiskEvent::Exported { path, then_drag },
+                    Ok(path) => DiskEvent::Exported {
+                        path,
+                        of: (record.id, dir, options),
+                        then_drag,
+                    },
                     Err(error) => DiskEvent::Failed(format!("export failed: {error}")),
                 });
                 return;

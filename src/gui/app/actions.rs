@@ -205,6 +205,19 @@ impl FoleyApp {
     /// file when it is written, and `then_drag` drags it out of the window.
     fn export(&mut self, record: ClipRecord, samples: Arc<[f32]>, then_drag: bool) {
         let Some(dir) = self.export_dir() else { return };
+        // Dragging the same library clip out again with the same options drags the file
+        // already written, instead of writing another copy beside it.
+        let made = (record.id.clone(), dir.clone(), self.settings.export.clone());
+        if then_drag
+            && !record.id.is_empty()
+            && let Some((of, path)) = &self.session.last_export_of
+            && *of == made
+            && path.is_file()
+        {
+            let path = path.clone();
+            self.session.last_export = Some(path.clone());
+            return self.start_drag(path);
+        }
         self.send_to_disk(DiskJob::Export {
             dir,
             record,

@@ -195,8 +195,13 @@ impl FoleyApp {
             }
             DiskEvent::TrashEmptied => self.session.last_deleted = None,
             // The drag goes on only while the button that began it is still down.
-            DiskEvent::Exported { path, then_drag } => {
+            DiskEvent::Exported {
+                path,
+                of,
+                then_drag,
+            } => {
                 self.session.last_export = Some(path.clone());
+                self.session.last_export_of = Some((of, path.clone()));
                 if then_drag && self.pointer_down {
                     self.start_drag(path);
                 }
