@@ -1,4 +1,5 @@
-//! What a clip view's buttons ask for, carried out in one place.
+//! Carrying out `StudioCommand::Clip`: what a clip view's buttons ask for, and the library
+//! changes they make (annotate, delete).
 
 use super::*;
 
@@ -239,5 +240,65 @@ impl FoleyApp {
             dir.display()
         ));
         None
+    }
+
+    /// Applies `change` to the clip `which` (and to the other view of the same library clip)
+    /// and saves what the user says of it to the library; a clip whose save is still queued is
+    /// named by its save's key. An opened file has nothing to save.
+    pub(super) fn annotate(&mut self, which: ClipRef, change: impl Fn(&mut ClipRecord)) {
+        let Some(clip) = self.clip_mut(which) else {
+            return;
+        };
+        change(&mut clip.record);
+        let annotations = Annotations::of(&clip.record);
+        let id = clip.record.id.clone();
+        let target = match clip.save_key {
+            _ if !id.is_empty() => ClipId::Id(id.clone()),
+            Some(key) => ClipId::Saved(key),
+            None => return,
+        };
+        if !id.is_empty() {
+            for clip in self.views_mut() {
+                if clip.record.id == id {
+                    change(&mut clip.record);
+                }
+            }
+        }
+        self.send_to_disk(DiskJob::Annotate {
+            clip: target,
+            annotations,
+        });
+    }
+
+    /// Moves clip `which` to the library's trash (the bar then offers Undo) and takes every
+    /// view of it off the screen; a clip outside the library only leaves the screen.
+    pub(super) fn delete(&mut self, which: ClipRef) {
+        let Some(clip) = self.clip(which) else {
+            return;
+        };
+        let id = clip.record.id.clone();
+        let target = match clip.save_key {
+            _ if !id.is_empty() => Some(ClipId::Id(id.clone())),
+            key => key.map(ClipId::Saved),
+        };
+        self.stop_playback();
+        if let Some(clip) = target {
+            // Undo offers this delete once the disk has done it, never an earlier one.
+            self.session.last_deleted = None;
+            self.send_to_disk(DiskJob::Delete { clip });
+        }
+        if id.is_empty() {
+            return self.close(which);
+        }
+        self.session.results.retain(|clip| clip.record.id != id);
+        self.clamp_selection();
+        if self
+            .session
+            .opened
+            .as_ref()
+            .is_some_and(|clip| clip.record.id == id)
+        {
+            self.session.opened = None;
+        }
     }
 }
