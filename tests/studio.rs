@@ -1167,3 +1167,70 @@ fn a_repeated_message_is_said_once_and_enter_loads_the_model() {
         |app| matches!(&app.session.model_state, foley::gui::ModelState::Ready { family, .. } if *family == "MusicLDM"),
     );
 }
+
+/// Esc in a text field only leaves the field; pressed again it cancels the run.
+#[test]
+fn esc_leaves_a_text_field_before_it_cancels() {
+    let (_library, mut harness) = ready("low drone");
+    harness.state_mut().settings.steps = 900;
+    harness.run_steps(1);
+    harness.get_by_label("Generate").click();
+    harness.run_steps(2);
+    assert!(harness.state().is_busy());
+    harness.get_by_label("Prompt").focus();
+    harness.run_steps(1);
+    harness.key_press(egui::Key::Escape);
+    harness.run_steps(2);
+    assert!(
+        harness.state().is_busy(),
+        "Esc in the prompt cancelled the run"
+    );
+    harness.key_press(egui::Key::Escape);
+    common::wait_until(&mut harness, "the cancel", |app| !app.is_busy());
+}
+
+/// Opens arrive in the order they were asked for: a library clip clicked before a file is
+/// dropped never replaces the file when its read comes back later.
+#[test]
+fn the_newest_open_wins() {
+    let files = tempfile::tempdir().unwrap();
+    let wav = files.path().join("field recording.wav");
+    let tone: Vec<f32> = (0..8_000).map(|n| 0.2 * (n as f32 * 0.03).sin()).collect();
+    foley::audio::wav::write_wav(&wav, &tone, 16_000, foley::audio::wav::WavFormat::Pcm16).unwrap();
+    let (_library, mut harness) = ready("church bell");
+    generate_one(&mut harness);
+    harness.get_by_label_contains("church bell · s").click();
+    harness.run_steps(1);
+    harness
+        .input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(DroppedWav(wav)));
+    common::settle(&mut harness);
+    let opened = harness
+        .state()
+        .session
+        .opened
+        .as_ref()
+        .expect("an open clip");
+    assert_eq!(opened.record.prompt, "field recording");
+
+    // Clicking the library clip now opens it; clicking it again keeps the view (and its zoom).
+    harness.get_by_label_contains("church bell · s").click();
+    common::settle(&mut harness);
+    harness
+        .state_mut()
+        .session
+        .opened
+        .as_mut()
+        .unwrap()
+        .window
+        .zoom(2.0, 0.0);
+    harness.get_by_label_contains("church bell · s").click();
+    common::settle(&mut harness);
+    let opened = harness.state().session.opened.as_ref().unwrap();
+    assert_eq!(opened.record.prompt, "church bell");
+    assert!(
+        !opened.window.is_full(),
+        "the second click did not reload it"
+    );
+}
