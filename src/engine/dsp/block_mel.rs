@@ -2,10 +2,8 @@
 //! of a waveform VAE (Stable Audio 3's SAME covers 4096 samples with one frame).
 
 use super::fft::Fft;
+use super::frontend::{periodic_hann, push_log_mel};
 use super::mel_filters::mel_filters;
-
-/// `ln(1e-5)`, the same floor as the editing front-end's log-mel.
-const FLOOR: f64 = 1e-5;
 /// Smallest FFT, so short blocks (the tiny fixtures) still resolve the low mel bands.
 const MIN_FFT: usize = 256;
 
@@ -29,9 +27,7 @@ impl BlockMel {
     pub fn new(sample_rate: u32, hop: usize, bins: usize) -> Self {
         let (hop, bins) = (hop.max(1), bins.max(1));
         let n_fft = hop.next_power_of_two().max(MIN_FFT);
-        let window = (0..n_fft)
-            .map(|n| 0.5 - 0.5 * (std::f64::consts::TAU * n as f64 / n_fft as f64).cos())
-            .collect();
+        let window = periodic_hann(n_fft);
         Self {
             hop,
             bins,
@@ -58,18 +54,14 @@ impl BlockMel {
                     .map_or(0.0, |&sample| sample as f64);
                 *slot = (sample * self.window[offset], 0.0);
             }
-            self.fft.forward(&mut buffer);
-            for (magnitude, &(re, im)) in magnitudes.iter_mut().zip(&buffer) {
-                *magnitude = (re * re + im * im).sqrt();
-            }
-            for row in self.filters.chunks_exact(spectrum_bins) {
-                let energy: f64 = row
-                    .iter()
-                    .zip(&magnitudes)
-                    .map(|(&weight, &magnitude)| weight as f64 * magnitude)
-                    .sum();
-                output.push(energy.max(FLOOR).ln() as f32);
-            }
+            // The same log-mel as the editing front-end (floor ln 1e-5).
+            push_log_mel(
+                &self.fft,
+                &mut buffer,
+                &self.filters,
+                &mut magnitudes,
+                &mut output,
+            );
         }
         output
     }
@@ -94,6 +86,6 @@ mod tests {
         let centre = super::super::mel_filters::mel_frequencies(34, 0.0, 8000.0)[loudest + 1];
         assert!((centre - 2000.0).abs() < 300.0, "band at {centre} Hz");
         let silent = block.columns(&[0.0; 1024], 2);
-        assert!(silent.iter().all(|&v| v == (FLOOR.ln() as f32)));
+        assert!(silent.iter().all(|&v| v == (1e-5f64.ln() as f32)));
     }
 }

@@ -58,9 +58,7 @@ impl MelFrontEnd {
             )));
         }
         let n_fft = (6 * hop).next_power_of_two();
-        let window = (0..n_fft)
-            .map(|n| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / n_fft as f64).cos())
-            .collect();
+        let window = periodic_hann(n_fft);
         Ok(Self {
             sample_rate,
             hop,
@@ -154,21 +152,46 @@ impl MelFrontEnd {
             for (offset, slot) in buffer.iter_mut().enumerate() {
                 *slot = (at(start + offset as isize) * self.window[offset], 0.0);
             }
-            fft.forward(&mut buffer);
-            for (magnitude, &(re, im)) in magnitudes.iter_mut().zip(&buffer[..bins]) {
-                *magnitude = (re * re + im * im).sqrt();
-            }
-            for mel in 0..self.n_mels {
-                let row = &self.filters[mel * bins..(mel + 1) * bins];
-                let energy: f64 = row
-                    .iter()
-                    .zip(&magnitudes)
-                    .map(|(&weight, &magnitude)| weight as f64 * magnitude)
-                    .sum();
-                output.push(energy.max(CLAMP).ln() as f32);
-            }
+            push_log_mel(
+                &fft,
+                &mut buffer,
+                &self.filters,
+                &mut magnitudes,
+                &mut output,
+            );
         }
         output
+    }
+}
+
+/// A periodic Hann window of `n` samples (`torch.hann_window(n)`).
+pub(super) fn periodic_hann(n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|k| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * k as f64 / n as f64).cos())
+        .collect()
+}
+
+/// Appends one log-mel column: `ln(max(filters @ |fft(buffer)|, 1e-5))` of the windowed frame
+/// in `buffer` (transformed in place); `filters` holds one row of `magnitudes.len()` weights
+/// per mel band.
+pub(super) fn push_log_mel(
+    fft: &Fft,
+    buffer: &mut [(f64, f64)],
+    filters: &[f32],
+    magnitudes: &mut [f64],
+    output: &mut Vec<f32>,
+) {
+    fft.forward(buffer);
+    for (magnitude, &(re, im)) in magnitudes.iter_mut().zip(buffer.iter()) {
+        *magnitude = (re * re + im * im).sqrt();
+    }
+    for row in filters.chunks_exact(magnitudes.len()) {
+        let energy: f64 = row
+            .iter()
+            .zip(magnitudes.iter())
+            .map(|(&weight, &magnitude)| weight as f64 * magnitude)
+            .sum();
+        output.push(energy.max(CLAMP).ln() as f32);
     }
 }
 
