@@ -138,6 +138,17 @@ pub struct Session {
     last_export_of: Option<(ExportOf, PathBuf)>,
 }
 
+impl Session {
+    /// Shows `message` until dismissed; one already shown is not repeated, however many clicks
+    /// or events say it again.
+    pub fn say(&mut self, message: impl Into<String>) {
+        let message = message.into();
+        if !self.messages.contains(&message) {
+            self.messages.push(message);
+        }
+    }
+}
+
 /// The studio: what persists (`settings`), what lives for this session (`session`), and the
 /// threads and devices it drives.
 pub struct FoleyApp {
@@ -216,7 +227,9 @@ impl FoleyApp {
             drag: None,
             pointer_down: false,
         };
-        app.session.messages.extend(problems);
+        for problem in problems {
+            app.session.say(problem);
+        }
         let available = |model: &str| {
             crate::engine::hub::cached_snapshot(model).is_some()
                 || std::path::Path::new(model).is_dir()
@@ -256,17 +269,11 @@ impl FoleyApp {
         self.library.as_ref().ok()
     }
 
-    /// Queues `command` as a panel or key would; it runs after the next frame is drawn.
-    pub fn queue(&mut self, command: StudioCommand) {
-        self.commands.push(command);
-    }
-
     /// Hands `job` to the disk thread; a message when it is gone.
     fn send_to_disk(&mut self, job: DiskJob) {
         if !self.disk.as_mut().is_some_and(|disk| disk.send(job)) {
             self.session
-                .messages
-                .push("the disk thread has stopped: nothing can be saved; restart Foley".into());
+                .say("the disk thread has stopped: nothing can be saved; restart Foley");
         }
     }
 
@@ -281,7 +288,7 @@ impl FoleyApp {
         let (device, dtype) = match (device, dtype) {
             (Ok(device), Ok(dtype)) => (device, dtype),
             (Err(error), _) | (_, Err(error)) => {
-                self.session.messages.push(error.to_string());
+                self.session.say(error.to_string());
                 return;
             }
         };
@@ -307,8 +314,7 @@ impl FoleyApp {
                 Ok(worker) => self.worker = Some(worker),
                 Err(error) => self
                     .session
-                    .messages
-                    .push(format!("the inference thread could not start: {error}")),
+                    .say(format!("the inference thread could not start: {error}")),
             }
         }
         self.worker.as_ref()
@@ -324,7 +330,7 @@ impl FoleyApp {
             run.cancel.cancel();
             message.push_str("; the generation in progress was lost");
         }
-        self.session.messages.push(message);
+        self.session.say(message);
         self.session.model_state =
             match std::mem::replace(&mut self.session.model_state, ModelState::None) {
                 ModelState::Ready { model, .. } => return self.load(model),
@@ -362,18 +368,18 @@ impl FoleyApp {
     /// join the board as they finish.
     pub fn start_run(&mut self, task: Task) {
         let ModelState::Ready { defaults, .. } = &self.session.model_state else {
-            self.session.messages.push("load a model first".into());
+            self.session.say("load a model first");
             return;
         };
         let editing = !matches!(task, Task::TextToAudio);
         if self.settings.prompt.trim().is_empty() && !matches!(task, Task::Variation { .. }) {
-            self.session.messages.push("type a prompt first".into());
+            self.session.say("type a prompt first");
             return;
         }
         let scheduler = match self.settings.scheduler.parse::<SchedulerKind>() {
             Ok(kind) => kind,
             Err(error) => {
-                self.session.messages.push(error.to_string());
+                self.session.say(error.to_string());
                 return;
             }
         };
@@ -497,11 +503,6 @@ impl eframe::App for FoleyApp {
         for command in std::mem::take(&mut self.commands) {
             self.execute(command);
         }
-        // A message says a thing once, however many clicks or events repeated it.
-        let mut seen = std::collections::HashSet::new();
-        self.session
-            .messages
-            .retain(|message| seen.insert(message.clone()));
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

@@ -59,15 +59,13 @@ impl FoleyApp {
             StudioCommand::CopyFile(path) => {
                 if let Err(error) = self.copy_file(&path) {
                     self.session
-                        .messages
-                        .push(format!("could not copy the file: {error}"));
+                        .say(format!("could not copy the file: {error}"));
                 }
             }
             StudioCommand::Reveal(path) => {
                 if let Err(error) = reveal(&path) {
                     self.session
-                        .messages
-                        .push(format!("could not open the folder: {error}"));
+                        .say(format!("could not open the folder: {error}"));
                 }
             }
             StudioCommand::CloseExport => self.session.last_export = None,

@@ -47,7 +47,7 @@ impl FoleyApp {
             }
             Event::LoadFailed { model, error, kept } => match kept {
                 Some(kept) => {
-                    self.session.messages.push(format!(
+                    self.session.say(format!(
                         "could not load {model}: {error} (still using {})",
                         kept.model
                     ));
@@ -108,7 +108,9 @@ impl FoleyApp {
                 if current.finished >= current.variations {
                     self.session.run = None;
                 }
-                self.session.messages.extend(clip.warnings.iter().cloned());
+                for warning in &clip.warnings {
+                    self.session.say(warning.clone());
+                }
                 let record = ClipRecord::of_clip(&request, &clip, &model, 0, clip.sample_rate);
                 let samples: Arc<[f32]> =
                     clip.waveforms.into_iter().next().unwrap_or_default().into();
@@ -132,9 +134,7 @@ impl FoleyApp {
                 if let Some(current) = self.session.run.take_if(|current| current.id == run) {
                     // The other variations would most likely fail the same way.
                     current.cancel.cancel();
-                    self.session
-                        .messages
-                        .push(format!("generation failed: {error}"));
+                    self.session.say(format!("generation failed: {error}"));
                 }
             }
             Event::Cancelled { run } => {
@@ -207,7 +207,7 @@ impl FoleyApp {
                 }
             }
             DiskEvent::PictureSaved(path) => self.session.last_picture = Some(path),
-            DiskEvent::Failed(message) => self.session.messages.push(message),
+            DiskEvent::Failed(message) => self.session.say(message),
             DiskEvent::Done => {
                 if let Some(disk) = &mut self.disk {
                     disk.finished_one();

@@ -22,7 +22,7 @@ impl FoleyApp {
         }
         match drag_out::start(path, self.window) {
             Ok(receiver) => self.drag = Some(receiver),
-            Err(error) => self.session.messages.push(error.to_string()),
+            Err(error) => self.session.say(error.to_string()),
         }
     }
 
@@ -36,11 +36,8 @@ impl FoleyApp {
         self.drag = None;
         match result {
             Ok(DragOutcome::Dropped | DragOutcome::NoTarget) => {}
-            Ok(DragOutcome::Refused) => self
-                .session
-                .messages
-                .push("the drop target did not take the file".into()),
-            Err(error) => self.session.messages.push(format!("drag failed: {error}")),
+            Ok(DragOutcome::Refused) => self.session.say("the drop target did not take the file"),
+            Err(error) => self.session.say(format!("drag failed: {error}")),
         }
     }
 

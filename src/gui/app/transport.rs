@@ -32,10 +32,10 @@ impl FoleyApp {
         });
         match started {
             Ok(Ok(())) => self.session.playing = Some(which),
-            Ok(Err(error)) => self.session.messages.push(format!("playback: {error}")),
+            Ok(Err(error)) => self.session.say(format!("playback: {error}")),
             Err(error) => {
                 let message = format!("playback is unavailable: {error}");
-                self.session.messages.push(message);
+                self.session.say(message);
             }
         }
     }
