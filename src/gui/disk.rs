@@ -129,10 +129,6 @@ impl LibraryView {
         &self.records
     }
 
-    pub fn search<'a>(&'a self, query: &str) -> impl Iterator<Item = &'a ClipRecord> + 'a {
-        crate::library::search(&self.records, query)
-    }
-
     pub fn prompt_history(&self, limit: usize) -> Vec<String> {
         crate::library::prompt_history(&self.records, limit)
     }

@@ -235,7 +235,7 @@ impl FoleyApp {
         if dir.is_absolute() {
             return Some(dir);
         }
-        self.session.messages.push(format!(
+        self.session.say(format!(
             "the export folder \"{}\" is not a full path; choose a folder in Export options",
             dir.display()
         ));
@@ -246,24 +246,24 @@ impl FoleyApp {
     /// and saves what the user says of it to the library; a clip whose save is still queued is
     /// named by its save's key. An opened file has nothing to save.
     pub(super) fn annotate(&mut self, which: ClipRef, change: impl Fn(&mut ClipRecord)) {
-        let Some(clip) = self.clip_mut(which) else {
+        let Some(clip) = self.clip(which) else {
             return;
         };
-        change(&mut clip.record);
-        let annotations = Annotations::of(&clip.record);
+        let target = library_clip(clip);
         let id = clip.record.id.clone();
-        let target = match clip.save_key {
-            _ if !id.is_empty() => ClipId::Id(id.clone()),
-            Some(key) => ClipId::Saved(key),
-            None => return,
-        };
-        if !id.is_empty() {
-            for clip in self.views_mut() {
-                if clip.record.id == id {
-                    change(&mut clip.record);
-                }
+        if id.is_empty() {
+            if let Some(clip) = self.clip_mut(which) {
+                change(&mut clip.record);
+            }
+        } else {
+            for clip in self.views_mut().filter(|clip| clip.record.id == id) {
+                change(&mut clip.record);
             }
         }
+        let (Some(clip), Some(target)) = (self.clip(which), target) else {
+            return;
+        };
+        let annotations = Annotations::of(&clip.record);
         self.send_to_disk(DiskJob::Annotate {
             clip: target,
             annotations,
@@ -277,10 +277,7 @@ impl FoleyApp {
             return;
         };
         let id = clip.record.id.clone();
-        let target = match clip.save_key {
-            _ if !id.is_empty() => Some(ClipId::Id(id.clone())),
-            key => key.map(ClipId::Saved),
-        };
+        let target = library_clip(clip);
         self.stop_playback();
         if let Some(clip) = target {
             // Undo offers this delete once the disk has done it, never an earlier one.
@@ -300,5 +297,15 @@ impl FoleyApp {
         {
             self.session.opened = None;
         }
+    }
+}
+
+/// How the disk thread knows `clip`: its library id, or the key of its queued save; None for
+/// a clip outside the library (an opened file).
+fn library_clip(clip: &ClipView) -> Option<ClipId> {
+    if clip.record.id.is_empty() {
+        clip.save_key.map(ClipId::Saved)
+    } else {
+        Some(ClipId::Id(clip.record.id.clone()))
     }
 }

@@ -112,8 +112,7 @@ impl ClipView {
             crate::engine::dsp::deinterleave(&samples, channels)
         };
         let tags_text = record.tags.join(", ");
-        let frames = samples.len() / channels;
-        let window = TimeWindow::full(frames as f64 / record.sample_rate.max(1) as f64);
+        let window = TimeWindow::full(duration(&samples, channels, record.sample_rate));
         Self {
             window,
             waveform: WaveformCache::default(),
@@ -137,7 +136,7 @@ impl ClipView {
 
     /// Seconds of audio.
     pub fn seconds(&self) -> f64 {
-        (self.samples.len() / self.channels()) as f64 / self.record.sample_rate.max(1) as f64
+        duration(&self.samples, self.channels(), self.record.sample_rate)
     }
 
     /// Draws the clip; `playhead` is the playback position in seconds when this clip plays.
@@ -177,9 +176,8 @@ impl ClipView {
                 action = Some(ClipAction::SetTags(self.tags_text.clone()));
             } else if !field.has_focus() && !field.lost_focus() {
                 // Tags changed in the clip's other view (or cleaned up on save) show here too.
-                let saved = self.record.tags.join(", ");
                 if crate::library::tag_list(&self.tags_text) != self.record.tags {
-                    self.tags_text = saved;
+                    self.tags_text = self.record.tags.join(", ");
                 }
             }
         });
@@ -452,6 +450,11 @@ impl ClipView {
         }
         self.texture.as_ref()
     }
+}
+
+/// Seconds of `samples` (frames of `channels` interleaved) at `sample_rate`.
+fn duration(samples: &[f32], channels: usize, sample_rate: u32) -> f64 {
+    (samples.len() / channels.max(1)) as f64 / f64::from(sample_rate.max(1))
 }
 
 /// "-23.4 LUFS · short-term max -20.1 · true peak -1.2 dBTP", or `None` for silence.
