@@ -58,6 +58,15 @@ fn select_on_spectrogram(
         .expect("a selection")
 }
 
+/// Clicks Generate for a 900-step run, long enough to act on while it goes, and checks it runs.
+fn start_a_long_run(harness: &mut Harness<'static, FoleyApp>) {
+    harness.state_mut().settings.steps = 900;
+    harness.run_steps(2);
+    harness.get_by_label("Generate").click();
+    harness.run_steps(2);
+    assert!(harness.state().is_busy());
+}
+
 fn model_ready(app: &FoleyApp) -> bool {
     matches!(
         app.session.model_state,
@@ -131,11 +140,7 @@ fn generate_a_clip_and_find_it_after_a_restart() {
 #[test]
 fn cancel_stops_a_run() {
     let (_library, mut harness) = ready("rain");
-    harness.state_mut().settings.steps = 900;
-    harness.run_steps(2);
-    harness.get_by_label("Generate").click();
-    harness.run_steps(2);
-    assert!(harness.state().is_busy());
+    start_a_long_run(&mut harness);
     harness.get_by_label("Cancel").click();
     common::wait_until(&mut harness, "the cancel", |app| !app.is_busy());
     assert!(harness.state().session.results.is_empty());
@@ -1110,9 +1115,7 @@ fn zoom_and_scroll_along_a_clip() {
 #[test]
 fn a_run_shows_its_step_preview() {
     let (_library, mut harness) = ready("distant thunder");
-    harness.state_mut().settings.steps = 900;
-    harness.run_steps(1);
-    harness.get_by_label("Generate").click();
+    start_a_long_run(&mut harness);
     common::wait_until(&mut harness, "a preview", |app| {
         app.is_busy() && app.session.preview.is_some()
     });
@@ -1172,11 +1175,7 @@ fn a_repeated_message_is_said_once_and_enter_loads_the_model() {
 #[test]
 fn esc_leaves_a_text_field_before_it_cancels() {
     let (_library, mut harness) = ready("low drone");
-    harness.state_mut().settings.steps = 900;
-    harness.run_steps(1);
-    harness.get_by_label("Generate").click();
-    harness.run_steps(2);
-    assert!(harness.state().is_busy());
+    start_a_long_run(&mut harness);
     harness.get_by_label("Prompt").focus();
     harness.run_steps(1);
     harness.key_press(egui::Key::Escape);
