@@ -9,5 +9,6 @@ pub mod error;
 #[cfg(feature = "studio")]
 pub mod gui;
 pub mod library;
+pub mod mapped_alloc;
 
 pub use error::{FoleyError, Result};

@@ -4,8 +4,10 @@ use clap::Parser;
 
 /// Large tensors come and go every op; mimalloc reuses their pages where the system allocator
 /// returned them to the kernel, which then zeroed fresh ones (11 % of a CPU generation).
+/// `MappedAware` lets weights stay in their memory-mapped files instead of being copied.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: foley::mapped_alloc::MappedAware<mimalloc::MiMalloc> =
+    foley::mapped_alloc::MappedAware(mimalloc::MiMalloc);
 
 fn main() -> std::process::ExitCode {
     // Weights are copied out of their memory-mapped files into gigabytes of fresh memory; 2 MB

@@ -13,6 +13,49 @@ use foley::engine::pipeline::{AudioLdm2Pipeline, CancelFlag, Pipeline, Request};
 use foley::engine::schedulers::SchedulerKind;
 use foley::error::FoleyError;
 
+/// As in the `foley` binary: weights borrow their mapped files, so the parity tests here run
+/// through the zero-copy load.
+#[global_allocator]
+static ALLOCATOR: foley::mapped_alloc::MappedAware<std::alloc::System> =
+    foley::mapped_alloc::MappedAware(std::alloc::System);
+
+/// Mapped weights stay mapped while the pipeline lives and are unmapped when it is dropped.
+#[cfg(target_os = "linux")]
+#[test]
+fn weights_borrow_their_files_until_the_pipeline_is_dropped() {
+    // A private copy, so other tests mapping the shared fixture cannot confuse the check.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&model_dir(VARIANTS[0]), copy.path());
+    let mapped = || {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains(copy.path().to_str().unwrap()))
+            .count()
+    };
+    let pipe = AudioLdm2Pipeline::load(copy.path(), &Device::Cpu, DType::F32).unwrap();
+    assert!(mapped() >= 5, "the components' weight files are mapped");
+    // `waveforms_match_diffusers` checks what borrowed weights compute against diffusers.
+    let audio = pipe
+        .generate(&tiny_request(), &mut |_| {}, &CancelFlag::new())
+        .unwrap();
+    assert!(audio.waveforms[0].iter().all(|sample| sample.is_finite()));
+    drop(pipe);
+    assert_eq!(mapped(), 0, "dropping the pipeline unmaps its weights");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 #[test]
 fn waveforms_match_diffusers() {
     for variant in VARIANTS {

@@ -6,6 +6,7 @@ pub mod dsp;
 pub mod hub;
 pub mod kernels;
 pub mod limits;
+mod mapped_safetensors;
 pub mod models;
 pub mod noise;
 pub mod pipeline;

@@ -11,6 +11,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use serde::de::DeserializeOwned;
 
+use super::mapped_safetensors::MappedSafetensors;
 use crate::error::{FoleyError, Result};
 
 /// Reads a JSON config, naming the file in any error.
@@ -167,10 +168,10 @@ impl Component {
             for file in &files {
                 names.extend(validate_safetensors(file)?);
             }
-            // SAFETY: the files are memory-mapped read-only; Foley never writes model files while
-            // a pipeline is loaded.
-            let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) };
-            (vb.map_err(bad)?, names)
+            // SAFETY: Foley never writes a model file in place while a pipeline is loaded.
+            let mapped = unsafe { MappedSafetensors::new(&files) }.map_err(bad)?;
+            let vb = VarBuilder::from_backend(Box::new(mapped), dtype, device.clone());
+            (vb, names)
         };
         let (model, used) = build_tracked(inner, &blamed, dtype, device, build)?;
         let leftover: Vec<&String> = names
