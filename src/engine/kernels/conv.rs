@@ -270,6 +270,19 @@ struct ConvOp {
     input_slope: Option<f32>,
 }
 
+/// `batch` outputs whose every channel row of `positions` holds that channel's bias, which the
+/// products then add to. Filled row by row: a `flat_map` collected one float at a time took
+/// 2 % of a generation.
+fn bias_rows(bias: &[f32], positions: usize, batch: usize) -> Vec<f32> {
+    let mut output = Vec::with_capacity(batch * bias.len() * positions);
+    for _ in 0..batch {
+        for &value in bias {
+            output.resize(output.len() + positions, value);
+        }
+    }
+    output
+}
+
 /// What one im2col tile reads: the input plane size, kernel and geometry.
 struct Patch {
     height: usize,
@@ -381,11 +394,7 @@ impl CustomOp3 for ConvOp {
         ) else {
             candle_core::bail!("conv2d: output size overflows");
         };
-        let mut output: Vec<f32> = bias
-            .iter()
-            .flat_map(|&b| std::iter::repeat_n(b, positions))
-            .collect::<Vec<_>>()
-            .repeat(batch);
+        let mut output = bias_rows(bias, positions, batch);
         let weights = View::rows(outputs, depth, depth);
         let pointwise = kh == 1
             && kw == 1
@@ -492,11 +501,7 @@ impl CustomOp3 for TransposedOp {
         let Some(out_len) = ((length.max(1) - 1) * stride + kernel).checked_sub(2 * padding) else {
             candle_core::bail!("conv_transpose1d: padding larger than the output");
         };
-        let mut output: Vec<f32> = bias
-            .iter()
-            .flat_map(|&b| std::iter::repeat_n(b, out_len))
-            .collect::<Vec<_>>()
-            .repeat(batch);
+        let mut output = bias_rows(bias, out_len, batch);
         let rows = outputs * kernel;
         // Weights are (in, out·k): the transpose maps input channels to (out, tap) rows.
         let weights = View::transposed(rows, channels, rows);
