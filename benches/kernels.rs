@@ -2,7 +2,9 @@
 //! (src/engine/kernels) at the shapes of a 10.24 s AudioLDM 2 generation.
 //!
 //! `cargo bench --bench kernels` (release profile). Prints one Markdown row per op: median
-//! milliseconds of 5 runs after a warm-up, and GFLOP/s (2 FLOP per multiply-add).
+//! milliseconds of 5 runs after a warm-up, and GFLOP/s (2 FLOP per multiply-add). A second
+//! table sets each kernel that was replaced against its previous version
+//! (`with_previous_kernels`).
 
 use std::time::Instant;
 
@@ -11,6 +13,7 @@ use candle_nn::VarBuilder;
 use foley::engine::kernels::attention::attention;
 use foley::engine::kernels::conv::{Conv1d, Conv2d, ConvTranspose1d};
 use foley::engine::kernels::group_norm::GroupNorm;
+use foley::engine::kernels::with_previous_kernels;
 use foley::engine::models::layers::{attention as split_attention, split_heads};
 
 fn median_ms(mut run: impl FnMut() -> Result<Tensor>) -> Result<f64> {
@@ -163,5 +166,39 @@ fn main() -> Result<()> {
     let candle = median_ms(|| reference.forward(&xs)?.silu())?;
     let ours = median_ms(|| norm.forward_silu(&xs))?;
     row("group norm + SiLU", "[2,128,256,16]", 0.0, candle, ours);
+    previous_versions(&device)
+}
+
+/// Replaced kernels against their previous versions, at the shapes of a 10.24 s AudioLDM 2
+/// generation.
+fn previous_versions(device: &Device) -> Result<()> {
+    println!();
+    println!("| kernel | shape | previous ms (GFLOP/s) | now ms (GFLOP/s) | speed-up |");
+    println!("|---|---|---|---|---|");
+    // (batch, queries, keys, width, heads): UNet levels 1–3 self-attention, a cross-attention,
+    // the VAE's mid-block.
+    for (batch, queries, keys, width, heads) in [
+        (2, 1024, 1024, 256, 8),
+        (2, 256, 256, 384, 8),
+        (2, 64, 64, 640, 8),
+        (2, 1024, 80, 256, 8),
+        (1, 4096, 4096, 512, 1),
+    ] {
+        let q = random(&[batch, queries, width], device)?;
+        let k = random(&[batch, keys, width], device)?;
+        let v = random(&[batch, keys, width], device)?;
+        let scale = 1.0 / ((width / heads) as f64).sqrt();
+        let gflop = 4.0 * (batch * queries * keys * width) as f64 / 1e9;
+        let run = || attention(&q, &k, &v, heads, scale, None);
+        let previous = with_previous_kernels(|| median_ms(run))?;
+        let now = median_ms(run)?;
+        row(
+            "attention (softmax in 4 passes → 2, rows divided after ·v)",
+            &format!("{batch}×{heads} heads, {queries}×{keys} tokens, width {width}"),
+            gflop,
+            previous,
+            now,
+        );
+    }
     Ok(())
 }

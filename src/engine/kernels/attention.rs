@@ -8,9 +8,9 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::exp::softmax_row;
+use super::exp::{softmax_numerators, softmax_row};
 use super::gemm::{View, matmul};
-use super::{contiguous_f32, is_cpu_f32};
+use super::{contiguous_f32, is_cpu_f32, previous_kernels};
 use crate::engine::models::layers::{attention as split_attention, split_heads};
 
 /// Queries one task handles: their scores for one head are 256 KB at 1024 keys.
@@ -118,6 +118,8 @@ impl CustomOp3 for AttentionOp {
                 Shape::from((batch, queries, value_width)),
             ));
         }
+        // Read here: the flag is this thread's, and the loops below run on rayon's.
+        let normalize_rows = previous_kernels() || self.scale <= 0.0;
         output
             .par_chunks_mut(queries * value_width)
             .enumerate()
@@ -132,6 +134,7 @@ impl CustomOp3 for AttentionOp {
                         let rows = out.len() / value_width;
                         let query = &query[block * QUERY_BLOCK * width..][..rows * width];
                         let mut scores = vec![0f32; rows * keys];
+                        let mut totals = vec![0f32; rows];
                         for head in 0..heads {
                             matmul(
                                 (&mut scores, View::rows(rows, keys, keys)),
@@ -140,9 +143,15 @@ impl CustomOp3 for AttentionOp {
                                 false,
                                 false,
                             );
-                            scores
-                                .chunks_exact_mut(keys)
-                                .for_each(|row| softmax_row(row, self.scale, bias));
+                            if normalize_rows {
+                                scores
+                                    .chunks_exact_mut(keys)
+                                    .for_each(|row| softmax_row(row, self.scale, bias));
+                            } else {
+                                for (row, total) in scores.chunks_exact_mut(keys).zip(&mut totals) {
+                                    *total = softmax_numerators(row, self.scale, bias);
+                                }
+                            }
                             matmul(
                                 (
                                     &mut out[head * value_dim..],
@@ -156,6 +165,14 @@ impl CustomOp3 for AttentionOp {
                                 false,
                                 false,
                             );
+                            if !normalize_rows {
+                                for (out, total) in out.chunks_exact_mut(value_width).zip(&totals) {
+                                    let inverse = 1.0 / total;
+                                    out[head * value_dim..][..value_dim]
+                                        .iter_mut()
+                                        .for_each(|value| *value *= inverse);
+                                }
+                            }
                         }
                     });
             });
@@ -163,5 +180,57 @@ impl CustomOp3 for AttentionOp {
             CpuStorage::F32(output),
             Shape::from((batch, queries, value_width)),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::engine::kernels::with_previous_kernels;
+
+    /// The two-pass softmax with rows divided after `·v` equals the unfused reference and the
+    /// previous kernel, with a key bias masking some keys and sizes off the vector width.
+    #[test]
+    fn fused_softmax_matches_the_reference_and_the_previous_kernel() {
+        let device = Device::Cpu;
+        let (batch, queries, keys, heads, dim) = (2, 70, 45, 3, 20);
+        let query = Tensor::randn(0f32, 1.0, (batch, queries, heads * dim), &device).unwrap();
+        let key = Tensor::randn(0f32, 1.0, (batch, keys, heads * dim), &device).unwrap();
+        let value = Tensor::randn(0f32, 1.0, (batch, keys, heads * dim), &device).unwrap();
+        let mask: Vec<f32> = (0..batch * keys)
+            .map(|index| {
+                if index % 7 == 0 {
+                    f32::NEG_INFINITY
+                } else {
+                    0.5
+                }
+            })
+            .collect();
+        let bias = Tensor::from_vec(mask, (batch, keys), &device).unwrap();
+        let scale = 1.0 / (dim as f64).sqrt();
+        let run = || attention(&query, &key, &value, heads, scale, Some(&bias)).unwrap();
+        let ours = run();
+        let previous = with_previous_kernels(run);
+        let reference = split_attention(
+            &split_heads(&query, heads).unwrap(),
+            &split_heads(&key, heads).unwrap(),
+            &split_heads(&value, heads).unwrap(),
+            scale,
+            Some(&bias.reshape((batch, 1, 1, keys)).unwrap()),
+        )
+        .unwrap();
+        for other in [&previous, &reference] {
+            let error = (&ours - other)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(error < 1e-5, "{error}");
+        }
     }
 }

@@ -108,6 +108,146 @@ pub fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
     softmax_body(row, scale, bias)
 }
 
+/// In place: `row ← exp(row · scale + bias − max)`, the numerators of the softmax; returns their
+/// sum, by which the caller divides. Attention divides its output rows (a head size of values)
+/// instead of the row of scores (thousands), and the scaling rides on the max pass, so the row
+/// is swept twice instead of four times. A row with every key masked comes back all ones (a
+/// uniform softmax; PyTorch would give NaN). `scale` must be positive.
+pub fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
+    debug_assert!(scale > 0.0);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU was just checked to support AVX2 and FMA.
+        return unsafe { avx2::softmax_numerators(row, scale, bias) };
+    }
+    let shift = match bias {
+        Some(bias) => {
+            row.iter_mut()
+                .zip(bias)
+                .for_each(|(value, bias)| *value = *value * scale + bias);
+            max_of(row)
+        }
+        None => max_of(row) * scale,
+    };
+    if shift == f32::NEG_INFINITY {
+        row.fill(1.0);
+        return row.len() as f32;
+    }
+    let row_scale = if bias.is_some() { 1.0 } else { scale };
+    let mut total = 0.0;
+    for value in row.iter_mut() {
+        *value = exp(*value * row_scale - shift);
+        total += *value;
+    }
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// `exp` of 8 lanes: the same Cephes polynomial as the scalar `super::exp`.
+    #[target_feature(enable = "avx2,fma")]
+    fn exp8(x: __m256) -> __m256 {
+        let x = _mm256_min_ps(
+            _mm256_max_ps(x, _mm256_set1_ps(-87.336_54)),
+            _mm256_set1_ps(88.0),
+        );
+        let n = _mm256_floor_ps(_mm256_fmadd_ps(
+            x,
+            _mm256_set1_ps(std::f32::consts::LOG2_E),
+            _mm256_set1_ps(0.5),
+        ));
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.987_569_1e-4);
+        for coefficient in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(coefficient));
+        }
+        let y = _mm256_add_ps(
+            _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
+            _mm256_set1_ps(1.0),
+        );
+        let exponent = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvttps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_mul_ps(y, _mm256_castsi256_ps(exponent))
+    }
+
+    /// `super::softmax_numerators` in 8-lane steps.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
+        let lanes = row.len() / 8 * 8;
+        let pointer = row.as_mut_ptr();
+        let mut maxima = _mm256_set1_ps(f32::NEG_INFINITY);
+        // SAFETY (all blocks below): `start + 8 <= lanes <= row.len()`, and `bias` has at least
+        // the row's length (attention checks it), so every 8-lane access is in bounds.
+        match bias {
+            Some(bias) => {
+                assert!(bias.len() >= row.len());
+                let scales = _mm256_set1_ps(scale);
+                for start in (0..lanes).step_by(8) {
+                    unsafe {
+                        let value = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(pointer.add(start)),
+                            scales,
+                            _mm256_loadu_ps(bias.as_ptr().add(start)),
+                        );
+                        _mm256_storeu_ps(pointer.add(start), value);
+                        maxima = _mm256_max_ps(maxima, value);
+                    }
+                }
+                for (value, bias) in row[lanes..].iter_mut().zip(&bias[lanes..]) {
+                    *value = *value * scale + bias;
+                }
+            }
+            None => {
+                for start in (0..lanes).step_by(8) {
+                    maxima = _mm256_max_ps(maxima, unsafe { _mm256_loadu_ps(pointer.add(start)) });
+                }
+            }
+        }
+        let mut folded = [0f32; 8];
+        unsafe { _mm256_storeu_ps(folded.as_mut_ptr(), maxima) };
+        let max = folded
+            .iter()
+            .chain(&row[lanes..])
+            .fold(f32::NEG_INFINITY, |max, value| max.max(*value));
+        let (row_scale, shift) = match bias {
+            Some(_) => (1.0, max),
+            None => (scale, max * scale),
+        };
+        if shift == f32::NEG_INFINITY {
+            row.fill(1.0);
+            return row.len() as f32;
+        }
+        let (scales, shifts) = (_mm256_set1_ps(row_scale), _mm256_set1_ps(-shift));
+        let mut sums = _mm256_setzero_ps();
+        for start in (0..lanes).step_by(8) {
+            unsafe {
+                let value = _mm256_loadu_ps(pointer.add(start));
+                let numerator = exp8(_mm256_fmadd_ps(value, scales, shifts));
+                _mm256_storeu_ps(pointer.add(start), numerator);
+                sums = _mm256_add_ps(sums, numerator);
+            }
+        }
+        unsafe { _mm256_storeu_ps(folded.as_mut_ptr(), sums) };
+        let mut total: f32 = folded.iter().sum();
+        for value in &mut row[lanes..] {
+            *value = super::exp(*value * row_scale - shift);
+            total += *value;
+        }
+        total
+    }
+}
+
 /// In place: `x ← x · sigmoid(x)`.
 pub fn silu(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -158,6 +298,31 @@ mod tests {
         let mut masked = vec![f32::NEG_INFINITY; 3];
         softmax_row(&mut masked, 1.0, None);
         assert!(masked.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn numerators_over_their_sum_are_the_softmax() {
+        for length in [37, 1024, 5] {
+            let scores: Vec<f32> = (0..length).map(|i| (i as f32 * 0.37).sin() * 9.0).collect();
+            let bias: Vec<f32> = (0..length)
+                .map(|i| if i % 5 == 0 { f32::NEG_INFINITY } else { 0.25 })
+                .collect();
+            for bias in [None, Some(bias.as_slice())] {
+                let mut ours = scores.clone();
+                let total = softmax_numerators(&mut ours, 0.5, bias);
+                let mut expected = scores.clone();
+                softmax_row(&mut expected, 0.5, bias);
+                for (value, expected) in ours.iter().zip(&expected) {
+                    assert!(
+                        (value / total - expected).abs() < 1e-6,
+                        "{value} vs {expected}"
+                    );
+                }
+            }
+        }
+        let mut masked = vec![0.0; 11];
+        let total = softmax_numerators(&mut masked, 1.0, Some(&[f32::NEG_INFINITY; 11]));
+        assert!(masked.iter().all(|&value| value / total == 1.0 / 11.0));
     }
 
     #[test]

@@ -15,24 +15,43 @@ pub mod group_norm;
 mod winograd;
 
 use std::cell::Cell;
+use std::thread::LocalKey;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Tensor};
 
 thread_local! {
     static PORTABLE: Cell<bool> = const { Cell::new(false) };
+    static PREVIOUS: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `work` with the CPU fast paths off on this thread, so the CPU computes with candle's
 /// own ops, the path CUDA and Metal take. It proves that path against the references on a
 /// machine without a GPU; generation never needs it.
 pub fn with_portable_ops<R>(work: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
+    with_flag(&PORTABLE, work)
+}
+
+/// Runs `work` on this thread with the CPU kernels that faster ones replaced, so
+/// `cargo bench --bench kernels` and the tests can set each against its previous version.
+/// Results differ only by float rounding.
+pub fn with_previous_kernels<R>(work: impl FnOnce() -> R) -> R {
+    with_flag(&PREVIOUS, work)
+}
+
+/// Whether this thread runs the replaced kernels ([`with_previous_kernels`]).
+fn previous_kernels() -> bool {
+    PREVIOUS.with(Cell::get)
+}
+
+/// Runs `work` with this thread's `flag` set, restoring it after (also on a panic).
+fn with_flag<R>(flag: &'static LocalKey<Cell<bool>>, work: impl FnOnce() -> R) -> R {
+    struct Restore(&'static LocalKey<Cell<bool>>, bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            PORTABLE.with(|portable| portable.set(self.0));
+            self.0.with(|flag| flag.set(self.1));
         }
     }
-    let _restore = Restore(PORTABLE.with(|portable| portable.replace(true)));
+    let _restore = Restore(flag, flag.with(|flag| flag.replace(true)));
     work()
 }
 
