@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use foley::engine::kernels::attention::attention;
 use foley::engine::kernels::conv::{Conv1d, Conv2d, ConvTranspose1d};
+use foley::engine::kernels::geglu::geglu;
 use foley::engine::kernels::group_norm::GroupNorm;
 use foley::engine::kernels::with_previous_kernels;
 use foley::engine::models::layers::{attention as split_attention, split_heads};
@@ -200,5 +201,16 @@ fn previous_versions(device: &Device) -> Result<()> {
             now,
         );
     }
+    // The UNet level-1 feed-forward: (batch 2, 1024 tokens, 2 × 1024).
+    let projected = random(&[2, 1024, 2048], device)?;
+    let previous = with_previous_kernels(|| median_ms(|| geglu(&projected)))?;
+    let now = median_ms(|| geglu(&projected))?;
+    row(
+        "GEGLU (libm erf → 8-lane erf)",
+        "[2,1024,2048]",
+        0.0,
+        previous,
+        now,
+    );
     Ok(())
 }

@@ -88,12 +88,6 @@ fn softmax_avx2(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn silu_avx2(values: &mut [f32]) {
-    silu_body(values)
-}
-
-#[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
@@ -181,6 +175,62 @@ mod avx2 {
         _mm256_mul_ps(y, _mm256_castsi256_ps(exponent))
     }
 
+    /// `super::silu` in 8-lane steps.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn silu(values: &mut [f32]) {
+        let lanes = values.len() / 8 * 8;
+        let pointer = values.as_mut_ptr();
+        let one = _mm256_set1_ps(1.0);
+        for start in (0..lanes).step_by(8) {
+            // SAFETY: `start + 8 <= lanes <= values.len()`.
+            unsafe {
+                let x = _mm256_loadu_ps(pointer.add(start));
+                let denominator = _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x)));
+                _mm256_storeu_ps(pointer.add(start), _mm256_div_ps(x, denominator));
+            }
+        }
+        super::silu_body(&mut values[lanes..]);
+    }
+
+    /// `out[i] = hidden[i] · gelu(gate[i])` with the exact (erf) GELU; erf is Abramowitz and
+    /// Stegun 7.1.26 (absolute error below 1.5e-7), the formula PyTorch's vectorised CPU erf
+    /// evaluates, so diffusers' CPU GELU computes the same approximation.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn geglu(out: &mut [f32], hidden: &[f32], gate: &[f32]) {
+        assert!(hidden.len() >= out.len() && gate.len() >= out.len());
+        let lanes = out.len() / 8 * 8;
+        let splat = |value: f32| _mm256_set1_ps(value);
+        let sign_bit = splat(-0.0);
+        for start in (0..lanes).step_by(8) {
+            // SAFETY: `start + 8 <= lanes <= out.len() <= hidden.len(), gate.len()`.
+            unsafe {
+                let g = _mm256_loadu_ps(gate.as_ptr().add(start));
+                let x = _mm256_mul_ps(g, splat(std::f32::consts::FRAC_1_SQRT_2));
+                let sign = _mm256_and_ps(x, sign_bit);
+                let magnitude = _mm256_andnot_ps(sign_bit, x);
+                let t = _mm256_div_ps(
+                    splat(1.0),
+                    _mm256_fmadd_ps(splat(0.327_591_1), magnitude, splat(1.0)),
+                );
+                let mut poly = splat(1.061_405_4);
+                for coefficient in [-1.453_152_1, 1.421_413_8, -0.284_496_74, 0.254_829_6] {
+                    poly = _mm256_fmadd_ps(poly, t, splat(coefficient));
+                }
+                poly = _mm256_mul_ps(poly, t);
+                let decay = exp8(_mm256_sub_ps(
+                    _mm256_setzero_ps(),
+                    _mm256_mul_ps(magnitude, magnitude),
+                ));
+                let erf = _mm256_or_ps(_mm256_fnmadd_ps(poly, decay, splat(1.0)), sign);
+                let gelu =
+                    _mm256_mul_ps(_mm256_mul_ps(_mm256_add_ps(erf, splat(1.0)), splat(0.5)), g);
+                let h = _mm256_loadu_ps(hidden.as_ptr().add(start));
+                _mm256_storeu_ps(out.as_mut_ptr().add(start), _mm256_mul_ps(h, gelu));
+            }
+        }
+        super::geglu_body(&mut out[lanes..], &hidden[lanes..], &gate[lanes..]);
+    }
+
     /// `super::softmax_numerators` in 8-lane steps.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
@@ -248,12 +298,29 @@ mod avx2 {
     }
 }
 
+/// `out[i] = hidden[i] · gelu_erf(gate[i])`: on AVX2 an 8-lane erf (see `avx2::geglu`), else
+/// libm's `erff`, as candle's `gelu_erf`.
+pub fn geglu(out: &mut [f32], hidden: &[f32], gate: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU was just checked to support AVX2 and FMA.
+        return unsafe { avx2::geglu(out, hidden, gate) };
+    }
+    geglu_body(out, hidden, gate)
+}
+
+pub(super) fn geglu_body(out: &mut [f32], hidden: &[f32], gate: &[f32]) {
+    for ((out, h), g) in out.iter_mut().zip(hidden).zip(gate) {
+        *out = h * (libm::erff(g * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * g;
+    }
+}
+
 /// In place: `x ← x · sigmoid(x)`.
 pub fn silu(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { silu_avx2(values) };
+        return unsafe { avx2::silu(values) };
     }
     silu_body(values)
 }
