@@ -18,8 +18,8 @@ const CHUNK_FLOATS: usize = 8 << 20;
 
 /// Whether the Winograd path pays off. Measured on a 2-core AVX2 machine (`cargo bench --bench
 /// kernels`): at 256 channels and 1024 positions it takes 16 ms where im2col takes 21; at 128
-/// channels the 16 products are too thin for gemm and the transforms cost more than they save
-/// (41 ms against 24 at the UNet's first level), and with few tiles the same holds.
+/// channels the 16 products are too thin for gemm, even with vectorised input transforms
+/// (25 ms against 15 at the UNet's first level, AMD Zen 4), and with few tiles the same holds.
 pub fn worthwhile(out_h: usize, out_w: usize, channels: usize) -> bool {
     out_h.div_ceil(2) * out_w.div_ceil(2) >= 256 && channels >= 256
 }
@@ -114,6 +114,10 @@ pub fn convolve(
 
 /// `Bᵀ d B` of every tile in rows `first_row..first_row + rows` of one channel, written
 /// (tap, tile) into `block`. Pixels outside the image are the zero padding.
+///
+/// Tiles overlap by two pixels, so a row of tiles reads each input row at even and odd columns:
+/// the four input rows are split into those two streams first, after which every tap of a row of
+/// tiles is an elementwise sum over contiguous slices, which compiles to vector code.
 fn transform_inputs(
     plane: &[f32],
     height: usize,
@@ -124,39 +128,65 @@ fn transform_inputs(
     block: &mut [f32],
 ) {
     let count = rows * tiles_x;
-    let pixel = |y: isize, x: isize| {
-        if y < 0 || x < 0 || y >= height as isize || x >= width as isize {
-            0.0
-        } else {
-            plane[y as usize * width + x as usize]
-        }
-    };
+    // streams[dy] = (pixels at columns 2k - 1, pixels at columns 2k) for k in 0..=tiles_x.
+    let mut streams = vec![(vec![0f32; tiles_x + 1], vec![0f32; tiles_x + 1]); 4];
+    // Bᵀ d of the row of tiles, (row of Bᵀ, column of d) → tiles.
+    let mut across = vec![vec![0f32; tiles_x]; 16];
     for row in 0..rows {
         let top = 2 * (first_row + row) as isize - 1;
-        for tile_x in 0..tiles_x {
-            let left = 2 * tile_x as isize - 1;
-            let mut d = [[0f32; 4]; 4];
-            for (dy, line) in d.iter_mut().enumerate() {
-                for (dx, value) in line.iter_mut().enumerate() {
-                    *value = pixel(top + dy as isize, left + dx as isize);
-                }
+        for (dy, (left, right)) in streams.iter_mut().enumerate() {
+            let y = top + dy as isize;
+            left.fill(0.0);
+            right.fill(0.0);
+            if y < 0 || y >= height as isize {
+                continue;
             }
-            // Bᵀ d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
-            let mut rows_t = [[0f32; 4]; 4];
+            let line = &plane[y as usize * width..][..width];
+            // Columns 2k and 2k + 1 (= 2(k + 1) - 1) of each pair; an odd width ends on an even
+            // column.
+            let pairs = line.chunks_exact(2);
+            if let [last] = pairs.remainder() {
+                right[width / 2] = *last;
+            }
+            for (k, pair) in pairs.enumerate() {
+                right[k] = pair[0];
+                left[k + 1] = pair[1];
+            }
+        }
+        let at = |dy: usize, dx: usize| -> &[f32] {
+            let (left, right) = &streams[dy];
+            match dx {
+                0 => &left[..tiles_x],
+                1 => &right[..tiles_x],
+                2 => &left[1..=tiles_x],
+                _ => &right[1..=tiles_x],
+            }
+        };
+        // Bᵀ d B with Bᵀ rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), applied to rows then columns.
+        let combine =
+            |a: &[f32], b: &[f32], c: &[f32], e: &[f32], which: usize, out: &mut [f32]| {
+                let parts = a.iter().zip(b).zip(c).zip(e);
+                for (out, (((&a, &b), &c), &e)) in out.iter_mut().zip(parts) {
+                    *out = match which {
+                        0 => a - c,
+                        1 => b + c,
+                        2 => c - b,
+                        _ => b - e,
+                    };
+                }
+            };
+        for col in 0..4 {
+            for r in 0..4 {
+                let (a, b, c, e) = (at(0, col), at(1, col), at(2, col), at(3, col));
+                combine(a, b, c, e, r, &mut across[r * 4 + col]);
+            }
+        }
+        let start = row * tiles_x;
+        for r in 0..4 {
+            let [a, b, c, e] = [0, 1, 2, 3].map(|col| across[r * 4 + col].as_slice());
             for col in 0..4 {
-                let (a, b, c, e) = (d[0][col], d[1][col], d[2][col], d[3][col]);
-                rows_t[0][col] = a - c;
-                rows_t[1][col] = b + c;
-                rows_t[2][col] = c - b;
-                rows_t[3][col] = b - e;
-            }
-            let tile = row * tiles_x + tile_x;
-            for (r, line) in rows_t.iter().enumerate() {
-                let [a, b, c, e] = *line;
-                let taps = [a - c, b + c, c - b, b - e];
-                for (col, tap) in taps.into_iter().enumerate() {
-                    block[(r * 4 + col) * count + tile] = tap;
-                }
+                let out = &mut block[(r * 4 + col) * count + start..][..tiles_x];
+                combine(a, b, c, e, col, out);
             }
         }
     }
