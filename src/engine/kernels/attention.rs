@@ -119,7 +119,7 @@ impl CustomOp3 for AttentionOp {
             ));
         }
         // Read here: the flag is this thread's, and the loops below run on rayon's.
-        let normalize_rows = previous_kernels() || !(self.scale > 0.0);
+        let fused = self.scale > 0.0 && !previous_kernels();
         output
             .par_chunks_mut(queries * value_width)
             .enumerate()
@@ -143,14 +143,14 @@ impl CustomOp3 for AttentionOp {
                                 false,
                                 false,
                             );
-                            if normalize_rows {
-                                scores
-                                    .chunks_exact_mut(keys)
-                                    .for_each(|row| softmax_row(row, self.scale, bias));
-                            } else {
+                            if fused {
                                 for (row, total) in scores.chunks_exact_mut(keys).zip(&mut totals) {
                                     *total = softmax_numerators(row, self.scale, bias);
                                 }
+                            } else {
+                                scores
+                                    .chunks_exact_mut(keys)
+                                    .for_each(|row| softmax_row(row, self.scale, bias));
                             }
                             matmul(
                                 (
@@ -165,7 +165,7 @@ impl CustomOp3 for AttentionOp {
                                 false,
                                 false,
                             );
-                            if !normalize_rows {
+                            if fused {
                                 for (out, total) in out.chunks_exact_mut(value_width).zip(&totals) {
                                     let inverse = 1.0 / total;
                                     out[head * value_dim..][..value_dim]
