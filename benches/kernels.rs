@@ -212,5 +212,32 @@ fn previous_versions(device: &Device) -> Result<()> {
         previous,
         now,
     );
+    // HiFi-GAN's deep 1-D convolutions (AudioLDM's vocoder, 10.24 s): (channels, samples, taps,
+    // dilation).
+    for (channels, length, kernel, dilation) in
+        [(512, 5120, 11, 5), (512, 5120, 3, 1), (256, 20480, 11, 5)]
+    {
+        let padding = dilation * (kernel - 1) / 2;
+        let layer = Conv1d::new(
+            channels,
+            channels,
+            kernel,
+            padding,
+            dilation,
+            weights(device).pp("c"),
+        )?;
+        let xs = random(&[1, channels, length], device)?;
+        let gflop = 2.0 * (channels * channels * kernel * length) as f64 / 1e9;
+        let run = || layer.forward_leaky(&xs, 0.1);
+        let previous = with_previous_kernels(|| median_ms(run))?;
+        let now = median_ms(run)?;
+        row(
+            "conv1d + leaky ReLU (im2col tiles of ≥ 512 positions)",
+            &format!("[1,{channels},{length}] k{kernel} d{dilation}"),
+            gflop,
+            previous,
+            now,
+        );
+    }
     Ok(())
 }

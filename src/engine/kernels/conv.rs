@@ -17,6 +17,12 @@ use super::{contiguous_f32, is_cpu_f32, winograd};
 /// (`cargo bench --bench kernels`); long clips never need more than this per convolution.
 const TILE_FLOATS: usize = 1 << 20;
 
+/// Output positions an im2col tile holds at least, whatever its depth: `gemm` packs the weights
+/// again for every tile, and HiFi-GAN's 512-channel, 11-tap layers (5632 deep) got tiles of
+/// 186 positions under `TILE_FLOATS` alone, 1.1–1.45× slower (`cargo bench --bench kernels`;
+/// 1024 positions gained no more there and cost the 3-tap layers up to 20 %).
+const MIN_TILE_POSITIONS: usize = 512;
+
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
     stride: usize,
@@ -401,7 +407,13 @@ impl CustomOp3 for ConvOp {
             && geometry.stride == 1
             && geometry.padding == (0, 0)
             && self.input_slope.is_none();
-        let tile = (TILE_FLOATS / depth).clamp(1, positions);
+        // Read on this thread: the flag is per thread.
+        let fewest = if super::previous_kernels() {
+            1
+        } else {
+            MIN_TILE_POSITIONS
+        };
+        let tile = (TILE_FLOATS / depth).max(fewest).clamp(1, positions);
         let winograd = (kh, kw) == (3, 3)
             && geometry.stride == 1
             && geometry.padding == (1, 1)

@@ -71,20 +71,23 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// Rows of 19 per half: two 8-lane steps and a scalar tail.
+    /// Rows of 19 per half: two 8-lane steps and a scalar tail; gates over ±6, where erf moves.
     #[test]
     fn fused_geglu_equals_the_tensor_ops() {
         let half = 19;
-        let xs = Tensor::randn(0f32, 2.0, (3, 5, 2 * half), &Device::Cpu).unwrap();
+        let values: Vec<f32> = (0..3 * 5 * 2 * half)
+            .map(|index| 6.0 * (index as f32 * 0.7).sin())
+            .collect();
+        let xs = Tensor::from_vec(values, (3, 5, 2 * half), &Device::Cpu).unwrap();
         let hidden = xs.narrow(D::Minus1, 0, half).unwrap();
         let gate = xs.narrow(D::Minus1, half, half).unwrap();
         let expected = (&hidden * gate.gelu_erf().unwrap()).unwrap();
         let ours = geglu(&xs).unwrap();
         assert_eq!(ours.dims(), &[3, 5, half]);
-        // gelu(g) = g·(1 + erf)/2, erf within 1.5e-7: |Δ| ≤ |hidden · gate| · 1e-7 plus rounding.
-        let bound = ((hidden * gate).unwrap().abs().unwrap() * 1e-7).unwrap();
+        // gelu(g) = g·(1 + erf)/2 with erf within 1.5e-7, plus a few f32 roundings of h·g.
+        let bound = (((hidden * gate).unwrap().abs().unwrap() * 6e-7).unwrap() + 1e-7).unwrap();
         let excess = ((ours - expected).unwrap().abs().unwrap() - bound).unwrap();
         let excess = excess.max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(excess <= 1e-6, "{excess}");
+        assert!(excess <= 0.0, "{excess}");
     }
 }
