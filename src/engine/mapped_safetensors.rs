@@ -1,17 +1,18 @@
 //! A `VarBuilder` backend over memory-mapped safetensors files whose f32 weights, on the CPU,
 //! borrow the mapping instead of being copied (see `crate::mapped_alloc`). Anything else (other
 //! dtypes, conversions, other devices, a program without `MappedAware`) is copied through
-//! candle's own loader, as `VarBuilder::from_mmaped_safetensors` does.
+//! candle's own loader (`Load` for a tensor view), as `VarBuilder::from_mmaped_safetensors` does.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Error, Result, Shape, Tensor};
 use candle_nn::Init;
 use candle_nn::var_builder::SimpleBackend;
 use memmap2::{MmapMut, MmapOptions};
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::mapped_alloc::Region;
 
@@ -96,33 +97,10 @@ impl MappedSafetensors {
             }
         }
         let bytes = &mapping.bytes()[entry.start..entry.end];
-        Tensor::from_raw_buffer(
-            bytes,
-            candle_dtype(entry.dtype, name)?,
-            &entry.shape,
-            device,
-        )
+        TensorView::new(entry.dtype, entry.shape.clone(), bytes)
+            .map_err(|error| Error::Msg(format!("tensor {name}: {error}")))?
+            .load(device)
     }
-}
-
-/// The candle dtype a stored dtype loads as.
-fn candle_dtype(dtype: Dtype, name: &str) -> Result<DType> {
-    Ok(match dtype {
-        Dtype::U8 => DType::U8,
-        Dtype::U32 => DType::U32,
-        Dtype::I16 => DType::I16,
-        Dtype::I32 => DType::I32,
-        Dtype::I64 => DType::I64,
-        Dtype::BF16 => DType::BF16,
-        Dtype::F16 => DType::F16,
-        Dtype::F32 => DType::F32,
-        Dtype::F64 => DType::F64,
-        other => {
-            return Err(Error::Msg(format!(
-                "tensor {name} is stored as {other:?}, which Foley cannot load"
-            )));
-        }
-    })
 }
 
 /// Maps `path` copy-on-write: pages are the page cache's until written, and a write (which
