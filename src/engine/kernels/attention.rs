@@ -119,7 +119,7 @@ impl CustomOp3 for AttentionOp {
             ));
         }
         // Read here: the flag is this thread's, and the loops below run on rayon's.
-        let fused = self.scale > 0.0 && !previous_kernels();
+        let fused = !previous_kernels();
         output
             .par_chunks_mut(queries * value_width)
             .enumerate()

@@ -10,20 +10,31 @@ const LANES: usize = 8;
 
 #[inline(always)]
 fn exp(x: f32) -> f32 {
-    // Below this the result is under f32's smallest normal; softmax treats it as 0 anyway.
-    let x = x.clamp(-87.336_54, 88.0);
+    let x = x.clamp(EXP_LOWEST, EXP_HIGHEST);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    // ln 2 split in two so n·ln2 is subtracted without losing r's low bits.
-    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
+    let r = x - n * LN2_HIGH - n * LN2_LOW;
+    let p = EXP_POLYNOMIAL[1..]
+        .iter()
+        .fold(EXP_POLYNOMIAL[0], |p, &coefficient| p * r + coefficient);
     let y = p * r * r + r + 1.0;
     y * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
+
+/// Below `EXP_LOWEST` the result is under f32's smallest normal; softmax treats it as 0 anyway.
+const EXP_LOWEST: f32 = -87.336_54;
+const EXP_HIGHEST: f32 = 88.0;
+/// ln 2 split in two so n·ln 2 is subtracted without losing r's low bits.
+const LN2_HIGH: f32 = 0.693_359_4;
+const LN2_LOW: f32 = -2.121_944_4e-4;
+/// Cephes' polynomial for (exp(r) − 1 − r) / r², highest power first.
+const EXP_POLYNOMIAL: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
 
 #[inline(always)]
 fn max_of(row: &[f32]) -> f32 {
@@ -105,15 +116,16 @@ pub fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
 /// In place: `row ← exp(row · scale + bias − max)`, the numerators of the softmax; returns their
 /// sum, by which the caller divides. Attention divides its output rows (a head size of values)
 /// instead of the row of scores (thousands), and the scaling rides on the max pass, so the row
-/// is swept twice instead of four times. A row with every key masked comes back all ones (a
-/// uniform softmax; PyTorch would give NaN). `scale` must be positive.
+/// is swept twice instead of four times (with a bias, or a scale that is not positive, the first
+/// pass also writes the scaled row). A row with every key masked comes back all ones (a uniform
+/// softmax; PyTorch would give NaN).
 pub fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
-    debug_assert!(scale > 0.0);
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU was just checked to support AVX2 and FMA.
         return unsafe { avx2::softmax_numerators(row, scale, bias) };
     }
+    let prescaled = prescaled(scale, bias);
     let shift = match bias {
         Some(bias) => {
             row.iter_mut()
@@ -121,13 +133,18 @@ pub fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> 
                 .for_each(|(value, bias)| *value = *value * scale + bias);
             max_of(row)
         }
+        None if prescaled => {
+            row.iter_mut().for_each(|value| *value *= scale);
+            max_of(row)
+        }
+        // max(x · scale) = max(x) · scale for a positive scale.
         None => max_of(row) * scale,
     };
     if shift == f32::NEG_INFINITY {
         row.fill(1.0);
         return row.len() as f32;
     }
-    let row_scale = if bias.is_some() { 1.0 } else { scale };
+    let row_scale = if prescaled { 1.0 } else { scale };
     let mut total = 0.0;
     for value in row.iter_mut() {
         *value = exp(*value * row_scale - shift);
@@ -136,32 +153,34 @@ pub fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> 
     total
 }
 
+/// Whether the softmax's first pass writes the scaled row: with a bias, or when the max of the
+/// scaled row is not the scaled max (a scale that is not positive).
+fn prescaled(scale: f32, bias: Option<&[f32]>) -> bool {
+    bias.is_some() || scale.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
+
+    use super::{EXP_HIGHEST, EXP_LOWEST, EXP_POLYNOMIAL, LN2_HIGH, LN2_LOW};
 
     /// `exp` of 8 lanes: the same Cephes polynomial as the scalar `super::exp`.
     #[target_feature(enable = "avx2,fma")]
     fn exp8(x: __m256) -> __m256 {
         let x = _mm256_min_ps(
-            _mm256_max_ps(x, _mm256_set1_ps(-87.336_54)),
-            _mm256_set1_ps(88.0),
+            _mm256_max_ps(x, _mm256_set1_ps(EXP_LOWEST)),
+            _mm256_set1_ps(EXP_HIGHEST),
         );
         let n = _mm256_floor_ps(_mm256_fmadd_ps(
             x,
             _mm256_set1_ps(std::f32::consts::LOG2_E),
             _mm256_set1_ps(0.5),
         ));
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for coefficient in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HIGH), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LOW), r);
+        let mut p = _mm256_set1_ps(EXP_POLYNOMIAL[0]);
+        for &coefficient in &EXP_POLYNOMIAL[1..] {
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(coefficient));
         }
         let y = _mm256_add_ps(
@@ -237,6 +256,7 @@ mod avx2 {
         let lanes = row.len() / 8 * 8;
         let pointer = row.as_mut_ptr();
         let mut maxima = _mm256_set1_ps(f32::NEG_INFINITY);
+        let prescaled = super::prescaled(scale, bias);
         // SAFETY (all blocks below): `start + 8 <= lanes <= row.len()`, and `bias` has at least
         // the row's length (attention checks it), so every 8-lane access is in bounds.
         match bias {
@@ -258,6 +278,17 @@ mod avx2 {
                     *value = *value * scale + bias;
                 }
             }
+            None if prescaled => {
+                let scales = _mm256_set1_ps(scale);
+                for start in (0..lanes).step_by(8) {
+                    unsafe {
+                        let value = _mm256_mul_ps(_mm256_loadu_ps(pointer.add(start)), scales);
+                        _mm256_storeu_ps(pointer.add(start), value);
+                        maxima = _mm256_max_ps(maxima, value);
+                    }
+                }
+                row[lanes..].iter_mut().for_each(|value| *value *= scale);
+            }
             None => {
                 for start in (0..lanes).step_by(8) {
                     maxima = _mm256_max_ps(maxima, unsafe { _mm256_loadu_ps(pointer.add(start)) });
@@ -270,9 +301,10 @@ mod avx2 {
             .iter()
             .chain(&row[lanes..])
             .fold(f32::NEG_INFINITY, |max, value| max.max(*value));
-        let (row_scale, shift) = match bias {
-            Some(_) => (1.0, max),
-            None => (scale, max * scale),
+        let (row_scale, shift) = if prescaled {
+            (1.0, max)
+        } else {
+            (scale, max * scale)
         };
         if shift == f32::NEG_INFINITY {
             row.fill(1.0);
@@ -374,11 +406,11 @@ mod tests {
             let bias: Vec<f32> = (0..length)
                 .map(|i| if i % 5 == 0 { f32::NEG_INFINITY } else { 0.25 })
                 .collect();
-            for bias in [None, Some(bias.as_slice())] {
+            for (bias, scale) in [(None, 0.5), (Some(bias.as_slice()), 0.5), (None, -0.5)] {
                 let mut ours = scores.clone();
-                let total = softmax_numerators(&mut ours, 0.5, bias);
+                let total = softmax_numerators(&mut ours, scale, bias);
                 let mut expected = scores.clone();
-                softmax_row(&mut expected, 0.5, bias);
+                softmax_row(&mut expected, scale, bias);
                 for (value, expected) in ours.iter().zip(&expected) {
                     assert!(
                         (value / total - expected).abs() < 1e-6,
