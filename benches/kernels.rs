@@ -172,6 +172,19 @@ fn main() -> Result<()> {
 
 /// Replaced kernels against their previous versions, at the shapes of a 10.24 s AudioLDM 2
 /// generation.
+/// One row of the second table: `run` with the previous kernels, then with the current ones.
+fn against_previous(
+    kernel: &str,
+    shape: &str,
+    gflop: f64,
+    run: impl Fn() -> Result<Tensor> + Copy,
+) -> Result<()> {
+    let previous = with_previous_kernels(|| median_ms(run))?;
+    let now = median_ms(run)?;
+    row(kernel, shape, gflop, previous, now);
+    Ok(())
+}
+
 fn previous_versions(device: &Device) -> Result<()> {
     println!();
     println!("| kernel | shape | previous ms (GFLOP/s) | now ms (GFLOP/s) | speed-up |");
@@ -190,28 +203,21 @@ fn previous_versions(device: &Device) -> Result<()> {
         let v = random(&[batch, keys, width], device)?;
         let scale = 1.0 / ((width / heads) as f64).sqrt();
         let gflop = 4.0 * (batch * queries * keys * width) as f64 / 1e9;
-        let run = || attention(&q, &k, &v, heads, scale, None);
-        let previous = with_previous_kernels(|| median_ms(run))?;
-        let now = median_ms(run)?;
-        row(
+        against_previous(
             "attention (softmax in 4 passes → 2, rows divided after ·v)",
             &format!("{batch}×{heads} heads, {queries}×{keys} tokens, width {width}"),
             gflop,
-            previous,
-            now,
-        );
+            || attention(&q, &k, &v, heads, scale, None),
+        )?;
     }
     // The UNet level-1 feed-forward: (batch 2, 1024 tokens, 2 × 1024).
     let projected = random(&[2, 1024, 2048], device)?;
-    let previous = with_previous_kernels(|| median_ms(|| geglu(&projected)))?;
-    let now = median_ms(|| geglu(&projected))?;
-    row(
+    against_previous(
         "GEGLU (libm erf → 8-lane erf)",
         "[2,1024,2048]",
         0.0,
-        previous,
-        now,
-    );
+        || geglu(&projected),
+    )?;
     // HiFi-GAN's deep 1-D convolutions (AudioLDM's vocoder, 10.24 s): (channels, samples, taps,
     // dilation).
     for (channels, length, kernel, dilation) in
@@ -228,16 +234,12 @@ fn previous_versions(device: &Device) -> Result<()> {
         )?;
         let xs = random(&[1, channels, length], device)?;
         let gflop = 2.0 * (channels * channels * kernel * length) as f64 / 1e9;
-        let run = || layer.forward_leaky(&xs, 0.1);
-        let previous = with_previous_kernels(|| median_ms(run))?;
-        let now = median_ms(run)?;
-        row(
+        against_previous(
             "conv1d + leaky ReLU (im2col tiles of ≥ 512 positions)",
             &format!("[1,{channels},{length}] k{kernel} d{dilation}"),
             gflop,
-            previous,
-            now,
-        );
+            || layer.forward_leaky(&xs, 0.1),
+        )?;
     }
     Ok(())
 }
