@@ -52,6 +52,13 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// other way, since its first allocation is taken as proof that it is the global one.
 pub struct MappedAware<A>(pub A);
 
+/// Notes that `MappedAware` served an allocation; a load first, so the hot path only reads.
+fn mark_installed() {
+    if !INSTALLED.load(Ordering::Relaxed) {
+        INSTALLED.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The region slot `pointer` lies in, if any.
 fn slot_of(pointer: *mut u8) -> Option<&'static Slot> {
     let address = pointer as usize;
@@ -78,16 +85,12 @@ fn release(slot: &'static Slot) {
 // pointer inside a live region, which `A` never handed out (regions are file mappings).
 unsafe impl<A: GlobalAlloc> GlobalAlloc for MappedAware<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !INSTALLED.load(Ordering::Relaxed) {
-            INSTALLED.store(true, Ordering::Relaxed);
-        }
+        mark_installed();
         unsafe { self.0.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !INSTALLED.load(Ordering::Relaxed) {
-            INSTALLED.store(true, Ordering::Relaxed);
-        }
+        mark_installed();
         unsafe { self.0.alloc_zeroed(layout) }
     }
 
