@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use eframe::egui;
 use egui_kittest::Harness;
@@ -980,6 +980,15 @@ impl egui::DroppedFile for DroppedWav {
     }
 }
 
+/// Drops `path` on the window, as a file manager does, and lets the studio take it in.
+fn drop_file(harness: &mut Harness<'static, FoleyApp>, path: PathBuf) {
+    harness
+        .input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(DroppedWav(path)));
+    common::settle(harness);
+}
+
 /// A WAV dropped on the window opens as a clip that can be played, edited (its audio-to-audio
 /// joins the board) and pinned; a file that is not audio says so.
 #[test]
@@ -993,11 +1002,7 @@ fn a_dropped_wav_opens_for_editing() {
     common::wait_until(&mut harness, "the model", model_ready);
     type_prompt(&mut harness, "a cello");
     harness.state_mut().settings.steps = 2;
-    harness
-        .input_mut()
-        .dropped_files
-        .push(std::sync::Arc::new(DroppedWav(wav)));
-    common::settle(&mut harness);
+    drop_file(&mut harness, wav);
     let opened = harness
         .state()
         .session
@@ -1023,11 +1028,7 @@ fn a_dropped_wav_opens_for_editing() {
 
     let text = files.path().join("notes.wav");
     std::fs::write(&text, b"not a wav").unwrap();
-    harness
-        .input_mut()
-        .dropped_files
-        .push(std::sync::Arc::new(DroppedWav(text)));
-    common::settle(&mut harness);
+    drop_file(&mut harness, text);
     assert!(
         harness
             .state()
@@ -1200,11 +1201,7 @@ fn the_newest_open_wins() {
     generate_one(&mut harness);
     harness.get_by_label_contains("church bell · s").click();
     harness.run_steps(1);
-    harness
-        .input_mut()
-        .dropped_files
-        .push(std::sync::Arc::new(DroppedWav(wav)));
-    common::settle(&mut harness);
+    drop_file(&mut harness, wav);
     let opened = harness
         .state()
         .session
