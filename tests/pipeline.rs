@@ -25,7 +25,7 @@ static ALLOCATOR: foley::mapped_alloc::MappedAware<std::alloc::System> =
 fn weights_borrow_their_files_until_the_pipeline_is_dropped() {
     // A private copy, so other tests mapping the shared fixture cannot confuse the check.
     let copy = tempfile::tempdir().unwrap();
-    copy_dir(&model_dir(VARIANTS[0]), copy.path());
+    common::copy_dir(&model_dir(VARIANTS[0]), copy.path());
     let mapped = || {
         std::fs::read_to_string("/proc/self/maps")
             .unwrap()
@@ -42,18 +42,6 @@ fn weights_borrow_their_files_until_the_pipeline_is_dropped() {
     assert!(audio.waveforms[0].iter().all(|sample| sample.is_finite()));
     drop(pipe);
     assert_eq!(mapped(), 0, "dropping the pipeline unmaps its weights");
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]
