@@ -218,6 +218,29 @@ fn previous_versions(device: &Device) -> Result<()> {
         0.0,
         || geglu(&projected),
     )?;
+    // 3×3 convolutions of the UNet's first two levels and the VAE's 128/256-channel levels:
+    // (batch, channels, height, width).
+    for [batch, channels, height, width] in [
+        [2, 128, 256, 16],
+        [2, 256, 128, 8],
+        [1, 128, 1024, 64],
+        [1, 256, 512, 32],
+    ] {
+        let layer = Conv2d::new(channels, channels, 3, 1, 1, weights(device).pp("c2"))?;
+        let xs = random(&[batch, channels, height, width], device)?;
+        let gflop = 2.0 * (batch * channels * channels * 9 * height * width) as f64 / 1e9;
+        let previous = if channels >= 256 {
+            "Winograd"
+        } else {
+            "im2col"
+        };
+        against_previous(
+            &format!("conv2d 3×3 ({previous} → direct)"),
+            &format!("[{batch},{channels},{height},{width}]"),
+            gflop,
+            || layer.forward(&xs),
+        )?;
+    }
     // HiFi-GAN's deep 1-D convolutions (AudioLDM's vocoder, 10.24 s): (channels, samples, taps,
     // dilation).
     for (channels, length, kernel, dilation) in
@@ -235,7 +258,7 @@ fn previous_versions(device: &Device) -> Result<()> {
         let xs = random(&[1, channels, length], device)?;
         let gflop = 2.0 * (channels * channels * kernel * length) as f64 / 1e9;
         against_previous(
-            "conv1d + leaky ReLU (im2col tiles of ≥ 512 positions)",
+            "conv1d + leaky ReLU (im2col tiles → direct)",
             &format!("[1,{channels},{length}] k{kernel} d{dilation}"),
             gflop,
             || layer.forward_leaky(&xs, 0.1),

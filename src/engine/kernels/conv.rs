@@ -7,10 +7,12 @@
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
+use std::sync::{Arc, OnceLock};
+
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
-use super::{contiguous_f32, is_cpu_f32, winograd};
+use super::{contiguous_f32, direct, is_cpu_f32, winograd};
 
 /// Floats an im2col tile may hold (4 MB): as fast as 32 MB tiles for the UNet and VAE and up to
 /// 1.4× faster for the vocoder's 1-D convolutions, whose columns then stay in cache
@@ -22,6 +24,22 @@ const TILE_FLOATS: usize = 1 << 20;
 /// 186 positions under `TILE_FLOATS` alone, 1.1–1.45× slower (`cargo bench --bench kernels`;
 /// 1024 positions gained no more there and cost the 3-tap layers up to 20 %).
 const MIN_TILE_POSITIONS: usize = 512;
+
+/// A layer's packed weights for the direct kernel, shared by its clones. The one clone whose
+/// weights differ, the f32 copy a half-precision layer computes through ([`Widen`]), is made
+/// the same way every time, and the half layer itself never packs, so sharing stays right.
+#[derive(Clone, Default)]
+struct Packing(Arc<OnceLock<direct::Packed>>);
+
+impl std::fmt::Debug for Packing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Packing(packed)"
+        } else {
+            "Packing(empty)"
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
@@ -36,6 +54,7 @@ pub struct Conv2d {
     weight: Tensor,
     bias: Tensor,
     geometry: Geometry,
+    packed: Packing,
 }
 
 impl Conv2d {
@@ -61,6 +80,7 @@ impl Conv2d {
                 padding: (padding, padding),
                 dilation: (1, 1),
             },
+            packed: Packing::default(),
         })
     }
 }
@@ -71,6 +91,7 @@ impl Module for Conv2d {
             let op = ConvOp {
                 geometry: self.geometry,
                 input_slope: None,
+                packed: &self.packed.0,
             };
             return xs
                 .contiguous()?
@@ -139,6 +160,7 @@ pub struct Conv1d {
     kernel: usize,
     padding: usize,
     dilation: usize,
+    packed: Packing,
 }
 
 impl Conv1d {
@@ -161,6 +183,7 @@ impl Conv1d {
             kernel,
             padding,
             dilation,
+            packed: Packing::default(),
         })
     }
 }
@@ -185,6 +208,7 @@ impl Conv1d {
             let op = ConvOp {
                 geometry,
                 input_slope: input_slope.map(|slope| slope as f32),
+                packed: &self.packed.0,
             };
             return xs
                 .unsqueeze(2)?
@@ -271,9 +295,11 @@ impl Module for ConvTranspose1d {
 
 /// Convolution of (batch, in, height, width) with (out, in, kh, kw) plus a bias, optionally of
 /// `leaky_relu(input, input_slope)`.
-struct ConvOp {
+struct ConvOp<'a> {
     geometry: Geometry,
     input_slope: Option<f32>,
+    /// The layer's weights as the direct kernel reads them, packed on first use.
+    packed: &'a OnceLock<direct::Packed>,
 }
 
 /// `batch` outputs whose every channel row of `positions` holds that channel's bias, which the
@@ -355,7 +381,7 @@ impl Patch {
     }
 }
 
-impl CustomOp3 for ConvOp {
+impl CustomOp3 for ConvOp<'_> {
     fn name(&self) -> &'static str {
         "foley-conv2d"
     }
@@ -400,26 +426,56 @@ impl CustomOp3 for ConvOp {
         ) else {
             candle_core::bail!("conv2d: output size overflows");
         };
-        let mut output = bias_rows(bias, positions, batch);
-        let weights = View::rows(outputs, depth, depth);
         let pointwise = kh == 1
             && kw == 1
             && geometry.stride == 1
             && geometry.padding == (0, 0)
             && self.input_slope.is_none();
         // Read on this thread: the flag is per thread.
-        let fewest = if super::previous_kernels() {
-            1
-        } else {
-            MIN_TILE_POSITIONS
-        };
-        let tile = (TILE_FLOATS / depth).max(fewest).clamp(1, positions);
+        let previous = super::previous_kernels();
         let winograd = (kh, kw) == (3, 3)
             && geometry.stride == 1
             && geometry.padding == (1, 1)
             && geometry.dilation == (1, 1)
             && self.input_slope.is_none()
             && winograd::worthwhile(out_h, out_w, channels);
+        let direct_shape = direct::Shape {
+            channels,
+            height,
+            width,
+            outputs,
+            kernel: (kh, kw),
+            padding: geometry.padding,
+            dilation: geometry.dilation,
+        };
+        // Where Winograd applies (≥ 256 channels), its 4 multiplies per output instead of 9
+        // beat the direct kernel: 11.2 against 13.9 ms at the UNet's [2,256,128,8]
+        // (`cargo bench --bench kernels`).
+        let direct = (!pointwise && !winograd && geometry.stride == 1 && !previous)
+            .then(direct::Kernel::detect)
+            .flatten()
+            .filter(|_| direct_shape.worthwhile());
+        if let Some(kernel) = direct {
+            let packed = self
+                .packed
+                .get_or_init(|| direct::Packed::new(kernel, weight, outputs, channels, kh * kw));
+            if !packed.fits(&direct_shape) {
+                candle_core::bail!("conv2d: weights changed shape since they were packed");
+            }
+            let mut output = vec![0f32; batch * outputs * positions];
+            for (image, out) in input
+                .chunks(channels * height * width)
+                .zip(output.chunks_mut(outputs * positions))
+            {
+                direct::convolve(image, direct_shape, packed, bias, self.input_slope, out);
+            }
+            let shape = Shape::from((batch, outputs, out_h, out_w));
+            return Ok((CpuStorage::F32(output), shape));
+        }
+        let mut output = bias_rows(bias, positions, batch);
+        let weights = View::rows(outputs, depth, depth);
+        let fewest = if previous { 1 } else { MIN_TILE_POSITIONS };
+        let tile = (TILE_FLOATS / depth).max(fewest).clamp(1, positions);
         let mut columns = if pointwise || winograd {
             Vec::new()
         } else {
@@ -558,6 +614,7 @@ impl CustomOp3 for TransposedOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::kernels::with_previous_kernels;
     use candle_core::{Device, Module};
     use candle_nn::VarBuilder;
 
@@ -587,8 +644,8 @@ mod tests {
 
     use candle_core::DType;
 
-    /// Every CPU path (Winograd for the 256-channel case, im2col, pointwise, strided) against
-    /// candle's direct convolution, on sizes that leave partial tiles.
+    /// Every CPU path (the direct kernel, Winograd for the 256-channel case, im2col, pointwise,
+    /// strided) against candle's convolution, on sizes that leave partial tiles and blocks.
     #[test]
     fn fast_convolutions_match_candle() {
         for (shape, out, kernel, stride) in [
@@ -600,15 +657,22 @@ mod tests {
         ] {
             let (conv, weight, bias) = layer(shape[1], out, kernel, stride);
             let xs = Tensor::randn(0f32, 1.0, &shape, &Device::Cpu).unwrap();
-            let ours = conv.forward(&xs).unwrap();
             let reference = xs
                 .conv2d(&weight, kernel / 2, stride, 1, 1)
                 .unwrap()
                 .broadcast_add(&bias.reshape((1, out, 1, 1)).unwrap())
                 .unwrap();
-            assert_eq!(ours.dims(), reference.dims());
-            let error = relative_l2(&ours, &reference);
-            assert!(error < 1e-6, "{shape:?} k{kernel} s{stride}: {error}");
+            // The direct kernel where the CPU has one, then im2col and Winograd alone.
+            let current = conv.forward(&xs).unwrap();
+            let previous = with_previous_kernels(|| conv.forward(&xs)).unwrap();
+            for (ours, path) in [(current, "current"), (previous, "previous")] {
+                assert_eq!(ours.dims(), reference.dims());
+                let error = relative_l2(&ours, &reference);
+                assert!(
+                    error < 1e-6,
+                    "{path} {shape:?} k{kernel} s{stride}: {error}"
+                );
+            }
         }
     }
 
@@ -630,15 +694,19 @@ mod tests {
         let padding = dilation * (kernel - 1) / 2;
         let conv = Conv1d::new(channels, 3, kernel, padding, dilation, vb.pp("c")).unwrap();
         let xs = Tensor::randn(0f32, 1.0, (1, channels, length), &device).unwrap();
-        let ours = conv.forward_leaky(&xs, 0.1).unwrap();
         let reference = candle_nn::ops::leaky_relu(&xs, 0.1)
             .unwrap()
             .conv1d(&weight, padding, 1, dilation, 1)
             .unwrap()
             .broadcast_add(&bias.reshape((1, 3, 1)).unwrap())
             .unwrap();
-        assert_eq!(ours.dims(), reference.dims());
-        let error = relative_l2(&ours, &reference);
-        assert!(error < 1e-6, "{error}");
+        // im2col tiles are the previous kernel wherever the CPU has a direct one.
+        let current = conv.forward_leaky(&xs, 0.1).unwrap();
+        let previous = with_previous_kernels(|| conv.forward_leaky(&xs, 0.1)).unwrap();
+        for (ours, path) in [(current, "current"), (previous, "previous")] {
+            assert_eq!(ours.dims(), reference.dims());
+            let error = relative_l2(&ours, &reference);
+            assert!(error < 1e-6, "{path}: {error}");
+        }
     }
 }

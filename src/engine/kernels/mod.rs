@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod conv;
+mod direct;
 mod exp;
 pub mod geglu;
 mod gemm;
