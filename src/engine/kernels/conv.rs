@@ -454,7 +454,7 @@ impl CustomOp3 for ConvOp<'_> {
         let direct = (!pointwise && !winograd && geometry.stride == 1 && !previous)
             .then(direct::Kernel::detect)
             .flatten()
-            .filter(|_| direct_shape.worthwhile());
+            .filter(|&kernel| direct_shape.worthwhile(kernel));
         if let Some(kernel) = direct {
             let packed = self
                 .packed

@@ -116,11 +116,20 @@ impl Shape {
         (self.padded_height() + 1) * self.padded_width() + lanes
     }
 
-    /// Whether the direct kernel beats the other paths here: enough output columns that the
+    /// Whether `kernel` beats im2col + `gemm` here. Both need enough output columns that the
     /// dropped padding columns stay a small share (at width 4, a third of the work would be
     /// thrown away, where the channel counts are high and `gemm` is near its peak anyway).
-    pub fn worthwhile(&self) -> bool {
-        self.output().is_some_and(|(_, cols)| cols >= 8)
+    /// The AVX2 block, with a load for every 1.5 multiply-adds, only wins on long 1-D kernels:
+    /// forced onto AMD Zen 4 it ran HiFi-GAN's 11-tap layers 1.05–1.53× faster than im2col but
+    /// its 3-tap ones at 0.77–0.83× and the 128-channel 3×3 ones at 0.82–1.11×
+    /// (`cargo bench --bench kernels`, docs/PERFORMANCE.md).
+    pub fn worthwhile(&self, kernel: Kernel) -> bool {
+        let wide = self.output().is_some_and(|(_, cols)| cols >= 8);
+        let suits = match kernel {
+            Kernel::Avx512 => true,
+            Kernel::Avx2 => self.kernel.0 == 1 && self.kernel.1 >= 7,
+        };
+        wide && suits
     }
 }
 
@@ -573,6 +582,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each kernel takes the shapes it measured faster on, and none takes narrow outputs.
+    #[test]
+    fn each_kernel_takes_the_shapes_it_wins() {
+        let shape = |height, width, kernel: (usize, usize)| Shape {
+            channels: 128,
+            height,
+            width,
+            outputs: 128,
+            kernel,
+            padding: (kernel.0 / 2, kernel.1 / 2),
+            dilation: (1, 1),
+        };
+        let unet = shape(256, 16, (3, 3));
+        let narrow = shape(64, 4, (3, 3));
+        let (long, short) = (shape(1, 5120, (1, 11)), shape(1, 5120, (1, 3)));
+        assert!(unet.worthwhile(Kernel::Avx512) && long.worthwhile(Kernel::Avx512));
+        assert!(short.worthwhile(Kernel::Avx512) && !narrow.worthwhile(Kernel::Avx512));
+        assert!(long.worthwhile(Kernel::Avx2));
+        assert!(!unet.worthwhile(Kernel::Avx2) && !short.worthwhile(Kernel::Avx2));
     }
 
     /// Weights packed for one shape are refused for another.
