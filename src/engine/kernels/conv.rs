@@ -5,10 +5,10 @@
 //! A transposed convolution multiplies first and scatters the columns after, so HiFi-GAN's padded
 //! upsamplers skip candle's naive padded kernel. Other devices use candle's ops.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
-use candle_nn::VarBuilder;
 use std::sync::{Arc, OnceLock};
 
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
+use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
