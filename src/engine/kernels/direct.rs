@@ -16,15 +16,18 @@ use rayon::prelude::*;
 /// Input floats a chunk of positions should read across all channels (1 MB), so a chunk stays
 /// in L2 while every output-channel block of a thread passes over it.
 const CHUNK_READ_FLOATS: usize = 1 << 18;
+/// Register blocks as (output channels, vectors of positions): 8 × 3 × 16 lanes for AVX-512,
+/// 6 × 2 × 8 lanes for AVX2. Outside the `cfg`'d kernels so every target compiles the shapes.
+const AVX512_BLOCK: (usize, usize) = (8, 3);
+const AVX2_BLOCK: (usize, usize) = (6, 2);
 /// The largest block of any kernel, for scratch space.
 const MAX_ROWS: usize = 8;
 const MAX_LANES: usize = 48;
-#[cfg(target_arch = "x86_64")]
 const _: () = assert!(
-    avx512::ROWS <= MAX_ROWS
-        && avx2::ROWS <= MAX_ROWS
-        && avx512::LANES <= MAX_LANES
-        && avx2::LANES <= MAX_LANES
+    AVX512_BLOCK.0 <= MAX_ROWS
+        && AVX2_BLOCK.0 <= MAX_ROWS
+        && AVX512_BLOCK.1 * 16 <= MAX_LANES
+        && AVX2_BLOCK.1 * 8 <= MAX_LANES
 );
 
 /// The register kernels, fastest first.
@@ -67,16 +70,16 @@ impl Kernel {
     /// Output channels per block.
     fn rows(self) -> usize {
         match self {
-            Self::Avx512 => avx512::ROWS,
-            Self::Avx2 => avx2::ROWS,
+            Self::Avx512 => AVX512_BLOCK.0,
+            Self::Avx2 => AVX2_BLOCK.0,
         }
     }
 
     /// Output positions per block.
     fn lanes(self) -> usize {
         match self {
-            Self::Avx512 => avx512::LANES,
-            Self::Avx2 => avx2::LANES,
+            Self::Avx512 => AVX512_BLOCK.1 * 16,
+            Self::Avx2 => AVX2_BLOCK.1 * 8,
         }
     }
 }
@@ -334,6 +337,7 @@ pub fn convolve(
 
 /// One register block: `out[r·out_stride..][..lanes] = bias[r] + Σ_c Σ_t weights[(c, t, r)] ·
 /// input[c·plane + offsets[t]..][..lanes]` for the first `live` rows.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Block<'a> {
     input: &'a [f32],
     plane: usize,
@@ -367,11 +371,17 @@ impl Block<'_> {
                 Kernel::Avx2 => avx2::block(&mut self),
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = &mut self;
+            unreachable!("no direct kernel runs on this architecture");
+        }
     }
 }
 
 /// Writes a block's sums for its live rows (a data-dependent `take(live)` made LLVM keep the
 /// sums in memory; the fixed loop with a branch keeps them in registers).
+#[cfg(target_arch = "x86_64")]
 macro_rules! store_rows {
     ($sums:expr, $block:expr, $store:ident, $width:expr) => {
         for (row, sums) in $sums.iter().enumerate() {
@@ -388,6 +398,7 @@ macro_rules! store_rows {
 
 /// The kernels' inner loop, the same for both widths: over channels and taps, load the
 /// block's input vectors at the tap's offset and add each row's broadcast weight times them.
+#[cfg(target_arch = "x86_64")]
 macro_rules! accumulate {
     ($block:expr, $sums:ident, $vector:ty, $load:ident, $splat:ident, $fma:ident, $width:expr) => {{
         let mut weights = $block.weights.as_ptr();
@@ -417,9 +428,8 @@ mod avx2 {
 
     use super::Block;
 
-    pub const ROWS: usize = 6;
-    const VECTORS: usize = 2;
-    pub const LANES: usize = 8 * VECTORS;
+    const ROWS: usize = super::AVX2_BLOCK.0;
+    const VECTORS: usize = super::AVX2_BLOCK.1;
 
     /// # Safety
     /// The CPU has AVX2 and FMA, and `Block::run` checked the block's bounds.
@@ -446,9 +456,8 @@ mod avx512 {
 
     use super::Block;
 
-    pub const ROWS: usize = 8;
-    const VECTORS: usize = 3;
-    pub const LANES: usize = 16 * VECTORS;
+    const ROWS: usize = super::AVX512_BLOCK.0;
+    const VECTORS: usize = super::AVX512_BLOCK.1;
 
     /// # Safety
     /// The CPU has AVX-512F, and `Block::run` checked the block's bounds.
