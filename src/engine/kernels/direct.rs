@@ -21,14 +21,12 @@ const CHUNK_READ_FLOATS: usize = 1 << 18;
 const AVX512_BLOCK: (usize, usize) = (8, 3);
 const AVX2_BLOCK: (usize, usize) = (6, 2);
 /// The largest block of any kernel, for scratch space.
-const MAX_ROWS: usize = 8;
-const MAX_LANES: usize = 48;
-const _: () = assert!(
-    AVX512_BLOCK.0 <= MAX_ROWS
-        && AVX2_BLOCK.0 <= MAX_ROWS
-        && AVX512_BLOCK.1 * 16 <= MAX_LANES
-        && AVX2_BLOCK.1 * 8 <= MAX_LANES
-);
+const MAX_ROWS: usize = larger(AVX512_BLOCK.0, AVX2_BLOCK.0);
+const MAX_LANES: usize = larger(AVX512_BLOCK.1 * 16, AVX2_BLOCK.1 * 8);
+
+const fn larger(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
 
 /// The register kernels, fastest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,10 +53,7 @@ impl Kernel {
         {
             match self {
                 Self::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-                Self::Avx2 => {
-                    std::arch::is_x86_feature_detected!("avx2")
-                        && std::arch::is_x86_feature_detected!("fma")
-                }
+                Self::Avx2 => super::exp::has_avx2(),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -379,104 +374,83 @@ impl Block<'_> {
     }
 }
 
-/// Writes a block's sums for its live rows (a data-dependent `take(live)` made LLVM keep the
-/// sums in memory; the fixed loop with a branch keeps them in registers).
-#[cfg(target_arch = "x86_64")]
-macro_rules! store_rows {
-    ($sums:expr, $block:expr, $store:ident, $width:expr) => {
-        for (row, sums) in $sums.iter().enumerate() {
-            if row < $block.live {
-                // SAFETY: `Block::run` checked the rows below `live` are writable.
-                let at = unsafe { $block.out.as_mut_ptr().add(row * $block.out_stride) };
-                for (index, sum) in sums.iter().enumerate() {
-                    unsafe { $store(at.add($width * index), *sum) };
+/// One register kernel: a module `$name` whose `block` keeps a `$shape` (rows, vectors) block
+/// of sums in `$vector` registers of `$width` lanes. Over channels and taps it loads the block's
+/// input vectors at the tap's offset and adds each row's broadcast weight times them, then
+/// stores the live rows through a fixed loop with a branch (a data-dependent `take(live)` made
+/// LLVM keep the sums in memory).
+macro_rules! register_kernel {
+    ($name:ident, $features:literal, $shape:expr, $vector:ty, $width:literal,
+     $load:ident, $splat:ident, $fma:ident, $store:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $name {
+            use std::arch::x86_64::*;
+
+            use super::Block;
+
+            const ROWS: usize = $shape.0;
+            const VECTORS: usize = $shape.1;
+
+            /// # Safety
+            /// The CPU has this kernel's features, and `Block::run` checked the block's bounds.
+            #[target_feature(enable = $features)]
+            pub unsafe fn block(block: &mut Block) {
+                let mut sums: [[$vector; VECTORS]; ROWS] =
+                    std::array::from_fn(|row| [$splat(block.bias[row]); VECTORS]);
+                let mut weights = block.weights.as_ptr();
+                let base = block.input.as_ptr();
+                for channel in 0..block.channels {
+                    // SAFETY (all pointer arithmetic here): inside the bounds `Block::run`
+                    // checked.
+                    let channel_base = unsafe { base.add(channel * block.plane) };
+                    for &offset in block.offsets {
+                        let at = unsafe { channel_base.add(offset) };
+                        let inputs: [$vector; VECTORS] =
+                            std::array::from_fn(|index| unsafe { $load(at.add($width * index)) });
+                        for (row, sums) in sums.iter_mut().enumerate() {
+                            let weight = $splat(unsafe { *weights.add(row) });
+                            for (sum, input) in sums.iter_mut().zip(&inputs) {
+                                *sum = $fma(weight, *input, *sum);
+                            }
+                        }
+                        weights = unsafe { weights.add(ROWS) };
+                    }
+                }
+                for (row, sums) in sums.iter().enumerate() {
+                    if row < block.live {
+                        let at = unsafe { block.out.as_mut_ptr().add(row * block.out_stride) };
+                        for (index, sum) in sums.iter().enumerate() {
+                            unsafe { $store(at.add($width * index), *sum) };
+                        }
+                    }
                 }
             }
         }
     };
 }
 
-/// The kernels' inner loop, the same for both widths: over channels and taps, load the
-/// block's input vectors at the tap's offset and add each row's broadcast weight times them.
-#[cfg(target_arch = "x86_64")]
-macro_rules! accumulate {
-    ($block:expr, $sums:ident, $vector:ty, $load:ident, $splat:ident, $fma:ident, $width:expr) => {{
-        let mut weights = $block.weights.as_ptr();
-        let base = $block.input.as_ptr();
-        for channel in 0..$block.channels {
-            // SAFETY (all pointer arithmetic here): inside the bounds `Block::run` checked.
-            let channel_base = unsafe { base.add(channel * $block.plane) };
-            for &offset in $block.offsets {
-                let at = unsafe { channel_base.add(offset) };
-                let inputs: [$vector; VECTORS] =
-                    std::array::from_fn(|index| unsafe { $load(at.add($width * index)) });
-                for (row, sums) in $sums.iter_mut().enumerate() {
-                    let weight = $splat(unsafe { *weights.add(row) });
-                    for (sum, input) in sums.iter_mut().zip(&inputs) {
-                        *sum = $fma(weight, *input, *sum);
-                    }
-                }
-                weights = unsafe { weights.add(ROWS) };
-            }
-        }
-    }};
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    use super::Block;
-
-    const ROWS: usize = super::AVX2_BLOCK.0;
-    const VECTORS: usize = super::AVX2_BLOCK.1;
-
-    /// # Safety
-    /// The CPU has AVX2 and FMA, and `Block::run` checked the block's bounds.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block(block: &mut Block) {
-        let mut sums: [[__m256; VECTORS]; ROWS] =
-            std::array::from_fn(|row| [_mm256_set1_ps(block.bias[row]); VECTORS]);
-        accumulate!(
-            block,
-            sums,
-            __m256,
-            _mm256_loadu_ps,
-            _mm256_set1_ps,
-            _mm256_fmadd_ps,
-            8
-        );
-        store_rows!(sums, block, _mm256_storeu_ps, 8);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use super::Block;
-
-    const ROWS: usize = super::AVX512_BLOCK.0;
-    const VECTORS: usize = super::AVX512_BLOCK.1;
-
-    /// # Safety
-    /// The CPU has AVX-512F, and `Block::run` checked the block's bounds.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn block(block: &mut Block) {
-        let mut sums: [[__m512; VECTORS]; ROWS] =
-            std::array::from_fn(|row| [_mm512_set1_ps(block.bias[row]); VECTORS]);
-        accumulate!(
-            block,
-            sums,
-            __m512,
-            _mm512_loadu_ps,
-            _mm512_set1_ps,
-            _mm512_fmadd_ps,
-            16
-        );
-        store_rows!(sums, block, _mm512_storeu_ps, 16);
-    }
-}
+register_kernel!(
+    avx2,
+    "avx2,fma",
+    super::AVX2_BLOCK,
+    __m256,
+    8,
+    _mm256_loadu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
+register_kernel!(
+    avx512,
+    "avx512f",
+    super::AVX512_BLOCK,
+    __m512,
+    16,
+    _mm512_loadu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
 
 #[cfg(test)]
 mod tests {

@@ -98,8 +98,9 @@ fn softmax_avx2(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
     softmax_body(row, scale, bias)
 }
 
+/// Whether this CPU has AVX2 and FMA, which the 8-lane kernels here and in `direct` need.
 #[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
+pub(super) fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
