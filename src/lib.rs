@@ -10,5 +10,6 @@ pub mod error;
 pub mod gui;
 pub mod library;
 pub mod mapped_alloc;
+pub mod mimalloc_options;
 
 pub use error::{FoleyError, Result};

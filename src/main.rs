@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
         // environment; candle reads it when its pool starts, later.
         unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_SPIN_LIMIT) };
     }
+    foley::mimalloc_options::hold_freed_pages();
     let cli = foley::cli::Cli::parse();
     match foley::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -98,3 +98,63 @@ pub fn matmul(
         );
     }
 }
+
+/// `lhs · rhs` as a new row-major `rows × cols` buffer, split over rayon's threads. `gemm`
+/// writes every element without reading it, so the buffer is never zero-filled first.
+///
+/// Panics if a view does not fit its slice or the shapes disagree: both are programming errors.
+pub fn product(
+    (lhs, lhs_view): (&[f32], View),
+    (rhs, rhs_view): (&[f32], View),
+    rows: usize,
+    cols: usize,
+) -> Vec<f32> {
+    let k = lhs_view.cols;
+    assert!(
+        lhs_view.rows == rows && rhs_view.cols == cols && rhs_view.rows == k,
+        "product shapes disagree"
+    );
+    assert!(
+        lhs_view.extent() <= lhs.len() && rhs_view.extent() <= rhs.len(),
+        "product view exceeds its buffer"
+    );
+    let len = rows.checked_mul(cols).expect("product size overflows");
+    let mut dst = Vec::with_capacity(len);
+    if len == 0 {
+        return dst;
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the asserts keep every element the operand views address inside their slices;
+    // `dst` has room for `rows × cols` values at unit column stride and `cols` row stride, and
+    // with `read_dst` false `gemm` writes each of them (zeros when `k` is 0) before `set_len`.
+    unsafe {
+        gemm::gemm(
+            rows,
+            cols,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            cols as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_view.col_stride as isize,
+            lhs_view.row_stride as isize,
+            rhs.as_ptr(),
+            rhs_view.col_stride as isize,
+            rhs_view.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        dst.set_len(len);
+    }
+    dst
+}

@@ -13,6 +13,7 @@ mod exp;
 pub mod geglu;
 mod gemm;
 pub mod group_norm;
+pub mod linear;
 mod winograd;
 
 use std::cell::Cell;

@@ -4,7 +4,7 @@
 //! become linear layers on that layout.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::differential_attention::{
@@ -14,6 +14,7 @@ use super::differential_attention::{
 use super::layers::linear;
 use crate::engine::dsp::MAX_SAMPLE_RATE;
 use crate::engine::limits::{Limits, MAX_DIMENSION, MAX_LAYERS, Validated};
+use crate::engine::models::layers::Linear;
 
 fn default_two() -> usize {
     2

@@ -3,9 +3,10 @@
 //! Only used to rank generated waveforms against the prompt (`score_waveforms`).
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::engine::kernels::conv::Conv2d;
+use crate::engine::models::layers::Linear;
 use serde::Deserialize;
 
 use super::layers::{

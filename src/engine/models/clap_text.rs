@@ -2,11 +2,12 @@
 //! giving `get_text_features`: one L2-normalised vector per prompt.
 
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
 use super::layers::{gelu_exact, layer_norm, linear, mask_to_bias};
 use crate::engine::kernels::attention::attention;
+use crate::engine::models::layers::Linear;
 
 fn default_eps() -> f64 {
     1e-12

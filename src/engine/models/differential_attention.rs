@@ -5,10 +5,11 @@
 //! feed-forward both models put after it lives here too.
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::layers::{attention as dense_attention, linear, linear_no_bias};
 use crate::engine::kernels::attention::attention;
+use crate::engine::models::layers::Linear;
 
 /// Rotary angles for positions `0..tokens`: `cat(freqs, freqs)` of `outer(pos, inv_freq)`, as
 /// cos and sin tables of shape (tokens, rot_dim), in f32.

@@ -1,19 +1,21 @@
 //! Small building blocks shared by the neural components, named after their PyTorch modules.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::engine::kernels::conv::Conv2d;
 use crate::engine::kernels::group_norm::GroupNorm;
+pub use crate::engine::kernels::linear::Linear;
 
 /// `nn.Linear` with bias.
 pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
-    candle_nn::linear(input, output, vb)
+    let weight = vb.get((output, input), "weight")?;
+    Ok(Linear::new(weight, Some(vb.get(output, "bias")?)))
 }
 
 /// `nn.Linear(bias=False)`.
 pub fn linear_no_bias(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
-    candle_nn::linear_no_bias(input, output, vb)
+    Ok(Linear::new(vb.get((output, input), "weight")?, None))
 }
 
 /// `nn.Conv2d` with a square kernel, stride and zero padding.

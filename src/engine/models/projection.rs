@@ -2,7 +2,9 @@
 //! with learned start/end embeddings.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::engine::models::layers::Linear;
 use serde::Deserialize;
 
 use super::layers::linear;

@@ -3,7 +3,7 @@
 //! scale/shift/gate with `sigmoid(1 − gate)`, and a learned embedding for padded prompt tokens).
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{Conv1d, Conv1dConfig, Linear, VarBuilder};
+use candle_nn::{Conv1d, Conv1dConfig, VarBuilder};
 use serde::Deserialize;
 
 use super::differential_attention::{
@@ -12,6 +12,7 @@ use super::differential_attention::{
 };
 use super::layers::{linear, linear_no_bias};
 use crate::engine::limits::{Limits, MAX_DIMENSION, MAX_LAYERS, Validated};
+use crate::engine::models::layers::Linear;
 use crate::engine::schedulers::linspace_f32;
 
 fn default_io_channels() -> usize {

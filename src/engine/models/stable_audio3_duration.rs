@@ -2,12 +2,13 @@
 //! Fourier features (the stored `freqs` buffer) → one linear layer.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::layers::linear;
 use super::stable_audio3_dit::fourier_features;
 use crate::engine::limits::{Limits, Validated};
+use crate::engine::models::layers::Linear;
 
 fn default_output_dim() -> usize {
     768

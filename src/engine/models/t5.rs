@@ -1,7 +1,9 @@
 //! transformers' `T5EncoderModel` with the key-padding mask (candle's t5.rs has none).
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
+
+use crate::engine::models::layers::Linear;
 use serde::Deserialize;
 
 use super::layers::{attention, gelu_tanh, linear_no_bias, mask_to_bias, split_heads};

@@ -3,12 +3,13 @@
 //! `query_pre_attn_scalar`, logit soft-capping, RoPE and bidirectional (optionally banded) masks.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 use serde::Deserialize;
 
 use super::differential_attention::{RotaryTables, default_inv_freq, rms_norm, rotate_half};
 use super::layers::{finite_min, gelu_tanh, linear, linear_no_bias, softmax_last_dim_f32};
 use crate::engine::limits::{Limits, MAX_DIMENSION, MAX_LAYERS, Validated};
+use crate::engine::models::layers::Linear;
 
 /// The encoder's settings. The file is a `T5GemmaConfig` whose `encoder` entry holds them; a
 /// flat file is read as that entry.

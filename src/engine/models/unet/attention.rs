@@ -1,12 +1,13 @@
 //! diffusers `Attention`, `FeedForward` (GEGLU), `BasicTransformerBlock` and `Transformer2DModel`.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::engine::kernels::attention::attention;
 use crate::engine::kernels::conv::Conv2d;
 use crate::engine::kernels::geglu::geglu;
 use crate::engine::kernels::group_norm::GroupNorm;
+use crate::engine::models::layers::Linear;
 
 use crate::engine::models::layers::{conv2d, group_norm, layer_norm, linear, linear_no_bias};
 

@@ -13,12 +13,13 @@ pub use config::UNetConfig;
 pub use resnet::{ResnetBlock2D, ResnetConfig, Upsample2D};
 
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use blocks::{AttentionSpec, BlockShape, Contexts, DownBlock, MidBlock, UpBlock, UpChannels};
 
 use crate::engine::kernels::conv::Conv2d;
 use crate::engine::kernels::group_norm::GroupNorm;
+use crate::engine::models::layers::Linear;
 use crate::engine::models::layers::{conv2d, group_norm, linear, mask_to_bias};
 
 /// Sinusoidal timestep features, computed in f32 like diffusers' `get_timestep_embedding`.

@@ -1,10 +1,11 @@
 //! diffusers `ResnetBlock2D`, `Downsample2D` and `Upsample2D` (shared by the UNets and the VAE).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::engine::kernels::conv::Conv2d;
 use crate::engine::kernels::group_norm::GroupNorm;
+use crate::engine::models::layers::Linear;
 use crate::engine::models::layers::{conv2d, group_norm, linear};
 
 /// Pre-norm residual block with an optional time-embedding projection ("default" scale-shift).
