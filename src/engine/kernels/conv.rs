@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, T
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use super::fill::{self, Repeat};
 use super::gemm::{View, matmul};
 use super::{contiguous_f32, direct, is_cpu_f32, winograd};
 
@@ -303,16 +304,10 @@ struct ConvOp<'a> {
 }
 
 /// `batch` outputs whose every channel row of `positions` holds that channel's bias, which the
-/// products then add to. Filled row by row: a `flat_map` collected one float at a time took
-/// 2 % of a generation.
+/// products then add to (written on rayon's threads: on one it was 1–2 % of a UNet step).
 fn bias_rows(bias: &[f32], positions: usize, batch: usize) -> Vec<f32> {
-    let mut output = Vec::with_capacity(batch * bias.len() * positions);
-    for _ in 0..batch {
-        for &value in bias {
-            output.resize(output.len() + positions, value);
-        }
-    }
-    output
+    let len = batch * bias.len() * positions;
+    fill::biased(len, bias, Repeat::Planes(positions), None)
 }
 
 /// What one im2col tile reads: the input plane size, kernel and geometry.

@@ -3,17 +3,17 @@
 //! candle's `Linear` multiplies each batch entry on its own (so `gemm` packs the weights once
 //! per entry), zero-fills its output first and adds the bias in a second pass over a second
 //! buffer. Here, on the CPU in f32, the output starts as the bias rows and one product over all
-//! tokens is added onto it: one weight packing, no zero fill, no extra pass. The sums differ from
-//! candle's only in where the bias joins them (float reassociation).
+//! tokens is added onto it: one weight packing, no zero fill, no extra pass. A residual joins the
+//! bias the same way, and a 1×1 convolution over an image is the same product read or written
+//! through a transposed view, so the permutes around a transformer's `proj_in`/`proj_out` cost
+//! no copies. The sums differ from candle's only in where the bias and residual join them
+//! (float reassociation).
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Module, Result, Shape, Tensor};
-use rayon::prelude::*;
+use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Storage, Tensor};
 
+use super::fill::{self, Repeat};
 use super::gemm::{self, View};
 use super::{contiguous_f32, is_cpu_f32, previous_kernels};
-
-/// Bias rows are written in chunks of at least this many values, one chunk per rayon task.
-const PARALLEL_FILL: usize = 1 << 16;
 
 /// `y = x · Wᵀ + b` over the last dimension of `x`, with `W` stored `(out, in)` as in PyTorch.
 #[derive(Clone, Debug)]
@@ -40,127 +40,238 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, input: &Tensor) -> Result<Tensor> {
+        self.project(input, Order::Tokens, Order::Tokens, None)
+    }
+}
+
+impl Linear {
+    /// `forward(input) + residual`, the residual added where the bias is.
+    pub fn forward_add(&self, input: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.project(input, Order::Tokens, Order::Tokens, Some(residual))
+    }
+
+    /// A 1×1 convolution of `image` (batch, channels, h, w, …) returned as tokens (batch,
+    /// positions, outputs): `proj_in` and the permute after it in one product.
+    pub fn image_to_tokens(&self, image: &Tensor) -> Result<Tensor> {
+        self.project(image, Order::Channels, Order::Tokens, None)
+    }
+
+    /// Tokens (batch, positions, inputs) through a 1×1 convolution, returned in the layout of
+    /// `residual` (batch, outputs, h, w, …) and added to it: `proj_out`, the permute before it
+    /// and the residual add in one product.
+    pub fn tokens_onto_image(&self, tokens: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.project(tokens, Order::Tokens, Order::Channels, Some(residual))
+    }
+
+    fn project(
+        &self,
+        input: &Tensor,
+        from: Order,
+        to: Order,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let weight = self.weight();
+        let on_cpu = |tensor: &Tensor| is_cpu_f32(tensor) && tensor.is_contiguous();
         let fast = is_cpu_f32(input)
-            && is_cpu_f32(weight)
-            && weight.is_contiguous()
-            && self
-                .bias()
-                .is_none_or(|bias| is_cpu_f32(bias) && bias.is_contiguous())
+            && on_cpu(weight)
+            && self.bias().is_none_or(on_cpu)
+            && residual.is_none_or(on_cpu)
             && !previous_kernels();
-        if !fast {
-            return self.candle.forward(input);
+        if fast {
+            let op = LinearOp {
+                from,
+                to,
+                bias: self.bias(),
+                residual,
+            };
+            return input.contiguous()?.apply_op2_no_bwd(weight, &op);
         }
-        let input = input.contiguous()?;
-        match self.bias() {
-            Some(bias) => input.apply_op3_no_bwd(weight, bias, &LinearOp),
-            None => input.apply_op2_no_bwd(weight, &LinearOp),
+        // candle's ops, the path for other devices and dtypes. candle's `Linear` needs a
+        // contiguous input: on a transposed view its batched product is wrong.
+        let tokens = match from {
+            Order::Tokens => input.clone(),
+            Order::Channels => input.flatten_from(2)?.transpose(1, 2)?,
+        };
+        let output = self.candle.forward(&tokens.contiguous()?)?;
+        let output = match (to, residual) {
+            (Order::Channels, Some(residual)) => {
+                output.transpose(1, 2)?.reshape(residual.shape())?
+            }
+            (Order::Channels, None) => {
+                candle_core::bail!("linear: an image output needs its shape")
+            }
+            (Order::Tokens, _) => output,
+        };
+        match residual {
+            Some(residual) => output + residual,
+            None => Ok(output),
         }
     }
 }
 
-struct LinearOp;
+/// Where a tensor keeps each token's features.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Order {
+    /// (…, tokens, features): features adjacent, as `nn.Linear` reads them.
+    Tokens,
+    /// (batch, features, positions…): one plane per feature, as a convolution reads them.
+    Channels,
+}
 
-impl LinearOp {
-    fn run(
+struct LinearOp<'a> {
+    from: Order,
+    to: Order,
+    bias: Option<&'a Tensor>,
+    /// Added to the output; has the output's shape and order.
+    residual: Option<&'a Tensor>,
+}
+
+/// The f32 values of a contiguous CPU tensor, under its storage's read lock.
+fn read_f32<T>(
+    tensor: &Tensor,
+    what: &str,
+    use_values: impl FnOnce(&[f32]) -> Result<T>,
+) -> Result<T> {
+    let (storage, layout) = tensor.storage_and_layout();
+    let Storage::Cpu(storage) = &*storage else {
+        candle_core::bail!("{what}: expected a CPU tensor");
+    };
+    use_values(contiguous_f32(storage, layout, what)?)
+}
+
+impl CustomOp2 for LinearOp<'_> {
+    fn name(&self) -> &'static str {
+        "foley-linear"
+    }
+
+    fn cpu_fwd(
         &self,
-        (input, input_layout): (&CpuStorage, &Layout),
-        (weight, weight_layout): (&CpuStorage, &Layout),
-        bias: Option<(&CpuStorage, &Layout)>,
+        input: &CpuStorage,
+        input_layout: &Layout,
+        weight: &CpuStorage,
+        weight_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (outputs, width) = weight_layout.shape().dims2()?;
-        let mut dims = input_layout.dims().to_vec();
-        match dims.last_mut() {
-            Some(last) if *last == width => *last = outputs,
-            _ => candle_core::bail!(
-                "linear: input {:?} does not end in the weight's {width} inputs",
-                input_layout.dims()
-            ),
+        let dims = input_layout.dims();
+        // (batch, tokens) products of `tokens × width` each, and the output's dims.
+        let (batch, tokens, out_dims) = match (self.from, self.to) {
+            (Order::Tokens, Order::Tokens) => {
+                let mut out_dims = dims.to_vec();
+                match out_dims.last_mut() {
+                    Some(last) if *last == width => *last = outputs,
+                    _ => candle_core::bail!(
+                        "linear: input {dims:?} does not end in the weight's {width} inputs"
+                    ),
+                }
+                (
+                    1,
+                    input_layout.shape().elem_count() / width.max(1),
+                    out_dims,
+                )
+            }
+            (Order::Channels, Order::Tokens) => match dims {
+                [batch, channels, positions @ ..] if *channels == width => {
+                    let positions = positions.iter().product();
+                    (*batch, positions, vec![*batch, positions, outputs])
+                }
+                _ => {
+                    candle_core::bail!("linear: image {dims:?} lacks the weight's {width} channels")
+                }
+            },
+            (Order::Tokens, Order::Channels) => {
+                let (batch, tokens, features) = input_layout.shape().dims3()?;
+                let Some(residual) = self.residual else {
+                    candle_core::bail!("linear: an image output needs its shape");
+                };
+                let out_dims = residual.dims().to_vec();
+                let positions: usize = out_dims.iter().skip(2).product();
+                if features != width
+                    || out_dims.len() < 2
+                    || out_dims[..2] != [batch, outputs]
+                    || positions != tokens
+                {
+                    candle_core::bail!(
+                        "linear: tokens {dims:?} do not map onto an image {out_dims:?} through {outputs}×{width} weights"
+                    );
+                }
+                (batch, tokens, out_dims)
+            }
+            (Order::Channels, Order::Channels) => candle_core::bail!("linear: image to image"),
+        };
+        if let Some(residual) = self.residual
+            && residual.dims() != out_dims
+        {
+            candle_core::bail!(
+                "linear: residual {:?} for an output {out_dims:?}",
+                residual.dims()
+            );
         }
         let input = contiguous_f32(input, input_layout, "linear input")?;
         let weight = contiguous_f32(weight, weight_layout, "linear weight")?;
-        let tokens = input.len().checked_div(width).unwrap_or(0);
-        let Some(len) = tokens.checked_mul(outputs) else {
-            candle_core::bail!("linear: {tokens} tokens × {outputs} outputs overflow");
+        let Some(len) = batch
+            .checked_mul(tokens)
+            .and_then(|n| n.checked_mul(outputs))
+        else {
+            candle_core::bail!("linear: {batch}×{tokens} tokens × {outputs} outputs overflow");
         };
-        let lhs = (input, View::rows(tokens, width, width));
-        let rhs = (weight, View::transposed(width, outputs, width));
-        let output = match bias {
-            None => gemm::product(lhs, rhs, tokens, outputs),
-            Some((bias, bias_layout)) => {
-                let bias = contiguous_f32(bias, bias_layout, "linear bias")?;
-                if bias.len() != outputs {
-                    candle_core::bail!("linear: {} biases for {outputs} outputs", bias.len());
+        let repeat = match self.to {
+            Order::Tokens => Repeat::Rows,
+            Order::Channels => Repeat::Planes(tokens),
+        };
+        let bias_and_residual = |bias: Option<&[f32]>, residual: Option<&[f32]>| {
+            if residual.is_some_and(|residual| residual.len() != len) {
+                candle_core::bail!("linear: residual of the wrong size");
+            }
+            if bias.is_some_and(|bias| bias.len() != outputs) {
+                candle_core::bail!("linear: bias of the wrong size");
+            }
+            Ok(match (bias, residual) {
+                (Some(bias), residual) => Some(fill::biased(len, bias, repeat, residual)),
+                (None, Some(residual)) => Some(residual.to_vec()),
+                (None, None) => None,
+            })
+        };
+        let start = match (self.bias, self.residual) {
+            (None, None) => bias_and_residual(None, None)?,
+            (Some(bias), None) => read_f32(bias, "linear bias", |bias| {
+                bias_and_residual(Some(bias), None)
+            })?,
+            (None, Some(residual)) => read_f32(residual, "linear residual", |residual| {
+                bias_and_residual(None, Some(residual))
+            })?,
+            (Some(bias), Some(residual)) => read_f32(bias, "linear bias", |bias| {
+                read_f32(residual, "linear residual", |residual| {
+                    bias_and_residual(Some(bias), Some(residual))
+                })
+            })?,
+        };
+        let rhs = View::transposed(width, outputs, width);
+        let lhs_view = match self.from {
+            Order::Tokens => View::rows(tokens, width, width),
+            Order::Channels => View::transposed(tokens, width, tokens),
+        };
+        let dst_view = match self.to {
+            Order::Tokens => View::rows(tokens, outputs, outputs),
+            Order::Channels => View::transposed(tokens, outputs, tokens),
+        };
+        let output = match start {
+            None if batch == 1 => gemm::product((input, lhs_view), (weight, rhs), tokens, outputs),
+            start => {
+                let accumulate = start.is_some();
+                let mut output = start.unwrap_or_else(|| vec![0f32; len]);
+                for image in 0..batch {
+                    gemm::matmul(
+                        (&mut output[image * tokens * outputs..], dst_view),
+                        (&input[image * tokens * width..], lhs_view),
+                        (weight, rhs),
+                        accumulate,
+                        true,
+                    );
                 }
-                let mut output = vec_of_rows(bias, tokens);
-                let dst = View::rows(tokens, outputs, outputs);
-                gemm::matmul((&mut output, dst), lhs, rhs, true, true);
                 output
             }
         };
-        debug_assert_eq!(output.len(), len);
-        Ok((CpuStorage::F32(output), Shape::from(dims)))
-    }
-}
-
-/// `rows` copies of `row`, one after another, written on rayon's threads in chunks of at least
-/// [`PARALLEL_FILL`] values.
-fn vec_of_rows(row: &[f32], rows: usize) -> Vec<f32> {
-    let len = row.len() * rows;
-    let mut out = Vec::with_capacity(len);
-    if len == 0 {
-        return out;
-    }
-    let chunk_rows = PARALLEL_FILL.div_ceil(row.len());
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk_rows * row.len())
-        .for_each(|chunk| {
-            for dst in chunk.chunks_mut(row.len()) {
-                for (dst, &value) in dst.iter_mut().zip(row) {
-                    dst.write(value);
-                }
-            }
-        });
-    // SAFETY: the chunks above cover `..len` and every chunk wrote each of its elements.
-    unsafe { out.set_len(len) };
-    out
-}
-
-impl CustomOp2 for LinearOp {
-    fn name(&self) -> &'static str {
-        "foley-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        input: &CpuStorage,
-        input_layout: &Layout,
-        weight: &CpuStorage,
-        weight_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.run((input, input_layout), (weight, weight_layout), None)
-    }
-}
-
-impl CustomOp3 for LinearOp {
-    fn name(&self) -> &'static str {
-        "foley-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        input: &CpuStorage,
-        input_layout: &Layout,
-        weight: &CpuStorage,
-        weight_layout: &Layout,
-        bias: &CpuStorage,
-        bias_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.run(
-            (input, input_layout),
-            (weight, weight_layout),
-            Some((bias, bias_layout)),
-        )
+        Ok((CpuStorage::F32(output), Shape::from(out_dims)))
     }
 }
 
@@ -221,6 +332,68 @@ mod tests {
             &candle_nn::Linear::new(weight, None).forward(&input.contiguous()?)?,
         )?;
         assert!(error < 1e-6, "transposed input: relative L2 {error}");
+        Ok(())
+    }
+
+    /// The residual and image forms against candle's ops for the same math (the 1×1
+    /// convolution as `conv2d`), on the fast path and on candle's path (other devices).
+    #[test]
+    fn residual_and_image_forms_equal_candles_ops() -> Result<()> {
+        let (batch, channels, outputs, height, width) = (2, 19, 23, 5, 7);
+        let weight = ramp(&[outputs, channels], 0.2)?;
+        let bias = ramp(&[outputs], 1.0)?;
+        let layer = Linear::new(weight.clone(), Some(bias.clone()));
+        let image = ramp(&[batch, channels, height, width], 1.0)?;
+        let conv = image
+            .conv2d(&weight.reshape((outputs, channels, 1, 1))?, 0, 1, 1, 1)?
+            .broadcast_add(&bias.reshape((outputs, 1, 1))?)?;
+        let conv_tokens = conv.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
+        let tokens = ramp(&[batch, height * width, channels], 0.5)?;
+        let residual_tokens = ramp(&[batch, height * width, outputs], 2.0)?;
+        let residual_image = ramp(&[batch, outputs, height, width], 3.0)?;
+        let linear = candle_nn::Linear::new(weight.clone(), Some(bias.clone()));
+        let projected = linear.forward(&tokens)?;
+        let onto_image =
+            (projected.transpose(1, 2)?.reshape(residual_image.shape())? + &residual_image)?;
+        let plus_residual = (&projected + &residual_tokens)?;
+        for portable in [false, true] {
+            let run = |work: &dyn Fn() -> Result<Tensor>| {
+                if portable {
+                    crate::engine::kernels::with_portable_ops(work)
+                } else {
+                    work()
+                }
+            };
+            let checks = [
+                (
+                    "image_to_tokens",
+                    run(&|| layer.image_to_tokens(&image))?,
+                    &conv_tokens,
+                ),
+                (
+                    "tokens_onto_image",
+                    run(&|| layer.tokens_onto_image(&tokens, &residual_image))?,
+                    &onto_image,
+                ),
+                (
+                    "forward_add",
+                    run(&|| layer.forward_add(&tokens, &residual_tokens))?,
+                    &plus_residual,
+                ),
+            ];
+            for (what, ours, expected) in checks {
+                assert_eq!(ours.dims(), expected.dims(), "{what}");
+                let error = relative_l2(&ours, expected)?;
+                assert!(
+                    error < 1e-6,
+                    "{what} (portable {portable}): relative L2 {error}"
+                );
+            }
+        }
+        // Shapes that do not fit are errors, not panics.
+        assert!(layer.tokens_onto_image(&tokens, &residual_tokens).is_err());
+        assert!(layer.forward_add(&tokens, &residual_image).is_err());
+        assert!(layer.image_to_tokens(&tokens).is_err());
         Ok(())
     }
 

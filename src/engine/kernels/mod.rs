@@ -10,6 +10,7 @@ pub mod attention;
 pub mod conv;
 mod direct;
 mod exp;
+mod fill;
 pub mod geglu;
 mod gemm;
 pub mod group_norm;

@@ -18,6 +18,14 @@ pub fn linear_no_bias(input: usize, output: usize, vb: VarBuilder) -> Result<Lin
     Ok(Linear::new(vb.get((output, input), "weight")?, None))
 }
 
+/// A 1×1 `nn.Conv2d` as the [`Linear`] it is, for layers that apply it to tokens.
+pub fn pointwise_conv(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
+    let weight = vb
+        .get((output, input, 1, 1), "weight")?
+        .reshape((output, input))?;
+    Ok(Linear::new(weight, Some(vb.get(output, "bias")?)))
+}
+
 /// `nn.Conv2d` with a square kernel, stride and zero padding.
 pub fn conv2d(
     input: usize,

@@ -4,12 +4,13 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::engine::kernels::attention::attention;
-use crate::engine::kernels::conv::Conv2d;
 use crate::engine::kernels::geglu::geglu;
 use crate::engine::kernels::group_norm::GroupNorm;
 use crate::engine::models::layers::Linear;
 
-use crate::engine::models::layers::{conv2d, group_norm, layer_norm, linear, linear_no_bias};
+use crate::engine::models::layers::{
+    group_norm, layer_norm, linear, linear_no_bias, pointwise_conv,
+};
 
 /// Multi-head scaled dot-product attention with separate q/k/v projections.
 #[derive(Debug)]
@@ -73,13 +74,27 @@ impl Attention {
         context: Option<&Tensor>,
         bias: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.forward_add(xs, context, bias, None)
+    }
+
+    /// [`Self::forward`] plus `residual` (batch, queries, dim), added in the output projection.
+    pub fn forward_add(
+        &self,
+        xs: &Tensor,
+        context: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let context = context.unwrap_or(xs);
         let query = self.to_q.forward(xs)?;
         let key = self.to_k.forward(context)?;
         let value = self.to_v.forward(context)?;
         let bias = bias.map(|bias| bias.squeeze(1)).transpose()?;
         let merged = attention(&query, &key, &value, self.heads, self.scale, bias.as_ref())?;
-        self.to_out.forward(&merged)
+        match residual {
+            Some(residual) => self.to_out.forward_add(&merged, residual),
+            None => self.to_out.forward(&merged),
+        }
     }
 }
 
@@ -99,8 +114,10 @@ impl FeedForward {
         })
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.out.forward(&geglu(&self.proj.forward(xs)?)?)
+    /// The feed-forward of `xs` plus `residual`, added in the output projection.
+    fn forward_add(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.out
+            .forward_add(&geglu(&self.proj.forward(xs)?)?, residual)
     }
 }
 
@@ -134,22 +151,24 @@ impl BasicTransformerBlock {
         context: Option<&Tensor>,
         bias: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None, None)? + xs)?;
-        let xs = (self
+        let xs = self
+            .attn1
+            .forward_add(&self.norm1.forward(xs)?, None, None, Some(xs))?;
+        let xs = self
             .attn2
-            .forward(&self.norm2.forward(&xs)?, context, bias)?
-            + &xs)?;
-        self.ff.forward(&self.norm3.forward(&xs)?)? + xs
+            .forward_add(&self.norm2.forward(&xs)?, context, bias, Some(&xs))?;
+        self.ff.forward_add(&self.norm3.forward(&xs)?, &xs)
     }
 }
 
-/// `Transformer2DModel` on continuous input with 1x1 convolution projections.
+/// `Transformer2DModel` on continuous input with 1x1 convolution projections (run as the
+/// linear layers they are, reading and writing the image through transposed views).
 #[derive(Debug)]
 pub struct Transformer2DModel {
     norm: GroupNorm,
-    proj_in: Conv2d,
+    proj_in: Linear,
     blocks: Vec<BasicTransformerBlock>,
-    proj_out: Conv2d,
+    proj_out: Linear,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -177,9 +196,9 @@ impl Transformer2DModel {
             .collect::<Result<_>>()?;
         Ok(Self {
             norm: group_norm(config.groups, channels, 1e-6, vb.pp("norm"))?,
-            proj_in: conv2d(channels, channels, 1, 1, 0, vb.pp("proj_in"))?,
+            proj_in: pointwise_conv(channels, channels, vb.pp("proj_in"))?,
             blocks,
-            proj_out: conv2d(channels, channels, 1, 1, 0, vb.pp("proj_out"))?,
+            proj_out: pointwise_conv(channels, channels, vb.pp("proj_out"))?,
         })
     }
 
@@ -189,20 +208,11 @@ impl Transformer2DModel {
         context: Option<&Tensor>,
         bias: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (batch, channels, height, width) = xs.dims4()?;
-        let hidden = self.proj_in.forward(&self.norm.forward(xs)?)?;
-        let mut tokens =
-            hidden
-                .permute((0, 2, 3, 1))?
-                .reshape((batch, height * width, channels))?;
+        let mut tokens = self.proj_in.image_to_tokens(&self.norm.forward(xs)?)?;
         for block in &self.blocks {
             tokens = block.forward(&tokens, context, bias)?;
         }
-        let hidden = tokens
-            .reshape((batch, height, width, channels))?
-            .permute((0, 3, 1, 2))?
-            .contiguous()?;
-        self.proj_out.forward(&hidden)? + xs
+        self.proj_out.tokens_onto_image(&tokens, xs)
     }
 }
 
