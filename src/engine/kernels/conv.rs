@@ -484,11 +484,17 @@ impl CustomOp3 for ConvOp<'_> {
             geometry,
             input_slope: self.input_slope,
         };
+        let transformed = if winograd {
+            winograd::transform_weights(weight, outputs, channels)
+        } else {
+            Vec::new()
+        };
         for item in 0..batch {
             let planes = &input[item * channels * height * width..][..channels * height * width];
             let out = &mut output[item * outputs * positions..][..outputs * positions];
             if winograd {
-                winograd::convolve(planes, (channels, height, width), weight, outputs, out);
+                let dims = (channels, height, width);
+                winograd::convolve(planes, dims, &transformed, outputs, out);
                 continue;
             }
             if pointwise {
@@ -639,12 +645,15 @@ mod tests {
 
     use candle_core::DType;
 
-    /// Every CPU path (the direct kernel, Winograd for the 256-channel case, im2col, pointwise,
+    /// Every CPU path (the direct kernel, Winograd for the 256-channel cases, im2col, pointwise,
     /// strided) against candle's convolution, on sizes that leave partial tiles and blocks.
+    /// The last Winograd case has two images sharing transformed weights and splits its tile
+    /// rows into two chunks, the second partial.
     #[test]
     fn fast_convolutions_match_candle() {
         for (shape, out, kernel, stride) in [
             ([1, 256, 40, 30], 12, 3, 1),
+            ([2, 256, 259, 31], 5, 3, 1),
             ([2, 8, 37, 21], 12, 3, 1),
             ([1, 5, 9, 7], 6, 3, 1),
             ([2, 8, 37, 21], 12, 1, 1),

@@ -16,17 +16,19 @@ const TAPS: usize = 16;
 /// Floats the transformed inputs of one chunk of tiles may hold (32 MB).
 const CHUNK_FLOATS: usize = 8 << 20;
 
-/// Whether the Winograd path pays off. Measured on a 2-core AVX2 machine (`cargo bench --bench
-/// kernels`): at 256 channels and 1024 positions it takes 16 ms where im2col takes 21; at 128
-/// channels the 16 products are too thin for gemm, even with vectorised input transforms
-/// (25 ms against 15 at the UNet's first level, AMD Zen 4), and with few tiles the same holds.
+/// Whether the Winograd path pays off. Measured on 2-core machines (`cargo bench --bench
+/// kernels`): at 256 channels and 1024 positions it takes 16 ms where im2col takes 21 (AVX2); at
+/// 128 channels the 16 products are too thin for gemm, even with vectorised input transforms
+/// (25 ms against 15 at the UNet's first level, AMD Zen 4). With few tiles the transforms
+/// dominate: at the UNet's third level, [2,384,64,4] (64 tiles an image), it took 6.5–10.3 ms
+/// against im2col's 12.2–12.8, at the fourth, [2,640,32,2] (16 tiles), 7.4–15.2 against 6.7–7.7.
 pub fn worthwhile(out_h: usize, out_w: usize, channels: usize) -> bool {
-    out_h.div_ceil(2) * out_w.div_ceil(2) >= 256 && channels >= 256
+    out_h.div_ceil(2) * out_w.div_ceil(2) >= 64 && channels >= 256
 }
 
 /// `G g Gᵀ` for every (out, in) pair, laid out (out, tap, in) so each tap's matrix is a strided
-/// view.
-fn transform_weights(weight: &[f32], outputs: usize, channels: usize) -> Vec<f32> {
+/// view. Computed once per call and shared by its images.
+pub fn transform_weights(weight: &[f32], outputs: usize, channels: usize) -> Vec<f32> {
     let mut transformed = vec![0f32; outputs * TAPS * channels];
     transformed
         .par_chunks_mut(TAPS * channels)
@@ -56,15 +58,17 @@ fn transform_weights(weight: &[f32], outputs: usize, channels: usize) -> Vec<f32
 }
 
 /// Convolves one image (channels, height, width) into `out` (outputs, height, width), which holds
-/// the bias already.
+/// the bias already; `weights` come from [`transform_weights`].
+///
+/// One image at a time: products spanning both images of a CFG batch measured slower
+/// ([2,384,64,4]: 10.4–10.7 against 7.8–8.2 ms), their operands no longer fitting the L2 cache.
 pub fn convolve(
     image: &[f32],
     (channels, height, width): (usize, usize, usize),
-    weight: &[f32],
+    weights: &[f32],
     outputs: usize,
     out: &mut [f32],
 ) {
-    let weights = transform_weights(weight, outputs, channels);
     let (tiles_y, tiles_x) = (height.div_ceil(2), width.div_ceil(2));
     // Whole rows of tiles per chunk, so each chunk writes whole rows of output.
     let rows_per_chunk =
@@ -225,5 +229,21 @@ fn transform_outputs(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worthwhile;
+
+    /// The UNet's 3×3 layers at 10.24 s: Winograd from the second level (256 channels) through
+    /// the third (384, 64 tiles an image), not the first (128 channels) or the fourth (16 tiles).
+    #[test]
+    fn winograd_takes_the_layers_it_wins() {
+        assert!(!worthwhile(256, 16, 128));
+        assert!(worthwhile(128, 8, 256));
+        assert!(worthwhile(64, 4, 384));
+        assert!(worthwhile(64, 4, 1024));
+        assert!(!worthwhile(32, 2, 640));
     }
 }
