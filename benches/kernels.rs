@@ -14,6 +14,7 @@ use foley::engine::kernels::attention::attention;
 use foley::engine::kernels::conv::{Conv1d, Conv2d, ConvTranspose1d};
 use foley::engine::kernels::geglu::geglu;
 use foley::engine::kernels::group_norm::GroupNorm;
+use foley::engine::kernels::linear::Linear;
 use foley::engine::kernels::with_previous_kernels;
 use foley::engine::models::layers::{attention as split_attention, split_heads};
 
@@ -231,6 +232,40 @@ fn previous_versions(device: &Device) -> Result<()> {
             || layer.forward(&xs),
         )?;
     }
+    // The UNet's third level, 64 tiles an image: Winograd now starts there.
+    let layer = Conv2d::new(384, 384, 3, 1, 1, weights(device).pp("c3"))?;
+    let xs = random(&[2, 384, 64, 4], device)?;
+    let gflop = 2.0 * (2 * 384 * 384 * 9 * 64 * 4) as f64 / 1e9;
+    against_previous(
+        "conv2d 3×3 (im2col → Winograd)",
+        "[2,384,64,4]",
+        gflop,
+        || layer.forward(&xs),
+    )?;
+    // The UNet's second level (batch 2, 1024 tokens, 256 features): an attention projection,
+    // the feed-forward's GEGLU input, and a transformer's `proj_out` back onto its input.
+    let tokens = random(&[2, 1024, 256], device)?;
+    for outputs in [256, 2048] {
+        let layer = Linear::new(
+            random(&[outputs, 256], device)?,
+            Some(random(&[outputs], device)?),
+        );
+        let gflop = 2.0 * (2 * 1024 * 256 * outputs) as f64 / 1e9;
+        against_previous(
+            "linear (a product per batch entry + bias pass → one product onto the bias)",
+            &format!("[2,1024,256]→{outputs}"),
+            gflop,
+            || layer.forward(&tokens),
+        )?;
+    }
+    let proj_out = Linear::new(random(&[256, 256], device)?, Some(random(&[256], device)?));
+    let image = random(&[2, 256, 128, 8], device)?;
+    against_previous(
+        "proj_out (permute copy, 1×1 conv, residual add → one product onto bias + residual)",
+        "[2,1024,256]→[2,256,128,8]",
+        2.0 * (2 * 1024 * 256 * 256) as f64 / 1e9,
+        || proj_out.tokens_onto_image(&tokens, &image),
+    )?;
     // HiFi-GAN's deep 1-D convolutions (AudioLDM's vocoder, 10.24 s): (channels, samples, taps,
     // dilation).
     for (channels, length, kernel, dilation) in

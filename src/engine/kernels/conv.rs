@@ -433,7 +433,7 @@ impl CustomOp3 for ConvOp<'_> {
             && geometry.padding == (1, 1)
             && geometry.dilation == (1, 1)
             && self.input_slope.is_none()
-            && winograd::worthwhile(out_h, out_w, channels);
+            && winograd::worthwhile(out_h, out_w, channels, previous);
         let direct_shape = direct::Shape {
             channels,
             height,

@@ -22,8 +22,10 @@ const CHUNK_FLOATS: usize = 8 << 20;
 /// (25 ms against 15 at the UNet's first level, AMD Zen 4). With few tiles the transforms
 /// dominate: at the UNet's third level, [2,384,64,4] (64 tiles an image), it took 6.5–10.3 ms
 /// against im2col's 12.2–12.8, at the fourth, [2,640,32,2] (16 tiles), 7.4–15.2 against 6.7–7.7.
-pub fn worthwhile(out_h: usize, out_w: usize, channels: usize) -> bool {
-    out_h.div_ceil(2) * out_w.div_ceil(2) >= 64 && channels >= 256
+/// With `previous` ([`super::with_previous_kernels`]) it keeps the earlier floor of 256 tiles.
+pub fn worthwhile(out_h: usize, out_w: usize, channels: usize, previous: bool) -> bool {
+    let fewest = if previous { 256 } else { 64 };
+    out_h.div_ceil(2) * out_w.div_ceil(2) >= fewest && channels >= 256
 }
 
 /// `G g Gᵀ` for every (out, in) pair, laid out (out, tap, in) so each tap's matrix is a strided
@@ -240,10 +242,11 @@ mod tests {
     /// the third (384, 64 tiles an image), not the first (128 channels) or the fourth (16 tiles).
     #[test]
     fn winograd_takes_the_layers_it_wins() {
-        assert!(!worthwhile(256, 16, 128));
-        assert!(worthwhile(128, 8, 256));
-        assert!(worthwhile(64, 4, 384));
-        assert!(worthwhile(64, 4, 1024));
-        assert!(!worthwhile(32, 2, 640));
+        assert!(!worthwhile(256, 16, 128, false));
+        assert!(worthwhile(128, 8, 256, false));
+        assert!(worthwhile(64, 4, 384, false));
+        assert!(worthwhile(64, 4, 1024, false));
+        assert!(!worthwhile(32, 2, 640, false));
+        assert!(!worthwhile(64, 4, 384, true));
     }
 }
