@@ -647,13 +647,15 @@ mod tests {
 
     /// Every CPU path (the direct kernel, Winograd for the 256-channel cases, im2col, pointwise,
     /// strided) against candle's convolution, on sizes that leave partial tiles and blocks.
-    /// The last Winograd case has two images sharing transformed weights and splits its tile
-    /// rows into two chunks, the second partial.
+    /// The second Winograd case has two images sharing transformed weights and splits its tile
+    /// rows into two chunks, the second partial; the third is narrow enough (4 tiles a row) to
+    /// take its input transform tile by tile.
     #[test]
     fn fast_convolutions_match_candle() {
         for (shape, out, kernel, stride) in [
             ([1, 256, 40, 30], 12, 3, 1),
             ([2, 256, 259, 31], 5, 3, 1),
+            ([2, 256, 33, 7], 5, 3, 1),
             ([2, 8, 37, 21], 12, 3, 1),
             ([1, 5, 9, 7], 6, 3, 1),
             ([2, 8, 37, 21], 12, 1, 1),
