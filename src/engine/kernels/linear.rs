@@ -36,15 +36,7 @@ impl Linear {
     pub fn bias(&self) -> Option<&Tensor> {
         self.candle.bias()
     }
-}
 
-impl Module for Linear {
-    fn forward(&self, input: &Tensor) -> Result<Tensor> {
-        self.project(input, Order::Tokens, Order::Tokens, None)
-    }
-}
-
-impl Linear {
     /// `forward(input) + residual`, the residual added where the bias is.
     pub fn forward_add(&self, input: &Tensor, residual: &Tensor) -> Result<Tensor> {
         self.project(input, Order::Tokens, Order::Tokens, Some(residual))
@@ -106,6 +98,12 @@ impl Linear {
             Some(residual) => output + residual,
             None => Ok(output),
         }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, input: &Tensor) -> Result<Tensor> {
+        self.project(input, Order::Tokens, Order::Tokens, None)
     }
 }
 
