@@ -47,6 +47,45 @@ impl View {
 /// Panics if a view does not fit its slice or the shapes disagree: both are programming errors.
 pub fn matmul(
     (dst, dst_view): (&mut [f32], View),
+    lhs: (&[f32], View),
+    rhs: (&[f32], View),
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(
+        dst_view.extent() <= dst.len(),
+        "matmul view exceeds its buffer"
+    );
+    // SAFETY: the assert keeps every element `dst_view` addresses inside `dst`, which is
+    // borrowed mutably, so it cannot alias the operands.
+    unsafe { run((dst.as_mut_ptr(), dst_view), lhs, rhs, accumulate, parallel) };
+}
+
+/// `lhs · rhs` as a new row-major `rows × cols` buffer, split over rayon's threads. `gemm`
+/// writes every element without reading it, so the buffer is never zero-filled first.
+///
+/// Panics if a view does not fit its slice or the shapes disagree: both are programming errors.
+pub fn product(lhs: (&[f32], View), rhs: (&[f32], View), rows: usize, cols: usize) -> Vec<f32> {
+    let len = rows.checked_mul(cols).expect("product size overflows");
+    let mut dst = Vec::with_capacity(len);
+    let dst_view = View::rows(rows, cols, cols);
+    // SAFETY: `dst` has room for the `rows × cols` values `dst_view` addresses and aliases
+    // nothing; with `accumulate` false `gemm` writes each of them without reading it (zeros
+    // when the inner dimension is 0), so all `len` are set before `set_len`.
+    unsafe {
+        run((dst.as_mut_ptr(), dst_view), lhs, rhs, false, true);
+        dst.set_len(len);
+    }
+    dst
+}
+
+/// `gemm` on checked operand views into `dst`.
+///
+/// # Safety
+/// `dst` must be valid for writes (and, when `accumulate`, reads) of every element `dst_view`
+/// addresses, and must not overlap the operands.
+unsafe fn run(
+    (dst, dst_view): (*mut f32, View),
     (lhs, lhs_view): (&[f32], View),
     (rhs, rhs_view): (&[f32], View),
     accumulate: bool,
@@ -58,9 +97,7 @@ pub fn matmul(
         "matmul shapes disagree"
     );
     assert!(
-        dst_view.extent() <= dst.len()
-            && lhs_view.extent() <= lhs.len()
-            && rhs_view.extent() <= rhs.len(),
+        lhs_view.extent() <= lhs.len() && rhs_view.extent() <= rhs.len(),
         "matmul view exceeds its buffer"
     );
     if m == 0 || n == 0 {
@@ -72,14 +109,14 @@ pub fn matmul(
     } else {
         Parallelism::None
     };
-    // SAFETY: the asserts above keep every element each view addresses inside its slice, and
-    // `dst` is borrowed mutably, so it cannot alias `lhs` or `rhs`.
+    // SAFETY: the asserts keep every element the operand views address inside their slices;
+    // the caller vouches for `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             dst_view.col_stride as isize,
             dst_view.row_stride as isize,
             accumulate,
@@ -97,64 +134,4 @@ pub fn matmul(
             parallelism,
         );
     }
-}
-
-/// `lhs · rhs` as a new row-major `rows × cols` buffer, split over rayon's threads. `gemm`
-/// writes every element without reading it, so the buffer is never zero-filled first.
-///
-/// Panics if a view does not fit its slice or the shapes disagree: both are programming errors.
-pub fn product(
-    (lhs, lhs_view): (&[f32], View),
-    (rhs, rhs_view): (&[f32], View),
-    rows: usize,
-    cols: usize,
-) -> Vec<f32> {
-    let k = lhs_view.cols;
-    assert!(
-        lhs_view.rows == rows && rhs_view.cols == cols && rhs_view.rows == k,
-        "product shapes disagree"
-    );
-    assert!(
-        lhs_view.extent() <= lhs.len() && rhs_view.extent() <= rhs.len(),
-        "product view exceeds its buffer"
-    );
-    let len = rows.checked_mul(cols).expect("product size overflows");
-    let mut dst = Vec::with_capacity(len);
-    if len == 0 {
-        return dst;
-    }
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: the asserts keep every element the operand views address inside their slices;
-    // `dst` has room for `rows × cols` values at unit column stride and `cols` row stride, and
-    // with `read_dst` false `gemm` writes each of them (zeros when `k` is 0) before `set_len`.
-    unsafe {
-        gemm::gemm(
-            rows,
-            cols,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            cols as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_view.col_stride as isize,
-            lhs_view.row_stride as isize,
-            rhs.as_ptr(),
-            rhs_view.col_stride as isize,
-            rhs_view.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-        dst.set_len(len);
-    }
-    dst
 }

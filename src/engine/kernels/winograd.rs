@@ -154,25 +154,23 @@ fn transform_tiles(
         for tile_x in 0..tiles_x {
             let corner = 2 * row * padded_width + 2 * tile_x;
             let d = |dy: usize, dx: usize| padded[corner + dy * padded_width + dx];
-            // Bᵀ d, then (Bᵀ d) B, with Bᵀ rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
-            let mut left = [[0f32; 4]; 4];
-            for (col, values) in
-                (0..4).map(|col| (col, [d(0, col), d(1, col), d(2, col), d(3, col)]))
-            {
-                let [a, b, c, e] = values;
-                left[0][col] = a - c;
-                left[1][col] = b + c;
-                left[2][col] = c - b;
-                left[3][col] = b - e;
-            }
+            // Bᵀ d one column at a time, then (Bᵀ d) B one row at a time.
+            let columns: [[f32; 4]; 4] =
+                std::array::from_fn(|col| bt([d(0, col), d(1, col), d(2, col), d(3, col)]));
             let tile = row * tiles_x + tile_x;
-            for (r, [a, b, c, e]) in left.into_iter().enumerate() {
-                for (col, value) in [a - c, b + c, c - b, b - e].into_iter().enumerate() {
+            for r in 0..4 {
+                let values = bt(columns.map(|column| column[r]));
+                for (col, value) in values.into_iter().enumerate() {
                     taps[(r * 4 + col) * count + tile] = value;
                 }
             }
         }
     }
+}
+
+/// Bᵀ applied to four values: its rows are (d0 − d2, d1 + d2, d2 − d1, d1 − d3).
+fn bt([a, b, c, e]: [f32; 4]) -> [f32; 4] {
+    [a - c, b + c, c - b, b - e]
 }
 
 /// `Bᵀ d B` of every tile in rows `first_row..first_row + rows` of one channel, written
