@@ -9,6 +9,8 @@
 //! no copies. The sums differ from candle's only in where the bias and residual join them
 //! (float reassociation).
 
+use std::ops::Deref;
+
 use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Storage, Tensor};
 
 use super::fill::{self, Repeat};
@@ -124,17 +126,17 @@ struct LinearOp<'a> {
     residual: Option<&'a Tensor>,
 }
 
-/// The f32 values of a contiguous CPU tensor, under its storage's read lock.
-fn read_f32<T>(
-    tensor: &Tensor,
+/// The f32 values of a contiguous CPU tensor held under its storage's read lock (the tuple
+/// `Tensor::storage_and_layout` returns): the bias and residual, which candle does not hand
+/// the op itself.
+fn locked_f32<'a, Guard: Deref<Target = Storage>>(
+    (storage, layout): &'a (Guard, &Layout),
     what: &str,
-    use_values: impl FnOnce(&[f32]) -> Result<T>,
-) -> Result<T> {
-    let (storage, layout) = tensor.storage_and_layout();
-    let Storage::Cpu(storage) = &*storage else {
+) -> Result<&'a [f32]> {
+    let Storage::Cpu(storage) = &**storage else {
         candle_core::bail!("{what}: expected a CPU tensor");
     };
-    use_values(contiguous_f32(storage, layout, what)?)
+    contiguous_f32(storage, layout, what)
 }
 
 impl CustomOp2 for LinearOp<'_> {
@@ -216,32 +218,26 @@ impl CustomOp2 for LinearOp<'_> {
             Order::Tokens => Repeat::Rows,
             Order::Channels => Repeat::Planes(tokens),
         };
-        let bias_and_residual = |bias: Option<&[f32]>, residual: Option<&[f32]>| {
-            if residual.is_some_and(|residual| residual.len() != len) {
-                candle_core::bail!("linear: residual of the wrong size");
-            }
-            if bias.is_some_and(|bias| bias.len() != outputs) {
-                candle_core::bail!("linear: bias of the wrong size");
-            }
-            Ok(match (bias, residual) {
-                (Some(bias), residual) => Some(fill::biased(len, bias, repeat, residual)),
-                (None, Some(residual)) => Some(residual.to_vec()),
-                (None, None) => None,
-            })
-        };
-        let start = match (self.bias, self.residual) {
-            (None, None) => bias_and_residual(None, None)?,
-            (Some(bias), None) => read_f32(bias, "linear bias", |bias| {
-                bias_and_residual(Some(bias), None)
-            })?,
-            (None, Some(residual)) => read_f32(residual, "linear residual", |residual| {
-                bias_and_residual(None, Some(residual))
-            })?,
-            (Some(bias), Some(residual)) => read_f32(bias, "linear bias", |bias| {
-                read_f32(residual, "linear residual", |residual| {
-                    bias_and_residual(Some(bias), Some(residual))
-                })
-            })?,
+        let bias_lock = self.bias.map(Tensor::storage_and_layout);
+        let bias = bias_lock
+            .as_ref()
+            .map(|locked| locked_f32(locked, "linear bias"))
+            .transpose()?;
+        let residual_lock = self.residual.map(Tensor::storage_and_layout);
+        let residual = residual_lock
+            .as_ref()
+            .map(|locked| locked_f32(locked, "linear residual"))
+            .transpose()?;
+        if residual.is_some_and(|residual| residual.len() != len) {
+            candle_core::bail!("linear: residual of the wrong size");
+        }
+        if bias.is_some_and(|bias| bias.len() != outputs) {
+            candle_core::bail!("linear: bias of the wrong size");
+        }
+        let start = match (bias, residual) {
+            (Some(bias), residual) => Some(fill::biased(len, bias, repeat, residual)),
+            (None, Some(residual)) => Some(residual.to_vec()),
+            (None, None) => None,
         };
         let rhs = View::transposed(width, outputs, width);
         let lhs_view = match self.from {
