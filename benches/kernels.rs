@@ -205,7 +205,7 @@ fn previous_versions(device: &Device) -> Result<()> {
         let scale = 1.0 / ((width / heads) as f64).sqrt();
         let gflop = 4.0 * (batch * queries * keys * width) as f64 / 1e9;
         against_previous(
-            "attention (softmax in 4 passes → 2, rows divided after ·v)",
+            "attention (gemm, 4-pass softmax → register tiles, softmax down transposed scores)",
             &format!("{batch}×{heads} heads, {queries}×{keys} tokens, width {width}"),
             gflop,
             || attention(&q, &k, &v, heads, scale, None),

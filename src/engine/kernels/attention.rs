@@ -8,13 +8,11 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::attention_tiles::{Block, Head, QUERY_BLOCK, Tiles, transpose_keys};
 use super::exp::{softmax_numerators, softmax_row};
 use super::gemm::{View, matmul};
 use super::{contiguous_f32, is_cpu_f32, previous_kernels};
 use crate::engine::models::layers::{attention as split_attention, split_heads};
-
-/// Queries one task handles: their scores for one head are 256 KB at 1024 keys.
-const QUERY_BLOCK: usize = 64;
 
 /// softmax(q·kᵀ·scale + key_bias)·v per head. `query` (batch, queries, heads·d),
 /// `key`/`value` (batch, keys, heads·d and heads·d_v), `key_bias` (batch, keys) additive.
@@ -64,6 +62,56 @@ struct AttentionOp {
     scale: f32,
     /// (batch, keys), row-major.
     bias: Option<Vec<f32>>,
+}
+
+/// One batch item's contiguous operands.
+struct Item<'a> {
+    query: &'a [f32],
+    key: &'a [f32],
+    value: &'a [f32],
+    bias: Option<&'a [f32]>,
+}
+
+impl AttentionOp {
+    /// One batch item through the register tiles: each head's keys transposed once, then each
+    /// block of queries attends head by head.
+    fn tiled(&self, tiles: Tiles, item: Item, out: &mut [f32], (dim, value_dim): (usize, usize)) {
+        let heads = self.heads;
+        let (width, value_width) = (heads * dim, heads * value_dim);
+        let keys = item.key.len() / width;
+        let keys_t: Vec<Vec<f32>> = (0..heads)
+            .into_par_iter()
+            .map(|head| transpose_keys(tiles, &item.key[head * dim..], keys, dim, width))
+            .collect();
+        let heads: Vec<Head> = keys_t
+            .iter()
+            .enumerate()
+            .map(|(head, keys_t)| Head {
+                keys_t,
+                keys,
+                values: &item.value[head * value_dim..],
+                value_stride: value_width,
+                value_dim,
+                bias: item.bias,
+            })
+            .collect();
+        out.par_chunks_mut(QUERY_BLOCK * value_width)
+            .enumerate()
+            .for_each(|(block, out)| {
+                let rows = out.len() / value_width;
+                let query = &item.query[block * QUERY_BLOCK * width..][..rows * width];
+                let mut scratch = Block::new(tiles, dim, keys);
+                for (index, head) in heads.iter().enumerate() {
+                    scratch.attend(
+                        head,
+                        (&query[index * dim..], width),
+                        rows,
+                        self.scale,
+                        (&mut out[index * value_dim..], value_width),
+                    );
+                }
+            });
+    }
 }
 
 impl CustomOp3 for AttentionOp {
@@ -120,6 +168,7 @@ impl CustomOp3 for AttentionOp {
         }
         // Read here: the flag is this thread's, and the loops below run on rayon's.
         let fused = !previous_kernels();
+        let tiles = Tiles::detect().filter(|tiles| fused && tiles.fits_values(value_dim));
         output
             .par_chunks_mut(queries * value_width)
             .enumerate()
@@ -128,6 +177,15 @@ impl CustomOp3 for AttentionOp {
                 let key = &key[item * keys * width..][..keys * width];
                 let value = &value[item * keys * value_width..][..keys * value_width];
                 let bias = self.bias.as_ref().map(|bias| &bias[item * keys..][..keys]);
+                if let Some(tiles) = tiles {
+                    let item = Item {
+                        query,
+                        key,
+                        value,
+                        bias,
+                    };
+                    return self.tiled(tiles, item, out, (dim, value_dim));
+                }
                 out.par_chunks_mut(QUERY_BLOCK * value_width)
                     .enumerate()
                     .for_each(|(block, out)| {
@@ -194,8 +252,15 @@ mod tests {
     /// previous kernel, with a key bias masking some keys and sizes off the vector width.
     #[test]
     fn fused_softmax_matches_the_reference_and_the_previous_kernel() {
+        // A head size of 20 takes the `gemm` path, 32 the register tiles.
+        for dim in [20, 32] {
+            fused_matches_at(dim);
+        }
+    }
+
+    fn fused_matches_at(dim: usize) {
         let device = Device::Cpu;
-        let (batch, queries, keys, heads, dim) = (2, 70, 45, 3, 20);
+        let (batch, queries, keys, heads) = (2, 70, 45, 3);
         let query = Tensor::randn(0f32, 1.0, (batch, queries, heads * dim), &device).unwrap();
         let key = Tensor::randn(0f32, 1.0, (batch, keys, heads * dim), &device).unwrap();
         let value = Tensor::randn(0f32, 1.0, (batch, keys, heads * dim), &device).unwrap();

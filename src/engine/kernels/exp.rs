@@ -161,7 +161,7 @@ fn prescaled(scale: f32, bias: Option<&[f32]>) -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{EXP_HIGHEST, EXP_LOWEST, EXP_POLYNOMIAL, LN2_HIGH, LN2_LOW};
@@ -328,6 +328,67 @@ mod avx2 {
             total += *value;
         }
         total
+    }
+
+    /// Softmax numerators down the columns of `scores`: for each of the first `columns` (a
+    /// multiple of 8, at most 64) columns, `exp(scores[j][c] + bias[j] − max_j)` over the first
+    /// `keys` rows (`stride` apart), in place; `totals[c]` gets each column's sum. A column with
+    /// every key masked comes back all ones, as in `softmax_numerators`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn softmax_columns(
+        (scores, stride): (&mut [f32], usize),
+        keys: usize,
+        columns: usize,
+        bias: Option<&[f32]>,
+        totals: &mut [f32],
+    ) {
+        const GROUPS: usize = 8;
+        assert!(columns.is_multiple_of(8) && columns <= 8 * GROUPS && columns <= stride);
+        assert!(keys == 0 || (keys - 1) * stride + columns <= scores.len());
+        assert!(totals.len() >= columns && bias.is_none_or(|bias| bias.len() >= keys));
+        let groups = columns / 8;
+        let pointer = scores.as_mut_ptr();
+        let mut maxima = [_mm256_set1_ps(f32::NEG_INFINITY); GROUPS];
+        // SAFETY (all blocks below): row `key < keys` and lane `8 · group + 8 <= columns` are
+        // inside `scores` by the asserts.
+        for key in 0..keys {
+            let row = unsafe { pointer.add(key * stride) };
+            let shift = _mm256_set1_ps(bias.map_or(0.0, |bias| bias[key]));
+            for (group, maximum) in maxima.iter_mut().enumerate().take(groups) {
+                unsafe {
+                    let mut value = _mm256_loadu_ps(row.add(8 * group));
+                    if bias.is_some() {
+                        value = _mm256_add_ps(value, shift);
+                        _mm256_storeu_ps(row.add(8 * group), value);
+                    }
+                    *maximum = _mm256_max_ps(*maximum, value);
+                }
+            }
+        }
+        let lowest = _mm256_set1_ps(f32::NEG_INFINITY);
+        let masked: [__m256; GROUPS] =
+            std::array::from_fn(|group| _mm256_cmp_ps::<_CMP_EQ_OQ>(maxima[group], lowest));
+        for (maximum, masked) in maxima.iter_mut().zip(&masked) {
+            *maximum = _mm256_andnot_ps(*masked, *maximum);
+        }
+        let (one, mut sums) = (_mm256_set1_ps(1.0), [_mm256_setzero_ps(); GROUPS]);
+        for key in 0..keys {
+            let row = unsafe { pointer.add(key * stride) };
+            for group in 0..groups {
+                unsafe {
+                    let value = _mm256_sub_ps(_mm256_loadu_ps(row.add(8 * group)), maxima[group]);
+                    let numerator = _mm256_blendv_ps(exp8(value), one, masked[group]);
+                    _mm256_storeu_ps(row.add(8 * group), numerator);
+                    sums[group] = _mm256_add_ps(sums[group], numerator);
+                }
+            }
+        }
+        for (group, sum) in sums.iter().enumerate().take(groups) {
+            unsafe { _mm256_storeu_ps(totals.as_mut_ptr().add(8 * group), *sum) };
+        }
     }
 }
 

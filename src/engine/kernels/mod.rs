@@ -7,6 +7,7 @@
 //! so CUDA (cuDNN) and Metal are untouched. Results differ from candle's only by float rounding.
 
 pub mod attention;
+mod attention_tiles;
 pub mod conv;
 mod direct;
 mod exp;
