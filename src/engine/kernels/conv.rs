@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::fill::{self, Repeat};
-use super::gemm::{View, matmul};
+use super::gemm::{View, matmul, product};
 use super::{contiguous_f32, direct, is_cpu_f32, winograd};
 
 /// Floats an im2col tile may hold (4 MB): as fast as 32 MB tiles for the UNet and VAE and up to
@@ -320,6 +320,51 @@ struct Patch {
     input_slope: Option<f32>,
 }
 
+/// Several small images through im2col as one product: their columns side by side.
+struct Group<'a> {
+    patch: &'a Patch,
+    /// Floats per input image.
+    planes: usize,
+    taps: usize,
+    positions: usize,
+}
+
+impl Group<'_> {
+    /// Adds the convolution of the images in `inputs` to `outs` (which holds the bias).
+    fn convolve(&self, inputs: &[f32], (weight, weights): (&[f32], View), outs: &mut [f32]) {
+        let count = inputs.len() / self.planes;
+        let (depth, width) = (weights.cols, count * self.positions);
+        let plane_len = self.patch.height * self.patch.width;
+        let mut columns = vec![0f32; depth * width];
+        columns
+            .par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(row, column)| {
+                let (channel, tap) = (row / self.taps, row % self.taps);
+                let (ky, kx) = (tap / self.patch.kernel.1, tap % self.patch.kernel.1);
+                for (image, column) in column.chunks_mut(self.positions).enumerate() {
+                    let plane = &inputs[image * self.planes + channel * plane_len..][..plane_len];
+                    self.patch.fill(plane, ky, kx, 0, column);
+                }
+            });
+        let sums = product(
+            (weight, weights),
+            (&columns, View::rows(depth, width, width)),
+            weights.rows,
+            width,
+        );
+        let positions = self.positions;
+        outs.par_chunks_mut(positions)
+            .enumerate()
+            .for_each(|(index, out)| {
+                // `outs` is (image, output, position); `sums` is (output, image · position).
+                let (image, output) = (index / weights.rows, index % weights.rows);
+                let sums = &sums[output * width + image * positions..][..positions];
+                out.iter_mut().zip(sums).for_each(|(out, sum)| *out += sum);
+            });
+    }
+}
+
 impl Patch {
     /// Fills `column` with the inputs kernel tap (`ky`, `kx`) of channel plane `plane` sees at
     /// output positions `start..start + column.len()`.
@@ -489,6 +534,29 @@ impl CustomOp3 for ConvOp<'_> {
         } else {
             Vec::new()
         };
+        // Small images (the UNet's fourth level, 64 positions) share one product: each image's
+        // own would pack the whole weight matrix for a thin product.
+        let images = if pointwise || winograd || previous || positions >= MIN_TILE_POSITIONS {
+            1
+        } else {
+            (MIN_TILE_POSITIONS / positions.max(1)).clamp(1, batch.max(1))
+        };
+        if images > 1 {
+            let group = Group {
+                patch: &patch,
+                planes: channels * height * width,
+                taps: kh * kw,
+                positions,
+            };
+            for (inputs, outs) in input
+                .chunks(images * group.planes)
+                .zip(output.chunks_mut(images * outputs * positions))
+            {
+                group.convolve(inputs, (weight, weights), outs);
+            }
+            let shape = Shape::from((batch, outputs, out_h, out_w));
+            return Ok((CpuStorage::F32(output), shape));
+        }
         for item in 0..batch {
             let planes = &input[item * channels * height * width..][..channels * height * width];
             let out = &mut output[item * outputs * positions..][..outputs * positions];
@@ -649,7 +717,8 @@ mod tests {
     /// strided) against candle's convolution, on sizes that leave partial tiles and blocks.
     /// The second Winograd case has two images sharing transformed weights and splits its tile
     /// rows into two chunks, the second partial; the third is narrow enough (4 tiles a row) to
-    /// take its input transform tile by tile.
+    /// take its input transform tile by tile. The last two take im2col with images sharing one
+    /// product: all three, then two and one.
     #[test]
     fn fast_convolutions_match_candle() {
         for (shape, out, kernel, stride) in [
@@ -660,6 +729,8 @@ mod tests {
             ([1, 5, 9, 7], 6, 3, 1),
             ([2, 8, 37, 21], 12, 1, 1),
             ([2, 8, 37, 21], 12, 3, 2),
+            ([3, 64, 6, 2], 7, 3, 1),
+            ([3, 8, 40, 20], 6, 3, 2),
         ] {
             let (conv, weight, bias) = layer(shape[1], out, kernel, stride);
             let xs = Tensor::randn(0f32, 1.0, &shape, &Device::Cpu).unwrap();
