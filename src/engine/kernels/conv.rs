@@ -529,11 +529,7 @@ impl CustomOp3 for ConvOp<'_> {
             geometry,
             input_slope: self.input_slope,
         };
-        let transformed = if winograd {
-            winograd::transform_weights(weight, outputs, channels)
-        } else {
-            Vec::new()
-        };
+        let transformed = winograd.then(|| winograd::transform_weights(weight, outputs, channels));
         // Small images (the UNet's fourth level, 64 positions) share one product: each image's
         // own would pack the whole weight matrix for a thin product.
         let images = if pointwise || winograd || previous || positions >= MIN_TILE_POSITIONS {
@@ -560,9 +556,9 @@ impl CustomOp3 for ConvOp<'_> {
         for item in 0..batch {
             let planes = &input[item * channels * height * width..][..channels * height * width];
             let out = &mut output[item * outputs * positions..][..outputs * positions];
-            if winograd {
+            if let Some(transformed) = &transformed {
                 let dims = (channels, height, width);
-                winograd::convolve(planes, dims, &transformed, outputs, out);
+                winograd::convolve(planes, dims, transformed, outputs, out);
                 continue;
             }
             if pointwise {

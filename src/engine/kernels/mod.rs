@@ -16,6 +16,7 @@ pub mod geglu;
 mod gemm;
 pub mod group_norm;
 pub mod linear;
+mod scratch;
 mod winograd;
 
 use std::cell::Cell;

@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
+use super::scratch::Scratch;
 
 /// Transformed positions per tile.
 const TAPS: usize = 16;
@@ -33,8 +34,8 @@ pub fn worthwhile(out_h: usize, out_w: usize, channels: usize, previous: bool) -
 
 /// `G g Gᵀ` for every (out, in) pair, laid out (out, tap, in) so each tap's matrix is a strided
 /// view. Computed once per call and shared by its images.
-pub fn transform_weights(weight: &[f32], outputs: usize, channels: usize) -> Vec<f32> {
-    let mut transformed = vec![0f32; outputs * TAPS * channels];
+pub fn transform_weights(weight: &[f32], outputs: usize, channels: usize) -> Scratch {
+    let mut transformed = Scratch::new(outputs * TAPS * channels);
     transformed
         .par_chunks_mut(TAPS * channels)
         .enumerate()
@@ -79,8 +80,9 @@ pub fn convolve(
     let rows_per_chunk =
         (CHUNK_FLOATS / (TAPS * channels.max(outputs) * tiles_x)).clamp(1, tiles_y);
     let chunk_tiles = rows_per_chunk * tiles_x;
-    let mut inputs = vec![0f32; channels * TAPS * chunk_tiles];
-    let mut products = vec![0f32; outputs * TAPS * chunk_tiles];
+    // Every value of both is written before it is read.
+    let mut inputs = Scratch::new(channels * TAPS * chunk_tiles);
+    let mut products = Scratch::new(outputs * TAPS * chunk_tiles);
     for first_row in (0..tiles_y).step_by(rows_per_chunk) {
         let rows = rows_per_chunk.min(tiles_y - first_row);
         let count = rows * tiles_x;
