@@ -13,6 +13,7 @@ use crate::audio::wav_in::read_input_audio;
 use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
 use crate::engine::dsp::resample::resample_frames;
 use crate::engine::hub::{KNOWN_CHECKPOINTS, cached_snapshot, resolve_model};
+use crate::engine::kernels::on_compute_pool;
 use crate::engine::pipeline::task::DEFAULT_AUDIO_TO_AUDIO_STRENGTH;
 use crate::engine::pipeline::{
     CancelFlag, Clip, EncodeMode, Pipeline, Regions, Request, Task, validate,
@@ -341,8 +342,8 @@ pub(crate) fn task_from_args(edit: &EditArgs, duration: Option<f64>) -> anyhow::
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Some(Command::Generate(args)) => generate(*args),
-        Some(Command::Batch(args)) => batch(args),
+        Some(Command::Generate(args)) => on_compute_pool(|| generate(*args)),
+        Some(Command::Batch(args)) => on_compute_pool(|| batch(args)),
         Some(Command::Models(args)) => models(args),
         Some(Command::Plot(args)) => plot(args),
         #[cfg(feature = "studio")]

@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::audio::loudness::Loudness;
 use crate::engine::device::DeviceKind;
 use crate::engine::hub::{DownloadReport, resolve_model_reporting};
+use crate::engine::kernels::on_compute_pool;
 use crate::engine::pipeline::{CancelFlag, Clip, Pipeline, PreviewMel, Request};
 use crate::engine::text_tokenizer::TextTokenizer;
 use crate::error::FoleyError;
@@ -165,7 +166,7 @@ impl Worker {
             .spawn(move || {
                 // Declared first so it drops last: `exited` disconnects once the model is freed.
                 let _exit_guard = exit_guard;
-                run(command_receiver, event_sender, repaint, &thread_control);
+                on_compute_pool(|| run(command_receiver, event_sender, repaint, &thread_control));
             })?;
         Ok(Self {
             commands,

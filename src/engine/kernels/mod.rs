@@ -20,6 +20,7 @@ mod scratch;
 mod winograd;
 
 use std::cell::Cell;
+use std::sync::OnceLock;
 use std::thread::LocalKey;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Tensor};
@@ -41,6 +42,64 @@ pub fn with_portable_ops<R>(work: impl FnOnce() -> R) -> R {
 /// Results differ only by float rounding.
 pub fn with_previous_kernels<R>(work: impl FnOnce() -> R) -> R {
     with_flag(&PREVIOUS, work)
+}
+
+/// Runs `work` on a thread of Foley's compute pool, a rayon pool sized like the global one
+/// (`RAYON_NUM_THREADS`, else one thread per core), and returns its result.
+///
+/// The kernels' parallel loops then start on a thread of the pool that runs them, which works
+/// one half itself while another steals the rest, instead of a thread outside the pool handing
+/// every loop over and sleeping until it ends: a 3-step AudioLDM s-full-v2 generation on two
+/// cores went from 28 000 to 6 000 context switches and ran 3–8 % faster. This thread's
+/// [`with_portable_ops`] and [`with_previous_kernels`] settings carry over. Where the pool
+/// cannot start, `work` runs here.
+pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|index| format!("foley-compute-{index}"))
+            // The main thread's size: the models were written against it.
+            .stack_size(8 << 20)
+            .build()
+            .ok()
+    });
+    let Some(pool) = pool else {
+        return work();
+    };
+    let flags = Flags {
+        portable: PORTABLE.get(),
+        previous: PREVIOUS.get(),
+    };
+    pool.install(move || {
+        let _restore = flags.set();
+        work()
+    })
+}
+
+/// This thread's kernel choices.
+#[derive(Clone, Copy)]
+struct Flags {
+    portable: bool,
+    previous: bool,
+}
+
+impl Flags {
+    /// Sets them on this thread; the returned value restores the earlier ones when dropped.
+    fn set(self) -> Restore {
+        Restore(Flags {
+            portable: PORTABLE.replace(self.portable),
+            previous: PREVIOUS.replace(self.previous),
+        })
+    }
+}
+
+struct Restore(Flags);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        PORTABLE.set(self.0.portable);
+        PREVIOUS.set(self.0.previous);
+    }
 }
 
 /// Whether this thread runs the replaced kernels ([`with_previous_kernels`]).
@@ -75,5 +134,27 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> R
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Work runs on a compute-pool thread, returns its result, and sees the caller's kernel
+    /// choices; the pool thread's own choices are back to default afterwards.
+    #[test]
+    fn the_compute_pool_runs_work_with_the_callers_kernel_choices() {
+        let name = |()| std::thread::current().name().map(str::to_owned);
+        let seen = with_previous_kernels(|| {
+            on_compute_pool(|| (name(()), previous_kernels(), PORTABLE.get()))
+        });
+        assert!(
+            seen.0
+                .is_some_and(|name| name.starts_with("foley-compute-"))
+        );
+        assert_eq!((seen.1, seen.2), (true, false));
+        let after = on_compute_pool(|| (previous_kernels(), PORTABLE.get()));
+        assert_eq!(after, (false, false));
     }
 }
