@@ -8,8 +8,6 @@
 //! sum in a register: the scores come out as (keys × queries), the softmax runs down their
 //! columns 8 queries at a time, and `p·v` broadcasts each key's weights for a row of queries.
 
-use super::exp::avx2::softmax_columns;
-
 /// Queries in one block; the transposed buffers keep `BLOCK_STRIDE` columns so a values tile
 /// that starts near the end of the block reads zeros, not the next row.
 pub const QUERY_BLOCK: usize = 64;
@@ -159,13 +157,13 @@ impl Block {
                 };
             }
         }
-        let columns = rows.next_multiple_of(8);
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: `detect` checked AVX2 and FMA.
         unsafe {
-            softmax_columns(
+            super::exp::avx2::softmax_columns(
                 (&mut self.scores_t, BLOCK_STRIDE),
                 head.keys,
-                columns,
+                rows.next_multiple_of(8),
                 head.bias,
                 &mut self.totals,
             )
