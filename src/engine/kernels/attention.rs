@@ -168,7 +168,10 @@ impl CustomOp3 for AttentionOp {
         }
         // Read here: the flag is this thread's, and the loops below run on rayon's.
         let fused = !previous_kernels();
-        let tiles = Tiles::detect().filter(|tiles| fused && tiles.fits_values(value_dim));
+        // With one block of queries an item the tiles' work does not spread over the threads
+        // (the UNet's fourth level, 64 queries: 0.3 against 0.2 ms).
+        let tiles = Tiles::detect()
+            .filter(|tiles| fused && tiles.fits_values(value_dim) && queries >= 2 * QUERY_BLOCK);
         output
             .par_chunks_mut(queries * value_width)
             .enumerate()
@@ -260,7 +263,8 @@ mod tests {
 
     fn fused_matches_at(dim: usize) {
         let device = Device::Cpu;
-        let (batch, queries, keys, heads) = (2, 70, 45, 3);
+        // 145 queries: over the tiles' floor of two blocks, the last block partial.
+        let (batch, queries, keys, heads) = (2, 145, 130, 3);
         let query = Tensor::randn(0f32, 1.0, (batch, queries, heads * dim), &device).unwrap();
         let key = Tensor::randn(0f32, 1.0, (batch, keys, heads * dim), &device).unwrap();
         let value = Tensor::randn(0f32, 1.0, (batch, keys, heads * dim), &device).unwrap();
