@@ -17,27 +17,22 @@ const BLOCK_STRIDE: usize = QUERY_BLOCK + 16;
 const AVX512_SCORES: (usize, usize) = (6, 4);
 /// (query rows, vectors of values) in a values tile.
 const AVX512_VALUES: (usize, usize) = (12, 2);
-/// 12 of AVX2's 16 registers hold sums.
-const AVX2_SCORES: (usize, usize) = (3, 4);
-const AVX2_VALUES: (usize, usize) = (6, 2);
 
-/// The register kernels, fastest first. Each needs AVX2 and FMA for the softmax too.
+/// The register kernels. AVX-512 only: with AVX2's 16 registers (3 × 4 and 6 × 2 tiles) they
+/// ran slower than `gemm` with the two-pass softmax when forced on AMD Zen 4 (22.4 against
+/// 16.6–17.2 ms at the UNet's 1024 tokens, 394–464 against 209–223 ms for the VAE's 4096-token
+/// head), so AVX2-only CPUs keep that path. The softmax down the columns needs AVX2 and FMA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tiles {
     Avx512,
-    Avx2,
 }
 
 impl Tiles {
-    /// The fastest tiles this CPU runs, if any.
+    /// The tiles this CPU runs, if any.
     pub fn detect() -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
-        if super::exp::has_avx2() {
-            return Some(if std::arch::is_x86_feature_detected!("avx512f") {
-                Self::Avx512
-            } else {
-                Self::Avx2
-            });
+        if super::exp::has_avx2() && std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(Self::Avx512);
         }
         None
     }
@@ -45,21 +40,18 @@ impl Tiles {
     fn lanes(self) -> usize {
         match self {
             Self::Avx512 => 16,
-            Self::Avx2 => 8,
         }
     }
 
     fn scores_tile(self) -> (usize, usize) {
         match self {
             Self::Avx512 => AVX512_SCORES,
-            Self::Avx2 => AVX2_SCORES,
         }
     }
 
     fn values_tile(self) -> (usize, usize) {
         match self {
             Self::Avx512 => AVX512_VALUES,
-            Self::Avx2 => AVX2_VALUES,
         }
     }
 
@@ -253,7 +245,6 @@ impl Tiles {
         unsafe {
             match self {
                 Self::Avx512 => avx512::scores(tile),
-                Self::Avx2 => avx2::scores(tile),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -271,8 +262,6 @@ impl Tiles {
             match (self, whole) {
                 (Self::Avx512, true) => avx512::values::<{ AVX512_VALUES.1 }>(tile),
                 (Self::Avx512, false) => avx512::values::<1>(tile),
-                (Self::Avx2, true) => avx2::values::<{ AVX2_VALUES.1 }>(tile),
-                (Self::Avx2, false) => avx2::values::<1>(tile),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -373,20 +362,6 @@ tiles!(
     _mm512_setzero_ps,
     _mm512_storeu_ps
 );
-tiles!(
-    avx2,
-    "avx2,fma",
-    super::AVX2_SCORES,
-    super::AVX2_VALUES,
-    __m256,
-    8,
-    _mm256_loadu_ps,
-    _mm256_set1_ps,
-    _mm256_fmadd_ps,
-    _mm256_mul_ps,
-    _mm256_setzero_ps,
-    _mm256_storeu_ps
-);
 
 #[cfg(test)]
 mod tests {
@@ -440,72 +415,64 @@ mod tests {
             .collect()
     }
 
-    /// Each tile kernel this CPU runs equals the definition over row counts that leave partial
+    /// The tile kernels equal the definition over row counts that leave partial
     /// tiles, key counts that need padding, widths of one and several vectors, and a key bias
     /// that masks some keys (and, in one case, every key).
     #[test]
     fn tiles_match_the_definition() {
-        let available: Vec<Tiles> = Tiles::detect()
-            .into_iter()
-            .flat_map(|best| {
-                if best == Tiles::Avx512 {
-                    vec![Tiles::Avx512, Tiles::Avx2]
-                } else {
-                    vec![best]
-                }
-            })
-            .collect();
-        for tiles in available {
-            for (rows, keys, dim, value_dim, masking) in [
-                (64, 130, 32, 32, 0),
-                (7, 45, 20, 48, 3),
-                (1, 1, 16, 16, 0),
-                (13, 6, 80, 80, 2),
-                (40, 50, 8, 16, 1),
-            ] {
-                let query = values(rows * dim, 1);
-                let key = values(keys * dim, 2);
-                let value = values(keys * value_dim, 3);
-                // masking 1: every key masked; 2, 3: every second or third.
-                let bias: Option<Vec<f32>> = (masking > 0).then(|| {
-                    (0..keys)
-                        .map(|j| match masking {
-                            1 => f32::NEG_INFINITY,
-                            m if j % m == 0 => f32::NEG_INFINITY,
-                            _ => 0.25,
-                        })
-                        .collect()
-                });
-                let scale = 1.0 / (dim as f32).sqrt();
-                let keys_t = transpose_keys(tiles, &key, keys, dim, dim);
-                let head = Head {
-                    keys_t: &keys_t,
-                    keys,
-                    values: &value,
-                    value_stride: value_dim,
-                    value_dim,
-                    bias: bias.as_deref(),
-                };
-                let mut out = vec![f32::NAN; rows * value_dim];
-                let mut block = Block::new(tiles, dim, keys);
-                block.attend(&head, (&query, dim), rows, scale, (&mut out, value_dim));
-                for row in 0..rows {
-                    let expected = reference(
-                        &query[row * dim..][..dim],
-                        &key,
-                        &value,
-                        (keys, dim, value_dim),
-                        scale,
-                        bias.as_deref(),
+        // Nothing to check on a CPU without the tiles: attention keeps `gemm` there.
+        let Some(tiles) = Tiles::detect() else {
+            return;
+        };
+        for (rows, keys, dim, value_dim, masking) in [
+            (64, 130, 32, 32, 0),
+            (7, 45, 20, 48, 3),
+            (1, 1, 16, 16, 0),
+            (13, 6, 80, 80, 2),
+            (40, 50, 8, 16, 1),
+        ] {
+            let query = values(rows * dim, 1);
+            let key = values(keys * dim, 2);
+            let value = values(keys * value_dim, 3);
+            // masking 1: every key masked; 2, 3: every second or third.
+            let bias: Option<Vec<f32>> = (masking > 0).then(|| {
+                (0..keys)
+                    .map(|j| match masking {
+                        1 => f32::NEG_INFINITY,
+                        m if j % m == 0 => f32::NEG_INFINITY,
+                        _ => 0.25,
+                    })
+                    .collect()
+            });
+            let scale = 1.0 / (dim as f32).sqrt();
+            let keys_t = transpose_keys(tiles, &key, keys, dim, dim);
+            let head = Head {
+                keys_t: &keys_t,
+                keys,
+                values: &value,
+                value_stride: value_dim,
+                value_dim,
+                bias: bias.as_deref(),
+            };
+            let mut out = vec![f32::NAN; rows * value_dim];
+            let mut block = Block::new(tiles, dim, keys);
+            block.attend(&head, (&query, dim), rows, scale, (&mut out, value_dim));
+            for row in 0..rows {
+                let expected = reference(
+                    &query[row * dim..][..dim],
+                    &key,
+                    &value,
+                    (keys, dim, value_dim),
+                    scale,
+                    bias.as_deref(),
+                );
+                for (c, expected) in expected.iter().enumerate() {
+                    let got = out[row * value_dim + c] as f64;
+                    assert!(
+                        (got - expected).abs() < 1e-5,
+                        "{tiles:?} rows {rows} keys {keys} dim {dim}×{value_dim}: \
+                         [{row}][{c}] {got} against {expected}"
                     );
-                    for (c, expected) in expected.iter().enumerate() {
-                        let got = out[row * value_dim + c] as f64;
-                        assert!(
-                            (got - expected).abs() < 1e-5,
-                            "{tiles:?} rows {rows} keys {keys} dim {dim}×{value_dim}: \
-                             [{row}][{c}] {got} against {expected}"
-                        );
-                    }
                 }
             }
         }
