@@ -13,56 +13,42 @@
 pub const QUERY_BLOCK: usize = 64;
 const BLOCK_STRIDE: usize = QUERY_BLOCK + 16;
 
-/// (keys, vectors of queries) in a scores tile: 24 of AVX-512's 32 registers hold sums.
-const AVX512_SCORES: (usize, usize) = (6, 4);
-/// (query rows, vectors of values) in a values tile.
-const AVX512_VALUES: (usize, usize) = (12, 2);
+/// Lanes of an AVX-512 vector.
+const LANES: usize = 16;
+/// Keys and vectors of queries in a scores tile: 24 of AVX-512's 32 registers hold sums.
+const SCORE_KEYS: usize = 6;
+const SCORE_VECTORS: usize = 4;
+/// Query rows and vectors of values in a values tile (the last columns of a head take one
+/// vector at a time).
+const VALUE_ROWS: usize = 12;
+const VALUE_VECTORS: usize = 2;
 
-/// The register kernels. AVX-512 only: with AVX2's 16 registers (3 × 4 and 6 × 2 tiles) they
-/// ran slower than `gemm` with the two-pass softmax when forced on AMD Zen 4 (22.4 against
-/// 16.6–17.2 ms at the UNet's 1024 tokens, 394–464 against 209–223 ms for the VAE's 4096-token
-/// head), so AVX2-only CPUs keep that path. The softmax down the columns needs AVX2 and FMA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tiles {
-    Avx512,
-}
+/// That this CPU runs the tiles: AVX-512, and AVX2 with FMA for the softmax down the columns.
+/// AVX-512 only: with AVX2's 16 registers (3 × 4 and 6 × 2 tiles) they ran slower than `gemm`
+/// with the two-pass softmax when forced on AMD Zen 4 (22.4 against 16.6–17.2 ms at the UNet's
+/// 1024 tokens, 394–464 against 209–223 ms for the VAE's 4096-token head), so AVX2-only CPUs
+/// keep that path.
+#[derive(Clone, Copy, Debug)]
+pub struct Tiles(());
 
 impl Tiles {
-    /// The tiles this CPU runs, if any.
+    /// The tiles, if this CPU runs them.
     pub fn detect() -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         if super::exp::has_avx2() && std::arch::is_x86_feature_detected!("avx512f") {
-            return Some(Self::Avx512);
+            return Some(Self(()));
         }
         None
     }
 
-    fn lanes(self) -> usize {
-        match self {
-            Self::Avx512 => 16,
-        }
-    }
-
-    fn scores_tile(self) -> (usize, usize) {
-        match self {
-            Self::Avx512 => AVX512_SCORES,
-        }
-    }
-
-    fn values_tile(self) -> (usize, usize) {
-        match self {
-            Self::Avx512 => AVX512_VALUES,
-        }
-    }
-
     /// Whether values of this width fit whole vectors (otherwise the caller uses `gemm`).
     pub fn fits_values(self, value_dim: usize) -> bool {
-        value_dim.is_multiple_of(self.lanes())
+        value_dim.is_multiple_of(LANES)
     }
 
     /// `keys` padded to whole scores tiles: the rows [`transpose_keys`] and the scores keep.
     pub fn padded_keys(self, keys: usize) -> usize {
-        keys.next_multiple_of(self.scores_tile().0)
+        keys.next_multiple_of(SCORE_KEYS)
     }
 }
 
@@ -128,14 +114,13 @@ impl Block {
                 self.queries_t[d * BLOCK_STRIDE + row] = value * scale;
             }
         }
-        let (score_keys, score_vectors) = tiles.scores_tile();
-        let group = score_vectors * tiles.lanes();
-        for first_key in (0..padded).step_by(score_keys) {
+        let group = SCORE_VECTORS * LANES;
+        for first_key in (0..padded).step_by(SCORE_KEYS) {
             for column in (0..rows).step_by(group) {
                 // SAFETY: `detect` found the features; the tile reads `dim` rows of
                 // `queries_t` from `column` to `column + group <= QUERY_BLOCK` and the
-                // `dim × score_keys` run of `keys_t` at `first_key · dim`, and writes
-                // `score_keys` rows of `scores_t` inside `padded × BLOCK_STRIDE`.
+                // `dim × SCORE_KEYS` run of `keys_t` at `first_key · dim`, and writes
+                // `SCORE_KEYS` rows of `scores_t` inside `padded × BLOCK_STRIDE`.
                 unsafe {
                     tiles.scores(ScoreTile {
                         queries_t: self.queries_t.as_ptr().add(column),
@@ -160,17 +145,16 @@ impl Block {
                 &mut self.totals,
             )
         };
-        let (value_rows, value_vectors) = tiles.values_tile();
-        let wide = value_vectors * tiles.lanes();
-        for first in (0..rows).step_by(value_rows) {
-            let live = value_rows.min(rows - first);
+        let wide = VALUE_VECTORS * LANES;
+        for first in (0..rows).step_by(VALUE_ROWS) {
+            let live = VALUE_ROWS.min(rows - first);
             let mut column = 0;
             while column < head.value_dim {
                 let whole = head.value_dim - column >= wide;
-                let inverse: [f32; 16] =
+                let inverse: [f32; VALUE_ROWS] =
                     std::array::from_fn(|row| 1.0 / self.totals[(first + row).min(rows - 1)]);
                 // SAFETY: the tile reads `keys` rows of `scores_t` from `first` to
-                // `first + value_rows < BLOCK_STRIDE` and of the values from `column` to at
+                // `first + VALUE_ROWS < BLOCK_STRIDE` and of the values from `column` to at
                 // most `value_dim`, and writes `live` rows of `out` inside the asserted bounds.
                 unsafe {
                     tiles.values(
@@ -187,14 +171,14 @@ impl Block {
                         whole,
                     )
                 };
-                column += if whole { wide } else { tiles.lanes() };
+                column += if whole { wide } else { LANES };
             }
         }
     }
 }
 
 /// `keys` rows of one head (`dim` wide, rows `stride` apart) transposed tile by tile: for each
-/// tile of `score_keys` keys, `dim` rows of those keys, padding keys zero. The scores tiles then
+/// tile of `SCORE_KEYS` keys, `dim` rows of those keys, padding keys zero. The scores tiles then
 /// read one contiguous run.
 pub fn transpose_keys(
     tiles: Tiles,
@@ -203,7 +187,7 @@ pub fn transpose_keys(
     dim: usize,
     stride: usize,
 ) -> Vec<f32> {
-    let tile = tiles.scores_tile().0;
+    let tile = SCORE_KEYS;
     let mut out = vec![0f32; dim * tiles.padded_keys(keys)];
     for (index, row) in key.chunks(stride).take(keys).enumerate() {
         let first = index / tile * tile * dim + index % tile;
@@ -214,7 +198,7 @@ pub fn transpose_keys(
     out
 }
 
-/// A scores tile: `score_keys` keys against `score_vectors` vectors of queries.
+/// A scores tile: `SCORE_KEYS` keys against `SCORE_VECTORS` vectors of queries.
 struct ScoreTile {
     queries_t: *const f32,
     /// `dim` rows of the tile's keys, back to back.
@@ -223,14 +207,14 @@ struct ScoreTile {
     out: *mut f32,
 }
 
-/// A values tile: up to `value_rows` query rows against one or all vectors of the tile's
-/// value columns.
+/// A values tile: up to `VALUE_ROWS` query rows against one or `VALUE_VECTORS` vectors of value
+/// columns.
 struct ValueTile {
     weights_t: *const f32,
     keys: usize,
     values: *const f32,
     value_stride: usize,
-    inverse: [f32; 16],
+    inverse: [f32; VALUE_ROWS],
     /// Rows stored; the rest are computed from the padding and dropped.
     live: usize,
     out: *mut f32,
@@ -239,13 +223,11 @@ struct ValueTile {
 
 impl Tiles {
     /// # Safety
-    /// The CPU has the kernel's features and the tile's pointers cover what it reads and writes.
+    /// The tile's pointers cover what it reads and writes (`self` vouches for the CPU).
     unsafe fn scores(self, tile: ScoreTile) {
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            match self {
-                Self::Avx512 => avx512::scores(tile),
-            }
+            avx512::scores(tile)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -259,9 +241,10 @@ impl Tiles {
     unsafe fn values(self, tile: ValueTile, whole: bool) {
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            match (self, whole) {
-                (Self::Avx512, true) => avx512::values::<{ AVX512_VALUES.1 }>(tile),
-                (Self::Avx512, false) => avx512::values::<1>(tile),
+            if whole {
+                avx512::values::<VALUE_VECTORS>(tile)
+            } else {
+                avx512::values::<1>(tile)
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -272,96 +255,74 @@ impl Tiles {
     }
 }
 
-/// One instruction set's tiles, a module `$name`. `scores`: a `$scores` (keys, vectors) block of
-/// sums; each step down the head dimension loads the queries' vectors and adds each key's
-/// broadcast element times them. `values`: `$values.0` rows × `E` vectors; each key loads its
-/// values and adds each row's broadcast weight times them. Stores go through fixed loops with a
-/// branch so the sums stay in registers.
-macro_rules! tiles {
-    ($name:ident, $features:literal, $scores:expr, $values:expr, $vector:ty, $width:literal,
-     $load:ident, $splat:ident, $fma:ident, $mul:ident, $zero:ident, $store:ident) => {
-        #[cfg(target_arch = "x86_64")]
-        mod $name {
-            use std::arch::x86_64::*;
+/// The AVX-512 kernels. `scores`: `SCORE_KEYS` × `SCORE_VECTORS` sums; each step down the head
+/// dimension loads the queries' vectors and adds each key's broadcast element times them.
+/// `values`: `VALUE_ROWS` rows × `E` vectors; each key loads its values and adds each row's
+/// broadcast weight times them. Stores go through fixed loops with a branch so the sums stay in
+/// registers.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
 
-            use super::{BLOCK_STRIDE, ScoreTile, ValueTile};
+    use super::{BLOCK_STRIDE, LANES, SCORE_KEYS, SCORE_VECTORS, ScoreTile, VALUE_ROWS, ValueTile};
 
-            const SCORE_KEYS: usize = $scores.0;
-            const SCORE_VECTORS: usize = $scores.1;
-            const VALUE_ROWS: usize = $values.0;
-
-            /// # Safety
-            /// As `Tiles::scores`.
-            #[target_feature(enable = $features)]
-            pub unsafe fn scores(tile: ScoreTile) {
-                let mut sums = [[$zero(); SCORE_VECTORS]; SCORE_KEYS];
-                // SAFETY (all pointer arithmetic here): inside what the caller vouched for.
-                for d in 0..tile.dim {
-                    let queries = unsafe { tile.queries_t.add(d * BLOCK_STRIDE) };
-                    let keys = unsafe { tile.keys_t.add(d * SCORE_KEYS) };
-                    let columns: [$vector; SCORE_VECTORS] =
-                        std::array::from_fn(|index| unsafe { $load(queries.add($width * index)) });
-                    for (key, sums) in sums.iter_mut().enumerate() {
-                        let element = $splat(unsafe { *keys.add(key) });
-                        for (sum, column) in sums.iter_mut().zip(&columns) {
-                            *sum = $fma(element, *column, *sum);
-                        }
-                    }
-                }
-                for (key, sums) in sums.iter().enumerate() {
-                    let at = unsafe { tile.out.add(key * BLOCK_STRIDE) };
-                    for (index, sum) in sums.iter().enumerate() {
-                        unsafe { $store(at.add($width * index), *sum) };
-                    }
-                }
-            }
-
-            /// # Safety
-            /// As `Tiles::values`, for `E` vectors of value columns.
-            #[target_feature(enable = $features)]
-            pub unsafe fn values<const E: usize>(tile: ValueTile) {
-                let mut sums = [[$zero(); E]; VALUE_ROWS];
-                // SAFETY (all pointer arithmetic here): inside what the caller vouched for.
-                for key in 0..tile.keys {
-                    let weights = unsafe { tile.weights_t.add(key * BLOCK_STRIDE) };
-                    let values = unsafe { tile.values.add(key * tile.value_stride) };
-                    let columns: [$vector; E] =
-                        std::array::from_fn(|index| unsafe { $load(values.add($width * index)) });
-                    for (row, sums) in sums.iter_mut().enumerate() {
-                        let weight = $splat(unsafe { *weights.add(row) });
-                        for (sum, column) in sums.iter_mut().zip(&columns) {
-                            *sum = $fma(weight, *column, *sum);
-                        }
-                    }
-                }
-                for (row, sums) in sums.iter().enumerate() {
-                    if row < tile.live {
-                        let inverse = $splat(tile.inverse[row]);
-                        let at = unsafe { tile.out.add(row * tile.out_stride) };
-                        for (index, sum) in sums.iter().enumerate() {
-                            unsafe { $store(at.add($width * index), $mul(*sum, inverse)) };
-                        }
-                    }
+    /// # Safety
+    /// The CPU has AVX-512F; as `Tiles::scores`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn scores(tile: ScoreTile) {
+        let mut sums = [[_mm512_setzero_ps(); SCORE_VECTORS]; SCORE_KEYS];
+        // SAFETY (all pointer arithmetic here): inside what the caller vouched for.
+        for d in 0..tile.dim {
+            let queries = unsafe { tile.queries_t.add(d * BLOCK_STRIDE) };
+            let keys = unsafe { tile.keys_t.add(d * SCORE_KEYS) };
+            let columns: [__m512; SCORE_VECTORS] =
+                std::array::from_fn(|index| unsafe { _mm512_loadu_ps(queries.add(LANES * index)) });
+            for (key, sums) in sums.iter_mut().enumerate() {
+                let element = _mm512_set1_ps(unsafe { *keys.add(key) });
+                for (sum, column) in sums.iter_mut().zip(&columns) {
+                    *sum = _mm512_fmadd_ps(element, *column, *sum);
                 }
             }
         }
-    };
-}
+        for (key, sums) in sums.iter().enumerate() {
+            let at = unsafe { tile.out.add(key * BLOCK_STRIDE) };
+            for (index, sum) in sums.iter().enumerate() {
+                unsafe { _mm512_storeu_ps(at.add(LANES * index), *sum) };
+            }
+        }
+    }
 
-tiles!(
-    avx512,
-    "avx512f",
-    super::AVX512_SCORES,
-    super::AVX512_VALUES,
-    __m512,
-    16,
-    _mm512_loadu_ps,
-    _mm512_set1_ps,
-    _mm512_fmadd_ps,
-    _mm512_mul_ps,
-    _mm512_setzero_ps,
-    _mm512_storeu_ps
-);
+    /// # Safety
+    /// The CPU has AVX-512F; as `Tiles::values`, for `E` vectors of value columns.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn values<const E: usize>(tile: ValueTile) {
+        let mut sums = [[_mm512_setzero_ps(); E]; VALUE_ROWS];
+        // SAFETY (all pointer arithmetic here): inside what the caller vouched for.
+        for key in 0..tile.keys {
+            let weights = unsafe { tile.weights_t.add(key * BLOCK_STRIDE) };
+            let values = unsafe { tile.values.add(key * tile.value_stride) };
+            let columns: [__m512; E] =
+                std::array::from_fn(|index| unsafe { _mm512_loadu_ps(values.add(LANES * index)) });
+            for (row, sums) in sums.iter_mut().enumerate() {
+                let weight = _mm512_set1_ps(unsafe { *weights.add(row) });
+                for (sum, column) in sums.iter_mut().zip(&columns) {
+                    *sum = _mm512_fmadd_ps(weight, *column, *sum);
+                }
+            }
+        }
+        for (row, sums) in sums.iter().enumerate() {
+            if row < tile.live {
+                let inverse = _mm512_set1_ps(tile.inverse[row]);
+                let at = unsafe { tile.out.add(row * tile.out_stride) };
+                for (index, sum) in sums.iter().enumerate() {
+                    unsafe {
+                        _mm512_storeu_ps(at.add(LANES * index), _mm512_mul_ps(*sum, inverse))
+                    };
+                }
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
