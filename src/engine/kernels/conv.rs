@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::fill::{self, Repeat};
 use super::gemm::{View, matmul, product};
+use super::scratch::Scratch;
 use super::{contiguous_f32, direct, is_cpu_f32, winograd};
 
 /// Floats an im2col tile may hold (4 MB): as fast as 32 MB tiles for the UNet and VAE and up to
@@ -335,7 +336,8 @@ impl Group<'_> {
         let count = inputs.len() / self.planes;
         let (depth, width) = (weights.cols, count * self.positions);
         let plane_len = self.patch.height * self.patch.width;
-        let mut columns = vec![0f32; depth * width];
+        // `Patch::fill` writes every value.
+        let mut columns = Scratch::new(depth * width);
         columns
             .par_chunks_mut(width)
             .enumerate()
@@ -516,11 +518,12 @@ impl CustomOp3 for ConvOp<'_> {
         let weights = View::rows(outputs, depth, depth);
         let fewest = if previous { 1 } else { MIN_TILE_POSITIONS };
         let tile = (TILE_FLOATS / depth).max(fewest).clamp(1, positions);
-        let mut columns = if pointwise || winograd {
-            Vec::new()
+        // `Patch::fill` writes every value of the columns it is handed.
+        let mut columns = Scratch::new(if pointwise || winograd {
+            0
         } else {
-            vec![0f32; depth * tile]
-        };
+            depth * tile
+        });
         let patch = Patch {
             height,
             width,
