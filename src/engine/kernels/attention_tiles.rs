@@ -135,9 +135,9 @@ impl Block {
             }
         }
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `detect` checked AVX2 and FMA.
+        // SAFETY: `detect` checked AVX-512F.
         unsafe {
-            super::exp::avx2::softmax_columns(
+            super::exp::avx512::softmax_columns(
                 (&mut self.scores_t, BLOCK_STRIDE),
                 head.keys,
                 rows.next_multiple_of(8),

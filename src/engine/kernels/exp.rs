@@ -392,6 +392,113 @@ pub(super) mod avx2 {
     }
 }
 
+/// The AVX-512 forms of the AVX2 kernels above, for code that already runs only on AVX-512
+/// (the attention tiles). Each lane takes the same operations in the same order as in
+/// [`avx2`], so the results are bit-identical; a 16-lane step issues about a third fewer
+/// instructions per value than two 8-lane ones (the softmax was 4.5 % of an AudioLDM 2 step).
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{EXP_HIGHEST, EXP_LOWEST, EXP_POLYNOMIAL, LN2_HIGH, LN2_LOW};
+
+    /// `exp` of 16 lanes: [`super::avx2`]'s `exp8`, with `2ⁿ` applied by `vscalefps` (exact for
+    /// the clamped range, as the multiply by the built power of two is).
+    #[target_feature(enable = "avx512f")]
+    fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(EXP_LOWEST)),
+            _mm512_set1_ps(EXP_HIGHEST),
+        );
+        let n =
+            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
+                x,
+                _mm512_set1_ps(std::f32::consts::LOG2_E),
+                _mm512_set1_ps(0.5),
+            ));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HIGH), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LOW), r);
+        let mut p = _mm512_set1_ps(EXP_POLYNOMIAL[0]);
+        for &coefficient in &EXP_POLYNOMIAL[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(coefficient));
+        }
+        let y = _mm512_add_ps(
+            _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
+            _mm512_set1_ps(1.0),
+        );
+        _mm512_scalef_ps(y, n)
+    }
+
+    /// [`super::avx2::softmax_columns`] 16 columns at a time: the same contract and results.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn softmax_columns(
+        (scores, stride): (&mut [f32], usize),
+        keys: usize,
+        columns: usize,
+        bias: Option<&[f32]>,
+        totals: &mut [f32],
+    ) {
+        const GROUPS: usize = 4;
+        assert!(columns.is_multiple_of(8) && columns <= 16 * GROUPS && columns <= stride);
+        assert!(keys == 0 || (keys - 1) * stride + columns <= scores.len());
+        assert!(totals.len() >= columns && bias.is_none_or(|bias| bias.len() >= keys));
+        let groups = columns.div_ceil(16);
+        // Lanes of each group inside `columns`: all 16, or 8 for a last half group.
+        let lanes: [__mmask16; GROUPS] = std::array::from_fn(|group| {
+            let live = columns.saturating_sub(16 * group).min(16);
+            ((1u32 << live) - 1) as __mmask16
+        });
+        let pointer = scores.as_mut_ptr();
+        let mut maxima = [_mm512_set1_ps(f32::NEG_INFINITY); GROUPS];
+        // SAFETY (all blocks below): row `key < keys` and the `lanes` of group `group` lie
+        // below `16 · group + live <= columns`, inside `scores` by the asserts.
+        for key in 0..keys {
+            let row = unsafe { pointer.add(key * stride) };
+            let shift = _mm512_set1_ps(bias.map_or(0.0, |bias| bias[key]));
+            for group in 0..groups {
+                unsafe {
+                    let at = row.add(16 * group);
+                    let mut value = _mm512_maskz_loadu_ps(lanes[group], at);
+                    if bias.is_some() {
+                        value = _mm512_add_ps(value, shift);
+                        _mm512_mask_storeu_ps(at, lanes[group], value);
+                    }
+                    maxima[group] = _mm512_max_ps(maxima[group], value);
+                }
+            }
+        }
+        // Columns whose every score is −∞ (all keys masked) take 1 for each numerator.
+        let masked: [__mmask16; GROUPS] = std::array::from_fn(|group| {
+            _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(maxima[group], _mm512_set1_ps(f32::NEG_INFINITY))
+        });
+        for (maximum, masked) in maxima.iter_mut().zip(masked) {
+            *maximum = _mm512_mask_mov_ps(*maximum, masked, _mm512_setzero_ps());
+        }
+        let (one, mut sums) = (_mm512_set1_ps(1.0), [_mm512_setzero_ps(); GROUPS]);
+        for key in 0..keys {
+            let row = unsafe { pointer.add(key * stride) };
+            for group in 0..groups {
+                unsafe {
+                    let at = row.add(16 * group);
+                    let value =
+                        _mm512_sub_ps(_mm512_maskz_loadu_ps(lanes[group], at), maxima[group]);
+                    let numerator = _mm512_mask_mov_ps(exp16(value), masked[group], one);
+                    _mm512_mask_storeu_ps(at, lanes[group], numerator);
+                    sums[group] = _mm512_add_ps(sums[group], numerator);
+                }
+            }
+        }
+        for (group, sum) in sums.iter().enumerate().take(groups) {
+            unsafe {
+                _mm512_mask_storeu_ps(totals.as_mut_ptr().add(16 * group), lanes[group], *sum)
+            };
+        }
+    }
+}
+
 /// `out[i] = hidden[i] · gelu_erf(gate[i])`: on AVX2 an 8-lane erf (see `avx2::geglu`), else
 /// libm's `erff`, as candle's `gelu_erf`.
 pub fn geglu(out: &mut [f32], hidden: &[f32], gate: &[f32]) {
@@ -484,6 +591,55 @@ mod tests {
         let mut masked = vec![0.0; 11];
         let total = softmax_numerators(&mut masked, 1.0, Some(&[f32::NEG_INFINITY; 11]));
         assert!(masked.iter().all(|&value| value / total == 1.0 / 11.0));
+    }
+
+    /// The AVX-512 column softmax gives the AVX2 one's numerators and totals bit for bit:
+    /// whole and half groups of 16 columns, no keys, a bias masking some keys, and columns
+    /// whose every key is masked.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn both_column_softmaxes_agree() {
+        if !(has_avx2() && std::arch::is_x86_feature_detected!("avx512f")) {
+            return;
+        }
+        let stride = 72;
+        for (keys, columns) in [(37usize, 64usize), (5, 8), (1, 24), (0, 16), (130, 40)] {
+            let scores: Vec<f32> = (0..keys.max(1) * stride)
+                .map(|index| ((index * 53 % 97) as f32 - 48.0) * 0.41)
+                .collect();
+            let masking: Vec<f32> = (0..keys)
+                .map(|key| if key % 3 == 0 { f32::NEG_INFINITY } else { 0.5 })
+                .collect();
+            let all_masked = vec![f32::NEG_INFINITY; keys];
+            for bias in [None, Some(masking.as_slice()), Some(all_masked.as_slice())] {
+                let (mut wide, mut narrow) = (scores.clone(), scores.clone());
+                let (mut wide_totals, mut narrow_totals) = (vec![0f32; 64], vec![0f32; 64]);
+                // SAFETY: both features were checked above.
+                unsafe {
+                    avx512::softmax_columns(
+                        (&mut wide, stride),
+                        keys,
+                        columns,
+                        bias,
+                        &mut wide_totals,
+                    );
+                    avx2::softmax_columns(
+                        (&mut narrow, stride),
+                        keys,
+                        columns,
+                        bias,
+                        &mut narrow_totals,
+                    );
+                }
+                let same =
+                    |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same(&wide, &narrow), "numerators, {keys} keys × {columns}");
+                assert!(
+                    same(&wide_totals, &narrow_totals),
+                    "totals, {keys} keys × {columns}"
+                );
+            }
+        }
     }
 
     #[test]
