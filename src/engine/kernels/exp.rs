@@ -335,8 +335,12 @@ pub(super) mod avx2 {
     /// `keys` rows (`stride` apart), in place; `totals[c]` gets each column's sum. A column with
     /// every key masked comes back all ones, as in `softmax_numerators`.
     ///
+    /// The attention tiles run only on AVX-512 and call [`super::avx512::softmax_columns`];
+    /// this form stays as the reference that one is tested against bit for bit.
+    ///
     /// # Safety
     /// The CPU has AVX2 and FMA.
+    #[cfg(test)]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn softmax_columns(
         (scores, stride): (&mut [f32], usize),
@@ -429,7 +433,7 @@ pub(super) mod avx512 {
         _mm512_scalef_ps(y, n)
     }
 
-    /// [`super::avx2::softmax_columns`] 16 columns at a time: the same contract and results.
+    /// The AVX2 `softmax_columns` 16 columns at a time: the same contract and results.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
