@@ -15,6 +15,7 @@ mod fill;
 pub mod geglu;
 mod gemm;
 pub mod group_norm;
+pub mod layer_norm;
 pub mod linear;
 mod scratch;
 mod winograd;

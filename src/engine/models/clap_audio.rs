@@ -3,7 +3,9 @@
 //! Only used to rank generated waveforms against the prompt (`score_waveforms`).
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::engine::kernels::layer_norm::LayerNorm;
 
 use crate::engine::kernels::conv::Conv2d;
 use crate::engine::models::layers::Linear;

@@ -2,7 +2,9 @@
 //! giving `get_text_features`: one L2-normalised vector per prompt.
 
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
+
+use crate::engine::kernels::layer_norm::LayerNorm;
 use serde::Deserialize;
 
 use super::layers::{gelu_exact, layer_norm, linear, mask_to_bias};

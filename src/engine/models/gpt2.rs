@@ -1,7 +1,9 @@
 //! transformers' `GPT2Model` driven by embeddings, and AudioLDM 2's `generate_language_model`.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
+
+use crate::engine::kernels::layer_norm::LayerNorm;
 use serde::Deserialize;
 
 use super::layers::{attention, gelu_tanh, layer_norm, split_heads};

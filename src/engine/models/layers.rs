@@ -1,7 +1,9 @@
 //! Small building blocks shared by the neural components, named after their PyTorch modules.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::engine::kernels::layer_norm::LayerNorm;
 
 use crate::engine::kernels::conv::Conv2d;
 use crate::engine::kernels::group_norm::GroupNorm;
@@ -43,7 +45,7 @@ pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> R
 }
 
 pub fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
-    candle_nn::layer_norm(size, eps, vb)
+    LayerNorm::new(size, eps, vb)
 }
 
 /// Softmax over the last dimension computed in f32, as PyTorch's attention does for half types.

@@ -1,7 +1,9 @@
 //! diffusers `Attention`, `FeedForward` (GEGLU), `BasicTransformerBlock` and `Transformer2DModel`.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::engine::kernels::layer_norm::LayerNorm;
 
 use crate::engine::kernels::attention::attention;
 use crate::engine::kernels::geglu::geglu;
