@@ -14,6 +14,7 @@ use foley::engine::kernels::attention::attention;
 use foley::engine::kernels::conv::{Conv1d, Conv2d, ConvTranspose1d};
 use foley::engine::kernels::geglu::geglu;
 use foley::engine::kernels::group_norm::GroupNorm;
+use foley::engine::kernels::layer_norm::LayerNorm;
 use foley::engine::kernels::linear::Linear;
 use foley::engine::kernels::with_previous_kernels;
 use foley::engine::models::layers::{attention as split_attention, split_heads};
@@ -168,6 +169,18 @@ fn main() -> Result<()> {
     let candle = median_ms(|| reference.forward(&xs)?.silu())?;
     let ours = median_ms(|| norm.forward_silu(&xs))?;
     row("group norm + SiLU", "[2,128,256,16]", 0.0, candle, ours);
+
+    // LayerNorm over 256 channels, rows as many as two UNet level-1 images' tokens, times four
+    // so a call lasts long enough to time.
+    let xs = random(&[8, 1024, 256], &device)?;
+    let (gamma, beta) = (random(&[256], &device)?, random(&[256], &device)?);
+    let reference = candle_nn::LayerNorm::new(gamma.clone(), beta.clone(), 1e-5);
+    let varmap = candle_nn::VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let norm = LayerNorm::new(256, 1e-5, vb.pp("ln"))?;
+    let candle = median_ms(|| reference.forward(&xs))?;
+    let ours = median_ms(|| norm.forward(&xs))?;
+    row("layer norm", "[8,1024,256]", 0.0, candle, ours);
     previous_versions(&device)
 }
 

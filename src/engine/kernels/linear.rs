@@ -248,19 +248,23 @@ impl CustomOp2 for LinearOp<'_> {
             Order::Tokens => View::rows(tokens, outputs, outputs),
             Order::Channels => View::transposed(tokens, outputs, tokens),
         };
+        let split = gemm::split_rows_pays(tokens, outputs);
         let output = match start {
+            None if batch == 1 && split => {
+                gemm::product_split_rows((input, lhs_view), (weight, rhs), tokens, outputs)
+            }
             None if batch == 1 => gemm::product((input, lhs_view), (weight, rhs), tokens, outputs),
             start => {
                 let accumulate = start.is_some();
                 let mut output = start.unwrap_or_else(|| vec![0f32; len]);
                 for image in 0..batch {
-                    gemm::matmul(
-                        (&mut output[image * tokens * outputs..], dst_view),
-                        (&input[image * tokens * width..], lhs_view),
-                        (weight, rhs),
-                        accumulate,
-                        true,
-                    );
+                    let dst = (&mut output[image * tokens * outputs..], dst_view);
+                    let lhs = (&input[image * tokens * width..], lhs_view);
+                    if split {
+                        gemm::matmul_split_rows(dst, lhs, (weight, rhs), accumulate);
+                    } else {
+                        gemm::matmul(dst, lhs, (weight, rhs), accumulate, true);
+                    }
                 }
                 output
             }
