@@ -490,9 +490,9 @@ impl CustomOp3 for ConvOp<'_> {
             padding: geometry.padding,
             dilation: geometry.dilation,
         };
-        // Where Winograd applies (≥ 256 channels), its 4 multiplies per output instead of 9
-        // beat the direct kernel: 11.2 against 13.9 ms at the UNet's [2,256,128,8]
-        // (`cargo bench --bench kernels`).
+        // Where Winograd applies (from 256 channels beside the AVX-512 direct kernel), its 4
+        // multiplies per output instead of 9 beat the direct kernel: 11.2 against 13.9 ms at the
+        // UNet's [2,256,128,8] (`cargo bench --bench kernels`).
         let direct = (!pointwise && !winograd && geometry.stride == 1 && !previous)
             .then(direct::Kernel::detect)
             .flatten()

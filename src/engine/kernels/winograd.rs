@@ -21,15 +21,34 @@ const ROW_WISE_TILES: usize = 8;
 const CHUNK_FLOATS: usize = 8 << 20;
 
 /// Whether the Winograd path pays off. Measured on 2-core machines (`cargo bench --bench
-/// kernels`): at 256 channels and 1024 positions it takes 16 ms where im2col takes 21 (AVX2); at
-/// 128 channels the 16 products are too thin for gemm, even with vectorised input transforms
-/// (25 ms against 15 at the UNet's first level, AMD Zen 4). With few tiles the transforms
-/// dominate: at the UNet's third level, [2,384,64,4] (64 tiles an image), it took 6.5–10.3 ms
-/// against im2col's 12.2–12.8, at the fourth, [2,640,32,2] (16 tiles), 7.4–15.2 against 6.7–7.7.
-/// With `previous` ([`super::with_previous_kernels`]) it keeps the earlier floor of 256 tiles.
+/// kernels`): at 256 channels and 1024 positions it takes 16 ms where im2col takes 21 (AVX2). At
+/// 128 channels it depends on what it replaces (see [`fewest_channels`]). With few tiles the
+/// transforms dominate: at the UNet's third level, [2,384,64,4] (64 tiles an image), it took
+/// 6.5–10.3 ms against im2col's 12.2–12.8, at the fourth, [2,640,32,2] (16 tiles), 7.4–15.2
+/// against 6.7–7.7. With `previous` ([`super::with_previous_kernels`]) it keeps the earlier
+/// floors of 256 tiles and 256 channels.
 pub fn worthwhile(out_h: usize, out_w: usize, channels: usize, previous: bool) -> bool {
     let fewest = if previous { 256 } else { 64 };
-    out_h.div_ceil(2) * out_w.div_ceil(2) >= fewest && channels >= 256
+    out_h.div_ceil(2) * out_w.div_ceil(2) >= fewest && channels >= fewest_channels(previous)
+}
+
+/// Input channels from which Winograd beats the path it replaces. Where the AVX-512 direct
+/// kernel runs, 256: at 128 channels the 16 products are too thin for `gemm` to beat it (25 ms
+/// against 15 at the UNet's first level, [2,128,256,16], AMD Zen 4). On AVX2-only x86 a 3×3
+/// layer otherwise takes im2col + `gemm`, which Winograd beats at 128 channels too (AMD Zen 3,
+/// three alternating runs: [2,128,256,16] 12.7–18.8 against 27.2–29.2 ms, the VAE's
+/// [1,128,1024,64] 136–158 against 170–251 ms). Other architectures keep 256, the floor measured
+/// against im2col at 128 channels before the transforms were vectorised.
+fn fewest_channels(previous: bool) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2_only = super::exp::has_avx2() && !super::direct::Kernel::Avx512.available();
+        if avx2_only && !previous {
+            return 128;
+        }
+    }
+    let _ = previous;
+    256
 }
 
 /// `G g Gᵀ` for every (out, in) pair, laid out (out, tap, in) so each tap's matrix is a strided
@@ -516,10 +535,16 @@ mod tests {
     }
 
     /// The UNet's 3×3 layers at 10.24 s: Winograd from the second level (256 channels) through
-    /// the third (384, 64 tiles an image), not the first (128 channels) or the fourth (16 tiles).
+    /// the third (384, 64 tiles an image), not the fourth (16 tiles); the first (128 channels)
+    /// only where it replaces im2col (AVX2 without AVX-512), never with the previous kernels.
     #[test]
     fn winograd_takes_the_layers_it_wins() {
-        assert!(!worthwhile(256, 16, 128, false));
+        assert_eq!(
+            worthwhile(256, 16, 128, false),
+            fewest_channels(false) == 128
+        );
+        assert!(!worthwhile(256, 16, 128, true));
+        assert!(!worthwhile(256, 16, 64, false));
         assert!(worthwhile(128, 8, 256, false));
         assert!(worthwhile(64, 4, 384, false));
         assert!(worthwhile(64, 4, 1024, false));
