@@ -66,17 +66,9 @@ pub fn matmul(
 ///
 /// Panics if a view does not fit its slice or the shapes disagree: both are programming errors.
 pub fn product(lhs: (&[f32], View), rhs: (&[f32], View), rows: usize, cols: usize) -> Vec<f32> {
-    let len = rows.checked_mul(cols).expect("product size overflows");
-    let mut dst = Vec::with_capacity(len);
-    let dst_view = View::rows(rows, cols, cols);
-    // SAFETY: `dst` has room for the `rows × cols` values `dst_view` addresses and aliases
-    // nothing; with `accumulate` false `gemm` writes each of them without reading it (zeros
-    // when the inner dimension is 0), so all `len` are set before `set_len`.
-    unsafe {
-        run((dst.as_mut_ptr(), dst_view), lhs, rhs, false, true);
-        dst.set_len(len);
-    }
-    dst
+    // SAFETY: `run` with `accumulate` false writes every element of the view without reading
+    // it (zeros when the inner dimension is 0).
+    unsafe { new_product(rows, cols, |dst| run(dst, lhs, rhs, false, true)) }
 }
 
 /// [`product`] with the rows of `lhs` (and of the result) split into one run per rayon thread,
@@ -88,17 +80,21 @@ pub fn product_split_rows(
     rows: usize,
     cols: usize,
 ) -> Vec<f32> {
+    // SAFETY: as in `product`; the runs cover every row.
+    unsafe { new_product(rows, cols, |dst| run_split_rows(dst, lhs, rhs, false)) }
+}
+
+/// A new row-major `rows × cols` buffer that `write` fills through a pointer and view.
+///
+/// # Safety
+/// `write` must write every element the view addresses (it may not read them).
+unsafe fn new_product(rows: usize, cols: usize, write: impl FnOnce((*mut f32, View))) -> Vec<f32> {
     let len = rows.checked_mul(cols).expect("product size overflows");
     let mut dst = Vec::with_capacity(len);
-    // SAFETY: as in `product`: every one of the `len` values is written (the runs cover all
-    // rows) before `set_len`.
+    // SAFETY: `dst` has room for the `rows × cols` values the view addresses and aliases
+    // nothing; the caller vouches that `write` sets all `len` of them before `set_len`.
     unsafe {
-        run_split_rows(
-            (dst.as_mut_ptr(), View::rows(rows, cols, cols)),
-            lhs,
-            rhs,
-            false,
-        );
+        write((dst.as_mut_ptr(), View::rows(rows, cols, cols)));
         dst.set_len(len);
     }
     dst
