@@ -475,12 +475,13 @@ impl CustomOp3 for ConvOp<'_> {
             && self.input_slope.is_none();
         // Read on this thread: the flag is per thread.
         let previous = super::previous_kernels();
-        let winograd = (kh, kw) == (3, 3)
+        let winograd = ((kh, kw) == (3, 3)
             && geometry.stride == 1
             && geometry.padding == (1, 1)
             && geometry.dilation == (1, 1)
-            && self.input_slope.is_none()
-            && winograd::worthwhile(out_h, out_w, channels, previous);
+            && self.input_slope.is_none())
+        .then(|| winograd::worthwhile(out_h, out_w, channels, previous))
+        .flatten();
         let direct_shape = direct::Shape {
             channels,
             height,
@@ -493,7 +494,7 @@ impl CustomOp3 for ConvOp<'_> {
         // Where Winograd applies (from 256 channels beside the AVX-512 direct kernel), its 4
         // multiplies per output instead of 9 beat the direct kernel: 11.2 against 13.9 ms at the
         // UNet's [2,256,128,8] (`cargo bench --bench kernels`).
-        let direct = (!pointwise && !winograd && geometry.stride == 1 && !previous)
+        let direct = (!pointwise && winograd.is_none() && geometry.stride == 1 && !previous)
             .then(direct::Kernel::detect)
             .flatten()
             .filter(|&kernel| direct_shape.worthwhile(kernel));
@@ -519,7 +520,7 @@ impl CustomOp3 for ConvOp<'_> {
         let fewest = if previous { 1 } else { MIN_TILE_POSITIONS };
         let tile = (TILE_FLOATS / depth).max(fewest).clamp(1, positions);
         // `Patch::fill` writes every value of the columns it is handed.
-        let mut columns = Scratch::new(if pointwise || winograd {
+        let mut columns = Scratch::new(if pointwise || winograd.is_some() {
             0
         } else {
             depth * tile
@@ -532,14 +533,20 @@ impl CustomOp3 for ConvOp<'_> {
             geometry,
             input_slope: self.input_slope,
         };
-        let transformed = winograd.then(|| winograd::transform_weights(weight, outputs, channels));
+        let transformed = winograd.map(|tile| {
+            (
+                winograd::transform_weights(weight, outputs, channels, tile),
+                tile,
+            )
+        });
         // Small images (the UNet's fourth level, 64 positions) share one product: each image's
         // own would pack the whole weight matrix for a thin product.
-        let images = if pointwise || winograd || previous || positions >= MIN_TILE_POSITIONS {
-            1
-        } else {
-            (MIN_TILE_POSITIONS / positions.max(1)).clamp(1, batch.max(1))
-        };
+        let images =
+            if pointwise || winograd.is_some() || previous || positions >= MIN_TILE_POSITIONS {
+                1
+            } else {
+                (MIN_TILE_POSITIONS / positions.max(1)).clamp(1, batch.max(1))
+            };
         if images > 1 {
             let group = Group {
                 patch: &patch,
@@ -559,9 +566,9 @@ impl CustomOp3 for ConvOp<'_> {
         for item in 0..batch {
             let planes = &input[item * channels * height * width..][..channels * height * width];
             let out = &mut output[item * outputs * positions..][..outputs * positions];
-            if let Some(transformed) = &transformed {
+            if let Some((transformed, tile)) = &transformed {
                 let dims = (channels, height, width);
-                winograd::convolve(planes, dims, transformed, outputs, out);
+                winograd::convolve(planes, dims, (transformed, *tile), outputs, out);
                 continue;
             }
             if pointwise {
@@ -714,9 +721,10 @@ mod tests {
 
     /// Every CPU path (the direct kernel, Winograd for the 256-channel cases, im2col, pointwise,
     /// strided) against candle's convolution, on sizes that leave partial tiles and blocks.
-    /// The second Winograd case has two images sharing transformed weights and splits its tile
-    /// rows into two chunks, the second partial; the third is narrow enough (4 tiles a row) to
-    /// take its input transform tile by tile. The last two take im2col with images sharing one
+    /// The first two Winograd cases take F(4×4), and F(2×2) with the previous kernels; the
+    /// second has two images sharing transformed weights and splits its F(2×2) tile rows into
+    /// two chunks, the second partial; the third (F(2×2) both ways) is narrow enough (4 tiles a
+    /// row) to take its input transform tile by tile. The last two take im2col with images sharing one
     /// product: all three, then two and one.
     #[test]
     fn fast_convolutions_match_candle() {
@@ -741,11 +749,22 @@ mod tests {
             // The direct kernel where the CPU has one, then im2col and Winograd alone.
             let current = conv.forward(&xs).unwrap();
             let previous = with_previous_kernels(|| conv.forward(&xs)).unwrap();
+            // F(4×4)'s transform coefficients (4, 5, 8, sixths) cost accuracy: 3.4e-6 against
+            // an f64 definition at 256 channels (`winograd`'s tests), F(2×2) 5e-7.
+            let (height, width) = (shape[2], shape[3]);
+            let four = (kernel, stride) == (3, 1)
+                && winograd::worthwhile(height, width, shape[1], false)
+                    == Some(winograd::Tile::Four);
             for (ours, path) in [(current, "current"), (previous, "previous")] {
                 assert_eq!(ours.dims(), reference.dims());
                 let error = relative_l2(&ours, &reference);
+                let limit = if four && path == "current" {
+                    1e-5
+                } else {
+                    1e-6
+                };
                 assert!(
-                    error < 1e-6,
+                    error < limit,
                     "{path} {shape:?} k{kernel} s{stride}: {error}"
                 );
             }

@@ -1,17 +1,20 @@
-//! 3×3, stride-1, padding-1 convolution by Winograd's F(2×2, 3×3).
+//! 3×3, stride-1, padding-1 convolution by Winograd's F(2×2, 3×3) and F(4×4, 3×3).
 //!
 //! Each 2×2 block of outputs comes from a 4×4 input tile: transforming tiles and weights turns the
 //! 9 multiplies per output into 4, carried out as 16 matrix products (one per transformed tile
 //! position) with `gemm`. The transforms only add, subtract and halve, so results differ from a
-//! direct convolution by a few ulp, like any other summation order. 3×3 convolutions are most of
-//! a UNet step's convolution work and nearly all of the VAE's.
+//! direct convolution by a few ulp, like any other summation order. F(4×4, 3×3)
+//! ([`super::winograd_f4`]) takes 6×6 tiles to 4×4 blocks in 36 products: 2.25 multiplies an
+//! output, for larger transforms and a little accuracy. 3×3 convolutions are most of a UNet
+//! step's convolution work and nearly all of the VAE's.
 
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
 use super::scratch::Scratch;
+use super::winograd_f4;
 
-/// Transformed positions per tile.
+/// Transformed positions per F(2×2) tile.
 const TAPS: usize = 16;
 
 /// Images narrower than this many tiles take their input transform tile by tile.
@@ -20,17 +23,63 @@ const ROW_WISE_TILES: usize = 8;
 /// Floats the transformed inputs of one chunk of tiles may hold (32 MB).
 const CHUNK_FLOATS: usize = 8 << 20;
 
-/// Whether the Winograd path pays off. Measured on 2-core machines (`cargo bench --bench
-/// kernels`): at 256 channels and 1024 positions it takes 16 ms where im2col takes 21 (AVX2). At
-/// 128 channels it depends on what it replaces (see [`fewest_channels`]). With few tiles the
-/// transforms dominate: at the UNet's third level, [2,384,64,4] (64 tiles an image), it took
-/// 6.5–10.3 ms against im2col's 12.2–12.8, at the fourth, [2,640,32,2] (16 tiles), 7.4–15.2
-/// against 6.7–7.7. With `previous` ([`super::with_previous_kernels`]) it keeps the earlier
-/// floors of 256 tiles and 256 channels.
-pub fn worthwhile(out_h: usize, out_w: usize, channels: usize, previous: bool) -> bool {
-    let fewest = if previous { 256 } else { 64 };
-    out_h.div_ceil(2) * out_w.div_ceil(2) >= fewest && channels >= fewest_channels(previous)
+/// The output block a tile computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    /// F(2×2, 3×3): 4×4 input tiles, 16 products.
+    Two,
+    /// F(4×4, 3×3): 6×6 input tiles, 36 products.
+    Four,
 }
+
+impl Tile {
+    /// Outputs along each side of a tile.
+    fn side(self) -> usize {
+        match self {
+            Tile::Two => 2,
+            Tile::Four => 4,
+        }
+    }
+
+    /// Transformed positions per tile: one product each.
+    fn taps(self) -> usize {
+        match self {
+            Tile::Two => TAPS,
+            Tile::Four => winograd_f4::TAPS,
+        }
+    }
+}
+
+/// Which Winograd form pays off for a 3×3 layer, if any. Measured on 2-core machines (`cargo
+/// bench --bench kernels`): at 256 channels and 1024 positions F(2×2) takes 16 ms where im2col
+/// takes 21 (AVX2). At 128 channels it depends on what it replaces (see [`fewest_channels`]).
+/// With few tiles the transforms dominate: at the UNet's third level, [2,384,64,4] (64 tiles an
+/// image), it took 6.5–10.3 ms against im2col's 12.2–12.8, at the fourth, [2,640,32,2] (16
+/// tiles), 7.4–15.2 against 6.7–7.7.
+///
+/// F(4×4) from [`FOUR_TILES`] of its tiles an image. Below that, its weights (36 taps against
+/// 16, transformed on every call) outweigh the products it saves: 255–300 against F(2×2)'s
+/// 185–193 ms at [2,1280,64,4], 11.5–13.7 against 7.6–11.3 at [2,384,64,4] (16 tiles an image,
+/// AMD Zen 3, two alternating runs); at 64 tiles it wins, [2,640,128,8] 52–60 against 74–114.
+/// With `previous` ([`super::with_previous_kernels`]) it keeps the earlier floors of 256 tiles
+/// and 256 channels, and F(2×2) only.
+pub fn worthwhile(out_h: usize, out_w: usize, channels: usize, previous: bool) -> Option<Tile> {
+    let fewest = if previous { 256 } else { 64 };
+    let two =
+        out_h.div_ceil(2) * out_w.div_ceil(2) >= fewest && channels >= fewest_channels(previous);
+    let four = !previous
+        && out_h.div_ceil(4) * out_w.div_ceil(4) >= FOUR_TILES
+        && channels >= fewest_channels(false);
+    if four {
+        Some(Tile::Four)
+    } else {
+        two.then_some(Tile::Two)
+    }
+}
+
+/// F(4×4) tiles an image needs before its 36 products (on a quarter of F(2×2)'s tiles) pay for
+/// their weights.
+const FOUR_TILES: usize = 64;
 
 /// Input channels from which Winograd beats the path it replaces. Where the AVX-512 direct
 /// kernel runs, 256: at 128 channels the 16 products are too thin for `gemm` to beat it (25 ms
@@ -53,33 +102,45 @@ fn fewest_channels(previous: bool) -> usize {
 
 /// `G g Gᵀ` for every (out, in) pair, laid out (out, tap, in) so each tap's matrix is a strided
 /// view. Computed once per call and shared by its images.
-pub fn transform_weights(weight: &[f32], outputs: usize, channels: usize) -> Scratch {
-    let mut transformed = Scratch::new(outputs * TAPS * channels);
+pub fn transform_weights(weight: &[f32], outputs: usize, channels: usize, tile: Tile) -> Scratch {
+    let taps = tile.taps();
+    let mut transformed = Scratch::new(outputs * taps * channels);
     transformed
-        .par_chunks_mut(TAPS * channels)
+        .par_chunks_mut(taps * channels)
         .enumerate()
         .for_each(|(out, block)| {
-            for input in 0..channels {
-                let g = &weight[(out * channels + input) * 9..][..9];
-                // G g: 4×3, rows (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2) over the kernel's rows.
-                let mut left = [[0f32; 3]; 4];
-                for col in 0..3 {
-                    let (a, b, c) = (g[col], g[3 + col], g[6 + col]);
-                    left[0][col] = a;
-                    left[1][col] = 0.5 * (a + b + c);
-                    left[2][col] = 0.5 * (a - b + c);
-                    left[3][col] = c;
-                }
-                for (row, values) in left.iter().enumerate() {
-                    let [a, b, c] = *values;
-                    let taps = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
-                    for (col, tap) in taps.into_iter().enumerate() {
-                        block[(row * 4 + col) * channels + input] = tap;
-                    }
+            let kernels = &weight[out * channels * 9..][..channels * 9];
+            if tile == Tile::Four {
+                return winograd_f4::transform_kernels(kernels, channels, block);
+            }
+            for (input, g) in kernels.chunks_exact(9).enumerate() {
+                let g = g.try_into().expect("nine taps");
+                for (tap, value) in weight_taps(g).into_iter().enumerate() {
+                    block[tap * channels + input] = value;
                 }
             }
         });
     transformed
+}
+
+/// F(2×2)'s `G g Gᵀ` of one 3×3 kernel, row-major over the 4×4 taps.
+fn weight_taps(g: &[f32; 9]) -> [f32; TAPS] {
+    // G g: 4×3, rows (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2) over the kernel's rows.
+    let mut left = [[0f32; 3]; 4];
+    for col in 0..3 {
+        let (a, b, c) = (g[col], g[3 + col], g[6 + col]);
+        left[0][col] = a;
+        left[1][col] = 0.5 * (a + b + c);
+        left[2][col] = 0.5 * (a - b + c);
+        left[3][col] = c;
+    }
+    let mut taps = [0f32; TAPS];
+    for (row, values) in left.iter().enumerate() {
+        let [a, b, c] = *values;
+        let values = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+        taps[row * 4..][..4].copy_from_slice(&values);
+    }
+    taps
 }
 
 /// Convolves one image (channels, height, width) into `out` (outputs, height, width), which holds
@@ -90,47 +151,59 @@ pub fn transform_weights(weight: &[f32], outputs: usize, channels: usize) -> Scr
 pub fn convolve(
     image: &[f32],
     (channels, height, width): (usize, usize, usize),
-    weights: &[f32],
+    (weights, tile): (&[f32], Tile),
     outputs: usize,
     out: &mut [f32],
 ) {
-    let (tiles_y, tiles_x) = (height.div_ceil(2), width.div_ceil(2));
+    let (side, taps) = (tile.side(), tile.taps());
+    let (tiles_y, tiles_x) = (height.div_ceil(side), width.div_ceil(side));
     // Whole rows of tiles per chunk, so each chunk writes whole rows of output.
     let rows_per_chunk =
-        (CHUNK_FLOATS / (TAPS * channels.max(outputs) * tiles_x)).clamp(1, tiles_y);
+        (CHUNK_FLOATS / (taps * channels.max(outputs) * tiles_x)).clamp(1, tiles_y);
     let chunk_tiles = rows_per_chunk * tiles_x;
     // Every value of both is written before it is read.
-    let mut inputs = Scratch::new(channels * TAPS * chunk_tiles);
-    let mut products = Scratch::new(outputs * TAPS * chunk_tiles);
+    let mut inputs = Scratch::new(channels * taps * chunk_tiles);
+    let mut products = Scratch::new(outputs * taps * chunk_tiles);
     for first_row in (0..tiles_y).step_by(rows_per_chunk) {
         let rows = rows_per_chunk.min(tiles_y - first_row);
         let count = rows * tiles_x;
-        let inputs = &mut inputs[..channels * TAPS * count];
+        let inputs = &mut inputs[..channels * taps * count];
         inputs
-            .par_chunks_mut(TAPS * count)
+            .par_chunks_mut(taps * count)
             .enumerate()
             .for_each(|(channel, block)| {
                 let plane = &image[channel * height * width..][..height * width];
-                if tiles_x < ROW_WISE_TILES {
-                    transform_tiles(plane, height, width, first_row, rows, tiles_x, block);
-                } else {
-                    transform_inputs(plane, height, width, first_row, rows, tiles_x, block);
+                match tile {
+                    Tile::Four => winograd_f4::transform_inputs(
+                        plane,
+                        (height, width),
+                        first_row,
+                        rows,
+                        tiles_x,
+                        block,
+                    ),
+                    Tile::Two if tiles_x < ROW_WISE_TILES => {
+                        transform_tiles(plane, height, width, first_row, rows, tiles_x, block)
+                    }
+                    Tile::Two => {
+                        transform_inputs(plane, height, width, first_row, rows, tiles_x, block)
+                    }
                 }
             });
-        let products = &mut products[..outputs * TAPS * count];
-        for tap in 0..TAPS {
+        let products = &mut products[..outputs * taps * count];
+        for tap in 0..taps {
             matmul(
                 (
                     &mut products[tap * count..],
-                    View::rows(outputs, count, TAPS * count),
+                    View::rows(outputs, count, taps * count),
                 ),
                 (
                     &weights[tap * channels..],
-                    View::rows(outputs, channels, TAPS * channels),
+                    View::rows(outputs, channels, taps * channels),
                 ),
                 (
                     &inputs[tap * count..],
-                    View::rows(channels, count, TAPS * count),
+                    View::rows(channels, count, taps * count),
                 ),
                 false,
                 true,
@@ -140,8 +213,16 @@ pub fn convolve(
         out.par_chunks_mut(height * width)
             .enumerate()
             .for_each(|(output, plane)| {
-                let block = &products[output * TAPS * count..][..TAPS * count];
-                transform_outputs(block, count, plane, height, width, first_row, tiles_x);
+                let block = &products[output * taps * count..][..taps * count];
+                let size = (height, width);
+                match tile {
+                    Tile::Four => winograd_f4::transform_outputs(
+                        block, count, plane, size, first_row, tiles_x,
+                    ),
+                    Tile::Two => {
+                        transform_outputs(block, count, plane, height, width, first_row, tiles_x)
+                    }
+                }
             });
     }
 }
@@ -537,19 +618,92 @@ mod tests {
     /// The UNet's 3×3 layers at 10.24 s: Winograd from the second level (256 channels) through
     /// the third (384, 64 tiles an image), not the fourth (16 tiles); the first (128 channels)
     /// only where it replaces im2col (AVX2 without AVX-512), never with the previous kernels.
+    /// F(4×4) where an image has 64 of its tiles, never with the previous kernels.
     #[test]
     fn winograd_takes_the_layers_it_wins() {
+        let from_128 = fewest_channels(false) == 128;
         assert_eq!(
             worthwhile(256, 16, 128, false),
-            fewest_channels(false) == 128
+            from_128.then_some(Tile::Four)
         );
-        assert!(!worthwhile(256, 16, 128, true));
-        assert!(!worthwhile(256, 16, 64, false));
-        assert!(worthwhile(128, 8, 256, false));
-        assert!(worthwhile(64, 4, 384, false));
-        assert!(worthwhile(64, 4, 1024, false));
-        assert!(!worthwhile(32, 2, 640, false));
-        assert!(!worthwhile(64, 4, 384, true));
+        assert_eq!(worthwhile(256, 16, 128, true), None);
+        assert_eq!(worthwhile(256, 16, 64, false), None);
+        assert_eq!(worthwhile(128, 8, 256, false), Some(Tile::Four));
+        assert_eq!(worthwhile(128, 8, 256, true), Some(Tile::Two));
+        assert_eq!(worthwhile(64, 4, 384, false), Some(Tile::Two));
+        assert_eq!(worthwhile(64, 4, 1024, false), Some(Tile::Two));
+        assert_eq!(worthwhile(32, 2, 640, false), None);
+        assert_eq!(worthwhile(64, 4, 384, true), None);
+    }
+
+    /// 3×3 correlation with zero padding 1, in f64: the definition both forms are held to.
+    fn correlate(
+        image: &[f32],
+        (channels, height, width): (usize, usize, usize),
+        weight: &[f32],
+        outputs: usize,
+    ) -> Vec<f64> {
+        let mut out = vec![0f64; outputs * height * width];
+        for (o, plane) in out.chunks_mut(height * width).enumerate() {
+            for c in 0..channels {
+                let kernel = &weight[(o * channels + c) * 9..][..9];
+                let input = &image[c * height * width..][..height * width];
+                for y in 0..height {
+                    for x in 0..width {
+                        let mut sum = 0f64;
+                        for (tap, &g) in kernel.iter().enumerate() {
+                            let (iy, ix) =
+                                ((y + tap / 3).checked_sub(1), (x + tap % 3).checked_sub(1));
+                            if let (Some(iy), Some(ix)) = (iy, ix)
+                                && iy < height
+                                && ix < width
+                            {
+                                sum += f64::from(g) * f64::from(input[iy * width + ix]);
+                            }
+                        }
+                        plane[y * width + x] += sum;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Both forms against the definition: partial tiles at the right and bottom, an image one
+    /// tile wide, and one whose F(4×4) tiles split into two chunks, the second partial. F(4×4)'s
+    /// larger coefficients cost some accuracy; both stay far inside the end-to-end 1e-4.
+    #[test]
+    fn both_forms_match_the_definition() {
+        for (channels, height, width, outputs) in [
+            (3, 9, 7, 2),
+            (5, 16, 8, 3),
+            (4, 5, 1, 2),
+            (7, 13, 18, 4),
+            (256, 470, 32, 2),
+        ] {
+            let image: Vec<f32> = (0..channels * height * width)
+                .map(|index| ((index * 37 % 101) as f32 - 50.0) * 0.037)
+                .collect();
+            let weight: Vec<f32> = (0..outputs * channels * 9)
+                .map(|index| ((index * 53 % 97) as f32 - 48.0) * 0.011)
+                .collect();
+            let dims = (channels, height, width);
+            let reference = correlate(&image, dims, &weight, outputs);
+            let norm: f64 = reference.iter().map(|v| v * v).sum();
+            for (tile, limit) in [(Tile::Two, 1e-6), (Tile::Four, 1e-5)] {
+                let weights = transform_weights(&weight, outputs, channels, tile);
+                let mut out = vec![0f32; outputs * height * width];
+                convolve(&image, dims, (&weights, tile), outputs, &mut out);
+                let error: f64 = out
+                    .iter()
+                    .zip(&reference)
+                    .map(|(&a, &b)| (f64::from(a) - b).powi(2))
+                    .sum();
+                let error = (error / norm).sqrt();
+                eprintln!("{tile:?} {dims:?}: {error:e}");
+                assert!(error < limit, "{tile:?} {dims:?}: {error:e}");
+            }
+        }
     }
 
     /// The tile-by-tile input transform gives the row-wise one's values bit for bit: even and
