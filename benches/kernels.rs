@@ -92,9 +92,6 @@ fn main() -> Result<()> {
     );
 
     conv2d(&device, [2, 128, 256, 16], 128, 3)?;
-    conv2d(&device, [2, 320, 256, 16], 320, 3)?;
-    conv2d(&device, [2, 640, 128, 8], 640, 3)?;
-    conv2d(&device, [2, 1280, 64, 4], 1280, 3)?;
     conv2d(&device, [2, 256, 128, 8], 256, 3)?;
     conv2d(&device, [2, 640, 32, 2], 640, 3)?;
     conv2d(&device, [2, 256, 128, 8], 256, 1)?;
@@ -258,6 +255,20 @@ fn previous_versions(device: &Device) -> Result<()> {
         gflop,
         || layer.forward(&xs),
     )?;
+    // F(4×4) where an image has 64 of its tiles: the UNet's second level, the VAE's 256- and
+    // 512-channel layers (F(2×2) with the previous kernels).
+    for [batch, channels, height, width] in [[2, 256, 128, 8], [1, 256, 512, 32], [1, 512, 256, 16]]
+    {
+        let layer = Conv2d::new(channels, channels, 3, 1, 1, weights(device).pp("c4"))?;
+        let xs = random(&[batch, channels, height, width], device)?;
+        let gflop = 2.0 * (batch * channels * channels * 9 * height * width) as f64 / 1e9;
+        against_previous(
+            "conv2d 3×3 (Winograd F(2×2) → F(4×4))",
+            &format!("[{batch},{channels},{height},{width}]"),
+            gflop,
+            || layer.forward(&xs),
+        )?;
+    }
     // The UNet's second level (batch 2, 1024 tokens, 256 features): an attention projection,
     // the feed-forward's GEGLU input, and a transformer's `proj_out` back onto its input.
     let tokens = random(&[2, 1024, 256], device)?;

@@ -58,11 +58,11 @@ impl Tile {
 /// tiles), 7.4–15.2 against 6.7–7.7.
 ///
 /// F(4×4) from [`FOUR_TILES`] of its tiles an image. Below that, its weights (36 taps against
-/// 16, transformed on every call) outweigh the products it saves: 255–300 against F(2×2)'s
-/// 185–193 ms at [2,1280,64,4], 11.5–13.7 against 7.6–11.3 at [2,384,64,4] (16 tiles an image,
-/// AMD Zen 3, two alternating runs); at 64 tiles it wins, [2,640,128,8] 52–60 against 74–114.
-/// With `previous` ([`super::with_previous_kernels`]) it keeps the earlier floors of 256 tiles
-/// and 256 channels, and F(2×2) only.
+/// 16, transformed on every call) outweigh the products it saves: at the UNet's third level,
+/// [2,384,64,4] (16 of its tiles an image), 11.5–13.7 against F(2×2)'s 7.6–11.3 ms (AMD Zen 3,
+/// two alternating runs; [2,1280,64,4] 255–300 against 185–193); at the second, [2,256,128,8]
+/// (64 tiles), 11.8–13.3 against 14.1–15.4. With `previous` ([`super::with_previous_kernels`])
+/// it keeps the earlier floors of 256 tiles and 256 channels, and F(2×2) only.
 pub fn worthwhile(out_h: usize, out_w: usize, channels: usize, previous: bool) -> Option<Tile> {
     let fewest = if previous { 256 } else { 64 };
     let two =
