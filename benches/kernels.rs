@@ -310,7 +310,7 @@ fn previous_versions(device: &Device) -> Result<()> {
         let xs = random(&[1, channels, length], device)?;
         let gflop = 2.0 * (channels * channels * kernel * length) as f64 / 1e9;
         against_previous(
-            "conv1d + leaky ReLU (im2col tiles → direct)",
+            "conv1d + leaky ReLU (im2col tiles → direct; on AVX2 F(4, 3) pieces)",
             &format!("[1,{channels},{length}] k{kernel} d{dilation}"),
             gflop,
             || layer.forward_leaky(&xs, 0.1),

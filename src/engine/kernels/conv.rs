@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::fill::{self, Repeat};
 use super::gemm::{View, matmul, product};
 use super::scratch::Scratch;
-use super::{contiguous_f32, direct, is_cpu_f32, winograd};
+use super::{contiguous_f32, direct, is_cpu_f32, winograd, winograd_1d};
 
 /// Floats an im2col tile may hold (4 MB): as fast as 32 MB tiles for the UNet and VAE and up to
 /// 1.4× faster for the vocoder's 1-D convolutions, whose columns then stay in cache
@@ -482,6 +482,31 @@ impl CustomOp3 for ConvOp<'_> {
             && self.input_slope.is_none())
         .then(|| winograd::worthwhile(out_h, out_w, channels, previous))
         .flatten();
+        // A "same" 1-D convolution (HiFi-GAN's residual blocks): F(4, 3) on 3-tap pieces.
+        let line = winograd_1d::Shape {
+            channels,
+            outputs,
+            length: width,
+            kernel: kw,
+            dilation: geometry.dilation.1,
+        };
+        if kh == 1
+            && height == 1
+            && geometry.stride == 1
+            && geometry.padding.0 == 0
+            && winograd_1d::worthwhile(&line, geometry.padding.1, previous)
+        {
+            let weights = winograd_1d::transform_weights(weight, &line);
+            let mut output = bias_rows(bias, positions, batch);
+            for (signal, out) in input
+                .chunks(channels * width)
+                .zip(output.chunks_mut(outputs * positions))
+            {
+                winograd_1d::convolve(signal, &line, &weights, self.input_slope, out);
+            }
+            let shape = Shape::from((batch, outputs, out_h, out_w));
+            return Ok((CpuStorage::F32(output), shape));
+        }
         let direct_shape = direct::Shape {
             channels,
             height,
@@ -768,6 +793,38 @@ mod tests {
                     "{path} {shape:?} k{kernel} s{stride}: {error}"
                 );
             }
+        }
+    }
+
+    /// HiFi-GAN-like 1-D layers from 256 channels, two signals, with the fused leaky ReLU:
+    /// F(4, 3) pieces on AVX2-only x86 (11 and 3 taps, dilations 5 and 1), the direct kernel or
+    /// im2col elsewhere, against candle's convolution.
+    #[test]
+    fn residual_block_layers_match_candle() {
+        let (channels, length) = (256, 301);
+        let device = Device::Cpu;
+        for (kernel, dilation) in [(11, 5), (3, 1)] {
+            let weight = Tensor::randn(0f32, 0.05, (channels, channels, kernel), &device).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, channels, &device).unwrap();
+            let tensors = [
+                ("c.weight".to_string(), weight.clone()),
+                ("c.bias".to_string(), bias.clone()),
+            ];
+            let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), DType::F32, &device);
+            let padding = dilation * (kernel - 1) / 2;
+            let conv =
+                Conv1d::new(channels, channels, kernel, padding, dilation, vb.pp("c")).unwrap();
+            let xs = Tensor::randn(0f32, 1.0, (2, channels, length), &device).unwrap();
+            let reference = candle_nn::ops::leaky_relu(&xs, 0.1)
+                .unwrap()
+                .conv1d(&weight, padding, 1, dilation, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, channels, 1)).unwrap())
+                .unwrap();
+            let ours = conv.forward_leaky(&xs, 0.1).unwrap();
+            assert_eq!(ours.dims(), reference.dims());
+            let error = relative_l2(&ours, &reference);
+            assert!(error < 4e-6, "k{kernel} d{dilation}: {error}");
         }
     }
 

@@ -19,6 +19,7 @@ pub mod layer_norm;
 pub mod linear;
 mod scratch;
 mod winograd;
+mod winograd_1d;
 mod winograd_f4;
 
 use std::cell::Cell;

@@ -16,7 +16,7 @@ use super::scratch::Scratch;
 const SIDE: usize = 6;
 
 /// Tiles transformed at once: one AVX-512 vector, two AVX2 ones.
-const GROUP: usize = 16;
+pub const GROUP: usize = 16;
 
 /// `G g Gᵀ` of the 3×3 kernels one output channel applies to its `channels` inputs (`kernels`:
 /// input, row, column), into `block` laid out (tap, input). [`GROUP`] inputs at a time as vector
@@ -77,7 +77,7 @@ fn kernel_groups(kernels: &[f32], channels: usize, block: &mut [f32]) {
 /// G applied lane by lane to three vectors. Its rows: (a/4, −(a+b+c)/6, −(a−b+c)/6,
 /// (a/4 + b/2 + c)/6, (a/4 − b/2 + c)/6, c); the quarters and halves are exact.
 #[inline(always)]
-fn g_lanes([a, b, c]: [&Lanes; 3], rows: &mut [Lanes; SIDE]) {
+pub fn g_lanes([a, b, c]: [&Lanes; 3], rows: &mut [Lanes; SIDE]) {
     const SIXTH: f32 = 1.0 / 6.0;
     for lane in 0..GROUP {
         let (a, b, c) = (a[lane], b[lane], c[lane]);
@@ -156,7 +156,7 @@ unsafe fn transform_groups_avx2(d: &[[&[f32]; SIDE]; SIDE], count: usize, taps: 
     transform_groups(d, count, taps)
 }
 
-type Lanes = [f32; GROUP];
+pub type Lanes = [f32; GROUP];
 
 /// The group of lanes starting at `first`.
 #[inline(always)]
@@ -191,7 +191,7 @@ fn transform_groups(d: &[[&[f32]; SIDE]; SIDE], count: usize, taps: &mut [f32]) 
 /// Bᵀ applied lane by lane to six vectors. Its rows: (4d0 − 5d2 + d4, −4(d1 + d2) + d3 + d4,
 /// 4(d1 − d2) − d3 + d4, 2(d3 − d1) − d2 + d4, 2(d1 − d3) − d2 + d4, 4d1 − 5d3 + d5).
 #[inline(always)]
-fn bt_lanes([d0, d1, d2, d3, d4, d5]: [&Lanes; SIDE], rows: &mut [Lanes; SIDE]) {
+pub fn bt_lanes([d0, d1, d2, d3, d4, d5]: [&Lanes; SIDE], rows: &mut [Lanes; SIDE]) {
     for lane in 0..GROUP {
         let (d0, d1, d2, d3, d4, d5) = (d0[lane], d1[lane], d2[lane], d3[lane], d4[lane], d5[lane]);
         let (even, odd) = (d4 - d2, d3 - d1);
@@ -308,7 +308,7 @@ fn transform_output_groups(
 /// Aᵀ applied lane by lane to six vectors. Its rows: (m0 + m1 + m2 + m3 + m4,
 /// m1 − m2 + 2(m3 − m4), m1 + m2 + 4(m3 + m4), m1 − m2 + 8(m3 − m4) + m5).
 #[inline(always)]
-fn at_lanes([m0, m1, m2, m3, m4, m5]: [&Lanes; SIDE], rows: &mut [Lanes; 4]) {
+pub fn at_lanes([m0, m1, m2, m3, m4, m5]: [&Lanes; SIDE], rows: &mut [Lanes; 4]) {
     for lane in 0..GROUP {
         let (m0, m1, m2, m3, m4, m5) = (m0[lane], m1[lane], m2[lane], m3[lane], m4[lane], m5[lane]);
         let (sum, difference) = (m1 + m2, m1 - m2);
