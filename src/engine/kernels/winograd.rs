@@ -689,17 +689,11 @@ mod tests {
                 .collect();
             let dims = (channels, height, width);
             let reference = correlate(&image, dims, &weight, outputs);
-            let norm: f64 = reference.iter().map(|v| v * v).sum();
             for (tile, limit) in [(Tile::Two, 1e-6), (Tile::Four, 1e-5)] {
                 let weights = transform_weights(&weight, outputs, channels, tile);
                 let mut out = vec![0f32; outputs * height * width];
                 convolve(&image, dims, (&weights, tile), outputs, &mut out);
-                let error: f64 = out
-                    .iter()
-                    .zip(&reference)
-                    .map(|(&a, &b)| (f64::from(a) - b).powi(2))
-                    .sum();
-                let error = (error / norm).sqrt();
+                let error = super::super::relative_l2_f64(&out, &reference);
                 eprintln!("{tile:?} {dims:?}: {error:e}");
                 assert!(error < limit, "{tile:?} {dims:?}: {error:e}");
             }

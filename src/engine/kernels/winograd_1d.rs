@@ -12,6 +12,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
+use super::on_avx2;
 use super::scratch::Scratch;
 use super::winograd_f4::{GROUP, Lanes, at_lanes, bt_lanes, g_lanes};
 
@@ -80,31 +81,9 @@ pub fn transform_weights(weight: &[f32], shape: &Shape) -> Scratch {
         .enumerate()
         .for_each(|(output, block)| {
             let kernels = &weight[output * channels * kernel..][..channels * kernel];
-            dispatch(|| transform_kernels(kernels, shape, block));
+            on_avx2(|| transform_kernels(kernels, shape, block));
         });
     transformed
-}
-
-/// Runs `work` compiled for AVX2 where the CPU has it: the lane loops below become 8-lane
-/// vector code instead of SSE's 4.
-#[inline(always)]
-fn dispatch<R>(work: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if super::exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { with_avx2(work) };
-    }
-    work()
-}
-
-/// `work`, with AVX2 and FMA enabled for what inlines into it.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn with_avx2<R>(work: impl FnOnce() -> R) -> R {
-    work()
 }
 
 /// `G g` of the pieces of one output channel's kernels (`kernels`: channel, tap) into `block`
@@ -176,7 +155,7 @@ pub fn convolve(
                         span,
                         input_slope,
                     };
-                    dispatch(|| transform_inputs(&phase_line, shape, first, count, block));
+                    on_avx2(|| transform_inputs(&phase_line, shape, first, count, block));
                 });
             let mut products = Scratch::new(outputs * SIDE * count);
             for position in 0..SIDE {
@@ -208,7 +187,7 @@ pub fn convolve(
                         span,
                         first,
                     };
-                    dispatch(|| transform_outputs(block, count, &place, line));
+                    on_avx2(|| transform_outputs(block, count, &place, line));
                 });
         }
     }
@@ -379,13 +358,7 @@ mod tests {
             let weights = transform_weights(&weight, &shape);
             let mut out = vec![0f32; outputs * length];
             convolve(&signal, &shape, &weights, slope, &mut out);
-            let norm: f64 = reference.iter().map(|v| v * v).sum();
-            let error: f64 = out
-                .iter()
-                .zip(&reference)
-                .map(|(&a, &b)| (f64::from(a) - b).powi(2))
-                .sum();
-            let error = (error / norm).sqrt();
+            let error = super::super::relative_l2_f64(&out, &reference);
             eprintln!("{channels}×{length} k{kernel} d{dilation}: {error:e}");
             // F(4, 3)'s sixths and powers of two cost a little accuracy over long sums (about
             // 1e-6 at 128 channels × 11 taps).

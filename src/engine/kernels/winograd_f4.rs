@@ -10,6 +10,7 @@
 /// Transformed positions per tile.
 pub const TAPS: usize = 36;
 
+use super::on_avx2;
 use super::scratch::Scratch;
 
 /// Tile side in transformed positions.
@@ -23,22 +24,7 @@ pub const GROUP: usize = 16;
 /// code: tap by tap in scalar code it took a quarter of a 512-channel layer at the VAE's
 /// [1,512,256,16].
 pub fn transform_kernels(kernels: &[f32], channels: usize, block: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { kernel_groups_avx2(kernels, channels, block) };
-    }
-    kernel_groups(kernels, channels, block)
-}
-
-/// [`kernel_groups`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_groups_avx2(kernels: &[f32], channels: usize, block: &mut [f32]) {
-    kernel_groups(kernels, channels, block)
+    on_avx2(|| kernel_groups(kernels, channels, block))
 }
 
 #[inline(always)]
@@ -138,24 +124,10 @@ pub fn transform_inputs(
     let d: [[&[f32]; SIDE]; SIDE] =
         std::array::from_fn(|dy| std::array::from_fn(|dx| pixels(dy, dx)));
     let taps = &mut block[..TAPS * count];
-    #[cfg(target_arch = "x86_64")]
-    if super::exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { transform_groups_avx2(&d, count, taps) };
-    }
-    transform_groups(&d, count, taps)
+    on_avx2(|| transform_groups(&d, count, taps))
 }
 
-/// [`transform_groups`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transform_groups_avx2(d: &[[&[f32]; SIDE]; SIDE], count: usize, taps: &mut [f32]) {
-    transform_groups(d, count, taps)
-}
-
+/// One value per tile (or input channel) of a group.
 pub type Lanes = [f32; GROUP];
 
 /// The group of lanes starting at `first`.
@@ -215,29 +187,7 @@ pub fn transform_outputs(
     first_row: usize,
     tiles_x: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if super::exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { transform_outputs_avx2(block, count, plane, size, first_row, tiles_x) };
-    }
-    transform_output_groups(block, count, plane, size, first_row, tiles_x)
-}
-
-/// [`transform_output_groups`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transform_outputs_avx2(
-    block: &[f32],
-    count: usize,
-    plane: &mut [f32],
-    size: (usize, usize),
-    first_row: usize,
-    tiles_x: usize,
-) {
-    transform_output_groups(block, count, plane, size, first_row, tiles_x)
+    on_avx2(|| transform_output_groups(block, count, plane, size, first_row, tiles_x))
 }
 
 #[inline(always)]
