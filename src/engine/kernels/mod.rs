@@ -33,28 +33,6 @@ thread_local! {
     static PREVIOUS: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `work` compiled for AVX2 and FMA where the CPU has them: the lane-by-lane loops that
-/// inline into it become 8-lane vector code instead of SSE's 4.
-#[inline(always)]
-fn on_avx2<R>(work: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { with_avx2(work) };
-    }
-    work()
-}
-
-/// `work`, with AVX2 and FMA enabled for what inlines into it.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn with_avx2<R>(work: impl FnOnce() -> R) -> R {
-    work()
-}
-
 /// Relative L2 distance of `ours` from an f64 `reference`: how the kernels' tests hold a fast
 /// path to a definition.
 #[cfg(test)]

@@ -12,7 +12,6 @@
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
-use super::on_avx2;
 use super::scratch::Scratch;
 use super::winograd_f4::{GROUP, Lanes, at_lanes, bt_lanes, g_lanes};
 
@@ -81,15 +80,34 @@ pub fn transform_weights(weight: &[f32], shape: &Shape) -> Scratch {
         .enumerate()
         .for_each(|(output, block)| {
             let kernels = &weight[output * channels * kernel..][..channels * kernel];
-            on_avx2(|| transform_kernels(kernels, shape, block));
+            transform_kernels(kernels, shape, block);
         });
     transformed
 }
 
 /// `G g` of the pieces of one output channel's kernels (`kernels`: channel, tap) into `block`
 /// (position, channel·pieces + piece), [`GROUP`] channels at a time.
-#[inline(always)]
 fn transform_kernels(kernels: &[f32], shape: &Shape, block: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::exp::has_avx2() {
+        // SAFETY: the CPU was just checked to support AVX2 and FMA.
+        return unsafe { kernels_avx2(kernels, shape, block) };
+    }
+    kernels_lanes(kernels, shape, block)
+}
+
+/// [`kernels_lanes`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernels_avx2(kernels: &[f32], shape: &Shape, block: &mut [f32]) {
+    kernels_lanes(kernels, shape, block)
+}
+
+#[inline(always)]
+fn kernels_lanes(kernels: &[f32], shape: &Shape, block: &mut [f32]) {
     let (channels, kernel, pieces, depth) =
         (shape.channels, shape.kernel, shape.pieces(), shape.depth());
     let mut taps = [[0f32; GROUP]; 3];
@@ -155,7 +173,7 @@ pub fn convolve(
                         span,
                         input_slope,
                     };
-                    on_avx2(|| transform_inputs(&phase_line, shape, first, count, block));
+                    transform_inputs(&phase_line, shape, first, count, block);
                 });
             let mut products = Scratch::new(outputs * SIDE * count);
             for position in 0..SIDE {
@@ -187,7 +205,7 @@ pub fn convolve(
                         span,
                         first,
                     };
-                    on_avx2(|| transform_outputs(block, count, &place, line));
+                    transform_outputs(block, count, &place, line);
                 });
         }
     }
@@ -216,8 +234,27 @@ struct Place {
 /// Tile `t`'s piece `p` reads phase positions `4t + 3p − h + i` for `i < 6` (`h` the kernel's
 /// half width; outside the phase, zero). The phase is first copied, padded, as four streams by
 /// position mod 4, so each of those reads over consecutive tiles is one contiguous run.
-#[inline(always)]
 fn transform_inputs(phase: &Phase, shape: &Shape, first: usize, count: usize, block: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::exp::has_avx2() {
+        // SAFETY: the CPU was just checked to support AVX2 and FMA.
+        return unsafe { inputs_avx2(phase, shape, first, count, block) };
+    }
+    inputs_lanes(phase, shape, first, count, block)
+}
+
+/// [`inputs_lanes`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn inputs_avx2(phase: &Phase, shape: &Shape, first: usize, count: usize, block: &mut [f32]) {
+    inputs_lanes(phase, shape, first, count, block)
+}
+
+#[inline(always)]
+fn inputs_lanes(phase: &Phase, shape: &Shape, first: usize, count: usize, block: &mut [f32]) {
     let pieces = shape.pieces();
     let half = (shape.kernel - 1) / 2;
     // Stream m holds padded position 4j + m at j, where padded position u is phase position
@@ -263,8 +300,27 @@ fn transform_inputs(phase: &Phase, shape: &Shape, first: usize, count: usize, bl
 
 /// `Aᵀ m` of every tile of one output channel's chunk, added to its phase positions in `line`
 /// (which holds the bias).
-#[inline(always)]
 fn transform_outputs(block: &[f32], count: usize, place: &Place, line: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::exp::has_avx2() {
+        // SAFETY: the CPU was just checked to support AVX2 and FMA.
+        return unsafe { outputs_avx2(block, count, place, line) };
+    }
+    outputs_lanes(block, count, place, line)
+}
+
+/// [`outputs_lanes`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn outputs_avx2(block: &[f32], count: usize, place: &Place, line: &mut [f32]) {
+    outputs_lanes(block, count, place, line)
+}
+
+#[inline(always)]
+fn outputs_lanes(block: &[f32], count: usize, place: &Place, line: &mut [f32]) {
     let mut partial = [[0f32; GROUP]; SIDE];
     let mut values = [[0f32; GROUP]; 4];
     for start in (0..count).step_by(GROUP) {

@@ -10,7 +10,6 @@
 /// Transformed positions per tile.
 pub const TAPS: usize = 36;
 
-use super::on_avx2;
 use super::scratch::Scratch;
 
 /// Tile side in transformed positions.
@@ -24,7 +23,23 @@ pub const GROUP: usize = 16;
 /// code: tap by tap in scalar code it took a quarter of a 512-channel layer at the VAE's
 /// [1,512,256,16].
 pub fn transform_kernels(kernels: &[f32], channels: usize, block: &mut [f32]) {
-    on_avx2(|| kernel_groups(kernels, channels, block))
+    #[cfg(target_arch = "x86_64")]
+    if super::exp::has_avx2() {
+        // SAFETY: the CPU was just checked to support AVX2 and FMA.
+        return unsafe { kernel_groups_avx2(kernels, channels, block) };
+    }
+    kernel_groups(kernels, channels, block)
+}
+
+/// [`kernel_groups`] compiled for AVX2. (A generic wrapper taking a closure does not do: the
+/// closure stays a function of its own, compiled without AVX2.)
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_groups_avx2(kernels: &[f32], channels: usize, block: &mut [f32]) {
+    kernel_groups(kernels, channels, block)
 }
 
 #[inline(always)]
@@ -124,7 +139,22 @@ pub fn transform_inputs(
     let d: [[&[f32]; SIDE]; SIDE] =
         std::array::from_fn(|dy| std::array::from_fn(|dx| pixels(dy, dx)));
     let taps = &mut block[..TAPS * count];
-    on_avx2(|| transform_groups(&d, count, taps))
+    #[cfg(target_arch = "x86_64")]
+    if super::exp::has_avx2() {
+        // SAFETY: the CPU was just checked to support AVX2 and FMA.
+        return unsafe { transform_groups_avx2(&d, count, taps) };
+    }
+    transform_groups(&d, count, taps)
+}
+
+/// [`transform_groups`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transform_groups_avx2(d: &[[&[f32]; SIDE]; SIDE], count: usize, taps: &mut [f32]) {
+    transform_groups(d, count, taps)
 }
 
 /// One value per tile (or input channel) of a group.
@@ -187,7 +217,29 @@ pub fn transform_outputs(
     first_row: usize,
     tiles_x: usize,
 ) {
-    on_avx2(|| transform_output_groups(block, count, plane, size, first_row, tiles_x))
+    #[cfg(target_arch = "x86_64")]
+    if super::exp::has_avx2() {
+        // SAFETY: the CPU was just checked to support AVX2 and FMA.
+        return unsafe { transform_outputs_avx2(block, count, plane, size, first_row, tiles_x) };
+    }
+    transform_output_groups(block, count, plane, size, first_row, tiles_x)
+}
+
+/// [`transform_output_groups`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transform_outputs_avx2(
+    block: &[f32],
+    count: usize,
+    plane: &mut [f32],
+    size: (usize, usize),
+    first_row: usize,
+    tiles_x: usize,
+) {
+    transform_output_groups(block, count, plane, size, first_row, tiles_x)
 }
 
 #[inline(always)]
