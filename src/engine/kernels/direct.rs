@@ -47,6 +47,12 @@ impl Kernel {
             .find(|kernel| kernel.available())
     }
 
+    /// Whether the AVX2 block is the best this CPU has (x86 with AVX2 and FMA, no AVX-512): where
+    /// the convolution paths measured against it choose differently from AVX-512 machines.
+    pub fn avx2_only() -> bool {
+        Self::detect() == Some(Self::Avx2)
+    }
+
     /// Whether this CPU runs this kernel.
     pub fn available(self) -> bool {
         #[cfg(target_arch = "x86_64")]

@@ -89,15 +89,11 @@ const FOUR_TILES: usize = 64;
 /// [1,128,1024,64] 136–158 against 170–251 ms). Other architectures keep 256, the floor measured
 /// against im2col at 128 channels before the transforms were vectorised.
 fn fewest_channels(previous: bool) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let avx2_only = super::exp::has_avx2() && !super::direct::Kernel::Avx512.available();
-        if avx2_only && !previous {
-            return 128;
-        }
+    if !previous && super::direct::Kernel::avx2_only() {
+        128
+    } else {
+        256
     }
-    let _ = previous;
-    256
 }
 
 /// `G g Gᵀ` for every (out, in) pair, laid out (out, tap, in) so each tap's matrix is a strided

@@ -58,16 +58,10 @@ pub fn worthwhile(shape: &Shape, padding: usize, previous: bool) -> bool {
     let same = shape.kernel % 2 == 1
         && shape.kernel >= 3
         && Some(padding) == shape.dilation.checked_mul((shape.kernel - 1) / 2);
-    same && shape.channels >= 256 && shape.length >= 4 * shape.dilation && !previous && {
-        #[cfg(target_arch = "x86_64")]
-        {
-            super::exp::has_avx2() && !super::direct::Kernel::Avx512.available()
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    }
+    same && shape.channels >= 256
+        && shape.length >= 4 * shape.dilation
+        && !previous
+        && super::direct::Kernel::avx2_only()
 }
 
 /// `G g` of every 3-tap piece of `weight` (outputs, channels, kernel), laid out (output,
@@ -154,13 +148,17 @@ pub fn convolve(
     } = *shape;
     let depth = shape.depth();
     let most_tiles = (CHUNK_FLOATS / (SIDE * depth.max(outputs))).max(GROUP);
+    // Phase 0 is the longest; every value of both buffers is written before it is read.
+    let largest = most_tiles.min(length.div_ceil(dilation).div_ceil(4));
+    let mut inputs = Scratch::new(depth * SIDE * largest);
+    let mut products = Scratch::new(outputs * SIDE * largest);
     for phase in 0..dilation {
         // Positions phase, phase + d, … form an undilated signal of their own.
         let span = (length - phase).div_ceil(dilation);
         let tiles = span.div_ceil(4);
         for first in (0..tiles).step_by(most_tiles) {
             let count = most_tiles.min(tiles - first);
-            let mut inputs = Scratch::new(depth * SIDE * count);
+            let inputs = &mut inputs[..depth * SIDE * count];
             inputs
                 .par_chunks_mut(shape.pieces() * SIDE * count)
                 .enumerate()
@@ -175,7 +173,7 @@ pub fn convolve(
                     };
                     transform_inputs(&phase_line, shape, first, count, block);
                 });
-            let mut products = Scratch::new(outputs * SIDE * count);
+            let products = &mut products[..outputs * SIDE * count];
             for position in 0..SIDE {
                 matmul(
                     (
