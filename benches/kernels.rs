@@ -295,9 +295,12 @@ fn previous_versions(device: &Device) -> Result<()> {
     )?;
     // HiFi-GAN's deep 1-D convolutions (AudioLDM's vocoder, 10.24 s): (channels, samples, taps,
     // dilation).
-    for (channels, length, kernel, dilation) in
-        [(512, 5120, 11, 5), (512, 5120, 3, 1), (256, 20480, 11, 5)]
-    {
+    for (channels, length, kernel, dilation) in [
+        (512, 5120, 11, 5),
+        (512, 5120, 3, 1),
+        (256, 20480, 11, 5),
+        (128, 40960, 11, 1),
+    ] {
         let padding = dilation * (kernel - 1) / 2;
         let layer = Conv1d::new(
             channels,

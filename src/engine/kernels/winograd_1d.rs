@@ -44,21 +44,19 @@ impl Shape {
 }
 
 /// Whether this path takes a 1-D layer: odd kernels of 3+ taps with "same" padding
-/// (`padding = dilation·(kernel − 1)/2`), from 256 channels, on x86 CPUs without the AVX-512
+/// (`padding = dilation·(kernel − 1)/2`), from 128 channels, on x86 CPUs without the AVX-512
 /// direct kernel. Measured on AMD Zen 3 (`cargo bench --bench kernels`, two runs alternating
 /// this path with the AVX2 kernels it replaces): HiFi-GAN's [1,512,5120] 11-tap layer 128–143
 /// ms against the AVX2 direct kernel's 264–305, its 3-tap one 39–40 against im2col's 65–69,
-/// [1,256,20480] 11 taps 151–177 against 203–265;
-/// at 128 channels (HiFi-GAN's third stage, [1,128,40960], two runs against the current
-/// kernels) it lost with 3 and 7 taps (41–47 against 30–37 ms, 76–94 against 67–69) and tied
-/// with 11 (103–125 against 101–128): products 128 rows tall. The AVX-512 direct kernel runs
-/// near its CPU's peak
-/// and F(4, 3) has not been measured against it.
+/// [1,256,20480] 11 taps 151–177 against 203–265. At 128 channels ([1,128,40960], the nine
+/// tap/dilation pairs, two runs alternating) 462–490 against 629–649 ms in all, every pair
+/// faster; at 64 and 32 channels it lost (525 against 386 ms, 349 against 237). The AVX-512
+/// direct kernel runs near its CPU's peak and F(4, 3) has not been measured against it.
 pub fn worthwhile(shape: &Shape, padding: usize, previous: bool) -> bool {
     let same = shape.kernel % 2 == 1
         && shape.kernel >= 3
         && Some(padding) == shape.dilation.checked_mul((shape.kernel - 1) / 2);
-    same && shape.channels >= 256
+    same && shape.channels >= 128
         && shape.length >= 4 * shape.dilation
         && !previous
         && super::direct::Kernel::avx2_only()
@@ -218,6 +216,56 @@ struct Phase<'a> {
     input_slope: Option<f32>,
 }
 
+impl Phase<'_> {
+    /// Phase positions `start − half + u` for `u < 4·run` (zero outside the phase, through the
+    /// leaky ReLU inside it), dealt into four streams of `run`: stream `m` holds `u = 4j + m`
+    /// at `j`. Copied in order first, then dealt: gathering each stream straight from the
+    /// signal, with the ReLU as a branch, took nine tenths of the input transform (`perf`,
+    /// 128 channels, 11 taps). Inlined so it compiles as its caller's AVX2 code.
+    #[inline(always)]
+    fn streams(&self, start: usize, half: usize, run: usize) -> Scratch {
+        let len = 4 * run;
+        // Padded positions `skip..end` lie inside the phase.
+        let skip = half.saturating_sub(start).min(len);
+        let end = (self.span + half).saturating_sub(start).clamp(skip, len);
+        let mut padded = Scratch::new(len);
+        padded[..skip].fill(0.0);
+        padded[end..].fill(0.0);
+        if end > skip {
+            let slope = self.input_slope.unwrap_or(1.0);
+            let leaky = |value: f32| if value < 0.0 { value * slope } else { value };
+            let first = self.phase + (start + skip - half) * self.dilation;
+            let targets = padded[skip..end].iter_mut();
+            // Undilated phases read one contiguous run, which compiles to vector code.
+            if self.dilation == 1 {
+                let inside = &self.line[first..][..end - skip];
+                targets
+                    .zip(inside)
+                    .for_each(|(target, &value)| *target = leaky(value));
+            } else {
+                let inside = self.line[first..].iter().step_by(self.dilation);
+                targets
+                    .zip(inside)
+                    .for_each(|(target, &value)| *target = leaky(value));
+            }
+        }
+        let mut streams = Scratch::new(len);
+        let (s0, rest) = streams.split_at_mut(run);
+        let (s1, rest) = rest.split_at_mut(run);
+        let (s2, s3) = rest.split_at_mut(run);
+        for ((((quad, a), b), c), d) in padded
+            .chunks_exact(4)
+            .zip(s0.iter_mut())
+            .zip(s1.iter_mut())
+            .zip(s2.iter_mut())
+            .zip(s3.iter_mut())
+        {
+            (*a, *b, *c, *d) = (quad[0], quad[1], quad[2], quad[3]);
+        }
+        streams
+    }
+}
+
 /// Where a chunk's outputs go in an output channel.
 struct Place {
     phase: usize,
@@ -258,22 +306,7 @@ fn inputs_lanes(phase: &Phase, shape: &Shape, first: usize, count: usize, block:
     // Stream m holds padded position 4j + m at j, where padded position u is phase position
     // 4·first + u − half; enough for the last group's reads past the chunk.
     let run = count.next_multiple_of(GROUP) + pieces + 2;
-    let mut streams = Scratch::new(4 * run);
-    for (m, stream) in streams.chunks_mut(run).enumerate() {
-        for (j, value) in stream.iter_mut().enumerate() {
-            let at = (4 * (first + j) + m).checked_sub(half);
-            *value = match at.filter(|&at| at < phase.span) {
-                Some(at) => {
-                    let value = phase.line[phase.phase + at * phase.dilation];
-                    match phase.input_slope {
-                        Some(slope) if value < 0.0 => value * slope,
-                        _ => value,
-                    }
-                }
-                None => 0.0,
-            };
-        }
-    }
+    let streams = phase.streams(4 * first, half, run);
     let mut values = [[0f32; GROUP]; SIDE];
     for piece in 0..pieces {
         let reads: [&[f32]; SIDE] = std::array::from_fn(|i| {
@@ -338,14 +371,22 @@ fn outputs_lanes(block: &[f32], count: usize, place: &Place, line: &mut [f32]) {
             }
         };
         at_lanes([m(0), m(1), m(2), m(3), m(4), m(5)], &mut values);
-        for lane in 0..lanes {
-            let tile = place.first + start + lane;
-            for (i, values) in values.iter().enumerate() {
-                let at = 4 * tile + i;
-                if at < place.span {
-                    line[place.phase + at * place.dilation] += values[lane];
-                }
+        // Tile t's outputs are phase positions 4t..4t + 4: the group's are one run of them.
+        let mut ordered = [0f32; 4 * GROUP];
+        for (lane, quad) in ordered.chunks_exact_mut(4).enumerate() {
+            for (i, value) in quad.iter_mut().enumerate() {
+                *value = values[i][lane];
             }
+        }
+        let at = 4 * (place.first + start);
+        let live = place.span.saturating_sub(at).min(4 * lanes);
+        let begin = place.phase + at * place.dilation;
+        if place.dilation == 1 {
+            let targets = &mut line[begin..][..live];
+            targets.iter_mut().zip(&ordered).for_each(|(t, v)| *t += v);
+        } else {
+            let targets = line[begin..].iter_mut().step_by(place.dilation);
+            targets.zip(&ordered[..live]).for_each(|(t, v)| *t += v);
         }
     }
 }
@@ -420,6 +461,36 @@ mod tests {
                 error < 4e-6,
                 "{channels}×{length} k{kernel} d{dilation}: {error:e}"
             );
+        }
+    }
+
+    /// HiFi-GAN's layers from 128 channels take this path on AVX2-only x86, and nothing else
+    /// does: not 64 channels, even kernels, other paddings, the previous kernels, or any
+    /// layer on a CPU with the AVX-512 direct kernel.
+    #[test]
+    fn pieces_take_the_layers_they_win() {
+        let on = super::super::direct::Kernel::avx2_only();
+        let layer = |channels, kernel, dilation| Shape {
+            channels,
+            outputs: channels,
+            length: 40_960,
+            kernel,
+            dilation,
+        };
+        let same = |shape: &Shape| shape.dilation * (shape.kernel - 1) / 2;
+        for (channels, kernel, dilation) in [(512, 11, 5), (256, 3, 1), (128, 7, 3), (128, 11, 1)] {
+            let shape = layer(channels, kernel, dilation);
+            assert_eq!(worthwhile(&shape, same(&shape), false), on, "{shape:?}");
+            assert!(!worthwhile(&shape, same(&shape), true), "{shape:?}");
+            assert!(!worthwhile(&shape, 0, false), "{shape:?}");
+        }
+        for shape in [
+            layer(64, 11, 1),
+            layer(32, 3, 1),
+            layer(128, 4, 1),
+            layer(128, 1, 1),
+        ] {
+            assert!(!worthwhile(&shape, same(&shape), false), "{shape:?}");
         }
     }
 }
