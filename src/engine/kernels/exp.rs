@@ -5,6 +5,8 @@
 //! polynomial (within 2 ulp on the range softmax uses, like PyTorch's own SLEEF kernels), written so
 //! the loops below compile to 8-wide AVX2 code when the CPU has it.
 
+use super::dispatch::avx2_dispatch;
+
 /// Lanes the reductions keep apart so they vectorise.
 const LANES: usize = 8;
 
@@ -92,26 +94,15 @@ fn silu_body(values: &mut [f32]) {
         .for_each(|value| *value /= 1.0 + exp(-*value));
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn softmax_avx2(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
-    softmax_body(row, scale, bias)
-}
-
 /// Whether this CPU has AVX2 and FMA, which the 8-lane kernels here and in `direct` need.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
-/// In place: `row ← softmax(row · scale + bias)`.
-pub fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { softmax_avx2(row, scale, bias) };
-    }
-    softmax_body(row, scale, bias)
+avx2_dispatch! {
+    /// In place: `row ← softmax(row · scale + bias)`.
+    pub fn softmax_row = softmax_body(row: &mut [f32], scale: f32, bias: Option<&[f32]>);
 }
 
 /// In place: `row ← exp(row · scale + bias − max)`, the numerators of the softmax; returns their

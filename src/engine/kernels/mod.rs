@@ -10,6 +10,7 @@ pub mod attention;
 mod attention_tiles;
 pub mod conv;
 mod direct;
+mod dispatch;
 mod exp;
 mod fill;
 pub mod geglu;

@@ -10,6 +10,7 @@
 
 use rayon::prelude::*;
 
+use super::dispatch::avx2_dispatch;
 use super::gemm::{View, matmul};
 use super::scratch::Scratch;
 use super::winograd_f4;
@@ -215,9 +216,7 @@ pub fn convolve(
                     Tile::Four => winograd_f4::transform_outputs(
                         block, count, plane, size, first_row, tiles_x,
                     ),
-                    Tile::Two => {
-                        transform_outputs(block, count, plane, height, width, first_row, tiles_x)
-                    }
+                    Tile::Two => transform_outputs(block, count, plane, size, first_row, tiles_x),
                 }
             });
     }
@@ -274,32 +273,21 @@ fn transform_tiles(
     };
     let d: [[&[f32]; 4]; 4] = std::array::from_fn(|dy| std::array::from_fn(|dx| pixels(dy, dx)));
     let taps = &mut block[..TAPS * count];
-    #[cfg(target_arch = "x86_64")]
-    if super::exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { transform_groups_avx2(&d, count, taps) };
-    }
     transform_groups(&d, count, taps)
 }
 
 /// Tiles [`transform_groups`] takes at once: one AVX-512 vector, two AVX2 ones.
 const GROUP: usize = 16;
 
-/// [`transform_groups`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transform_groups_avx2(d: &[[&[f32]; 4]; 4], count: usize, taps: &mut [f32]) {
-    transform_groups(d, count, taps)
+avx2_dispatch! {
+    fn transform_groups = transform_group_lanes(d: &[[&[f32]; 4]; 4], count: usize, taps: &mut [f32]);
 }
 
 /// `Bᵀ d B` of `count` tiles whose pixel (dy, dx) is `d[dy][dx][tile]` (each run readable up to
 /// the next whole group), into `taps` laid out
 /// (tap, tile): Bᵀ down each column of pixels, then across.
 #[inline(always)]
-fn transform_groups(d: &[[&[f32]; 4]; 4], count: usize, taps: &mut [f32]) {
+fn transform_group_lanes(d: &[[&[f32]; 4]; 4], count: usize, taps: &mut [f32]) {
     for first in (0..count).step_by(GROUP) {
         let load = |dy: usize, dx: usize| -> [f32; GROUP] {
             let run: &[f32; GROUP] = d[dy][dx][first..first + GROUP]
@@ -421,45 +409,20 @@ fn transform_inputs(
     }
 }
 
-/// `Aᵀ m A` of every tile of one output channel, added to `plane` (which holds the bias).
-///
-/// [`GROUP`] tiles at a time: each tap of a group is one contiguous load (tile by tile, the 16
-/// taps of a tile were 16 loads `count` apart), the four outputs of every tile come out as
-/// vectors, and only the adds into `plane` go tile by tile.
-fn transform_outputs(
-    block: &[f32],
-    count: usize,
-    plane: &mut [f32],
-    height: usize,
-    width: usize,
-    first_row: usize,
-    tiles_x: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if super::exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe {
-            transform_outputs_avx2(block, count, plane, (height, width), first_row, tiles_x)
-        };
-    }
-    transform_output_groups(block, count, plane, (height, width), first_row, tiles_x)
-}
-
-/// [`transform_output_groups`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transform_outputs_avx2(
-    block: &[f32],
-    count: usize,
-    plane: &mut [f32],
-    size: (usize, usize),
-    first_row: usize,
-    tiles_x: usize,
-) {
-    transform_output_groups(block, count, plane, size, first_row, tiles_x)
+avx2_dispatch! {
+    /// `Aᵀ m A` of every tile of one output channel, added to `plane` (which holds the bias).
+    ///
+    /// [`GROUP`] tiles at a time: each tap of a group is one contiguous load (tile by tile, the 16
+    /// taps of a tile were 16 loads `count` apart), the four outputs of every tile come out as
+    /// vectors, and only the adds into `plane` go tile by tile.
+    fn transform_outputs = transform_output_groups(
+        block: &[f32],
+        count: usize,
+        plane: &mut [f32],
+        size: (usize, usize),
+        first_row: usize,
+        tiles_x: usize,
+    );
 }
 
 #[inline(always)]
@@ -552,8 +515,7 @@ mod tests {
                     &block,
                     count,
                     &mut grouped,
-                    height,
-                    width,
+                    (height, width),
                     first_row,
                     tiles_x,
                 );

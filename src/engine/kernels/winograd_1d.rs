@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use super::dispatch::avx2_dispatch;
 use super::gemm::{View, matmul};
 use super::scratch::Scratch;
 use super::winograd_f4::{GROUP, Lanes, at_lanes, bt_lanes, g_lanes};
@@ -77,25 +78,10 @@ pub fn transform_weights(weight: &[f32], shape: &Shape) -> Scratch {
     transformed
 }
 
-/// `G g` of the pieces of one output channel's kernels (`kernels`: channel, tap) into `block`
-/// (position, channel·pieces + piece), [`GROUP`] channels at a time.
-fn transform_kernels(kernels: &[f32], shape: &Shape, block: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { kernels_avx2(kernels, shape, block) };
-    }
-    kernels_lanes(kernels, shape, block)
-}
-
-/// [`kernels_lanes`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn kernels_avx2(kernels: &[f32], shape: &Shape, block: &mut [f32]) {
-    kernels_lanes(kernels, shape, block)
+avx2_dispatch! {
+    /// `G g` of the pieces of one output channel's kernels (`kernels`: channel, tap) into `block`
+    /// (position, channel·pieces + piece), [`GROUP`] channels at a time.
+    fn transform_kernels = kernels_lanes(kernels: &[f32], shape: &Shape, block: &mut [f32]);
 }
 
 #[inline(always)]
@@ -274,29 +260,14 @@ struct Place {
     first: usize,
 }
 
-/// `Bᵀ d` of every piece of tiles `first..first + count` of one channel's phase, written
-/// (piece, position, tile) into `block`.
-///
-/// Tile `t`'s piece `p` reads phase positions `4t + 3p − h + i` for `i < 6` (`h` the kernel's
-/// half width; outside the phase, zero). The phase is first copied, padded, as four streams by
-/// position mod 4, so each of those reads over consecutive tiles is one contiguous run.
-fn transform_inputs(phase: &Phase, shape: &Shape, first: usize, count: usize, block: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { inputs_avx2(phase, shape, first, count, block) };
-    }
-    inputs_lanes(phase, shape, first, count, block)
-}
-
-/// [`inputs_lanes`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn inputs_avx2(phase: &Phase, shape: &Shape, first: usize, count: usize, block: &mut [f32]) {
-    inputs_lanes(phase, shape, first, count, block)
+avx2_dispatch! {
+    /// `Bᵀ d` of every piece of tiles `first..first + count` of one channel's phase, written
+    /// (piece, position, tile) into `block`.
+    ///
+    /// Tile `t`'s piece `p` reads phase positions `4t + 3p − h + i` for `i < 6` (`h` the kernel's
+    /// half width; outside the phase, zero). The phase is first copied, padded, as four streams by
+    /// position mod 4, so each of those reads over consecutive tiles is one contiguous run.
+    fn transform_inputs = inputs_lanes(phase: &Phase, shape: &Shape, first: usize, count: usize, block: &mut [f32]);
 }
 
 #[inline(always)]
@@ -329,25 +300,10 @@ fn inputs_lanes(phase: &Phase, shape: &Shape, first: usize, count: usize, block:
     }
 }
 
-/// `Aᵀ m` of every tile of one output channel's chunk, added to its phase positions in `line`
-/// (which holds the bias).
-fn transform_outputs(block: &[f32], count: usize, place: &Place, line: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { outputs_avx2(block, count, place, line) };
-    }
-    outputs_lanes(block, count, place, line)
-}
-
-/// [`outputs_lanes`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn outputs_avx2(block: &[f32], count: usize, place: &Place, line: &mut [f32]) {
-    outputs_lanes(block, count, place, line)
+avx2_dispatch! {
+    /// `Aᵀ m` of every tile of one output channel's chunk, added to its phase positions in `line`
+    /// (which holds the bias).
+    fn transform_outputs = outputs_lanes(block: &[f32], count: usize, place: &Place, line: &mut [f32]);
 }
 
 #[inline(always)]

@@ -10,6 +10,7 @@
 /// Transformed positions per tile.
 pub const TAPS: usize = 36;
 
+use super::dispatch::avx2_dispatch;
 use super::scratch::Scratch;
 
 /// Tile side in transformed positions.
@@ -18,28 +19,12 @@ const SIDE: usize = 6;
 /// Tiles transformed at once: one AVX-512 vector, two AVX2 ones.
 pub const GROUP: usize = 16;
 
-/// `G g Gᵀ` of the 3×3 kernels one output channel applies to its `channels` inputs (`kernels`:
-/// input, row, column), into `block` laid out (tap, input). [`GROUP`] inputs at a time as vector
-/// code: tap by tap in scalar code it took a quarter of a 512-channel layer at the VAE's
-/// [1,512,256,16].
-pub fn transform_kernels(kernels: &[f32], channels: usize, block: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { kernel_groups_avx2(kernels, channels, block) };
-    }
-    kernel_groups(kernels, channels, block)
-}
-
-/// [`kernel_groups`] compiled for AVX2. (A generic wrapper taking a closure does not do: the
-/// closure stays a function of its own, compiled without AVX2.)
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_groups_avx2(kernels: &[f32], channels: usize, block: &mut [f32]) {
-    kernel_groups(kernels, channels, block)
+avx2_dispatch! {
+    /// `G g Gᵀ` of the 3×3 kernels one output channel applies to its `channels` inputs (`kernels`:
+    /// input, row, column), into `block` laid out (tap, input). [`GROUP`] inputs at a time as vector
+    /// code: tap by tap in scalar code it took a quarter of a 512-channel layer at the VAE's
+    /// [1,512,256,16].
+    pub fn transform_kernels = kernel_groups(kernels: &[f32], channels: usize, block: &mut [f32]);
 }
 
 #[inline(always)]
@@ -139,22 +124,15 @@ pub fn transform_inputs(
     let d: [[&[f32]; SIDE]; SIDE] =
         std::array::from_fn(|dy| std::array::from_fn(|dx| pixels(dy, dx)));
     let taps = &mut block[..TAPS * count];
-    #[cfg(target_arch = "x86_64")]
-    if super::exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { transform_groups_avx2(&d, count, taps) };
-    }
     transform_groups(&d, count, taps)
 }
 
-/// [`transform_groups`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transform_groups_avx2(d: &[[&[f32]; SIDE]; SIDE], count: usize, taps: &mut [f32]) {
-    transform_groups(d, count, taps)
+avx2_dispatch! {
+    fn transform_groups = transform_group_lanes(
+        d: &[[&[f32]; SIDE]; SIDE],
+        count: usize,
+        taps: &mut [f32],
+    );
 }
 
 /// One value per tile (or input channel) of a group.
@@ -169,7 +147,7 @@ fn group(run: &[f32], first: usize) -> &Lanes {
 /// `Bᵀ d B` of `count` tiles whose pixel (dy, dx) is `d[dy][dx][tile]` (each run readable up to
 /// the next whole group), into `taps` laid out (tap, tile): Bᵀ down each column, then across.
 #[inline(always)]
-fn transform_groups(d: &[[&[f32]; SIDE]; SIDE], count: usize, taps: &mut [f32]) {
+fn transform_group_lanes(d: &[[&[f32]; SIDE]; SIDE], count: usize, taps: &mut [f32]) {
     // columns[dx][r]: row r of Bᵀ d for pixel column dx.
     let mut columns = [[[0f32; GROUP]; SIDE]; SIDE];
     let mut values = [[0f32; GROUP]; SIDE];
@@ -206,40 +184,18 @@ pub fn bt_lanes([d0, d1, d2, d3, d4, d5]: [&Lanes; SIDE], rows: &mut [Lanes; SID
     }
 }
 
-/// `Aᵀ m A` of every tile of one output channel, added to `plane` (which holds the bias):
-/// [`GROUP`] tiles at a time, each tap of a group one contiguous load, only the adds into
-/// `plane` tile by tile.
-pub fn transform_outputs(
-    block: &[f32],
-    count: usize,
-    plane: &mut [f32],
-    size: (usize, usize),
-    first_row: usize,
-    tiles_x: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if super::exp::has_avx2() {
-        // SAFETY: the CPU was just checked to support AVX2 and FMA.
-        return unsafe { transform_outputs_avx2(block, count, plane, size, first_row, tiles_x) };
-    }
-    transform_output_groups(block, count, plane, size, first_row, tiles_x)
-}
-
-/// [`transform_output_groups`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transform_outputs_avx2(
-    block: &[f32],
-    count: usize,
-    plane: &mut [f32],
-    size: (usize, usize),
-    first_row: usize,
-    tiles_x: usize,
-) {
-    transform_output_groups(block, count, plane, size, first_row, tiles_x)
+avx2_dispatch! {
+    /// `Aᵀ m A` of every tile of one output channel, added to `plane` (which holds the bias):
+    /// [`GROUP`] tiles at a time, each tap of a group one contiguous load, only the adds into
+    /// `plane` tile by tile.
+    pub fn transform_outputs = transform_output_groups(
+        block: &[f32],
+        count: usize,
+        plane: &mut [f32],
+        size: (usize, usize),
+        first_row: usize,
+        tiles_x: usize,
+    );
 }
 
 #[inline(always)]
