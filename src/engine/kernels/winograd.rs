@@ -280,7 +280,11 @@ fn transform_tiles(
 const GROUP: usize = 16;
 
 avx2_dispatch! {
-    fn transform_groups = transform_group_lanes(d: &[[&[f32]; 4]; 4], count: usize, taps: &mut [f32]);
+    fn transform_groups = transform_group_lanes(
+        d: &[[&[f32]; 4]; 4],
+        count: usize,
+        taps: &mut [f32],
+    );
 }
 
 /// `Bᵀ d B` of `count` tiles whose pixel (dy, dx) is `d[dy][dx][tile]` (each run readable up to

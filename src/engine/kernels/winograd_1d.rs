@@ -267,7 +267,13 @@ avx2_dispatch! {
     /// Tile `t`'s piece `p` reads phase positions `4t + 3p − h + i` for `i < 6` (`h` the kernel's
     /// half width; outside the phase, zero). The phase is first copied, padded, as four streams by
     /// position mod 4, so each of those reads over consecutive tiles is one contiguous run.
-    fn transform_inputs = inputs_lanes(phase: &Phase, shape: &Shape, first: usize, count: usize, block: &mut [f32]);
+    fn transform_inputs = inputs_lanes(
+        phase: &Phase,
+        shape: &Shape,
+        first: usize,
+        count: usize,
+        block: &mut [f32],
+    );
 }
 
 #[inline(always)]
@@ -303,7 +309,12 @@ fn inputs_lanes(phase: &Phase, shape: &Shape, first: usize, count: usize, block:
 avx2_dispatch! {
     /// `Aᵀ m` of every tile of one output channel's chunk, added to its phase positions in `line`
     /// (which holds the bias).
-    fn transform_outputs = outputs_lanes(block: &[f32], count: usize, place: &Place, line: &mut [f32]);
+    fn transform_outputs = outputs_lanes(
+        block: &[f32],
+        count: usize,
+        place: &Place,
+        line: &mut [f32],
+    );
 }
 
 #[inline(always)]

@@ -21,8 +21,8 @@ pub const GROUP: usize = 16;
 
 avx2_dispatch! {
     /// `G g Gᵀ` of the 3×3 kernels one output channel applies to its `channels` inputs (`kernels`:
-    /// input, row, column), into `block` laid out (tap, input). [`GROUP`] inputs at a time as vector
-    /// code: tap by tap in scalar code it took a quarter of a 512-channel layer at the VAE's
+    /// input, row, column), into `block` laid out (tap, input). [`GROUP`] inputs at a time as
+    /// vector code: tap by tap in scalar code it took a quarter of a 512-channel layer at the VAE's
     /// [1,512,256,16].
     pub fn transform_kernels = kernel_groups(kernels: &[f32], channels: usize, block: &mut [f32]);
 }
