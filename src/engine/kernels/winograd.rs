@@ -188,24 +188,7 @@ pub fn convolve(
                 }
             });
         let products = &mut products[..outputs * taps * count];
-        for tap in 0..taps {
-            matmul(
-                (
-                    &mut products[tap * count..],
-                    View::rows(outputs, count, taps * count),
-                ),
-                (
-                    &weights[tap * channels..],
-                    View::rows(outputs, channels, taps * channels),
-                ),
-                (
-                    &inputs[tap * count..],
-                    View::rows(channels, count, taps * count),
-                ),
-                false,
-                true,
-            );
-        }
+        tap_products(products, weights, inputs, (outputs, channels, count, taps));
         let products = &*products;
         out.par_chunks_mut(height * width)
             .enumerate()
@@ -274,6 +257,37 @@ fn transform_tiles(
     let d: [[&[f32]; 4]; 4] = std::array::from_fn(|dy| std::array::from_fn(|dx| pixels(dy, dx)));
     let taps = &mut block[..TAPS * count];
     transform_groups(&d, count, taps)
+}
+
+/// The products of a Winograd transform, one a transformed position: `products[t] =
+/// weights[t] · inputs[t]` for each of `taps` positions `t`, with `products` laid out (output,
+/// position, tile), `weights` (output, position, row) and `inputs` (row, position, tile), so each
+/// position's matrix is a strided view. `rows` is the products' inner dimension (input channels,
+/// or channels × kernel pieces in [`super::winograd_1d`]).
+pub(super) fn tap_products(
+    products: &mut [f32],
+    weights: &[f32],
+    inputs: &[f32],
+    (outputs, rows, count, taps): (usize, usize, usize, usize),
+) {
+    for tap in 0..taps {
+        matmul(
+            (
+                &mut products[tap * count..],
+                View::rows(outputs, count, taps * count),
+            ),
+            (
+                &weights[tap * rows..],
+                View::rows(outputs, rows, taps * rows),
+            ),
+            (
+                &inputs[tap * count..],
+                View::rows(rows, count, taps * count),
+            ),
+            false,
+            true,
+        );
+    }
 }
 
 /// Tiles [`transform_groups`] takes at once: one AVX-512 vector, two AVX2 ones.

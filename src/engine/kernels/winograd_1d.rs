@@ -12,8 +12,8 @@
 use rayon::prelude::*;
 
 use super::dispatch::avx2_dispatch;
-use super::gemm::{View, matmul};
 use super::scratch::Scratch;
+use super::winograd::tap_products;
 use super::winograd_f4::{GROUP, Lanes, at_lanes, bt_lanes, g_lanes};
 
 /// Transformed positions per tile.
@@ -158,24 +158,7 @@ pub fn convolve(
                     transform_inputs(&phase_line, shape, first, count, block);
                 });
             let products = &mut products[..outputs * SIDE * count];
-            for position in 0..SIDE {
-                matmul(
-                    (
-                        &mut products[position * count..],
-                        View::rows(outputs, count, SIDE * count),
-                    ),
-                    (
-                        &weights[position * depth..],
-                        View::rows(outputs, depth, SIDE * depth),
-                    ),
-                    (
-                        &inputs[position * count..],
-                        View::rows(depth, count, SIDE * count),
-                    ),
-                    false,
-                    true,
-                );
-            }
+            tap_products(products, weights, inputs, (outputs, depth, count, SIDE));
             let products = &*products;
             out.par_chunks_mut(length)
                 .enumerate()
