@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::audio::wav::{WavFormat, write_wav_with_metadata};
 use crate::audio::wav_in::read_input_audio;
-use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
+use crate::engine::device::{DeviceKind, Plan, parse_dtype};
 use crate::engine::dsp::resample::resample_frames;
 use crate::engine::hub::{KNOWN_CHECKPOINTS, cached_snapshot, resolve_model};
 use crate::engine::kernels::on_compute_pool;
@@ -434,16 +434,17 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let model_dir = resolve_model(&args.model)?;
-    if let Some(notice) = precision_notice(device, dtype) {
+    let plan = Plan::new(device, dtype);
+    if let Some(notice) = plan.notice {
         eprintln!("note: {notice}");
     }
     let opened = device.open()?;
-    let mut pipeline = Pipeline::load(&model_dir, &opened, dtype)?;
+    let mut pipeline = Pipeline::load(&model_dir, &opened, plan.weights)?;
     if args.scheduler.is_some() {
         pipeline.check_scheduler_choice()?;
     }
     if let Some(judge) = &args.rank_with {
-        pipeline.rank_with(&resolve_model(judge)?, &opened, dtype)?;
+        pipeline.rank_with(&resolve_model(judge)?, &opened, plan.weights)?;
     }
     let load_seconds = started.elapsed().as_secs_f64();
     let (default_steps, default_guidance) = pipeline.defaults();
@@ -467,14 +468,16 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         bar
     };
     let cancel = CancelFlag::new();
-    let clip = pipeline.generate(
-        &request,
-        &mut |progress| {
-            bar.set_length(progress.total as u64);
-            bar.set_position(progress.step as u64);
-        },
-        &cancel,
-    )?;
+    let clip = plan.run(|| {
+        pipeline.generate(
+            &request,
+            &mut |progress| {
+                bar.set_length(progress.total as u64);
+                bar.set_position(progress.step as u64);
+            },
+            &cancel,
+        )
+    })?;
     bar.finish_and_clear();
     if !args.quiet {
         for warning in &clip.warnings {

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use candle_core::DType;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
@@ -23,7 +22,7 @@ use crate::audio::wav::{WavFormat, read_wav};
 use crate::cli::{
     EditArgs, output_paths, parse_sample_rate, prompt_for, task_from_args, write_waveforms,
 };
-use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
+use crate::engine::device::{DeviceKind, Plan, parse_dtype};
 use crate::engine::hub::resolve_model;
 use crate::engine::pipeline::{CancelFlag, Pipeline, Request, validate};
 use crate::engine::schedulers::SchedulerKind;
@@ -86,7 +85,7 @@ pub fn run(options: &BatchOptions) -> anyhow::Result<Summary> {
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let device_kind = options.device.parse::<DeviceKind>()?;
-    let dtype = parse_dtype(&options.dtype)?;
+    let plan = Plan::new(device_kind, parse_dtype(&options.dtype)?);
     prepare_output_dir(&options.out)?;
 
     let cli_defaults = JobSpec {
@@ -113,7 +112,7 @@ pub fn run(options: &BatchOptions) -> anyhow::Result<Summary> {
     let mut manifest = Manifest::open(&manifest_path);
 
     let bar = progress_bar(mine.len(), options.quiet);
-    if let Some(notice) = precision_notice(device_kind, dtype) {
+    if let Some(notice) = plan.notice {
         eprintln!("note: {notice}");
     }
     let device = device_kind.open()?;
@@ -135,7 +134,7 @@ pub fn run(options: &BatchOptions) -> anyhow::Result<Summary> {
             &mut manifest,
             &mut loaded,
             &device,
-            dtype,
+            plan,
         );
         match outcome {
             Ok(Outcome::Generated) => summary.generated += 1,
@@ -173,7 +172,7 @@ fn run_job(
     manifest: &mut Manifest,
     loaded: &mut Option<(String, Pipeline)>,
     device: &candle_core::Device,
-    dtype: DType,
+    plan: Plan,
 ) -> anyhow::Result<Outcome> {
     let spec = match &job.spec {
         Ok(spec) => spec,
@@ -199,7 +198,7 @@ fn run_job(
             &print,
             loaded,
             device,
-            dtype,
+            plan,
         )
     });
     match result {
@@ -289,7 +288,7 @@ fn generate(
     print: &str,
     loaded: &mut Option<(String, Pipeline)>,
     device: &candle_core::Device,
-    dtype: DType,
+    plan: Plan,
 ) -> anyhow::Result<Entry> {
     if loaded
         .as_ref()
@@ -297,7 +296,10 @@ fn generate(
     {
         *loaded = None; // free the previous model first
         let dir = resolve_model(&prepared.model)?;
-        *loaded = Some((prepared.model.clone(), Pipeline::load(&dir, device, dtype)?));
+        *loaded = Some((
+            prepared.model.clone(),
+            Pipeline::load(&dir, device, plan.weights)?,
+        ));
     }
     let Some((_, pipeline)) = loaded.as_ref() else {
         bail!("the model did not load");
@@ -309,7 +311,7 @@ fn generate(
     if spec.scheduler.is_some() {
         pipeline.check_scheduler_choice()?;
     }
-    let clip = pipeline.generate(request, &mut |_| {}, &CancelFlag::new())?;
+    let clip = plan.run(|| pipeline.generate(request, &mut |_| {}, &CancelFlag::new()))?;
 
     let rate = prepared.output_rate.unwrap_or(clip.sample_rate);
     let wavs = output_paths(&out.join(format!("{}.wav", job.name)), clip.waveforms.len());

@@ -19,7 +19,7 @@ use super::views::clip::{ClipAction, ClipView, Edit, Place};
 use super::views::step_preview::StepPreview;
 use super::worker::{Command, Event, Job, ModelInfo, PromptLimits, Worker};
 use crate::audio::playback::Playback;
-use crate::engine::device::{DeviceKind, parse_dtype, precision_notice};
+use crate::engine::device::{DeviceKind, Plan, parse_dtype};
 use crate::engine::hub::KNOWN_CHECKPOINTS;
 use crate::engine::pipeline::{
     CancelFlag, EncodeMode, InputAudio, MAX_WAVEFORMS, Regions, Request, Task,

@@ -12,7 +12,7 @@ use candle_core::DType;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::audio::loudness::Loudness;
-use crate::engine::device::DeviceKind;
+use crate::engine::device::{DeviceKind, Plan};
 use crate::engine::hub::{DownloadReport, resolve_model_reporting};
 use crate::engine::kernels::on_compute_pool;
 use crate::engine::pipeline::{CancelFlag, Clip, Pipeline, PreviewMel, Request};
@@ -275,7 +275,7 @@ fn run(
         repaint();
     };
     // The model stays loaded until a new one has loaded, so a failed Load changes nothing.
-    let mut loaded: Option<(String, Pipeline)> = None;
+    let mut loaded: Option<Loaded> = None;
     while let Ok(command) = commands.recv() {
         // `begin` is false once shutting down: the queued commands are dropped unrun.
         match command {
@@ -307,9 +307,10 @@ fn load(
     device: DeviceKind,
     dtype: DType,
     cancel: &CancelFlag,
-    loaded: &mut Option<(String, Pipeline)>,
+    loaded: &mut Option<Loaded>,
     emit: Emit<'_>,
 ) {
+    let plan = Plan::new(device, dtype);
     let result = contained(|| {
         emit(Event::Loading {
             model: model.clone(),
@@ -321,21 +322,25 @@ fn load(
             total: 0,
         };
         resolve_model_reporting(&model, Some(&mut report), Some(cancel))
-            .and_then(|dir| Pipeline::load(&dir, &device.open()?, dtype))
+            .and_then(|dir| Pipeline::load(&dir, &device.open()?, plan.weights))
             .map_err(|error| error.to_string())
     })
     .and_then(|result| result);
     match result {
         Ok(pipeline) => {
             emit(Event::Loaded(info(&model, &pipeline)));
-            *loaded = Some((model, pipeline));
+            *loaded = Some(Loaded {
+                model,
+                pipeline,
+                plan,
+            });
         }
         Err(error) => emit(Event::LoadFailed {
             model,
             error,
             kept: loaded
                 .as_ref()
-                .map(|(model, pipeline)| info(model, pipeline)),
+                .map(|loaded| info(&loaded.model, &loaded.pipeline)),
         }),
     }
 }
@@ -354,8 +359,20 @@ fn info(model: &str, pipeline: &Pipeline) -> ModelInfo {
     }
 }
 
-fn generate(job: Job, loaded: Option<&(String, Pipeline)>, emit: Emit<'_>) {
-    let Some((model, pipeline)) = loaded else {
+/// The model that stays loaded, with how it computes.
+struct Loaded {
+    model: String,
+    pipeline: Pipeline,
+    plan: Plan,
+}
+
+fn generate(job: Job, loaded: Option<&Loaded>, emit: Emit<'_>) {
+    let Some(Loaded {
+        model,
+        pipeline,
+        plan,
+    }) = loaded
+    else {
         emit(Event::Failed {
             run: job.run,
             error: "no model is loaded".into(),
@@ -374,32 +391,34 @@ fn generate(job: Job, loaded: Option<&(String, Pipeline)>, emit: Emit<'_>) {
             .preview
             .then(|| pipeline.preview_projection().ok())
             .flatten();
-        pipeline.generate(
-            &job.request,
-            &mut |progress| {
-                emit(Event::Progress {
-                    run: job.run,
-                    variation: job.variation,
-                    step: progress.step,
-                    total: progress.total,
-                    elapsed: started.elapsed().as_secs_f64(),
-                });
-                // About eight previews a clip, and the last step's.
-                let every = (progress.total / 8).max(1);
-                if let Some(projection) = &projection
-                    && (progress.step % every == 0 || progress.step == progress.total)
-                    && let Ok(mel) = projection.project(progress.latents)
-                {
-                    emit(Event::Preview {
+        plan.run(|| {
+            pipeline.generate(
+                &job.request,
+                &mut |progress| {
+                    emit(Event::Progress {
                         run: job.run,
                         variation: job.variation,
                         step: progress.step,
-                        mel,
+                        total: progress.total,
+                        elapsed: started.elapsed().as_secs_f64(),
                     });
-                }
-            },
-            &job.cancel,
-        )
+                    // About eight previews a clip, and the last step's.
+                    let every = (progress.total / 8).max(1);
+                    if let Some(projection) = &projection
+                        && (progress.step % every == 0 || progress.step == progress.total)
+                        && let Ok(mel) = projection.project(progress.latents)
+                    {
+                        emit(Event::Preview {
+                            run: job.run,
+                            variation: job.variation,
+                            step: progress.step,
+                            mel,
+                        });
+                    }
+                },
+                &job.cancel,
+            )
+        })
     });
     match result {
         Ok(Ok(clip)) => {

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::attention_tiles::{Block, Head, QUERY_BLOCK, Tiles, transpose_keys};
 use super::exp::{softmax_numerators, softmax_row};
-use super::gemm::{View, matmul};
+use super::gemm::{Precision, View, matmul};
 use super::{contiguous_f32, is_cpu_f32, previous_kernels};
 use crate::engine::models::layers::{attention as split_attention, split_heads};
 
@@ -203,6 +203,7 @@ impl CustomOp3 for AttentionOp {
                                 (&key[head * dim..], View::transposed(dim, keys, width)),
                                 false,
                                 false,
+                                Precision::F32,
                             );
                             if fused {
                                 for (row, total) in scores.chunks_exact_mut(keys).zip(&mut totals) {
@@ -225,6 +226,7 @@ impl CustomOp3 for AttentionOp {
                                 ),
                                 false,
                                 false,
+                                Precision::F32,
                             );
                             if fused {
                                 for (out, total) in out.chunks_exact_mut(value_width).zip(&totals) {

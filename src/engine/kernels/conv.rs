@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::fill::{self, Repeat};
-use super::gemm::{View, matmul, product};
+use super::gemm::{Precision, View, matmul, product};
 use super::scratch::Scratch;
 use super::{contiguous_f32, direct, is_cpu_f32, winograd, winograd_1d};
 
@@ -328,6 +328,7 @@ struct Group<'a> {
     planes: usize,
     taps: usize,
     positions: usize,
+    precision: Precision,
 }
 
 impl Group<'_> {
@@ -352,8 +353,8 @@ impl Group<'_> {
         let sums = product(
             (weight, weights),
             (&columns, View::rows(depth, width, width)),
-            weights.rows,
-            width,
+            (weights.rows, width),
+            self.precision,
         );
         let positions = self.positions;
         outs.par_chunks_mut(positions)
@@ -475,6 +476,7 @@ impl CustomOp3 for ConvOp<'_> {
             && self.input_slope.is_none();
         // Read on this thread: the flag is per thread.
         let previous = super::previous_kernels();
+        let precision = super::precision();
         let winograd = ((kh, kw) == (3, 3)
             && geometry.stride == 1
             && geometry.padding == (1, 1)
@@ -502,7 +504,7 @@ impl CustomOp3 for ConvOp<'_> {
                 .chunks(channels * width)
                 .zip(output.chunks_mut(outputs * positions))
             {
-                winograd_1d::convolve(signal, &line, &weights, self.input_slope, out);
+                winograd_1d::convolve(signal, &line, &weights, self.input_slope, out, precision);
             }
             let shape = Shape::from((batch, outputs, out_h, out_w));
             return Ok((CpuStorage::F32(output), shape));
@@ -578,6 +580,7 @@ impl CustomOp3 for ConvOp<'_> {
                 planes: channels * height * width,
                 taps: kh * kw,
                 positions,
+                precision,
             };
             for (inputs, outs) in input
                 .chunks(images * group.planes)
@@ -593,13 +596,14 @@ impl CustomOp3 for ConvOp<'_> {
             let out = &mut output[item * outputs * positions..][..outputs * positions];
             if let Some((transformed, tile)) = &transformed {
                 let dims = (channels, height, width);
-                winograd::convolve(planes, dims, (transformed, *tile), outputs, out);
+                winograd::convolve(planes, dims, (transformed, *tile), outputs, out, precision);
                 continue;
             }
             if pointwise {
                 let rhs = View::rows(depth, positions, positions);
                 let dst = View::rows(outputs, positions, positions);
-                matmul((out, dst), (weight, weights), (planes, rhs), true, true);
+                let (lhs, rhs) = ((weight, weights), (planes, rhs));
+                matmul((out, dst), lhs, rhs, true, true, precision);
                 continue;
             }
             for start in (0..positions).step_by(tile) {
@@ -627,6 +631,7 @@ impl CustomOp3 for ConvOp<'_> {
                     (columns, rhs),
                     true,
                     true,
+                    precision,
                 );
             }
         }
@@ -666,6 +671,7 @@ impl CustomOp3 for TransposedOp {
         let weight = contiguous_f32(weight, weight_layout, "conv_transpose1d weight")?;
         let bias = contiguous_f32(bias, bias_layout, "conv_transpose1d bias")?;
         let (stride, padding) = (self.stride, self.padding);
+        let precision = super::precision();
         let Some(out_len) = ((length.max(1) - 1) * stride + kernel).checked_sub(2 * padding) else {
             candle_core::bail!("conv_transpose1d: padding larger than the output");
         };
@@ -688,6 +694,7 @@ impl CustomOp3 for TransposedOp {
                     (&source[start..], rhs),
                     false,
                     true,
+                    precision,
                 );
                 let columns = &*columns;
                 out.par_chunks_mut(out_len)

@@ -2,6 +2,17 @@
 
 use gemm::Parallelism;
 
+use super::gemm_bf16::{self, Engine};
+
+/// How a product computes: in f32, or with operands rounded to bf16 and f32 sums (the CPU's
+/// opt-in fast mode) on the given engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16(Engine),
+}
+
 /// A strided view of `rows × cols` elements inside a slice.
 #[derive(Clone, Copy)]
 pub struct View {
@@ -51,24 +62,50 @@ pub fn matmul(
     rhs: (&[f32], View),
     accumulate: bool,
     parallel: bool,
+    precision: Precision,
 ) {
     assert!(
         dst_view.extent() <= dst.len(),
         "matmul view exceeds its buffer"
     );
+    let how = How {
+        accumulate,
+        parallel,
+        precision,
+    };
     // SAFETY: the assert keeps every element `dst_view` addresses inside `dst`, which is
     // borrowed mutably, so it cannot alias the operands.
-    unsafe { run((dst.as_mut_ptr(), dst_view), lhs, rhs, accumulate, parallel) };
+    unsafe { run((dst.as_mut_ptr(), dst_view), lhs, rhs, how) };
+}
+
+/// How [`run`] multiplies.
+#[derive(Clone, Copy)]
+struct How {
+    /// Add onto `dst` instead of overwriting it.
+    accumulate: bool,
+    /// Split the work over rayon's threads.
+    parallel: bool,
+    precision: Precision,
 }
 
 /// `lhs · rhs` as a new row-major `rows × cols` buffer, split over rayon's threads. `gemm`
 /// writes every element without reading it, so the buffer is never zero-filled first.
 ///
 /// Panics if a view does not fit its slice or the shapes disagree: both are programming errors.
-pub fn product(lhs: (&[f32], View), rhs: (&[f32], View), rows: usize, cols: usize) -> Vec<f32> {
+pub fn product(
+    lhs: (&[f32], View),
+    rhs: (&[f32], View),
+    (rows, cols): (usize, usize),
+    precision: Precision,
+) -> Vec<f32> {
+    let how = How {
+        accumulate: false,
+        parallel: true,
+        precision,
+    };
     // SAFETY: `run` with `accumulate` false writes every element of the view without reading
     // it (zeros when the inner dimension is 0).
-    unsafe { new_product(rows, cols, |dst| run(dst, lhs, rhs, false, true)) }
+    unsafe { new_product(rows, cols, |dst| run(dst, lhs, rhs, how)) }
 }
 
 /// [`product`] with the rows of `lhs` (and of the result) split into one run per rayon thread,
@@ -77,11 +114,15 @@ pub fn product(lhs: (&[f32], View), rhs: (&[f32], View), rows: usize, cols: usiz
 pub fn product_split_rows(
     lhs: (&[f32], View),
     rhs: (&[f32], View),
-    rows: usize,
-    cols: usize,
+    (rows, cols): (usize, usize),
+    precision: Precision,
 ) -> Vec<f32> {
     // SAFETY: as in `product`; the runs cover every row.
-    unsafe { new_product(rows, cols, |dst| run_split_rows(dst, lhs, rhs, false)) }
+    unsafe {
+        new_product(rows, cols, |dst| {
+            run_split_rows(dst, lhs, rhs, false, precision)
+        })
+    }
 }
 
 /// A new row-major `rows × cols` buffer that `write` fills through a pointer and view.
@@ -106,13 +147,22 @@ pub fn matmul_split_rows(
     lhs: (&[f32], View),
     rhs: (&[f32], View),
     accumulate: bool,
+    precision: Precision,
 ) {
     assert!(
         dst_view.extent() <= dst.len(),
         "matmul view exceeds its buffer"
     );
     // SAFETY: as in `matmul`.
-    unsafe { run_split_rows((dst.as_mut_ptr(), dst_view), lhs, rhs, accumulate) };
+    unsafe {
+        run_split_rows(
+            (dst.as_mut_ptr(), dst_view),
+            lhs,
+            rhs,
+            accumulate,
+            precision,
+        )
+    };
 }
 
 /// Rows each thread needs before splitting pays.
@@ -144,7 +194,8 @@ impl Rows {
     }
 }
 
-/// [`run`] over one run of rows per rayon thread, each single-threaded.
+/// [`run`] over one run of rows per rayon thread, each single-threaded. The bf16 engines split
+/// rows themselves after packing `rhs` once, so they take the threaded path.
 ///
 /// # Safety
 /// As for [`run`].
@@ -153,8 +204,23 @@ unsafe fn run_split_rows(
     (lhs, lhs_view): (&[f32], View),
     rhs: (&[f32], View),
     accumulate: bool,
+    precision: Precision,
 ) {
     use rayon::prelude::*;
+    let how = How {
+        accumulate,
+        parallel: false,
+        precision,
+    };
+    if precision != Precision::F32 {
+        let how = How {
+            parallel: true,
+            ..how
+        };
+        // SAFETY: passed on from the caller.
+        unsafe { run((dst, dst_view), (lhs, lhs_view), rhs, how) };
+        return;
+    }
     let threads = rayon::current_num_threads().max(1);
     let per_run = dst_view.rows.div_ceil(threads).max(1);
     let dst = Rows(dst);
@@ -173,14 +239,13 @@ unsafe fn run_split_rows(
                     (dst.get().add(first * dst_view.row_stride), dst_rows),
                     (lhs.get(lhs_first..).unwrap_or_default(), lhs_rows),
                     rhs,
-                    accumulate,
-                    false,
+                    how,
                 )
             };
         });
 }
 
-/// `gemm` on checked operand views into `dst`.
+/// `gemm` (or a bf16 engine) on checked operand views into `dst`.
 ///
 /// # Safety
 /// `dst` must be valid for writes (and, when `accumulate`, reads) of every element `dst_view`
@@ -189,9 +254,13 @@ unsafe fn run(
     (dst, dst_view): (*mut f32, View),
     (lhs, lhs_view): (&[f32], View),
     (rhs, rhs_view): (&[f32], View),
-    accumulate: bool,
-    parallel: bool,
+    how: How,
 ) {
+    let How {
+        accumulate,
+        parallel,
+        precision,
+    } = how;
     let (m, n, k) = (lhs_view.rows, rhs_view.cols, lhs_view.cols);
     assert!(
         rhs_view.rows == k && dst_view.rows == m && dst_view.cols == n,
@@ -203,6 +272,43 @@ unsafe fn run(
     );
     if m == 0 || n == 0 {
         return;
+    }
+    match precision {
+        Precision::F32 => {}
+        Precision::Bf16(Engine::Emulated) => {
+            // bf16 products are exact in f32, so the f32 gemm on rounded copies gives what the
+            // hardware gives, up to the order of the sums.
+            let lhs = gemm_bf16::rounded_copy(lhs, lhs_view);
+            let rhs = gemm_bf16::rounded_copy(rhs, rhs_view);
+            let how = How {
+                precision: Precision::F32,
+                ..how
+            };
+            // SAFETY: the copies are compact `m × k` and `k × n` matrices; `dst` as vouched.
+            unsafe {
+                run(
+                    (dst, dst_view),
+                    (&lhs, View::rows(m, k, k)),
+                    (&rhs, View::rows(k, n, n)),
+                    how,
+                )
+            };
+            return;
+        }
+        Precision::Bf16(engine) => {
+            // SAFETY: the asserts checked the operands; `dst` as vouched.
+            unsafe {
+                gemm_bf16::run(
+                    engine,
+                    (dst, dst_view),
+                    (lhs, lhs_view),
+                    (rhs, rhs_view),
+                    accumulate,
+                    parallel,
+                )
+            };
+            return;
+        }
     }
     let threads = rayon::current_num_threads();
     let parallelism = if parallel && threads > 1 {
@@ -262,18 +368,10 @@ mod tests {
         let lhs = values(rows * inner, 31);
         let rhs = values(inner * cols, 17);
         let rhs_view = View::transposed(inner, cols, inner);
-        let whole = product(
-            (&lhs, View::rows(rows, inner, inner)),
-            (&rhs, rhs_view),
-            rows,
-            cols,
-        );
-        let split = product_split_rows(
-            (&lhs, View::rows(rows, inner, inner)),
-            (&rhs, rhs_view),
-            rows,
-            cols,
-        );
+        let f32 = Precision::F32;
+        let lhs_rows = (&lhs[..], View::rows(rows, inner, inner));
+        let whole = product(lhs_rows, (&rhs, rhs_view), (rows, cols), f32);
+        let split = product_split_rows(lhs_rows, (&rhs, rhs_view), (rows, cols), f32);
         assert!(close(&split, &whole));
         // lhs read through a transposed view (as a 1×1 convolution reads an image), added onto
         // a filled buffer.
@@ -287,12 +385,14 @@ mod tests {
             (&rhs, rhs_view),
             true,
             true,
+            f32,
         );
         matmul_split_rows(
             (&mut split, dst_view),
             (&lhs, lhs_view),
             (&rhs, rhs_view),
             true,
+            f32,
         );
         assert!(close(&split, &threaded));
     }

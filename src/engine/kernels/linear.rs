@@ -249,11 +249,11 @@ impl CustomOp2 for LinearOp<'_> {
             Order::Channels => View::transposed(tokens, outputs, tokens),
         };
         let split = gemm::split_rows_pays(tokens, outputs);
+        let precision = super::precision();
+        let (lhs, rhs, size) = ((input, lhs_view), (weight, rhs), (tokens, outputs));
         let output = match start {
-            None if batch == 1 && split => {
-                gemm::product_split_rows((input, lhs_view), (weight, rhs), tokens, outputs)
-            }
-            None if batch == 1 => gemm::product((input, lhs_view), (weight, rhs), tokens, outputs),
+            None if batch == 1 && split => gemm::product_split_rows(lhs, rhs, size, precision),
+            None if batch == 1 => gemm::product(lhs, rhs, size, precision),
             start => {
                 let accumulate = start.is_some();
                 let mut output = start.unwrap_or_else(|| vec![0f32; len]);
@@ -261,9 +261,9 @@ impl CustomOp2 for LinearOp<'_> {
                     let dst = (&mut output[image * tokens * outputs..], dst_view);
                     let lhs = (&input[image * tokens * width..], lhs_view);
                     if split {
-                        gemm::matmul_split_rows(dst, lhs, (weight, rhs), accumulate);
+                        gemm::matmul_split_rows(dst, lhs, rhs, accumulate, precision);
                     } else {
-                        gemm::matmul(dst, lhs, (weight, rhs), accumulate, true);
+                        gemm::matmul(dst, lhs, rhs, accumulate, true, precision);
                     }
                 }
                 output

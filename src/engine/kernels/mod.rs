@@ -15,6 +15,7 @@ mod exp;
 mod fill;
 pub mod geglu;
 mod gemm;
+pub mod gemm_bf16;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod linear;
@@ -29,9 +30,13 @@ use std::thread::LocalKey;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Tensor};
 
+use gemm::Precision;
+use gemm_bf16::Engine;
+
 thread_local! {
     static PORTABLE: Cell<bool> = const { Cell::new(false) };
     static PREVIOUS: Cell<bool> = const { Cell::new(false) };
+    static BF16: Cell<Option<Engine>> = const { Cell::new(None) };
 }
 
 /// Relative L2 distance of `ours` from an f64 `reference`: how the kernels' tests hold a fast
@@ -61,6 +66,26 @@ pub fn with_previous_kernels<R>(work: impl FnOnce() -> R) -> R {
     with_flag(&PREVIOUS, work)
 }
 
+/// Runs `work` on this thread with the products of linears and convolutions taking bf16
+/// operands and f32 sums on `engine` (the CPU's `--dtype bf16` mode, [`gemm_bf16`]); norms,
+/// softmax, attention and the elementwise passes stay f32, as under PyTorch's bf16 autocast.
+pub fn with_bf16_products<R>(engine: Engine, work: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Engine>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BF16.set(self.0);
+        }
+    }
+    let _restore = Restore(BF16.replace(Some(engine)));
+    work()
+}
+
+/// How this thread's products compute ([`with_bf16_products`]). Read where an op starts: the
+/// loops inside it run on rayon's threads, which do not share the setting.
+fn precision() -> Precision {
+    BF16.get().map_or(Precision::F32, Precision::Bf16)
+}
+
 /// Runs `work` on a thread of Foley's compute pool, a rayon pool sized like the global one
 /// (`RAYON_NUM_THREADS`, else one thread per core), and returns its result.
 ///
@@ -68,7 +93,8 @@ pub fn with_previous_kernels<R>(work: impl FnOnce() -> R) -> R {
 /// one half itself while another steals the rest, instead of a thread outside the pool handing
 /// every loop over and sleeping until it ends: a 3-step AudioLDM s-full-v2 generation on two
 /// cores went from 28 000 to 6 000 context switches and ran 3–8 % faster. This thread's
-/// [`with_portable_ops`] and [`with_previous_kernels`] settings carry over. Where the pool
+/// [`with_portable_ops`], [`with_previous_kernels`] and [`with_bf16_products`] settings
+/// carry over. Where the pool
 /// cannot start, `work` runs here.
 pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
@@ -86,6 +112,7 @@ pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     let flags = Flags {
         portable: PORTABLE.get(),
         previous: PREVIOUS.get(),
+        bf16: BF16.get(),
     };
     pool.install(move || {
         let _restore = flags.set();
@@ -98,6 +125,7 @@ pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 struct Flags {
     portable: bool,
     previous: bool,
+    bf16: Option<Engine>,
 }
 
 impl Flags {
@@ -106,6 +134,7 @@ impl Flags {
         Restore(Flags {
             portable: PORTABLE.replace(self.portable),
             previous: PREVIOUS.replace(self.previous),
+            bf16: BF16.replace(self.bf16),
         })
     }
 }
@@ -116,6 +145,7 @@ impl Drop for Restore {
     fn drop(&mut self) {
         PORTABLE.set(self.0.portable);
         PREVIOUS.set(self.0.previous);
+        BF16.set(self.0.bf16);
     }
 }
 

@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::dispatch::avx2_dispatch;
-use super::gemm::{View, matmul};
+use super::gemm::{Precision, View, matmul};
 use super::scratch::Scratch;
 use super::winograd_f4;
 
@@ -151,6 +151,7 @@ pub fn convolve(
     (weights, tile): (&[f32], Tile),
     outputs: usize,
     out: &mut [f32],
+    precision: Precision,
 ) {
     let (side, taps) = (tile.side(), tile.taps());
     let (tiles_y, tiles_x) = (height.div_ceil(side), width.div_ceil(side));
@@ -188,7 +189,8 @@ pub fn convolve(
                 }
             });
         let products = &mut products[..outputs * taps * count];
-        tap_products(products, weights, inputs, (outputs, channels, count, taps));
+        let dims = (outputs, channels, count, taps);
+        tap_products(products, weights, inputs, dims, precision);
         let products = &*products;
         out.par_chunks_mut(height * width)
             .enumerate()
@@ -269,6 +271,7 @@ pub(super) fn tap_products(
     weights: &[f32],
     inputs: &[f32],
     (outputs, rows, count, taps): (usize, usize, usize, usize),
+    precision: Precision,
 ) {
     for tap in 0..taps {
         matmul(
@@ -286,6 +289,7 @@ pub(super) fn tap_products(
             ),
             false,
             true,
+            precision,
         );
     }
 }
@@ -668,7 +672,14 @@ mod tests {
             for (tile, limit) in [(Tile::Two, 1e-6), (Tile::Four, 1e-5)] {
                 let weights = transform_weights(&weight, outputs, channels, tile);
                 let mut out = vec![0f32; outputs * height * width];
-                convolve(&image, dims, (&weights, tile), outputs, &mut out);
+                convolve(
+                    &image,
+                    dims,
+                    (&weights, tile),
+                    outputs,
+                    &mut out,
+                    Precision::F32,
+                );
                 let error = super::super::relative_l2_f64(&out, &reference);
                 eprintln!("{tile:?} {dims:?}: {error:e}");
                 assert!(error < limit, "{tile:?} {dims:?}: {error:e}");

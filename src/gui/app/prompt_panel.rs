@@ -42,7 +42,7 @@ impl FoleyApp {
         });
         let device = self.settings.device.parse::<DeviceKind>();
         if let (Ok(device), Ok(dtype)) = (device, parse_dtype(&self.settings.dtype))
-            && let Some(notice) = precision_notice(device, dtype)
+            && let Some(notice) = Plan::new(device, dtype).notice
         {
             ui.weak(notice);
         }
