@@ -21,6 +21,11 @@ nor --negative-prompt is passed to either program unless --negative-prompt is gi
 ``foley generate --model DIR --prompt P --seed S --steps 8 --guidance 1 --duration 10 --out X.wav --quiet --json``.
 ``--steps``/``--duration``/``--guidance`` given on the command line apply to every model.
 
+With ``--bf16`` each model also runs diffusers under ``torch.autocast("cpu", dtype=torch.bfloat16)`` and
+``foley generate --dtype bf16`` (bf16 products on AMX / AVX512-BF16; elsewhere f32 with a notice), and a second
+table gives each program's whole-process speed-up over its own f32 run and the drift of its waveform (relative
+L2) and log spectrum from that run.
+
 Rows: stage seconds as each program reports them (see bench_diffusers.py for the diffusers definitions; they
 are chosen to cover what Foley's timers cover), "per step" = denoising / steps for both, "UNet forward" =
 the mean UNet call (diffusers; Foley only if its JSON has seconds.per_step), "generation" = total - load,
@@ -38,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -209,6 +215,72 @@ def table(name: str, diffusers: dict, foley: dict | None, steps: int) -> str:
     return "\n".join(lines)
 
 
+def read_audio(path: str):
+    """A WAV as float64 samples (all channels, flattened), or None if it was not written."""
+    import numpy as np
+    from scipy.io import wavfile
+
+    if not Path(path).is_file():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", wavfile.WavFileWarning)  # Foley's loudness (bext) chunk
+        return np.asarray(wavfile.read(path)[1], dtype=np.float64).reshape(-1)
+
+
+def drift(actual, exact) -> dict | None:
+    """Relative L2 of a waveform from its f32 twin, and of its log spectrum (ln |STFT|, 1024-point Hann, hop
+    256, floored 60 dB below the f32 run's peak as build_precision_fixtures.py floors it)."""
+    if actual is None or exact is None or len(actual) != len(exact):
+        return None
+    import numpy as np
+    import torch
+
+    def magnitude(x):
+        window = torch.hann_window(1024, periodic=True, dtype=torch.float64)
+        return torch.stft(torch.from_numpy(x), 1024, hop_length=256, window=window, center=True,
+                          return_complex=True).abs()
+
+    floor = magnitude(exact).max() * 1e-3
+    ours, theirs = magnitude(actual).clamp_min(floor).log(), magnitude(exact).clamp_min(floor).log()
+    return {"waveform": float(np.linalg.norm(actual - exact) / np.linalg.norm(exact)),
+            "log_spectrum": float((ours - theirs).norm() / theirs.norm())}
+
+
+def bf16_summary(wav: dict, diffusers: dict, autocast: dict, foley: dict | None, foley_bf16: dict | None) -> dict:
+    audio = {run: read_audio(path) for run, path in wav.items()}
+
+    def speedup(f32: dict | None, bf16: dict | None):
+        ok = f32 and bf16 and f32["returncode"] == 0 and bf16["returncode"] == 0
+        return f32["wall_seconds"] / bf16["wall_seconds"] if ok else None
+
+    notice = None
+    if foley_bf16:
+        notice = next((line for line in foley_bf16["stderr_tail"].splitlines() if line.startswith("note:")), None)
+    return {
+        "diffusers_speedup": speedup(diffusers, autocast),
+        "foley_speedup": speedup(foley, foley_bf16),
+        "diffusers_drift": drift(audio["autocast"], audio["diffusers"]),
+        "foley_drift": drift(audio["foley_bf16"], audio["foley"]),
+        "foley_notice": notice,
+    }
+
+
+def bf16_table(name: str, summary: dict) -> str:
+    def number(value, digits):
+        return "–" if value is None else f"{value:.{digits}}"
+
+    lines = [f"### {name}: bf16 against each program's own f32", "",
+             "| program | whole-process speed-up over f32 | waveform drift | log-spectrum drift |",
+             "|---|---:|---:|---:|"]
+    for program, key in (("diffusers (bf16 autocast)", "diffusers"), ("Foley (--dtype bf16)", "foley")):
+        found = summary[f"{key}_drift"] or {}
+        lines.append(f"| {program} | {number(summary[f'{key}_speedup'], '2f')}× | "
+                     f"{number(found.get('waveform'), '2e')} | {number(found.get('log_spectrum'), '2e')} |")
+    if summary["foley_notice"]:
+        lines += ["", f"Foley: {summary['foley_notice']}"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(DEFAULT_NAMES),
@@ -227,6 +299,9 @@ def main() -> None:
                         help=f"default: {NEGATIVE_PROMPT!r} for the LDM families, none for SA3")
     parser.add_argument("--json-out", default=None, help="write both runs' raw JSON (and measurements) here")
     parser.add_argument("--no-prewarm", action="store_true", help="do not read the model files before the runs")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also run Foley --dtype bf16 and diffusers under bf16 autocast; print their speed-ups "
+                             "over their own f32 runs and their drift from them")
     args = parser.parse_args()
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -286,22 +361,34 @@ def main() -> None:
         print(f"{name}: {steps} steps {scheduler or 'checkpoint scheduler'}, {duration} s, guidance "
               f"{'family default' if guidance is None else guidance}, negative prompt "
               f"{'none' if negative_prompt is None else repr(negative_prompt)}", flush=True)
-        diffusers_cmd = [sys.executable, str(HERE / "bench_diffusers.py"), *common, "--threads", str(args.threads),
-                         *prompts]
-        print(f"{name}: diffusers ...", file=sys.stderr, flush=True)
-        diffusers = run_measured(diffusers_cmd, env)
+        with tempfile.TemporaryDirectory() as tmp:
+            wav = {run: str(Path(tmp) / f"{run}.wav") for run in ("diffusers", "autocast", "foley", "foley_bf16")}
+            diffusers_cmd = [sys.executable, str(HERE / "bench_diffusers.py"), *common, "--threads",
+                             str(args.threads), *prompts, "--out", wav["diffusers"]]
+            print(f"{name}: diffusers ...", file=sys.stderr, flush=True)
+            diffusers = run_measured(diffusers_cmd, env)
 
-        foley = None
-        if has_foley:
-            with tempfile.TemporaryDirectory() as tmp:
-                foley_cmd = [str(foley_bin), "generate", *common, *prompts, "--out", str(Path(tmp) / "bench.wav"),
-                             "--quiet", "--json"]
+            foley = None
+            foley_cmd = [str(foley_bin), "generate", *common, *prompts, "--quiet", "--json"]
+            if has_foley:
                 print(f"{name}: foley ...", file=sys.stderr, flush=True)
-                foley = run_measured(foley_cmd, env)
+                foley = run_measured([*foley_cmd, "--out", wav["foley"]], env)
 
-        results[name] = {"diffusers": diffusers, "foley": foley}
-        print(table(name, diffusers, foley, steps), flush=True)
-        print(flush=True)
+            results[name] = {"diffusers": diffusers, "foley": foley}
+            print(table(name, diffusers, foley, steps), flush=True)
+            print(flush=True)
+            if args.bf16:
+                print(f"{name}: diffusers bf16 autocast ...", file=sys.stderr, flush=True)
+                autocast = run_measured([*diffusers_cmd[:-1], wav["autocast"], "--autocast"], env)
+                foley_bf16 = None
+                if has_foley:
+                    print(f"{name}: foley --dtype bf16 ...", file=sys.stderr, flush=True)
+                    foley_bf16 = run_measured([*foley_cmd, "--dtype", "bf16", "--out", wav["foley_bf16"]], env)
+                results[name]["diffusers_bf16_autocast"] = autocast
+                results[name]["foley_bf16"] = foley_bf16
+                results[name]["bf16"] = bf16_summary(wav, diffusers, autocast, foley, foley_bf16)
+                print(bf16_table(name, results[name]["bf16"]), flush=True)
+                print(flush=True)
 
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"machine": info, "settings": settings, "results": results}, indent=1))

@@ -42,6 +42,8 @@ On a GPU every stage boundary synchronizes first, ``--warmup N`` runs N untimed 
 one, and peak_gpu_memory_bytes is ``torch.cuda.max_memory_allocated`` of the timed call.
 
 peak_memory_bytes is the process's peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``), imports included.
+``--autocast`` runs the calls under ``torch.autocast("cpu", dtype=torch.bfloat16)`` on f32 weights: PyTorch's
+bf16 fast path, which Foley's ``--dtype bf16`` on the CPU is measured against (``bench_compare.py --bf16``).
 ``--out`` writes the first waveform as a float32 WAV at the model's rate (mono for the LDM families, stereo for
 SA3).
 """
@@ -49,6 +51,7 @@ SA3).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -77,6 +80,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="also write the waveform as a float32 WAV")
     parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     parser.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"], help="pipeline dtype (pipe.to)")
+    parser.add_argument("--autocast", action="store_true",
+                        help='run the pipeline call under torch.autocast("cpu", dtype=torch.bfloat16) (f32 weights)')
     parser.add_argument("--warmup", type=int, default=0,
                         help="untimed 2-step calls before the timed one (GPU: kernel selection, caches)")
     return parser.parse_args(argv)
@@ -218,8 +223,11 @@ def main(args) -> None:
                         num_inference_steps=num_steps, guidance_scale=guidance, num_waveforms_per_prompt=1,
                         generator=generator).audios
 
+    def precision():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if args.autocast else contextlib.nullcontext()
+
     for _ in range(args.warmup):
-        with torch.inference_mode():
+        with torch.inference_mode(), precision():
             run(2)
     if args.device != "cpu":
         torch.cuda.reset_peak_memory_stats()
@@ -235,7 +243,7 @@ def main(args) -> None:
 
     generator = torch.Generator("cpu").manual_seed(args.seed)
     started = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), precision():
         audio = run(steps, generator)
     synchronize()
     call_seconds = time.perf_counter() - started
@@ -289,6 +297,7 @@ def main(args) -> None:
             "waveforms": 1,
             "device": args.device,
             "dtype": args.dtype,
+            "autocast": args.autocast,
             "threads": torch.get_num_threads(),
             "sample_rate": sample_rate,
             "denoiser": type(denoiser).__name__,

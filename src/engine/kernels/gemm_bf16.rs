@@ -361,35 +361,32 @@ mod x86 {
         }
     }
 
-    /// 32 bf16 (16 pairs) as one vector.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    fn as_pairs(values: &[u16]) -> __m512bh {
-        assert_eq!(values.len(), 2 * LANES);
-        // SAFETY: `values` holds the 64 bytes read; the transmute reinterprets one vector.
-        unsafe {
-            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(values.as_ptr().cast()))
-        }
-    }
-
     /// Eight rows at a time: 16 vectors of sums, each inner pair one broadcast of a row's pair
     /// against the two column runs.
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn avx512(a: &[u16], depth: usize, (b0, b1): (&[u16], &[u16]), sums: &mut [f32]) {
         const ROWS: usize = 8;
+        let (a, b0, b1) = (a.as_ptr(), b0.as_ptr(), b1.as_ptr());
         for first in (0..BLOCK).step_by(ROWS) {
             let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
             for pair in 0..depth / 2 {
-                let x0 = as_pairs(&b0[pair * 2 * LANES..][..2 * LANES]);
-                let x1 = as_pairs(&b1[pair * 2 * LANES..][..2 * LANES]);
-                for (row, acc) in acc.iter_mut().enumerate() {
-                    let at = (first + row) * depth + pair * 2;
-                    let both = u32::from(a[at]) | u32::from(a[at + 1]) << 16;
-                    // SAFETY: a bit-for-bit reinterpretation of one 512-bit vector.
-                    let pairs = unsafe {
-                        std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(both as i32))
-                    };
-                    acc[0] = _mm512_dpbf16_ps(acc[0], pairs, x0);
-                    acc[1] = _mm512_dpbf16_ps(acc[1], pairs, x1);
+                // SAFETY: `block` checked that both runs hold `depth` pairs of LANES columns
+                // and `a` BLOCK rows of `depth`; the transmutes reinterpret whole vectors.
+                unsafe {
+                    let x0 = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        b0.add(pair * 2 * LANES).cast(),
+                    ));
+                    let x1 = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        b1.add(pair * 2 * LANES).cast(),
+                    ));
+                    for (row, acc) in acc.iter_mut().enumerate() {
+                        let at = a.add((first + row) * depth + pair * 2);
+                        let both = at.cast::<i32>().read_unaligned();
+                        let pairs =
+                            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(both));
+                        acc[0] = _mm512_dpbf16_ps(acc[0], pairs, x0);
+                        acc[1] = _mm512_dpbf16_ps(acc[1], pairs, x1);
+                    }
                 }
             }
             for (row, acc) in acc.iter().enumerate() {
