@@ -145,12 +145,13 @@ fn half_precision_drift_is_like_diffusers() {
             ("f16", "f16", DType::F16, None, DRIFT_MARGIN),
             ("bf16", "bf16", DType::BF16, None, DRIFT_MARGIN),
         ];
-        // The CPU's bf16 mode (f32 weights, bf16 products) drifts no more than diffusers'
-        // autocast (measured: 0.44–0.58× as much); the emulation computes what AMX and
+        // The CPU's bf16 mode (f32 weights, bf16 products) drifts like diffusers' autocast, which
+        // rounds the same operands (measured 0.62–0.71× its waveform drift, 0.52–1.06× its log
+        // spectrum's: means of 4–5 cases, hence 10 % room); the emulation computes what AMX and
         // AVX512-BF16 compute, up to the order of the sums.
         if device.is_cpu() {
             let products = Some(Engine::Emulated);
-            modes.push(("bf16 products", "bf16_autocast", DType::F32, products, 1.0));
+            modes.push(("bf16 products", "bf16_autocast", DType::F32, products, 1.1));
         }
         for (name, recorded_name, dtype, products, margin) in modes {
             let half = match products {
@@ -212,8 +213,9 @@ fn half_precision_models_hand_back_f32() {
     assert!(clip.waveforms[0].iter().all(|sample| sample.is_finite()));
 }
 
-/// Every task, and CLAP ranking, runs in f16 and bf16: the VAE encoder, the CLAP audio branch
-/// and the editing blend meet half-precision weights with f32 latents and audio.
+/// Every task, and CLAP ranking, runs in f16 and bf16 (and, on the CPU, with bf16 products):
+/// the VAE encoder, the CLAP audio branch and the editing blend meet half-precision weights
+/// with f32 latents and audio.
 #[test]
 fn half_precision_runs_every_task_and_ranks() {
     let device = device();
@@ -239,27 +241,40 @@ fn half_precision_runs_every_task_and_ranks() {
         },
         Task::Variation { input },
     ];
-    for dtype in [DType::F16, DType::BF16] {
-        let pipeline = Pipeline::load(&model_dir("musicldm-tiny"), &device, dtype).unwrap();
-        let ranked = Request {
-            waveforms: 2,
-            ..base.clone()
-        };
-        let clip = pipeline
-            .generate(&ranked, &mut |_| {}, &CancelFlag::new())
-            .unwrap_or_else(|error| panic!("{dtype:?} ranked: {error}"));
-        let scores = clip.scores.expect("two waveforms are ranked");
-        assert!(scores.iter().all(|score| score.is_finite()), "{scores:?}");
-        for task in &tasks {
-            let request = Request {
-                task: task.clone(),
+    // f16 and bf16 weights, and f32 weights with bf16 products (the CPU's bf16 mode).
+    let mut modes = vec![(DType::F16, None), (DType::BF16, None)];
+    if device.is_cpu() {
+        modes.push((DType::F32, Some(Engine::Emulated)));
+    }
+    for (dtype, products) in modes {
+        let run = || {
+            let pipeline = Pipeline::load(&model_dir("musicldm-tiny"), &device, dtype).unwrap();
+            let ranked = Request {
+                waveforms: 2,
                 ..base.clone()
             };
             let clip = pipeline
-                .generate(&request, &mut |_| {}, &CancelFlag::new())
-                .unwrap_or_else(|error| panic!("{dtype:?} {:?}: {error}", task.summary()));
-            assert!(clip.waveforms[0].iter().all(|sample| sample.is_finite()));
-            assert!(clip.waveforms[0].iter().any(|sample| *sample != 0.0));
+                .generate(&ranked, &mut |_| {}, &CancelFlag::new())
+                .unwrap_or_else(|error| panic!("{dtype:?} {products:?} ranked: {error}"));
+            let scores = clip.scores.expect("two waveforms are ranked");
+            assert!(scores.iter().all(|score| score.is_finite()), "{scores:?}");
+            for task in &tasks {
+                let request = Request {
+                    task: task.clone(),
+                    ..base.clone()
+                };
+                let clip = pipeline
+                    .generate(&request, &mut |_| {}, &CancelFlag::new())
+                    .unwrap_or_else(|error| {
+                        panic!("{dtype:?} {products:?} {:?}: {error}", task.summary())
+                    });
+                assert!(clip.waveforms[0].iter().all(|sample| sample.is_finite()));
+                assert!(clip.waveforms[0].iter().any(|sample| *sample != 0.0));
+            }
+        };
+        match products {
+            Some(engine) => with_bf16_products(engine, run),
+            None => run(),
         }
     }
 }

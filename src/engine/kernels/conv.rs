@@ -477,7 +477,13 @@ impl CustomOp3 for ConvOp<'_> {
         // Read on this thread: the flag is per thread.
         let previous = super::previous_kernels();
         let precision = super::precision();
+        // bf16 products take every convolution through im2col or pointwise products, as
+        // autocast's bf16 convolutions compute: Winograd's transforms amplify the operands'
+        // rounding (at 128–256 channels F(4×4) 10×, F(4, 3) pieces 3× a direct bf16
+        // convolution's error) and the direct kernel is f32 only.
+        let fast_f32 = !previous && precision == Precision::F32;
         let winograd = ((kh, kw) == (3, 3)
+            && precision == Precision::F32
             && geometry.stride == 1
             && geometry.padding == (1, 1)
             && geometry.dilation == (1, 1)
@@ -496,6 +502,7 @@ impl CustomOp3 for ConvOp<'_> {
             && height == 1
             && geometry.stride == 1
             && geometry.padding.0 == 0
+            && precision == Precision::F32
             && winograd_1d::worthwhile(&line, geometry.padding.1, previous)
         {
             let weights = winograd_1d::transform_weights(weight, &line);
@@ -504,7 +511,7 @@ impl CustomOp3 for ConvOp<'_> {
                 .chunks(channels * width)
                 .zip(output.chunks_mut(outputs * positions))
             {
-                winograd_1d::convolve(signal, &line, &weights, self.input_slope, out, precision);
+                winograd_1d::convolve(signal, &line, &weights, self.input_slope, out);
             }
             let shape = Shape::from((batch, outputs, out_h, out_w));
             return Ok((CpuStorage::F32(output), shape));
@@ -521,7 +528,7 @@ impl CustomOp3 for ConvOp<'_> {
         // Where Winograd applies (from 256 channels beside the AVX-512 direct kernel), its 4
         // multiplies per output instead of 9 beat the direct kernel: 11.2 against 13.9 ms at the
         // UNet's [2,256,128,8] (`cargo bench --bench kernels`).
-        let direct = (!pointwise && winograd.is_none() && geometry.stride == 1 && !previous)
+        let direct = (!pointwise && winograd.is_none() && geometry.stride == 1 && fast_f32)
             .then(direct::Kernel::detect)
             .flatten()
             .filter(|&kernel| direct_shape.worthwhile(kernel));
@@ -596,7 +603,7 @@ impl CustomOp3 for ConvOp<'_> {
             let out = &mut output[item * outputs * positions..][..outputs * positions];
             if let Some((transformed, tile)) = &transformed {
                 let dims = (channels, height, width);
-                winograd::convolve(planes, dims, (transformed, *tile), outputs, out, precision);
+                winograd::convolve(planes, dims, (transformed, *tile), outputs, out);
                 continue;
             }
             if pointwise {
@@ -721,7 +728,7 @@ impl CustomOp3 for TransposedOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::kernels::with_previous_kernels;
+    use crate::engine::kernels::{gemm_bf16, with_bf16_products, with_previous_kernels};
     use candle_core::{Device, Module};
     use candle_nn::VarBuilder;
 
@@ -866,6 +873,73 @@ mod tests {
             assert_eq!(ours.dims(), reference.dims());
             let error = relative_l2(&ours, &reference);
             assert!(error < 1e-6, "{path}: {error}");
+        }
+    }
+
+    fn rounded(tensor: &Tensor) -> Tensor {
+        let values: Vec<f32> = tensor.flatten_all().unwrap().to_vec1().unwrap();
+        let values: Vec<f32> = values.into_iter().map(gemm_bf16::rounded).collect();
+        Tensor::from_vec(values, tensor.shape(), tensor.device()).unwrap()
+    }
+
+    /// With bf16 products every path gives the convolution of the operands rounded to bf16, up
+    /// to f32 rounding, as autocast's bf16 convolution does: shapes that in f32 take F(4×4),
+    /// F(2×2), the direct kernel, im2col with shared products, pointwise and strided products,
+    /// and HiFi-GAN's 1-D layers that take F(4, 3) pieces. (Through Winograd the rounding
+    /// would grow: F(4×4) 10×, F(4, 3) 3× a bf16 convolution's error.)
+    #[test]
+    fn bf16_products_convolve_the_rounded_operands() {
+        let device = Device::Cpu;
+        let products =
+            |work: &dyn Fn() -> Tensor| with_bf16_products(gemm_bf16::Engine::Emulated, work);
+        for (shape, out, kernel, stride) in [
+            ([1, 256, 40, 30], 64, 3, 1),
+            ([1, 128, 64, 16], 32, 3, 1),
+            ([3, 64, 6, 2], 7, 3, 1),
+            ([2, 8, 37, 21], 12, 1, 1),
+            ([3, 8, 40, 20], 6, 3, 2),
+        ] {
+            let (conv, weight, bias) = layer(shape[1], out, kernel, stride);
+            let xs = Tensor::randn(0f32, 1.0, &shape, &device).unwrap();
+            let convolve = |xs: &Tensor, weight: &Tensor| {
+                xs.conv2d(weight, kernel / 2, stride, 1, 1)
+                    .unwrap()
+                    .broadcast_add(&bias.reshape((1, out, 1, 1)).unwrap())
+                    .unwrap()
+            };
+            let exact = convolve(&xs, &weight);
+            let bf16 = convolve(&rounded(&xs), &rounded(&weight));
+            let ours = products(&|| conv.forward(&xs).unwrap());
+            let (from_bf16, from_exact) = (relative_l2(&ours, &bf16), relative_l2(&ours, &exact));
+            assert!(from_bf16 < 1e-5, "{shape:?} k{kernel}: {from_bf16}");
+            assert!(
+                from_exact > 1e-4,
+                "{shape:?} k{kernel}: not rounded ({from_exact})"
+            );
+        }
+        for (kernel, dilation) in [(3, 1), (11, 5), (7, 3)] {
+            let (channels, length, padding) = (128, 4000, dilation * (kernel - 1) / 2);
+            let weight = Tensor::randn(0f32, 0.1, (channels, channels, kernel), &device).unwrap();
+            let bias = Tensor::zeros(channels, DType::F32, &device).unwrap();
+            let tensors = [
+                ("c.weight".to_string(), weight.clone()),
+                ("c.bias".to_string(), bias),
+            ];
+            let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), DType::F32, &device);
+            let conv =
+                Conv1d::new(channels, channels, kernel, padding, dilation, vb.pp("c")).unwrap();
+            let xs = Tensor::randn(0f32, 1.0, (1, channels, length), &device).unwrap();
+            let convolve =
+                |xs: &Tensor, weight: &Tensor| xs.conv1d(weight, padding, 1, dilation, 1).unwrap();
+            let exact = convolve(&xs, &weight);
+            let bf16 = convolve(&rounded(&xs), &rounded(&weight));
+            let ours = products(&|| conv.forward(&xs).unwrap());
+            let (from_bf16, from_exact) = (relative_l2(&ours, &bf16), relative_l2(&ours, &exact));
+            assert!(from_bf16 < 1e-5, "1-D k{kernel} d{dilation}: {from_bf16}");
+            assert!(
+                from_exact > 1e-4,
+                "1-D k{kernel} d{dilation}: not rounded ({from_exact})"
+            );
         }
     }
 }

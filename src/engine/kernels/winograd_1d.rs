@@ -12,7 +12,6 @@
 use rayon::prelude::*;
 
 use super::dispatch::avx2_dispatch;
-use super::gemm::Precision;
 use super::scratch::Scratch;
 use super::winograd::tap_products;
 use super::winograd_f4::{GROUP, Lanes, at_lanes, bt_lanes, g_lanes};
@@ -124,7 +123,6 @@ pub fn convolve(
     weights: &[f32],
     input_slope: Option<f32>,
     out: &mut [f32],
-    precision: Precision,
 ) {
     let Shape {
         outputs,
@@ -160,8 +158,7 @@ pub fn convolve(
                     transform_inputs(&phase_line, shape, first, count, block);
                 });
             let products = &mut products[..outputs * SIDE * count];
-            let dims = (outputs, depth, count, SIDE);
-            tap_products(products, weights, inputs, dims, precision);
+            tap_products(products, weights, inputs, (outputs, depth, count, SIDE));
             let products = &*products;
             out.par_chunks_mut(length)
                 .enumerate()
@@ -405,7 +402,7 @@ mod tests {
             }
             let weights = transform_weights(&weight, &shape);
             let mut out = vec![0f32; outputs * length];
-            convolve(&signal, &shape, &weights, slope, &mut out, Precision::F32);
+            convolve(&signal, &shape, &weights, slope, &mut out);
             let error = super::super::relative_l2_f64(&out, &reference);
             eprintln!("{channels}×{length} k{kernel} d{dilation}: {error:e}");
             // F(4, 3)'s sixths and powers of two cost a little accuracy over long sums (about
