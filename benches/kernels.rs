@@ -4,7 +4,9 @@
 //! `cargo bench --bench kernels` (release profile). Prints one Markdown row per op: median
 //! milliseconds of 5 runs after a warm-up, and GFLOP/s (2 FLOP per multiply-add). A second
 //! table sets each kernel that was replaced against its previous version
-//! (`with_previous_kernels`).
+//! (`with_previous_kernels`), a third the CPU's bf16 products (`--dtype bf16`) against f32 on
+//! every bf16 engine this CPU runs (AMX, AVX512-BF16; the emulation everywhere, which is no
+//! faster than f32 and shows what the rounding costs).
 
 use std::time::Instant;
 
@@ -13,10 +15,11 @@ use candle_nn::VarBuilder;
 use foley::engine::kernels::attention::attention;
 use foley::engine::kernels::conv::{Conv1d, Conv2d, ConvTranspose1d};
 use foley::engine::kernels::geglu::geglu;
+use foley::engine::kernels::gemm_bf16::{self, Engine};
 use foley::engine::kernels::group_norm::GroupNorm;
 use foley::engine::kernels::layer_norm::LayerNorm;
 use foley::engine::kernels::linear::Linear;
-use foley::engine::kernels::with_previous_kernels;
+use foley::engine::kernels::{with_bf16_products, with_previous_kernels};
 use foley::engine::models::layers::{attention as split_attention, split_heads};
 
 fn median_ms(mut run: impl FnMut() -> Result<Tensor>) -> Result<f64> {
@@ -181,7 +184,8 @@ fn main() -> Result<()> {
     let candle = median_ms(|| reference.forward(&xs))?;
     let ours = median_ms(|| norm.forward(&xs))?;
     row("layer norm", "[8,1024,256]", 0.0, candle, ours);
-    previous_versions(&device)
+    previous_versions(&device)?;
+    bf16_products(&device)
 }
 
 /// Replaced kernels against their previous versions, at the shapes of a 10.24 s AudioLDM 2
@@ -318,6 +322,59 @@ fn previous_versions(device: &Device) -> Result<()> {
             gflop,
             || layer.forward_leaky(&xs, 0.1),
         )?;
+    }
+    Ok(())
+}
+
+/// The bf16 products mode against f32 at the UNet's heaviest products (AudioLDM 2, 10.24 s,
+/// guidance batch of 2) and a HiFi-GAN layer.
+fn bf16_products(device: &Device) -> Result<()> {
+    println!();
+    println!(
+        "| layer (bf16 engine) | shape | f32 ms (GFLOP/s) | bf16 products ms (GFLOP/s) | speed-up |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut engines = gemm_bf16::available();
+    engines.push(Engine::Emulated);
+    // (tokens, inputs, outputs): a level-1 GEGLU projection, a level-2 attention projection.
+    let linears = [(2 * 1024, 320, 2560), (2 * 256, 640, 640)];
+    // (batch, channels, height, width) of 3×3 convolutions: the UNet's first two levels.
+    let convs = [[2, 320, 256, 16], [2, 640, 128, 8]];
+    for engine in engines {
+        let compare = |layer: &str, shape: String, gflop: f64, run: &dyn Fn() -> Result<Tensor>| {
+            let f32 = median_ms(run)?;
+            let bf16 = with_bf16_products(engine, || median_ms(run))?;
+            row(&format!("{layer} ({engine:?})"), &shape, gflop, f32, bf16);
+            Result::Ok(())
+        };
+        for (tokens, inputs, outputs) in linears {
+            let layer = Linear::new(random(&[outputs, inputs], device)?, None);
+            let xs = random(&[tokens, inputs], device)?;
+            let gflop = 2.0 * (tokens * inputs * outputs) as f64 / 1e9;
+            let shape = format!("{tokens}×{inputs}→{outputs}");
+            compare("linear", shape, gflop, &|| layer.forward(&xs))?;
+        }
+        for [batch, channels, height, width] in convs {
+            let layer = Conv2d::new(channels, channels, 3, 1, 1, weights(device).pp("b2"))?;
+            let xs = random(&[batch, channels, height, width], device)?;
+            let gflop = 2.0 * (batch * channels * channels * 9 * height * width) as f64 / 1e9;
+            let shape = format!("[{batch},{channels},{height},{width}]");
+            compare("conv2d 3×3", shape, gflop, &|| layer.forward(&xs))?;
+        }
+        let (channels, length, kernel, dilation) = (128, 40960, 7, 3);
+        let padding = dilation * (kernel - 1) / 2;
+        let layer = Conv1d::new(
+            channels,
+            channels,
+            kernel,
+            padding,
+            dilation,
+            weights(device).pp("b1"),
+        )?;
+        let xs = random(&[1, channels, length], device)?;
+        let gflop = 2.0 * (channels * channels * kernel * length) as f64 / 1e9;
+        let shape = format!("[1,{channels},{length}] k{kernel} d{dilation}");
+        compare("conv1d", shape, gflop, &|| layer.forward(&xs))?;
     }
     Ok(())
 }
