@@ -102,7 +102,7 @@ pub struct BatchArgs {
     /// cpu, cuda or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// f32, f16 or bf16.
+    /// f32, f16 or bf16 (on a CPU with AMX or AVX512-BF16, bf16 is the fast mode).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Print one JSON summary object on stdout.
@@ -160,7 +160,7 @@ pub struct GenerateArgs {
     /// cpu, cuda or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// f32, f16 or bf16.
+    /// f32, f16 or bf16 (on a CPU with AMX or AVX512-BF16, bf16 is the fast mode).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Output WAV file.

@@ -477,13 +477,16 @@ impl CustomOp3 for ConvOp<'_> {
         // Read on this thread: the flag is per thread.
         let previous = super::previous_kernels();
         let precision = super::precision();
-        // bf16 products take every convolution through im2col or pointwise products, as
-        // autocast's bf16 convolutions compute: Winograd's transforms amplify the operands'
-        // rounding (at 128–256 channels F(4×4) 10×, F(4, 3) pieces 3× a direct bf16
-        // convolution's error) and the direct kernel is f32 only.
-        let fast_f32 = !previous && precision == Precision::F32;
+        // With AMX, bf16 products take every convolution through im2col or pointwise products,
+        // as autocast's bf16 convolutions compute (Winograd's transforms would amplify the
+        // operands' rounding: at 128–256 channels F(4×4) 10×, F(4, 3) pieces 3× a bf16
+        // convolution's error; the direct kernel is f32 only). See `Engine::convolves_in_bf16`.
+        let f32_paths = match precision {
+            Precision::F32 => true,
+            Precision::Bf16(engine) => !engine.convolves_in_bf16(),
+        };
         let winograd = ((kh, kw) == (3, 3)
-            && precision == Precision::F32
+            && f32_paths
             && geometry.stride == 1
             && geometry.padding == (1, 1)
             && geometry.dilation == (1, 1)
@@ -502,7 +505,7 @@ impl CustomOp3 for ConvOp<'_> {
             && height == 1
             && geometry.stride == 1
             && geometry.padding.0 == 0
-            && precision == Precision::F32
+            && f32_paths
             && winograd_1d::worthwhile(&line, geometry.padding.1, previous)
         {
             let weights = winograd_1d::transform_weights(weight, &line);
@@ -528,10 +531,11 @@ impl CustomOp3 for ConvOp<'_> {
         // Where Winograd applies (from 256 channels beside the AVX-512 direct kernel), its 4
         // multiplies per output instead of 9 beat the direct kernel: 11.2 against 13.9 ms at the
         // UNet's [2,256,128,8] (`cargo bench --bench kernels`).
-        let direct = (!pointwise && winograd.is_none() && geometry.stride == 1 && fast_f32)
-            .then(direct::Kernel::detect)
-            .flatten()
-            .filter(|&kernel| direct_shape.worthwhile(kernel));
+        let direct =
+            (!pointwise && winograd.is_none() && geometry.stride == 1 && f32_paths && !previous)
+                .then(direct::Kernel::detect)
+                .flatten()
+                .filter(|&kernel| direct_shape.worthwhile(kernel));
         if let Some(kernel) = direct {
             let packed = self
                 .packed

@@ -37,6 +37,17 @@ impl Engine {
     pub fn is_hardware(self) -> bool {
         self != Engine::Emulated
     }
+
+    /// Whether convolutions leave Winograd and the direct kernel for bf16 im2col products.
+    /// AMX multiplies bf16 an order of magnitude faster than f32 FMA, so its products beat
+    /// both. `vdpbf16ps` does only twice the multiply-adds of an f32 FMA, which F(4×4)'s 4×
+    /// fewer multiplies beat (Zen 3: F(4×4) ran [2,320,256,16] at 425 effective GFLOP/s, the
+    /// f32 reference product at 107–173), so with AVX512-BF16 convolutions keep their f32 paths
+    /// and bf16 takes the products f32 also hands to `gemm`. The emulation follows AMX, whose
+    /// numbers the tests prove.
+    pub fn convolves_in_bf16(self) -> bool {
+        self != Engine::Avx512
+    }
 }
 
 /// The hardware engines this CPU runs, fastest first.
