@@ -305,17 +305,7 @@ fn previous_versions(device: &Device) -> Result<()> {
         (256, 20480, 11, 5),
         (128, 40960, 11, 1),
     ] {
-        let padding = dilation * (kernel - 1) / 2;
-        let layer = Conv1d::new(
-            channels,
-            channels,
-            kernel,
-            padding,
-            dilation,
-            weights(device).pp("c"),
-        )?;
-        let xs = random(&[1, channels, length], device)?;
-        let gflop = 2.0 * (channels * channels * kernel * length) as f64 / 1e9;
+        let (layer, xs, gflop) = conv1d_layer(device, channels, length, (kernel, dilation))?;
         against_previous(
             "conv1d + leaky ReLU (im2col tiles → direct; on AVX2 F(4, 3) pieces)",
             &format!("[1,{channels},{length}] k{kernel} d{dilation}"),
@@ -362,19 +352,31 @@ fn bf16_products(device: &Device) -> Result<()> {
             compare("conv2d 3×3", shape, gflop, &|| layer.forward(&xs))?;
         }
         let (channels, length, kernel, dilation) = (128, 40960, 7, 3);
-        let padding = dilation * (kernel - 1) / 2;
-        let layer = Conv1d::new(
-            channels,
-            channels,
-            kernel,
-            padding,
-            dilation,
-            weights(device).pp("b1"),
-        )?;
-        let xs = random(&[1, channels, length], device)?;
-        let gflop = 2.0 * (channels * channels * kernel * length) as f64 / 1e9;
+        let (layer, xs, gflop) = conv1d_layer(device, channels, length, (kernel, dilation))?;
         let shape = format!("[1,{channels},{length}] k{kernel} d{dilation}");
         compare("conv1d", shape, gflop, &|| layer.forward(&xs))?;
     }
     Ok(())
+}
+
+/// A "same" 1-D convolution of `channels` to `channels` with random weights, an input of
+/// `length` samples and its GFLOP.
+fn conv1d_layer(
+    device: &Device,
+    channels: usize,
+    length: usize,
+    (kernel, dilation): (usize, usize),
+) -> Result<(Conv1d, Tensor, f64)> {
+    let padding = dilation * (kernel - 1) / 2;
+    let layer = Conv1d::new(
+        channels,
+        channels,
+        kernel,
+        padding,
+        dilation,
+        weights(device).pp("c"),
+    )?;
+    let xs = random(&[1, channels, length], device)?;
+    let gflop = 2.0 * (channels * channels * kernel * length) as f64 / 1e9;
+    Ok((layer, xs, gflop))
 }

@@ -12,7 +12,7 @@ mod common;
 use candle_core::{DType, Device};
 use common::{check_e2e_on, e2e_cases, edits, fixtures, model_dir, read_json, relative_l2_slices};
 use foley::engine::device::DeviceKind;
-use foley::engine::kernels::gemm_bf16::Engine;
+use foley::engine::kernels::gemm_bf16::{Engine, available};
 use foley::engine::kernels::{with_bf16_products, with_portable_ops};
 use foley::engine::pipeline::{
     CancelFlag, EncodeMode, InputAudio, Pipeline, Regions, Request, Task,
@@ -148,10 +148,18 @@ fn half_precision_drift_is_like_diffusers() {
         // The CPU's bf16 mode (f32 weights, bf16 products) drifts like diffusers' autocast, which
         // rounds the same operands (measured 0.62–0.71× its waveform drift, 0.52–1.06× its log
         // spectrum's: means of 4–5 cases, hence 10 % room); the emulation computes what AMX and
-        // AVX512-BF16 compute, up to the order of the sums.
+        // AVX512-BF16 compute, up to the order of the sums, and runs on every CPU; the hardware
+        // engines run where the CPU has them.
         if device.is_cpu() {
-            let products = Some(Engine::Emulated);
-            modes.push(("bf16 products", "bf16_autocast", DType::F32, products, 1.1));
+            for engine in available().into_iter().chain([Engine::Emulated]) {
+                modes.push((
+                    "bf16 products",
+                    "bf16_autocast",
+                    DType::F32,
+                    Some(engine),
+                    1.1,
+                ));
+            }
         }
         for (name, recorded_name, dtype, products, margin) in modes {
             let half = match products {
@@ -177,7 +185,7 @@ fn half_precision_drift_is_like_diffusers() {
             let (ours, ours_mel) = (ours / count, ours_mel / count);
             let (theirs, theirs_mel) = (theirs / count, theirs_mel / count);
             eprintln!(
-                "{variant} {name}: mean drift of {count} cases: waveform {ours:.2e} (diffusers {recorded_name} {theirs:.2e}, ×{:.2}), log-spectrum {ours_mel:.2e} (diffusers {theirs_mel:.2e}, ×{:.2})",
+                "{variant} {name} {products:?}: mean drift of {count} cases: waveform {ours:.2e} (diffusers {recorded_name} {theirs:.2e}, ×{:.2}), log-spectrum {ours_mel:.2e} (diffusers {theirs_mel:.2e}, ×{:.2})",
                 ours / theirs,
                 ours_mel / theirs_mel
             );

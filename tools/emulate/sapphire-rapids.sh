@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/emulate/sapphire-rapids.sh - run a static Linux x86-64 binary on an
+# tools/emulate/sapphire-rapids.sh - run a Linux x86-64 binary on an
 # EMULATED Intel Sapphire Rapids CPU (AVX-512, AVX512-BF16/FP16, AMX-TILE,
 # AMX-BF16, AMX-INT8) so kernels using those instructions can be checked on a
 # host that lacks them.
@@ -15,6 +15,8 @@
 #   -v, --verbose       show the whole serial console (kernel messages) and
 #                       the Bochs log tail at the end
 #   --keep              keep the per-run work dir (ISO, serial log, bochs log)
+#   --with PATH         also put PATH (a file or directory) into the guest at
+#                       the same absolute path, e.g. a test binary's fixtures
 #   --selftest          compile tools/emulate/amx_selftest.c and run it
 #   --setup             only build/fetch the cached pieces, run nothing
 #   -h, --help          this text
@@ -27,9 +29,9 @@
 # ~/.cache/foley-emu; delete that directory to start over):
 #   1. Bochs 3.0 is built from Debian trixie's source tarball (the bookworm
 #      package is 2.7, which has no sapphire_rapids model and no AMX; the
-#      trixie binary package needs glibc 2.38 + GTK).  A small patch adds XFD
-#      emulation, without which Linux refuses to enable AMX (see
-#      bochs-3.0-xfd.patch next to this script).
+#      trixie binary package needs glibc 2.38 + GTK).  A small patch
+#      (bochs-3.0-linux-amx.patch, next to this script) adds XFD emulation,
+#      without which Linux refuses to enable AMX, and fixes a boot hang.
 #   2. The guest pieces come from the host's Debian archive with
 #      `apt-get download` (no root needed): the bookworm kernel (6.1, has
 #      AMX support), busybox-static (the guest's whole userland), isolinux
@@ -68,13 +70,15 @@ jobs=${FOLEY_EMU_JOBS:-2}
 # with a new upstream version, so it stays valid across Debian revisions.
 bochs_orig=bochs_3.0+dfsg.orig.tar.xz
 bochs_sha256=78f6c73d4a6472d5130a87ab9dc306d02c7c71ed8e25b3a8ef642e2a7acd282b
-bochs_patch=$script_dir/bochs-3.0-xfd.patch
+bochs_patch=$script_dir/bochs-3.0-linux-amx.patch
 
 # Minimal Bochs: no GUI, no debugger, no plugins; x86-64 with AVX/EVEX/AMX
 # (what cpu/cpudb/intel/sapphire_rapids.cc needs; it also wants
 # MONITOR/MWAIT and uses PKEYS if present), PCI for the i440FX/ACPI
 # (poweroff) and all the speed-ups that do not change semantics.  CET is left
-# out on purpose: the guest kernel does not need it.
+# out on purpose: the guest kernel does not need it.  show-ips is disabled
+# because its SIGALRM handler writes to the log with stdio and can deadlock
+# Bochs when the alarm interrupts another log write (seen in practice).
 bochs_configure_flags=(
   --enable-x86-64 --enable-cpu-level=6 --enable-avx --enable-evex
   --enable-amx --enable-monitor-mwait --enable-protection-keys
@@ -82,6 +86,7 @@ bochs_configure_flags=(
   --enable-all-optimizations --enable-repeat-speedups
   --enable-fast-function-calls --enable-handlers-chaining
   --enable-trace-linking
+  --disable-show-ips
   --with-nogui --without-x11 --without-x
   --disable-debugger --disable-docbook --disable-plugins --disable-usb
   --disable-sb16 --disable-gameport --disable-readline --disable-stats
@@ -93,6 +98,7 @@ usage() { sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
 # ---------------------------------------------------------------- options --
 show_cpuinfo=0 verbose=0 keep=0 selftest=0 setup_only=0
+extra_paths=()
 while (($#)); do
   case $1 in
     -t|--timeout) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; timeout_s=$2; shift 2 ;;
@@ -100,6 +106,7 @@ while (($#)); do
     --cpuinfo) show_cpuinfo=1; shift ;;
     -v|--verbose) verbose=1; shift ;;
     --keep) keep=1; shift ;;
+    --with) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; extra_paths+=("$(realpath "$2")"); shift 2 ;;
     --selftest) selftest=1; show_cpuinfo=1; shift ;;
     --setup) setup_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -173,8 +180,8 @@ if [[ ! -f $guest_dir/.complete ]]; then
   log "fetching guest packages ($kernel_pkg busybox-static isolinux syslinux-common vgabios)"
   dl=$cache/guest-dl.tmp
   rm -rf "$dl" "$guest_dir"; mkdir -p "$dl/root" "$guest_dir"
-  # apt-get download writes into the cwd; -o APT::Sandbox::User=root avoids
-  # the "_apt cannot access" warning when running as root.
+  # apt-get download writes into the cwd; APT::Sandbox::User=<us> avoids the
+  # "_apt cannot access" warning when running as root.
   (cd "$dl" && apt-get download -q -o APT::Sandbox::User="$(id -un)" \
       "$kernel_pkg" busybox-static isolinux syslinux-common vgabios >/dev/null) \
     || die "apt-get download failed"
@@ -220,36 +227,49 @@ fi
 
 binary=$1; shift
 [[ -f $binary ]] || { log "no such file: $binary"; exit 2; }
-# The guest has no dynamic loader or shared libraries.
+# A dynamically linked binary (a `cargo test --no-run` binary, say) takes its loader and
+# shared libraries along, at the paths the host's ldd finds them.
+libraries=()
 if LC_ALL=C readelf -lW "$binary" 2>/dev/null | grep -q 'program interpreter'; then
-  log "$binary is dynamically linked; build it with -static (the guest only has busybox)"
-  exit 2
+  mapfile -t libraries < <(ldd "$binary" | grep -o '/[^ ]*' | sort -u)
 fi
 
 # Per-run token so the binary's own output can never fake the markers.
 token=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
 begin_marker="FOLEY_BEGIN $token"
-exit_re="^FOLEY_EXIT=([0-9]+) $token\$"
+# (not anchored at the start: output without a final newline precedes it)
+exit_re="^(.*)FOLEY_EXIT=([0-9]+) $token\$"
 
 # Arguments are embedded in /init as single-quoted shell words.
 quoted_args=
 for arg in "$@"; do
   quoted_args+=" '${arg//\'/\'\\\'\'}'"
 done
-bin_name=$(basename "$binary")
+# The binary lives in /foley/ (so it cannot clash with /init or /bin) under a
+# shell-safe name.
+bin_name=$(basename "$binary" | tr -c 'A-Za-z0-9._+\n-' '_')
 
 # initramfs: busybox + the binary + /init.  Uncompressed cpio: the guest
 # unpacks it without running a decompressor, which matters at emulated speed.
 root=$work/initramfs
-mkdir -p "$root"/{bin,dev,proc,sys,tmp,run}
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,foley}
 cp "$guest_dir/busybox" "$root/bin/busybox"
-cp "$binary" "$root/$bin_name"
-chmod 0755 "$root/$bin_name"
+cp "$binary" "$root/foley/$bin_name"
+for library in "${libraries[@]}"; do
+  mkdir -p "$root$(dirname "$library")"
+  cp -L "$library" "$root$library"
+done
+for path in "${extra_paths[@]}"; do
+  mkdir -p "$root$(dirname "$path")"
+  cp -a "$path" "$root$path"
+done
+chmod 0755 "$root/foley/$bin_name"
 cat > "$root/init" <<EOF
 #!/bin/busybox sh
 # Generated by tools/emulate/sapphire-rapids.sh
 /bin/busybox --install -s /bin
 export PATH=/bin HOME=/ TERM=dumb
+${RAYON_NUM_THREADS:+export RAYON_NUM_THREADS=$RAYON_NUM_THREADS}
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
@@ -259,23 +279,34 @@ if [ $show_cpuinfo = 1 ]; then
   grep -m1 '^flags' /proc/cpuinfo
 fi
 echo '$begin_marker'
-cd /
-/$bin_name$quoted_args
+cd /foley
+/foley/$bin_name$quoted_args
 rc=\$?
 echo "FOLEY_EXIT=\$rc $token"
+# Let the UART drain before powering off (tty writes return before the bytes
+# are on the wire): wait until the transmit counter stops moving.
+prev=
+while :; do
+  cur=\$(grep -o 'tx:[0-9]*' /proc/tty/driver/serial | head -n 1)
+  [ "\$cur" = "\$prev" ] && break
+  prev=\$cur
+  sleep 0.2
+done
 # ACPI S5: Bochs exits on it; the host also kills Bochs once the marker is seen.
 poweroff -f
 sleep 1000
 EOF
 chmod 0755 "$root/init"
-(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) > "$work/iso-initrd"
+(cd "$root" && find . -print0 | cpio --null -o -H newc -R 0:0 --quiet) > "$work/iso-initrd"
 
 # Bootable CD: isolinux loads the kernel and initramfs (Bochs cannot load a
 # Linux kernel directly).  The kernel command line: serial console; quiet
-# unless --verbose; nokaslr/mitigations=off skip work that only costs
-# emulated cycles; random.trust_cpu=on avoids waiting for entropy;
-# 8250.nr_uarts=1 avoids probing absent UARTs.
-cmdline="console=ttyS0,115200 nokaslr mitigations=off random.trust_cpu=on 8250.nr_uarts=1 panic=0"
+# unless --verbose; no5lvl because Bochs 3.0 panics on RSM (after the SMI
+# Linux triggers to enable ACPI) when CR4.LA57=1 - the guest uses 4-level
+# paging, user space still sees LA57 in CPUID; nokaslr/mitigations=off skip
+# work that only costs emulated cycles; random.trust_cpu=on avoids waiting
+# for entropy; 8250.nr_uarts=1 avoids probing absent UARTs.
+cmdline="console=ttyS0,115200 no5lvl nokaslr mitigations=off random.trust_cpu=on 8250.nr_uarts=1 panic=0"
 ((verbose)) || cmdline+=" quiet"
 iso=$work/iso
 mkdir -p "$iso/isolinux"
@@ -292,7 +323,8 @@ LABEL linux
   APPEND $cmdline
 EOF
 xorriso -as mkisofs -quiet -o "$work/boot.iso" -b isolinux/isolinux.bin \
-  -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 -boot-info-table "$iso" 2>/dev/null
+  -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 -boot-info-table "$iso" \
+  2>"$work/xorriso.log" || { cat "$work/xorriso.log" >&2; die "xorriso failed"; }
 
 # Bochs configuration.  cpu model sapphire_rapids = Xeon w9-3475X CPUID with
 # AVX-512 (+BF16/FP16/VNNI...), AMX-TILE/INT8/BF16.  ips only maps emulated
@@ -339,7 +371,8 @@ while :; do
   if IFS= read -r -t 1 line <&3; then
     line=${buf}${line%$'\r'}; buf=
     if [[ $line =~ $exit_re ]]; then
-      status=${BASH_REMATCH[1]}
+      status=${BASH_REMATCH[2]}
+      [[ -z ${BASH_REMATCH[1]} ]] || printf '%s\n' "${BASH_REMATCH[1]}"
       break
     fi
     if [[ $line == *"$begin_marker"* ]]; then
@@ -380,7 +413,8 @@ else
 fi
 if ((verbose)) || [[ -z $status ]]; then
   log "Bochs log tail ($bochs_log):"
-  grep -v '^\s*$' "$bochs_log" 2>/dev/null | tail -n 25 >&2 || true
+  # (the APERF/MPERF MSR reads Linux does on every tick are just noise)
+  grep -v -e '^\s*$' -e 'Unknown register 0xe[78]$' "$bochs_log" 2>/dev/null | tail -n 25 >&2 || true
   tail -n 5 "$work/bochs.stdout" >&2 2>/dev/null || true
 fi
 

@@ -890,12 +890,34 @@ mod tests {
     /// to f32 rounding, as autocast's bf16 convolution does: shapes that in f32 take F(4×4),
     /// F(2×2), the direct kernel, im2col with shared products, pointwise and strided products,
     /// and HiFi-GAN's 1-D layers that take F(4, 3) pieces. (Through Winograd the rounding
-    /// would grow: F(4×4) 10×, F(4, 3) 3× a bf16 convolution's error.)
+    /// would grow: F(4×4) 10×, F(4, 3) 3× a bf16 convolution's error.) On the emulation, and on
+    /// AMX where the CPU has it.
     #[test]
     fn bf16_products_convolve_the_rounded_operands() {
+        let mut engines = gemm_bf16::available();
+        engines.push(gemm_bf16::Engine::Emulated);
+        for engine in engines
+            .into_iter()
+            .filter(|engine| engine.convolves_in_bf16())
+        {
+            convolve_the_rounded_operands(engine);
+        }
+    }
+
+    fn convolve_the_rounded_operands(engine: gemm_bf16::Engine) {
         let device = Device::Cpu;
-        let products =
-            |work: &dyn Fn() -> Tensor| with_bf16_products(gemm_bf16::Engine::Emulated, work);
+        // `convolve` (candle's) on the exact and the rounded operands against the layer.
+        let check = |what: &str,
+                     (xs, weight): (&Tensor, &Tensor),
+                     convolve: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+                     layer: &dyn Fn() -> Tensor| {
+            let exact = convolve(xs, weight);
+            let bf16 = convolve(&rounded(xs), &rounded(weight));
+            let ours = with_bf16_products(engine, layer);
+            let (from_bf16, from_exact) = (relative_l2(&ours, &bf16), relative_l2(&ours, &exact));
+            assert!(from_bf16 < 1e-5, "{engine:?} {what}: {from_bf16}");
+            assert!(from_exact > 1e-4, "{engine:?} {what}: not rounded");
+        };
         for (shape, out, kernel, stride) in [
             ([1, 256, 40, 30], 64, 3, 1),
             ([1, 128, 64, 16], 32, 3, 1),
@@ -911,15 +933,10 @@ mod tests {
                     .broadcast_add(&bias.reshape((1, out, 1, 1)).unwrap())
                     .unwrap()
             };
-            let exact = convolve(&xs, &weight);
-            let bf16 = convolve(&rounded(&xs), &rounded(&weight));
-            let ours = products(&|| conv.forward(&xs).unwrap());
-            let (from_bf16, from_exact) = (relative_l2(&ours, &bf16), relative_l2(&ours, &exact));
-            assert!(from_bf16 < 1e-5, "{shape:?} k{kernel}: {from_bf16}");
-            assert!(
-                from_exact > 1e-4,
-                "{shape:?} k{kernel}: not rounded ({from_exact})"
-            );
+            let what = format!("{shape:?} k{kernel} s{stride}");
+            check(&what, (&xs, &weight), &convolve, &|| {
+                conv.forward(&xs).unwrap()
+            });
         }
         for (kernel, dilation) in [(3, 1), (11, 5), (7, 3)] {
             let (channels, length, padding) = (128, 4000, dilation * (kernel - 1) / 2);
@@ -935,15 +952,10 @@ mod tests {
             let xs = Tensor::randn(0f32, 1.0, (1, channels, length), &device).unwrap();
             let convolve =
                 |xs: &Tensor, weight: &Tensor| xs.conv1d(weight, padding, 1, dilation, 1).unwrap();
-            let exact = convolve(&xs, &weight);
-            let bf16 = convolve(&rounded(&xs), &rounded(&weight));
-            let ours = products(&|| conv.forward(&xs).unwrap());
-            let (from_bf16, from_exact) = (relative_l2(&ours, &bf16), relative_l2(&ours, &exact));
-            assert!(from_bf16 < 1e-5, "1-D k{kernel} d{dilation}: {from_bf16}");
-            assert!(
-                from_exact > 1e-4,
-                "1-D k{kernel} d{dilation}: not rounded ({from_exact})"
-            );
+            let what = format!("1-D k{kernel} d{dilation}");
+            check(&what, (&xs, &weight), &convolve, &|| {
+                conv.forward(&xs).unwrap()
+            });
         }
     }
 }
