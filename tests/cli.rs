@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 use common::{Reference, VARIANTS, fixtures, model_dir, read_json, relative_l2_slices};
 use foley::audio::wav::read_wav;
+use foley::engine::kernels::gemm_bf16::Engine;
 
 fn foley(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_foley"))
@@ -396,22 +397,43 @@ fn version_names_the_compiled_backends() {
     assert_eq!(line.contains("metal"), cfg!(feature = "metal"), "{line}");
 }
 
-/// Half precision runs on the CPU (for checking drift) and says it is no faster than f32.
+/// Half precision runs on the CPU and says what it costs: f16 is no faster than f32; bf16 is
+/// the fast mode where the CPU has AMX or AVX512-BF16 (no notice) and runs f32 with a notice
+/// elsewhere (identical samples to an f32 run).
 #[test]
 fn half_precision_on_the_cpu_runs_and_says_what_it_costs() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixtures().join("audioldm2-tiny");
-    for dtype in ["f16", "bf16"] {
+    let hardware = Engine::detect().is_hardware();
+    for dtype in ["f32", "f16", "bf16"] {
         let out = dir.path().join(format!("{dtype}.wav"));
-        let output = generate_with(&model, &out, &["--dtype", dtype, "--json"]);
+        let output = generate_with(&model, &out, &["--dtype", dtype, "--json", "--seed", "7"]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{dtype}: {stderr}");
-        assert!(stderr.contains("no faster than f32"), "{dtype}: {stderr}");
+        let notice = match dtype {
+            "f16" => Some("no faster than f32"),
+            "bf16" if !hardware => Some("running f32"),
+            _ => None,
+        };
+        match notice {
+            Some(notice) => assert!(stderr.contains(notice), "{dtype}: {stderr}"),
+            None => assert!(!stderr.contains("note:"), "{dtype}: {stderr}"),
+        }
         let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(report["settings"]["dtype"], dtype);
         assert!(report["seconds"]["per_step"].as_f64().unwrap() > 0.0);
         assert!(out.exists());
     }
+    let samples = |dtype: &str| {
+        read_wav(&dir.path().join(format!("{dtype}.wav")))
+            .unwrap()
+            .0
+    };
+    assert_eq!(
+        samples("bf16") == samples("f32"),
+        !hardware,
+        "bf16 falls back to f32 exactly"
+    );
 }
 
 /// A stereo 16-bit WAV of `seconds` at `rate`: a chirp on the left, its half on the right.
