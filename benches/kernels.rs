@@ -333,7 +333,7 @@ fn bf16_products(device: &Device) -> Result<()> {
     for engine in engines {
         let compare = |layer: &str, shape: String, gflop: f64, run: &dyn Fn() -> Result<Tensor>| {
             let f32 = median_ms(run)?;
-            let bf16 = with_bf16_products(engine, || median_ms(run))?;
+            let bf16 = with_bf16_products(Some(engine), || median_ms(run))?;
             row(&format!("{layer} ({engine:?})"), &shape, gflop, f32, bf16);
             Result::Ok(())
         };

@@ -97,10 +97,7 @@ impl Plan {
 
     /// Runs `work` with this plan's products.
     pub fn run<R>(&self, work: impl FnOnce() -> R) -> R {
-        match self.bf16_products {
-            Some(engine) => kernels::with_bf16_products(engine, work),
-            None => work(),
-        }
+        kernels::with_bf16_products(self.bf16_products, work)
     }
 }
 

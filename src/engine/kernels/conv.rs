@@ -913,7 +913,7 @@ mod tests {
                      layer: &dyn Fn() -> Tensor| {
             let exact = convolve(xs, weight);
             let bf16 = convolve(&rounded(xs), &rounded(weight));
-            let ours = with_bf16_products(engine, layer);
+            let ours = with_bf16_products(Some(engine), layer);
             let (from_bf16, from_exact) = (relative_l2(&ours, &bf16), relative_l2(&ours, &exact));
             assert!(from_bf16 < 1e-5, "{engine:?} {what}: {from_bf16}");
             assert!(from_exact > 1e-4, "{engine:?} {what}: not rounded");

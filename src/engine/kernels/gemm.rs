@@ -180,7 +180,7 @@ pub fn split_rows_pays(rows: usize, cols: usize) -> bool {
 
 /// A pointer handed to rayon's threads, each of which writes its own rows through it.
 #[derive(Clone, Copy)]
-struct Rows(*mut f32);
+pub(super) struct Rows(pub(super) *mut f32);
 
 // SAFETY: the runs that share it write disjoint rows.
 unsafe impl Send for Rows {}
@@ -189,7 +189,7 @@ unsafe impl Sync for Rows {}
 impl Rows {
     /// The pointer, read through a method so closures capture the whole `Send` wrapper rather
     /// than its raw-pointer field.
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -207,16 +207,13 @@ unsafe fn run_split_rows(
     precision: Precision,
 ) {
     use rayon::prelude::*;
+    // Each run multiplies single-threaded; a bf16 engine splits the rows itself.
     let how = How {
         accumulate,
-        parallel: false,
+        parallel: precision != Precision::F32,
         precision,
     };
-    if precision != Precision::F32 {
-        let how = How {
-            parallel: true,
-            ..how
-        };
+    if how.parallel {
         // SAFETY: passed on from the caller.
         unsafe { run((dst, dst_view), (lhs, lhs_view), rhs, how) };
         return;

@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use super::gemm::View;
+use super::gemm::{Rows, View};
 
 /// What computes the products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,7 +170,7 @@ pub(super) unsafe fn run(
     };
     // Each task packs its own rows of `lhs`, so they stay in cache for every column block.
     let per_task = blocks.div_ceil(threads).max(1);
-    let dst = Output(dst);
+    let dst = Rows(dst);
     let task = |index: usize| {
         let first = index * per_task * BLOCK;
         let rows = (per_task * BLOCK).min(dst_view.rows - first);
@@ -206,21 +206,6 @@ pub(super) unsafe fn run(
         (0..tasks).into_par_iter().for_each(task);
     } else if tasks == 1 {
         task(0);
-    }
-}
-
-/// The output pointer, shared by tasks that write disjoint rows.
-#[derive(Clone, Copy)]
-struct Output(*mut f32);
-
-// SAFETY: the tasks that share it write disjoint rows.
-unsafe impl Send for Output {}
-unsafe impl Sync for Output {}
-
-impl Output {
-    /// Read through a method so closures capture the `Send` wrapper, not its field.
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

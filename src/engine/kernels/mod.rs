@@ -67,16 +67,17 @@ pub fn with_previous_kernels<R>(work: impl FnOnce() -> R) -> R {
 }
 
 /// Runs `work` on this thread with the products of linears and convolutions taking bf16
-/// operands and f32 sums on `engine` (the CPU's `--dtype bf16` mode, [`gemm_bf16`]); norms,
-/// softmax, attention and the elementwise passes stay f32, as under PyTorch's bf16 autocast.
-pub fn with_bf16_products<R>(engine: Engine, work: impl FnOnce() -> R) -> R {
+/// operands and f32 sums on `engine` (the CPU's `--dtype bf16` mode, [`gemm_bf16`]), or in f32
+/// with `None`; norms, softmax, attention and the elementwise passes stay f32, as under
+/// PyTorch's bf16 autocast.
+pub fn with_bf16_products<R>(engine: Option<Engine>, work: impl FnOnce() -> R) -> R {
     struct Restore(Option<Engine>);
     impl Drop for Restore {
         fn drop(&mut self) {
             BF16.set(self.0);
         }
     }
-    let _restore = Restore(BF16.replace(Some(engine)));
+    let _restore = Restore(BF16.replace(engine));
     work()
 }
 
