@@ -6,7 +6,8 @@
 //! table sets each kernel that was replaced against its previous version
 //! (`with_previous_kernels`), a third the CPU's bf16 products (`--dtype bf16`) against f32 on
 //! every bf16 engine this CPU runs (AMX, AVX512-BF16; the emulation everywhere, which is no
-//! faster than f32 and shows what the rounding costs).
+//! faster than f32 and shows what the rounding costs). `cargo bench --bench kernels -- bf16`
+//! prints the third table alone.
 
 use std::time::Instant;
 
@@ -94,6 +95,10 @@ fn main() -> Result<()> {
         matmul,
     );
 
+    if std::env::args().any(|arg| arg == "bf16") {
+        // `cargo bench --bench kernels -- bf16`: the bf16 table alone.
+        return bf16_products(&device);
+    }
     conv2d(&device, [2, 128, 256, 16], 128, 3)?;
     conv2d(&device, [2, 256, 128, 8], 256, 3)?;
     conv2d(&device, [2, 640, 32, 2], 640, 3)?;
@@ -326,8 +331,13 @@ fn bf16_products(device: &Device) -> Result<()> {
     println!("|---|---|---|---|---|");
     let mut engines = gemm_bf16::available();
     engines.push(Engine::Emulated);
-    // (tokens, inputs, outputs): a level-1 GEGLU projection, a level-2 attention projection.
-    let linears = [(2 * 1024, 320, 2560), (2 * 256, 640, 640)];
+    // (tokens, inputs, outputs): a level-1 GEGLU projection, a level-2 attention projection,
+    // a cross-attention key projection of 8 text tokens (all weights, few rows).
+    let linears = [
+        (2 * 1024, 320, 2560),
+        (2 * 256, 640, 640),
+        (2 * 8, 1024, 640),
+    ];
     // (batch, channels, height, width) of 3×3 convolutions: the UNet's first two levels.
     let convs = [[2, 320, 256, 16], [2, 640, 128, 8]];
     for engine in engines {
@@ -338,10 +348,20 @@ fn bf16_products(device: &Device) -> Result<()> {
             Result::Ok(())
         };
         for (tokens, inputs, outputs) in linears {
-            let layer = Linear::new(random(&[outputs, inputs], device)?, None);
+            let weight = random(&[outputs, inputs], device)?;
+            let layer = Linear::new(weight.clone(), None);
             let xs = random(&[tokens, inputs], device)?;
             let gflop = 2.0 * (tokens * inputs * outputs) as f64 / 1e9;
             let shape = format!("{tokens}×{inputs}→{outputs}");
+            // A new layer every call packs its weights every call, as before the layers kept
+            // them.
+            let fresh = || Linear::new(weight.clone(), None).forward(&xs);
+            compare(
+                "linear, weights packed every call",
+                shape.clone(),
+                gflop,
+                &fresh,
+            )?;
             compare("linear", shape, gflop, &|| layer.forward(&xs))?;
         }
         for [batch, channels, height, width] in convs {

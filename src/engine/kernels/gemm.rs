@@ -2,7 +2,7 @@
 
 use gemm::Parallelism;
 
-use super::gemm_bf16::{self, Engine};
+use super::gemm_bf16::{self, Engine, PackedRight};
 
 /// How a product computes: in f32, or with operands rounded to bf16 and f32 sums (the CPU's
 /// opt-in fast mode) on the given engine.
@@ -43,8 +43,23 @@ impl View {
         }
     }
 
+    /// The same elements read as the transpose.
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    /// Whether each column's elements lie together and the rows do not.
+    fn is_column_major(&self) -> bool {
+        self.row_stride == 1 && self.col_stride != 1
+    }
+
     /// One past the last element the view touches.
-    fn extent(&self) -> usize {
+    pub(super) fn extent(&self) -> usize {
         if self.rows == 0 || self.cols == 0 {
             return 0;
         }
@@ -125,6 +140,31 @@ pub fn product_split_rows(
     }
 }
 
+/// [`matmul`] (threaded) by `right`, a layer's weights packed once for a bf16 engine.
+///
+/// Panics if a view does not fit its slice or the shapes disagree: both are programming errors.
+pub fn matmul_packed(
+    (dst, dst_view): (&mut [f32], View),
+    lhs: (&[f32], View),
+    right: &PackedRight,
+    accumulate: bool,
+) {
+    assert!(
+        dst_view.extent() <= dst.len(),
+        "matmul view exceeds its buffer"
+    );
+    // SAFETY: as in `matmul`.
+    unsafe { run_packed((dst.as_mut_ptr(), dst_view), lhs, right, accumulate, true) };
+}
+
+/// [`product`] by `right`, a layer's weights packed once for a bf16 engine.
+pub fn product_packed(lhs: (&[f32], View), right: &PackedRight, rows: usize) -> Vec<f32> {
+    let cols = right.dims().1;
+    // SAFETY: as in `product`: without `accumulate` every element is written (zeros when the
+    // inner dimension is 0).
+    unsafe { new_product(rows, cols, |dst| run_packed(dst, lhs, right, false, true)) }
+}
+
 /// A new row-major `rows × cols` buffer that `write` fills through a pointer and view.
 ///
 /// # Safety
@@ -178,11 +218,11 @@ pub fn split_rows_pays(rows: usize, cols: usize) -> bool {
     threads > 1 && rows / threads >= SPLIT_ROWS && cols <= 2048
 }
 
-/// A pointer handed to rayon's threads, each of which writes its own rows through it.
+/// A pointer handed to rayon's threads, each of which writes its own rows (or blocks) through it.
 #[derive(Clone, Copy)]
 pub(super) struct Rows(pub(super) *mut f32);
 
-// SAFETY: the runs that share it write disjoint rows.
+// SAFETY: the runs that share it write disjoint elements.
 unsafe impl Send for Rows {}
 unsafe impl Sync for Rows {}
 
@@ -242,6 +282,55 @@ unsafe fn run_split_rows(
         });
 }
 
+/// `dst (+)= lhs · right` on the engine `right` was packed for: the emulation multiplies
+/// rounded copies with the f32 `gemm` (bf16 products are exact in f32, so it gives the
+/// hardware's numbers up to the order of the sums), AMX and AVX512-BF16 run [`gemm_bf16::run`].
+///
+/// # Safety
+/// As for [`run`].
+unsafe fn run_packed(
+    (dst, dst_view): (*mut f32, View),
+    (lhs, lhs_view): (&[f32], View),
+    right: &PackedRight,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let (k, n) = right.dims();
+    assert!(
+        lhs_view.cols == k && dst_view.rows == lhs_view.rows && dst_view.cols == n,
+        "matmul shapes disagree"
+    );
+    assert!(
+        lhs_view.extent() <= lhs.len(),
+        "matmul view exceeds its buffer"
+    );
+    if lhs_view.rows == 0 || n == 0 {
+        return;
+    }
+    match right.rounded() {
+        Some(rhs) => {
+            let (lhs, lhs_view) = gemm_bf16::rounded_copy(lhs, lhs_view);
+            let how = How {
+                accumulate,
+                parallel,
+                precision: Precision::F32,
+            };
+            // SAFETY: the copy is read through the view it came with; `dst` as vouched.
+            unsafe { run((dst, dst_view), (&lhs, lhs_view), rhs, how) };
+        }
+        // SAFETY: the asserts checked the shapes and `lhs`; `dst` as vouched.
+        None => unsafe {
+            gemm_bf16::run(
+                (dst, dst_view),
+                (lhs, lhs_view),
+                right,
+                accumulate,
+                parallel,
+            )
+        },
+    }
+}
+
 /// `gemm` (or a bf16 engine) on checked operand views into `dst`.
 ///
 /// # Safety
@@ -272,34 +361,27 @@ unsafe fn run(
     }
     match precision {
         Precision::F32 => {}
-        Precision::Bf16(Engine::Emulated) => {
-            // bf16 products are exact in f32, so the f32 gemm on rounded copies gives what the
-            // hardware gives, up to the order of the sums.
-            let lhs = gemm_bf16::rounded_copy(lhs, lhs_view);
-            let rhs = gemm_bf16::rounded_copy(rhs, rhs_view);
-            let how = How {
-                precision: Precision::F32,
-                ..how
-            };
-            // SAFETY: the copies are compact `m × k` and `k × n` matrices; `dst` as vouched.
-            unsafe {
-                run(
-                    (dst, dst_view),
-                    (&lhs, View::rows(m, k, k)),
-                    (&rhs, View::rows(k, n, n)),
-                    how,
-                )
-            };
+        Precision::Bf16(engine) if engine.is_hardware() && dst_view.is_column_major() => {
+            // The engines write whole rows of sums; a column-major output (an image's planes)
+            // would take each sum scattered on its own. Its transpose is row-major:
+            // dstᵀ = rhsᵀ · lhsᵀ.
+            let transposed = (
+                (dst, dst_view.t()),
+                (rhs, rhs_view.t()),
+                (lhs, lhs_view.t()),
+            );
+            // SAFETY: the same elements, read and written through transposed views.
+            unsafe { run(transposed.0, transposed.1, transposed.2, how) };
             return;
         }
         Precision::Bf16(engine) => {
-            // SAFETY: the asserts checked the operands; `dst` as vouched.
+            let right = PackedRight::new(engine, rhs, rhs_view);
+            // SAFETY: passed on from the caller; the asserts checked `lhs`.
             unsafe {
-                gemm_bf16::run(
-                    engine,
+                run_packed(
                     (dst, dst_view),
                     (lhs, lhs_view),
-                    (rhs, rhs_view),
+                    &right,
                     accumulate,
                     parallel,
                 )

@@ -10,6 +10,7 @@
 
 use std::sync::OnceLock;
 
+use super::dispatch::avx2_dispatch;
 use super::gemm::{Rows, View};
 
 /// What computes the products.
@@ -67,12 +68,16 @@ pub fn available() -> Vec<Engine> {
 
 /// Rounds `value` to the nearest bf16, ties to even, as bits; a NaN stays a (quiet) NaN.
 pub fn round(value: f32) -> u16 {
-    let bits = value.to_bits();
-    if value.is_nan() {
-        return (bits >> 16) as u16 | 0x0040;
-    }
-    let tie_to_even = 0x7fff + ((bits >> 16) & 1);
-    (bits.wrapping_add(tie_to_even) >> 16) as u16
+    round_bits(value.to_bits())
+}
+
+/// [`round`] on an f32's bits, without branches so that loops over it vectorise.
+#[inline(always)]
+fn round_bits(bits: u32) -> u16 {
+    let nearest = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
+    let quiet_nan = (bits >> 16) | 0x0040;
+    let is_nan = bits & 0x7fff_ffff > 0x7f80_0000;
+    (if is_nan { quiet_nan } else { nearest }) as u16
 }
 
 /// The f32 a bf16 stands for.
@@ -83,6 +88,32 @@ pub fn widen(half: u16) -> f32 {
 /// `value` rounded to the nearest bf16, as an f32.
 pub fn rounded(value: f32) -> f32 {
     widen(round(value))
+}
+
+#[inline(always)]
+fn round_all_body(values: &[f32], out: &mut [u16]) {
+    for (slot, value) in out.iter_mut().zip(values) {
+        *slot = round_bits(value.to_bits());
+    }
+}
+
+avx2_dispatch! {
+    /// [`round`] on each of `values` into `out`, eight at a time where the CPU has AVX2.
+    fn round_all = round_all_body(values: &[f32], out: &mut [u16]);
+}
+
+#[inline(always)]
+fn extend_rounded_body(values: &[f32], out: &mut Vec<f32>) {
+    out.extend(
+        values
+            .iter()
+            .map(|value| f32::from_bits(u32::from(round_bits(value.to_bits())) << 16)),
+    );
+}
+
+avx2_dispatch! {
+    /// Appends each of `values` rounded to bf16 (as f32) to `out`.
+    fn extend_rounded = extend_rounded_body(values: &[f32], out: &mut Vec<f32>);
 }
 
 /// Rows and columns of the output block one kernel call computes: 2×2 AMX tiles.
@@ -104,11 +135,27 @@ impl LeftRows {
     fn pack(lhs: &[f32], view: View, first: usize, rows: usize) -> Self {
         let depth = view.cols.div_ceil(DEPTH_STEP) * DEPTH_STEP;
         let mut data = vec![0u16; rows.div_ceil(BLOCK) * BLOCK * depth];
+        if view.row_stride == 1 && view.col_stride != 1 {
+            // Read transposed (an image's channels as a token's features): each column's rows
+            // lie together, so round a column at a time and deal it out.
+            let mut column = vec![0u16; rows];
+            for col in 0..view.cols {
+                round_all(&lhs[first + col * view.col_stride..][..rows], &mut column);
+                for (row, &value) in column.iter().enumerate() {
+                    data[row * depth + col] = value;
+                }
+            }
+            return Self { data, depth };
+        }
         for row in 0..rows {
             let packed = &mut data[row * depth..][..view.cols];
             let start = (first + row) * view.row_stride;
-            for (col, slot) in packed.iter_mut().enumerate() {
-                *slot = round(lhs[start + col * view.col_stride]);
+            if view.col_stride == 1 {
+                round_all(&lhs[start..][..view.cols], packed);
+            } else {
+                for (col, slot) in packed.iter_mut().enumerate() {
+                    *slot = round(lhs[start + col * view.col_stride]);
+                }
             }
         }
         Self { data, depth }
@@ -125,18 +172,75 @@ struct RightPairs {
 
 impl RightPairs {
     fn pack(rhs: &[f32], view: View) -> Self {
+        let mut pairs = Self::zeros(view);
+        if view.row_stride == 1 {
+            pairs.pack_columns(rhs, view);
+        } else if view.col_stride == 1 {
+            pairs.pack_rows(rhs, view);
+        } else {
+            pairs.pack_each(rhs, view);
+        }
+        pairs
+    }
+
+    fn zeros(view: View) -> Self {
         let depth = view.rows.div_ceil(DEPTH_STEP) * DEPTH_STEP;
         let runs = view.cols.div_ceil(BLOCK) * (BLOCK / LANES);
-        let mut data = vec![0u16; runs * depth * LANES];
+        Self {
+            data: vec![0u16; runs * depth * LANES],
+            depth,
+        }
+    }
+
+    /// Where inner element `inner` of column `col` goes.
+    fn index(&self, inner: usize, col: usize) -> usize {
+        (col / LANES) * self.depth * LANES + (inner / 2) * 2 * LANES + (col % LANES) * 2 + inner % 2
+    }
+
+    /// Any view, one element at a time.
+    fn pack_each(&mut self, rhs: &[f32], view: View) {
         for col in 0..view.cols {
-            let run = &mut data[(col / LANES) * depth * LANES..][..depth * LANES];
-            let lane = col % LANES;
             for inner in 0..view.rows {
-                let value = rhs[inner * view.row_stride + col * view.col_stride];
-                run[(inner / 2) * 2 * LANES + lane * 2 + inner % 2] = round(value);
+                let index = self.index(inner, col);
+                self.data[index] = round(rhs[inner * view.row_stride + col * view.col_stride]);
             }
         }
-        Self { data, depth }
+    }
+
+    /// A view whose columns are contiguous (a weight matrix read transposed): each column
+    /// rounded in one pass, then its pairs dealt out.
+    fn pack_columns(&mut self, rhs: &[f32], view: View) {
+        let mut column = vec![0u16; view.rows.div_ceil(2) * 2];
+        for col in 0..view.cols {
+            round_all(&rhs[col * view.col_stride..][..view.rows], &mut column);
+            let start = self.index(0, col);
+            for (pair, values) in column.chunks_exact(2).enumerate() {
+                self.data[start + pair * 2 * LANES..][..2].copy_from_slice(values);
+            }
+        }
+    }
+
+    /// A view whose rows are contiguous (im2col columns): two rows rounded in one pass each,
+    /// then interleaved a run of columns at a time.
+    fn pack_rows(&mut self, rhs: &[f32], view: View) {
+        let mut two_rows = vec![0u16; 2 * view.cols];
+        for pair in 0..view.rows.div_ceil(2) {
+            let (even, odd) = two_rows.split_at_mut(view.cols);
+            round_all(&rhs[2 * pair * view.row_stride..][..view.cols], even);
+            if 2 * pair + 1 < view.rows {
+                round_all(&rhs[(2 * pair + 1) * view.row_stride..][..view.cols], odd);
+            } else {
+                odd.fill(0);
+            }
+            for (run, (even, odd)) in even.chunks(LANES).zip(odd.chunks(LANES)).enumerate() {
+                let start = self.index(2 * pair, run * LANES);
+                let out = &mut self.data[start..][..2 * even.len()];
+                for (slots, (&even, &odd)) in out.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
+                    slots[0] = even;
+                    slots[1] = odd;
+                }
+            }
+        }
     }
 
     /// The packed run holding columns `first..first + LANES`.
@@ -145,53 +249,169 @@ impl RightPairs {
     }
 }
 
-/// `dst = lhs · rhs` (or `+=` when `accumulate`) on a hardware `engine`, splitting the rows
+/// A right operand rounded (and for the hardware engines packed) once for one engine: how a
+/// layer keeps its weights ready ([`PackedWeights`]) instead of converting them on every call.
+pub struct PackedRight {
+    engine: Engine,
+    /// Inner dimension and columns.
+    rows: usize,
+    cols: usize,
+    form: Form,
+}
+
+enum Form {
+    /// AMX's and AVX512-BF16's layout.
+    Pairs(RightPairs),
+    /// The emulation's: the values rounded to bf16 (as f32) in the view they are read through.
+    Rounded(Vec<f32>, View),
+}
+
+impl PackedRight {
+    pub(super) fn new(engine: Engine, rhs: &[f32], view: View) -> Self {
+        let form = match engine {
+            Engine::Emulated => {
+                let (values, view) = rounded_copy(rhs, view);
+                Form::Rounded(values, view)
+            }
+            Engine::Amx | Engine::Avx512 => Form::Pairs(RightPairs::pack(rhs, view)),
+        };
+        Self {
+            engine,
+            rows: view.rows,
+            cols: view.cols,
+            form,
+        }
+    }
+
+    pub(super) fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Inner dimension and columns.
+    pub(super) fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// The emulation's rounded values and their view.
+    pub(super) fn rounded(&self) -> Option<(&[f32], View)> {
+        match &self.form {
+            Form::Rounded(values, view) => Some((values, *view)),
+            Form::Pairs(_) => None,
+        }
+    }
+}
+
+/// A layer's weights packed for each engine that multiplies them, each the first time it does.
+/// A pointer-keyed cache could hand a freed layer's packing to a new one at the same address;
+/// this one lives and dies with its layer.
+#[derive(Default)]
+pub struct PackedWeights {
+    by_engine: [OnceLock<PackedRight>; 3],
+}
+
+impl PackedWeights {
+    /// The weights `rhs` (always the same values and view for one layer) packed for `engine`.
+    pub(super) fn get(&self, engine: Engine, rhs: &[f32], view: View) -> &PackedRight {
+        let slot = match engine {
+            Engine::Amx => 0,
+            Engine::Avx512 => 1,
+            Engine::Emulated => 2,
+        };
+        self.by_engine[slot].get_or_init(|| PackedRight::new(engine, rhs, view))
+    }
+}
+
+impl std::fmt::Debug for PackedWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let packed: Vec<_> = self
+            .by_engine
+            .iter()
+            .filter_map(|slot| slot.get().map(PackedRight::engine))
+            .collect();
+        f.debug_struct("PackedWeights")
+            .field("packed", &packed)
+            .finish()
+    }
+}
+
+/// `dst = lhs · right` (or `+=` when `accumulate`) on a hardware engine, splitting the rows
 /// over rayon's threads when `parallel`.
 ///
 /// # Safety
 /// As for the f32 product: `dst` must be valid for writes (and, when `accumulate`, reads) of
-/// every element `dst_view` addresses and must not overlap the operands. The operand views
-/// must fit their slices (the caller checked them).
+/// every element `dst_view` addresses and must not overlap the operands. The left view must
+/// fit its slice and the shapes agree (the caller checked them); `right` is packed for a
+/// hardware engine.
 pub(super) unsafe fn run(
-    engine: Engine,
     (dst, dst_view): (*mut f32, View),
     (lhs, lhs_view): (&[f32], View),
-    (rhs, rhs_view): (&[f32], View),
+    right: &PackedRight,
     accumulate: bool,
     parallel: bool,
 ) {
     use rayon::prelude::*;
-    let right = RightPairs::pack(rhs, rhs_view);
-    let blocks = dst_view.rows.div_ceil(BLOCK);
+    let (engine, Form::Pairs(right)) = (right.engine, &right.form) else {
+        unreachable!("the emulation multiplies through the f32 gemm")
+    };
+    let (row_blocks, col_blocks) = (dst_view.rows.div_ceil(BLOCK), dst_view.cols.div_ceil(BLOCK));
+    if row_blocks == 0 || col_blocks == 0 {
+        return;
+    }
     let threads = if parallel {
         rayon::current_num_threads().max(1)
     } else {
         1
     };
-    // Each task packs its own rows of `lhs`, so they stay in cache for every column block.
-    let per_task = blocks.div_ceil(threads).max(1);
+    // The rows split first: each task packs its own rows of `lhs`, which then stay in cache
+    // for every column block. With fewer row blocks than threads (a few tokens through a wide
+    // layer) the columns split too, each of those tasks packing the same few rows.
+    let blocks_per_row_task = row_blocks.div_ceil(threads);
+    let row_tasks = row_blocks.div_ceil(blocks_per_row_task);
+    let blocks_per_col_task = col_blocks.div_ceil((threads / row_tasks).max(1));
+    let col_tasks = col_blocks.div_ceil(blocks_per_col_task);
     let dst = Rows(dst);
     let task = |index: usize| {
-        let first = index * per_task * BLOCK;
-        let rows = (per_task * BLOCK).min(dst_view.rows - first);
+        let first = (index / col_tasks) * blocks_per_row_task * BLOCK;
+        let rows = (blocks_per_row_task * BLOCK).min(dst_view.rows - first);
+        let first_col = (index % col_tasks) * blocks_per_col_task * BLOCK;
+        let end_col = (first_col + blocks_per_col_task * BLOCK).min(dst_view.cols);
         let left = LeftRows::pack(lhs, lhs_view, first, rows);
         let mut sums = [0f32; BLOCK * BLOCK];
         let _tiles = (engine == Engine::Amx).then(x86::Tiles::configure);
         for block_row in (0..rows).step_by(BLOCK) {
             let a = &left.data[block_row * left.depth..][..BLOCK * left.depth];
-            for block_col in (0..dst_view.cols).step_by(BLOCK) {
-                let (b0, b1) = (right.run(block_col), right.run(block_col + LANES));
-                // SAFETY: `a` holds BLOCK rows of `depth` values, `b0` and `b1` `depth` pairs
-                // of LANES columns each; the engine was detected on this CPU.
-                unsafe { x86::block(engine, a, left.depth, (b0, b1), &mut sums) };
-                let valid_rows = BLOCK.min(rows - block_row);
+            let valid_rows = BLOCK.min(rows - block_row);
+            for block_col in (first_col..end_col).step_by(BLOCK) {
+                let b = (right.run(block_col), right.run(block_col + LANES));
                 let valid_cols = BLOCK.min(dst_view.cols - block_col);
+                let corner = (first + block_row) * dst_view.row_stride + block_col;
+                if dst_view.col_stride == 1 && valid_rows == BLOCK && valid_cols == BLOCK {
+                    // A whole block of a row-major output: the kernel reads and writes it in
+                    // place, with no pass through `sums`.
+                    let out = x86::Out {
+                        // SAFETY: the block lies inside `dst_view`; tasks own disjoint blocks.
+                        corner: unsafe { dst.get().add(corner) },
+                        row_stride: dst_view.row_stride,
+                        add: accumulate,
+                    };
+                    // SAFETY: `a` holds BLOCK rows of `depth` values, each run `depth` pairs
+                    // of LANES columns; the engine was detected on this CPU; `out` as above.
+                    unsafe { x86::block(engine, a, left.depth, b, out) };
+                    continue;
+                }
+                let out = x86::Out {
+                    corner: sums.as_mut_ptr(),
+                    row_stride: BLOCK,
+                    add: false,
+                };
+                // SAFETY: as above, with `sums` as the output block.
+                unsafe { x86::block(engine, a, left.depth, b, out) };
                 for (row, sums) in sums.chunks_exact(BLOCK).take(valid_rows).enumerate() {
                     let row_start = (first + block_row + row) * dst_view.row_stride;
                     for (col, &sum) in sums[..valid_cols].iter().enumerate() {
                         let offset = row_start + (block_col + col) * dst_view.col_stride;
                         // SAFETY: the element is inside `dst_view`, which the caller vouches
-                        // for; tasks write disjoint rows.
+                        // for; tasks write disjoint blocks.
                         unsafe {
                             let slot = dst.get().add(offset);
                             *slot = if accumulate { *slot + sum } else { sum };
@@ -201,23 +421,30 @@ pub(super) unsafe fn run(
             }
         }
     };
-    let tasks = blocks.div_ceil(per_task);
+    let tasks = row_tasks * col_tasks;
     if tasks > 1 {
         (0..tasks).into_par_iter().for_each(task);
-    } else if tasks == 1 {
+    } else {
         task(0);
     }
 }
 
-/// Copies of the operands rounded to bf16, as compact row-major f32 matrices: what the f32
-/// `gemm` multiplies to emulate the mode.
-pub(super) fn rounded_copy(values: &[f32], view: View) -> Vec<f32> {
-    let mut copy = Vec::with_capacity(view.rows * view.cols);
+/// `values` rounded to bf16 (as f32) and the view to read them through: what the f32 `gemm`
+/// multiplies to emulate the mode. A view that covers most of its extent is rounded whole in
+/// one vectorised pass and keeps its strides; a sparse one is gathered into a compact matrix.
+pub(super) fn rounded_copy(values: &[f32], view: View) -> (Vec<f32>, View) {
+    let extent = view.extent();
+    let mut copy = Vec::new();
+    if extent <= 2 * view.rows * view.cols {
+        extend_rounded(&values[..extent], &mut copy);
+        return (copy, view);
+    }
+    copy.reserve(view.rows * view.cols);
     for row in 0..view.rows {
         let start = row * view.row_stride;
         copy.extend((0..view.cols).map(|col| rounded(values[start + col * view.col_stride])));
     }
-    copy
+    (copy, View::rows(view.rows, view.cols, view.cols))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -286,42 +513,68 @@ mod x86 {
         }
     }
 
-    /// `sums` (BLOCK × BLOCK, row-major) = `a` (BLOCK rows of `depth`) · the two column runs.
+    /// Where a kernel call leaves its BLOCK × BLOCK sums: rows `row_stride` floats apart from
+    /// `corner`, added onto what is there when `add`.
+    pub struct Out {
+        pub corner: *mut f32,
+        pub row_stride: usize,
+        pub add: bool,
+    }
+
+    /// `out` (+)= `a` (BLOCK rows of `depth`) · the two column runs.
     ///
     /// # Safety
     /// `engine` must run on this CPU (and for AMX, [`Tiles::configure`] be live on this
-    /// thread); the slices must be as long as described.
+    /// thread); the slices must be as long as described; `out` must address BLOCK rows of
+    /// BLOCK floats valid for writes (and reads when `add`) that nothing else touches.
     pub unsafe fn block(
         engine: Engine,
         a: &[u16],
         depth: usize,
         (b0, b1): (&[u16], &[u16]),
-        sums: &mut [f32; BLOCK * BLOCK],
+        out: Out,
     ) {
         assert!(a.len() >= BLOCK * depth && b0.len() >= depth * LANES && b1.len() >= depth * LANES);
         match engine {
             // SAFETY: passed on from the caller.
-            Engine::Amx => unsafe { amx(a, depth, (b0, b1), sums) },
-            Engine::Avx512 => unsafe { avx512(a, depth, (b0, b1), sums) },
+            Engine::Amx => unsafe { amx(a, depth, (b0, b1), out) },
+            Engine::Avx512 => unsafe { avx512(a, depth, (b0, b1), out) },
             Engine::Emulated => unreachable!("the emulation multiplies through the f32 gemm"),
         }
     }
 
     /// Four tiles of sums (rows 0–15 / 16–31 × columns 0–15 / 16–31), each step loading two A
     /// tiles (16 rows × 32 inner) and two B tiles (16 inner pairs × 16 columns).
-    unsafe fn amx(a: &[u16], depth: usize, (b0, b1): (&[u16], &[u16]), sums: &mut [f32]) {
+    unsafe fn amx(a: &[u16], depth: usize, (b0, b1): (&[u16], &[u16]), out: Out) {
         let a = a.as_ptr();
         let a_stride = depth * 2;
-        // SAFETY (all blocks below): the pointers stay inside the slices `block` checked;
-        // the tiles were configured by the caller.
+        let c = out.corner;
+        let c_stride = out.row_stride * 4;
+        // SAFETY (all blocks below): the pointers stay inside the slices `block` checked and
+        // the output block the caller vouched for; the tiles were configured by the caller.
         unsafe {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack, nomem)
-            );
+            if out.add {
+                asm!(
+                    "tileloadd tmm0, [{c00} + {stride}*1]",
+                    "tileloadd tmm1, [{c01} + {stride}*1]",
+                    "tileloadd tmm2, [{c10} + {stride}*1]",
+                    "tileloadd tmm3, [{c11} + {stride}*1]",
+                    c00 = in(reg) c,
+                    c01 = in(reg) c.add(LANES),
+                    c10 = in(reg) c.add(LANES * out.row_stride),
+                    c11 = in(reg) c.add(LANES * out.row_stride + LANES),
+                    stride = in(reg) c_stride,
+                    options(nostack, readonly)
+                );
+            } else {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+            }
             for step in 0..depth / DEPTH_STEP {
                 asm!(
                     "tileloadd tmm4, [{a0} + {a_stride}*1]",
@@ -341,7 +594,6 @@ mod x86 {
                     options(nostack, readonly)
                 );
             }
-            let c = sums.as_mut_ptr();
             asm!(
                 "tilestored [{c00} + {stride}*1], tmm0",
                 "tilestored [{c01} + {stride}*1], tmm1",
@@ -349,9 +601,9 @@ mod x86 {
                 "tilestored [{c11} + {stride}*1], tmm3",
                 c00 = in(reg) c,
                 c01 = in(reg) c.add(LANES),
-                c10 = in(reg) c.add(LANES * BLOCK),
-                c11 = in(reg) c.add(LANES * BLOCK + LANES),
-                stride = in(reg) BLOCK * 4,
+                c10 = in(reg) c.add(LANES * out.row_stride),
+                c11 = in(reg) c.add(LANES * out.row_stride + LANES),
+                stride = in(reg) c_stride,
                 options(nostack)
             );
         }
@@ -360,11 +612,20 @@ mod x86 {
     /// Eight rows at a time: 16 vectors of sums, each inner pair one broadcast of a row's pair
     /// against the two column runs.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn avx512(a: &[u16], depth: usize, (b0, b1): (&[u16], &[u16]), sums: &mut [f32]) {
+    unsafe fn avx512(a: &[u16], depth: usize, (b0, b1): (&[u16], &[u16]), out: Out) {
         const ROWS: usize = 8;
         let (a, b0, b1) = (a.as_ptr(), b0.as_ptr(), b1.as_ptr());
         for first in (0..BLOCK).step_by(ROWS) {
             let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+            if out.add {
+                for (row, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: the caller vouched for BLOCK rows of BLOCK floats at `corner`.
+                    unsafe {
+                        let c = out.corner.add((first + row) * out.row_stride);
+                        *acc = [_mm512_loadu_ps(c), _mm512_loadu_ps(c.add(LANES))];
+                    }
+                }
+            }
             for pair in 0..depth / 2 {
                 // SAFETY: `block` checked that both runs hold `depth` pairs of LANES columns
                 // and `a` BLOCK rows of `depth`; the transmutes reinterpret whole vectors.
@@ -386,11 +647,11 @@ mod x86 {
                 }
             }
             for (row, acc) in acc.iter().enumerate() {
-                let out = &mut sums[(first + row) * BLOCK..][..BLOCK];
-                // SAFETY: `out` holds two vectors of f32.
+                // SAFETY: as for the loads above.
                 unsafe {
-                    _mm512_storeu_ps(out.as_mut_ptr(), acc[0]);
-                    _mm512_storeu_ps(out.as_mut_ptr().add(LANES), acc[1]);
+                    let c = out.corner.add((first + row) * out.row_stride);
+                    _mm512_storeu_ps(c, acc[0]);
+                    _mm512_storeu_ps(c.add(LANES), acc[1]);
                 }
             }
         }
@@ -399,7 +660,7 @@ mod x86 {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
-    use super::{BLOCK, Engine};
+    use super::Engine;
 
     pub struct Tiles;
 
@@ -409,20 +670,20 @@ mod x86 {
         }
     }
 
-    pub unsafe fn block(
-        _: Engine,
-        _: &[u16],
-        _: usize,
-        _: (&[u16], &[u16]),
-        _: &mut [f32; BLOCK * BLOCK],
-    ) {
+    pub struct Out {
+        pub corner: *mut f32,
+        pub row_stride: usize,
+        pub add: bool,
+    }
+
+    pub unsafe fn block(_: Engine, _: &[u16], _: usize, _: (&[u16], &[u16]), _: Out) {
         unreachable!("the bf16 hardware engines are x86-64 only")
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::gemm::{Precision, View, matmul};
+    use super::super::gemm::{Precision, View, matmul, matmul_packed};
     use super::*;
 
     #[test]
@@ -441,6 +702,102 @@ mod tests {
             "a NaN never becomes inf"
         );
         assert_eq!(widen(round(3.0)), 3.0);
+    }
+
+    /// A column-major output (an image's planes, as `proj_out` writes them) gets the same
+    /// products, on every engine, and nothing between its columns is written.
+    #[test]
+    fn column_major_outputs_get_the_same_products() {
+        let mut engines = available();
+        engines.push(Engine::Emulated);
+        for engine in engines {
+            for (m, k, n) in [(70, 100, 50), (64, 32, 64), (5, 3, 33)] {
+                let lhs = values(m * k, 3);
+                let rhs = values(k * n, 5);
+                let (lhs_view, rhs_view) = (View::rows(m, k, k), View::transposed(k, n, k));
+                let dst_view = View::transposed(m, n, m + 2);
+                let start = values((m + 2) * n, 7);
+                let mut dst = start.clone();
+                let operands = ((&lhs[..], lhs_view), (&rhs[..], rhs_view));
+                let expected = reference((&dst, dst_view), operands.0, operands.1, true);
+                let bf16 = Precision::Bf16(engine);
+                matmul(
+                    (&mut dst, dst_view),
+                    operands.0,
+                    operands.1,
+                    true,
+                    true,
+                    bf16,
+                );
+                for col in 0..n {
+                    for row in 0..m {
+                        let ours = f64::from(dst[col * (m + 2) + row]);
+                        let theirs = expected[row * n + col];
+                        assert!(
+                            (ours - theirs).abs() <= 1e-5 * (1.0 + k as f64),
+                            "{engine:?} {m}×{k}×{n} at ({row}, {col}): {ours} against {theirs}"
+                        );
+                    }
+                    assert_eq!(
+                        dst[col * (m + 2) + m..][..2],
+                        start[col * (m + 2) + m..][..2]
+                    );
+                }
+            }
+        }
+    }
+
+    /// The vectorised rounding gives the scalar one's bits: ties, NaNs with and without
+    /// payloads, infinities, subnormals, the largest finite values, and random patterns.
+    #[test]
+    fn rounding_a_slice_rounds_each_value() {
+        let mut bits: Vec<u32> = vec![
+            0x3f80_8000,
+            0x3f81_8000,
+            0xbf80_8001,
+            0x7fc0_0000,
+            0x7f80_0001,
+            0xffbf_ffff,
+            0x7f80_0000,
+            0xff80_0000,
+            0x0000_0001,
+            0x8000_8000,
+            0x7f7f_ffff,
+            0xff7f_8000,
+        ];
+        let mut state = 12_345u32;
+        bits.extend((0..1000).map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            state
+        }));
+        let values: Vec<f32> = bits.iter().map(|&bits| f32::from_bits(bits)).collect();
+        let mut halves = vec![0u16; values.len()];
+        round_all(&values, &mut halves);
+        let mut widened = Vec::new();
+        extend_rounded(&values, &mut widened);
+        for ((&value, &half), &wide) in values.iter().zip(&halves).zip(&widened) {
+            assert_eq!(half, round(value), "{:#010x}", value.to_bits());
+            assert_eq!(wide.to_bits(), rounded(value).to_bits());
+        }
+    }
+
+    /// Packing a right operand whose rows or columns are contiguous gives what packing it one
+    /// element at a time gives: odd inner sizes, column counts off the run and block sizes.
+    #[test]
+    fn packing_by_rows_or_columns_matches_packing_each_element() {
+        for (k, n) in [(7, 5), (33, 40), (64, 17), (1, 1)] {
+            let rhs = values((k + 2) * (n + 1), 11);
+            for view in [View::rows(k, n, n + 1), View::transposed(k, n, k + 2)] {
+                let packed = RightPairs::pack(&rhs, view);
+                let mut each = RightPairs::zeros(view);
+                each.pack_each(&rhs, view);
+                assert!(
+                    packed.data == each.data,
+                    "{k}×{n} {:?}",
+                    (view.row_stride, view.col_stride)
+                );
+            }
+        }
     }
 
     /// `dst (+)= lhs · rhs` in f64 on the operands rounded to bf16.
@@ -494,7 +851,13 @@ mod tests {
         engines.push(Engine::Emulated);
         eprintln!("bf16 engines on this CPU: {engines:?}");
         for engine in engines {
-            for (m, k, n) in [(70, 100, 50), (5, 3, 33), (33, 64, 16), (1, 0, 7)] {
+            for (m, k, n) in [
+                (70, 100, 50),
+                (64, 96, 64),
+                (5, 3, 33),
+                (33, 64, 16),
+                (1, 0, 7),
+            ] {
                 for (accumulate, parallel, transposed) in [
                     (false, true, false),
                     (true, false, true),
@@ -524,24 +887,33 @@ mod tests {
                         parallel,
                         Precision::Bf16(engine),
                     );
-                    for row in 0..m {
-                        for col in 0..n {
-                            let ours = f64::from(dst[row * (n + 3) + col]);
-                            let theirs = expected[row * n + col];
-                            assert!(
-                                (ours - theirs).abs() <= 1e-5 * (1.0 + k as f64),
-                                "{engine:?} {m}×{k}×{n} ({accumulate}, {parallel}, {transposed}) at \
-                                 ({row}, {col}): {ours} against {theirs}"
+                    // The right operand packed once and multiplied twice, as a layer's weights.
+                    let right = PackedRight::new(engine, &rhs, rhs_view);
+                    let mut outputs = vec![("per call", dst)];
+                    for call in ["packed, first call", "packed, second call"] {
+                        let mut dst = values(m * (n + 3), 7);
+                        let lhs = (&lhs[..], lhs_view);
+                        matmul_packed((&mut dst, dst_view), lhs, &right, accumulate);
+                        outputs.push((call, dst));
+                    }
+                    let untouched = values(m * (n + 3), 7);
+                    for (how, dst) in outputs {
+                        for row in 0..m {
+                            for col in 0..n {
+                                let ours = f64::from(dst[row * (n + 3) + col]);
+                                let theirs = expected[row * n + col];
+                                assert!(
+                                    (ours - theirs).abs() <= 1e-5 * (1.0 + k as f64),
+                                    "{engine:?} {how} {m}×{k}×{n} ({accumulate}, {parallel}, \
+                                     {transposed}) at ({row}, {col}): {ours} against {theirs}"
+                                );
+                            }
+                            // The padding between output rows is never written.
+                            assert_eq!(
+                                dst[row * (n + 3) + n..][..3],
+                                untouched[row * (n + 3) + n..][..3]
                             );
                         }
-                    }
-                    // The padding between output rows is never written.
-                    let untouched = values(m * (n + 3), 7);
-                    for row in 0..m {
-                        assert_eq!(
-                            dst[row * (n + 3) + n..][..3],
-                            untouched[row * (n + 3) + n..][..3]
-                        );
                     }
                 }
             }

@@ -10,11 +10,13 @@
 //! (float reassociation).
 
 use std::ops::Deref;
+use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Storage, Tensor};
 
 use super::fill::{self, Repeat};
-use super::gemm::{self, View};
+use super::gemm::{self, Precision, View};
+use super::gemm_bf16::PackedWeights;
 use super::{contiguous_f32, is_cpu_f32, previous_kernels};
 
 /// `y = x · Wᵀ + b` over the last dimension of `x`, with `W` stored `(out, in)` as in PyTorch.
@@ -22,13 +24,23 @@ use super::{contiguous_f32, is_cpu_f32, previous_kernels};
 pub struct Linear {
     /// candle's layer over the same tensors: the path for other devices and dtypes.
     candle: candle_nn::Linear,
+    /// The weights rounded and packed for each bf16 engine that multiplied them (`--dtype
+    /// bf16` on the CPU): converted once, not on every call. Shared by clones, as the weights.
+    packed: Arc<PackedWeights>,
 }
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
         Self {
             candle: candle_nn::Linear::new(weight, bias),
+            packed: Arc::default(),
         }
+    }
+
+    /// A layer whose weight is stored (in, out), as GPT-2's `Conv1D` keeps it: read in place
+    /// through a transposed view rather than copied.
+    pub fn from_input_major(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self::new(weight.t()?, bias))
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -67,7 +79,8 @@ impl Linear {
         let weight = self.weight();
         let on_cpu = |tensor: &Tensor| is_cpu_f32(tensor) && tensor.is_contiguous();
         let fast = is_cpu_f32(input)
-            && on_cpu(weight)
+            && is_cpu_f32(weight)
+            && weight_view(weight.layout()).is_some()
             && self.bias().is_none_or(on_cpu)
             && residual.is_none_or(on_cpu)
             && !previous_kernels();
@@ -77,6 +90,7 @@ impl Linear {
                 to,
                 bias: self.bias(),
                 residual,
+                packed: &self.packed,
             };
             return input.contiguous()?.apply_op2_no_bwd(weight, &op);
         }
@@ -124,6 +138,21 @@ struct LinearOp<'a> {
     bias: Option<&'a Tensor>,
     /// Added to the output; has the output's shape and order.
     residual: Option<&'a Tensor>,
+    packed: &'a PackedWeights,
+}
+
+/// How a product reads the (out, in) weights of `layout` as its `in × out` right operand:
+/// stored (out, in) as `nn.Linear` keeps them, or (in, out) ([`Linear::from_input_major`]).
+/// `None` for any other layout.
+fn weight_view(layout: &Layout) -> Option<View> {
+    let (outputs, width) = layout.shape().dims2().ok()?;
+    if layout.is_contiguous() {
+        Some(View::transposed(width, outputs, width))
+    } else if layout.stride() == [1, outputs] {
+        Some(View::rows(width, outputs, outputs))
+    } else {
+        None
+    }
 }
 
 /// The f32 values of a contiguous CPU tensor held under its storage's read lock (the tuple
@@ -207,7 +236,18 @@ impl CustomOp2 for LinearOp<'_> {
             );
         }
         let input = contiguous_f32(input, input_layout, "linear input")?;
-        let weight = contiguous_f32(weight, weight_layout, "linear weight")?;
+        let CpuStorage::F32(weight) = weight else {
+            candle_core::bail!("linear weight: expected f32 storage");
+        };
+        let Some(rhs) = weight_view(weight_layout) else {
+            candle_core::bail!("linear: weight {weight_layout:?} neither (out, in) nor (in, out)");
+        };
+        let Some(weight) = weight
+            .get(weight_layout.start_offset()..)
+            .and_then(|values| values.get(..outputs * width))
+        else {
+            candle_core::bail!("linear: weight storage shorter than its {outputs}×{width} shape");
+        };
         let Some(len) = batch
             .checked_mul(tokens)
             .and_then(|n| n.checked_mul(outputs))
@@ -239,7 +279,6 @@ impl CustomOp2 for LinearOp<'_> {
             (None, Some(residual)) => Some(residual.to_vec()),
             (None, None) => None,
         };
-        let rhs = View::transposed(width, outputs, width);
         let lhs_view = match self.from {
             Order::Tokens => View::rows(tokens, width, width),
             Order::Channels => View::transposed(tokens, width, tokens),
@@ -250,20 +289,33 @@ impl CustomOp2 for LinearOp<'_> {
         };
         let split = gemm::split_rows_pays(tokens, outputs);
         let precision = super::precision();
+        let packed = match precision {
+            // An image output is column-major: the product runs transposed with the weights on
+            // the left (gemm's `run`), where the kept packing does not apply.
+            Precision::Bf16(engine) if self.to == Order::Tokens => {
+                Some(self.packed.get(engine, weight, rhs))
+            }
+            _ => None,
+        };
         let (lhs, rhs, size) = ((input, lhs_view), (weight, rhs), (tokens, outputs));
-        let output = match start {
-            None if batch == 1 && split => gemm::product_split_rows(lhs, rhs, size, precision),
-            None if batch == 1 => gemm::product(lhs, rhs, size, precision),
-            start => {
+        let output = match (start, packed) {
+            (None, Some(right)) if batch == 1 => gemm::product_packed(lhs, right, tokens),
+            (None, None) if batch == 1 && split => {
+                gemm::product_split_rows(lhs, rhs, size, precision)
+            }
+            (None, None) if batch == 1 => gemm::product(lhs, rhs, size, precision),
+            (start, packed) => {
                 let accumulate = start.is_some();
                 let mut output = start.unwrap_or_else(|| vec![0f32; len]);
                 for image in 0..batch {
                     let dst = (&mut output[image * tokens * outputs..], dst_view);
                     let lhs = (&input[image * tokens * width..], lhs_view);
-                    if split {
-                        gemm::matmul_split_rows(dst, lhs, rhs, accumulate, precision);
-                    } else {
-                        gemm::matmul(dst, lhs, rhs, accumulate, true, precision);
+                    match packed {
+                        Some(right) => gemm::matmul_packed(dst, lhs, right, accumulate),
+                        None if split => {
+                            gemm::matmul_split_rows(dst, lhs, rhs, accumulate, precision)
+                        }
+                        None => gemm::matmul(dst, lhs, rhs, accumulate, true, precision),
                     }
                 }
                 output
@@ -276,6 +328,7 @@ impl CustomOp2 for LinearOp<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::kernels::with_bf16_products;
     use candle_core::{D, Device};
 
     fn ramp(shape: &[usize], scale: f32) -> Result<Tensor> {
@@ -319,6 +372,17 @@ mod tests {
                 assert!(error < 1e-6, "{shape:?} → {outputs}: relative L2 {error}");
             }
         }
+        // Weights stored (in, out), as GPT-2 keeps them, read in place.
+        let input = ramp(&[2, 37, 19], 1.0)?;
+        let weight = ramp(&[23, 19], 0.2)?;
+        let bias = ramp(&[23], 1.0)?;
+        let input_major = weight.t()?.contiguous()?;
+        let layer = Linear::from_input_major(input_major, Some(bias.clone()))?;
+        let error = relative_l2(
+            &layer.forward(&input)?,
+            &candle_nn::Linear::new(weight, Some(bias)).forward(&input)?,
+        )?;
+        assert!(error < 1e-6, "input-major weights: relative L2 {error}");
         // A transposed view goes through `contiguous` first. (candle 0.11's own `Linear` gives
         // this strided input a different answer, 6 % relative L2, so the reference is the
         // contiguous copy.)
@@ -392,6 +456,75 @@ mod tests {
         assert!(layer.tokens_onto_image(&tokens, &residual_tokens).is_err());
         assert!(layer.forward_add(&tokens, &residual_image).is_err());
         assert!(layer.image_to_tokens(&tokens).is_err());
+        Ok(())
+    }
+
+    /// Under bf16 products every form multiplies the bf16-rounded input and weights with f32
+    /// sums, on each engine this CPU runs, from weights packed on the first call and kept: the
+    /// second call gives the first one's numbers.
+    #[test]
+    fn bf16_products_multiply_the_rounded_operands_from_kept_weights() -> Result<()> {
+        use super::super::gemm_bf16::{self, Engine};
+        use candle_core::DType;
+        let bf16 = |tensor: &Tensor| tensor.to_dtype(DType::BF16)?.to_dtype(DType::F32);
+        let (batch, channels, outputs, height, width) = (2, 70, 40, 5, 7);
+        let weight = ramp(&[outputs, channels], 0.2)?;
+        let bias = ramp(&[outputs], 1.0)?;
+        let image = ramp(&[batch, channels, height, width], 1.0)?;
+        let tokens = ramp(&[batch, height * width, channels], 0.5)?;
+        let single = ramp(&[1, 33, channels], 0.7)?;
+        let residual_image = ramp(&[batch, outputs, height, width], 3.0)?;
+        let linear = candle_nn::Linear::new(bf16(&weight)?, Some(bias.clone()));
+        let unbiased = candle_nn::Linear::new(bf16(&weight)?, None);
+        let image_tokens = bf16(&image)?
+            .flatten_from(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let projected = linear.forward(&bf16(&tokens)?)?;
+        let onto_image =
+            (projected.transpose(1, 2)?.reshape(residual_image.shape())? + &residual_image)?;
+        let mut engines = gemm_bf16::available();
+        engines.push(Engine::Emulated);
+        for engine in engines {
+            let layer = Linear::new(weight.clone(), Some(bias.clone()));
+            let bare = Linear::new(weight.clone(), None);
+            let input_major =
+                Linear::from_input_major(weight.t()?.contiguous()?, Some(bias.clone()))?;
+            type Check<'a> = (&'a str, &'a dyn Fn() -> Result<Tensor>, Tensor);
+            let checks: [Check; 5] = [
+                ("forward", &|| layer.forward(&tokens), projected.clone()),
+                (
+                    "forward, weights stored (in, out)",
+                    &|| input_major.forward(&tokens),
+                    projected.clone(),
+                ),
+                (
+                    "forward without bias, one batch entry",
+                    &|| bare.forward(&single),
+                    unbiased.forward(&bf16(&single)?)?,
+                ),
+                (
+                    "image_to_tokens",
+                    &|| layer.image_to_tokens(&image),
+                    linear.forward(&image_tokens)?,
+                ),
+                (
+                    "tokens_onto_image",
+                    &|| layer.tokens_onto_image(&tokens, &residual_image),
+                    onto_image.clone(),
+                ),
+            ];
+            for (what, run, expected) in checks {
+                let first = with_bf16_products(Some(engine), run)?;
+                let again = with_bf16_products(Some(engine), run)?;
+                let error = relative_l2(&first, &expected)?;
+                assert!(error < 1e-6, "{what} ({engine:?}): relative L2 {error}");
+                let same = (&first - &again)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert_eq!(same, 0.0, "{what} ({engine:?}): the second call differs");
+            }
+            let kept = format!("{:?}", layer.packed);
+            assert!(kept.contains(&format!("{engine:?}")), "{kept}");
+        }
         Ok(())
     }
 

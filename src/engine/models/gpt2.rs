@@ -6,7 +6,7 @@ use candle_nn::{Embedding, VarBuilder};
 use crate::engine::kernels::layer_norm::LayerNorm;
 use serde::Deserialize;
 
-use super::layers::{attention, gelu_tanh, layer_norm, split_heads};
+use super::layers::{Linear, attention, gelu_tanh, layer_norm, split_heads};
 
 fn default_eps() -> f64 {
     1e-5
@@ -40,37 +40,19 @@ pub struct Gpt2Config {
 }
 
 /// GPT-2's `Conv1D`: a linear layer whose weight is stored (in, out).
-#[derive(Debug)]
-struct Conv1D {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Conv1D {
-    fn new(input: usize, output: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get((input, output), "weight")?,
-            bias: vb.get(output, "bias")?,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (batch, tokens, width) = xs.dims3()?;
-        xs.reshape((batch * tokens, width))?
-            .matmul(&self.weight)?
-            .broadcast_add(&self.bias)?
-            .reshape((batch, tokens, ()))
-    }
+fn conv1d(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
+    let weight = vb.get((input, output), "weight")?;
+    Linear::from_input_major(weight, Some(vb.get(output, "bias")?))
 }
 
 #[derive(Debug)]
 struct Block {
     ln_1: LayerNorm,
-    c_attn: Conv1D,
-    attn_proj: Conv1D,
+    c_attn: Linear,
+    attn_proj: Linear,
     ln_2: LayerNorm,
-    c_fc: Conv1D,
-    mlp_proj: Conv1D,
+    c_fc: Linear,
+    mlp_proj: Linear,
     heads: usize,
 }
 
@@ -80,11 +62,11 @@ impl Block {
         let inner = config.n_inner.unwrap_or(4 * width);
         Ok(Self {
             ln_1: layer_norm(width, config.layer_norm_epsilon, vb.pp("ln_1"))?,
-            c_attn: Conv1D::new(width, 3 * width, vb.pp("attn.c_attn"))?,
-            attn_proj: Conv1D::new(width, width, vb.pp("attn.c_proj"))?,
+            c_attn: conv1d(width, 3 * width, vb.pp("attn.c_attn"))?,
+            attn_proj: conv1d(width, width, vb.pp("attn.c_proj"))?,
             ln_2: layer_norm(width, config.layer_norm_epsilon, vb.pp("ln_2"))?,
-            c_fc: Conv1D::new(width, inner, vb.pp("mlp.c_fc"))?,
-            mlp_proj: Conv1D::new(inner, width, vb.pp("mlp.c_proj"))?,
+            c_fc: conv1d(width, inner, vb.pp("mlp.c_fc"))?,
+            mlp_proj: conv1d(inner, width, vb.pp("mlp.c_proj"))?,
             heads: config.n_head,
         })
     }
