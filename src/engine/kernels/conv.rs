@@ -480,10 +480,10 @@ impl CustomOp3 for ConvOp<'_> {
         // With AMX, bf16 products take every convolution through im2col or pointwise products,
         // as autocast's bf16 convolutions compute (Winograd's transforms would amplify the
         // operands' rounding: at 128–256 channels F(4×4) 10×, F(4, 3) pieces 3× a bf16
-        // convolution's error; the direct kernel is f32 only). See `Engine::convolves_in_bf16`.
+        // convolution's error; the direct kernel is f32 only). See `Engine::replaces_f32_kernels`.
         let f32_paths = match precision {
             Precision::F32 => true,
-            Precision::Bf16(engine) => !engine.convolves_in_bf16(),
+            Precision::Bf16(engine) => !engine.replaces_f32_kernels(),
         };
         let winograd = ((kh, kw) == (3, 3)
             && f32_paths
@@ -898,7 +898,7 @@ mod tests {
         engines.push(gemm_bf16::Engine::Emulated);
         for engine in engines
             .into_iter()
-            .filter(|engine| engine.convolves_in_bf16())
+            .filter(|engine| engine.replaces_f32_kernels())
         {
             convolve_the_rounded_operands(engine);
         }

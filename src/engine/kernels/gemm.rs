@@ -140,7 +140,8 @@ pub fn product_split_rows(
     }
 }
 
-/// [`matmul`] (threaded) by `right`, a layer's weights packed once for a bf16 engine.
+/// [`matmul`] by `right`, an operand packed once for a bf16 engine (a layer's weights, a
+/// head's keys) and used for many products.
 ///
 /// Panics if a view does not fit its slice or the shapes disagree: both are programming errors.
 pub fn matmul_packed(
@@ -148,13 +149,22 @@ pub fn matmul_packed(
     lhs: (&[f32], View),
     right: &PackedRight,
     accumulate: bool,
+    parallel: bool,
 ) {
     assert!(
         dst_view.extent() <= dst.len(),
         "matmul view exceeds its buffer"
     );
     // SAFETY: as in `matmul`.
-    unsafe { run_packed((dst.as_mut_ptr(), dst_view), lhs, right, accumulate, true) };
+    unsafe {
+        run_packed(
+            (dst.as_mut_ptr(), dst_view),
+            lhs,
+            right,
+            accumulate,
+            parallel,
+        )
+    };
 }
 
 /// [`product`] by `right`, a layer's weights packed once for a bf16 engine.

@@ -39,14 +39,15 @@ impl Engine {
         self != Engine::Emulated
     }
 
-    /// Whether convolutions leave Winograd and the direct kernel for bf16 im2col products.
+    /// Whether bf16 products replace Foley's specialised f32 kernels: convolutions leave
+    /// Winograd and the direct kernel for im2col products, attention its f32 register tiles.
     /// AMX multiplies bf16 an order of magnitude faster than f32 FMA, so its products beat
-    /// both. `vdpbf16ps` does only twice the multiply-adds of an f32 FMA, which F(4×4)'s 4×
+    /// them all. `vdpbf16ps` does only twice the multiply-adds of an f32 FMA, which F(4×4)'s 4×
     /// fewer multiplies beat (Zen 3: F(4×4) ran [2,320,256,16] at 425 effective GFLOP/s, the
-    /// f32 reference product at 107–173), so with AVX512-BF16 convolutions keep their f32 paths
-    /// and bf16 takes the products f32 also hands to `gemm`. The emulation follows AMX, whose
-    /// numbers the tests prove.
-    pub fn convolves_in_bf16(self) -> bool {
+    /// f32 reference product at 107–173), so with AVX512-BF16 those kernels stay f32 and bf16
+    /// takes the products f32 also hands to `gemm`. The emulation follows AMX, whose numbers
+    /// the tests prove.
+    pub fn replaces_f32_kernels(self) -> bool {
         self != Engine::Avx512
     }
 }
@@ -893,7 +894,7 @@ mod tests {
                     for call in ["packed, first call", "packed, second call"] {
                         let mut dst = values(m * (n + 3), 7);
                         let lhs = (&lhs[..], lhs_view);
-                        matmul_packed((&mut dst, dst_view), lhs, &right, accumulate);
+                        matmul_packed((&mut dst, dst_view), lhs, &right, accumulate, parallel);
                         outputs.push((call, dst));
                     }
                     let untouched = values(m * (n + 3), 7);

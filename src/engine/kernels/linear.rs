@@ -311,7 +311,7 @@ impl CustomOp2 for LinearOp<'_> {
                     let dst = (&mut output[image * tokens * outputs..], dst_view);
                     let lhs = (&input[image * tokens * width..], lhs_view);
                     match packed {
-                        Some(right) => gemm::matmul_packed(dst, lhs, right, accumulate),
+                        Some(right) => gemm::matmul_packed(dst, lhs, right, accumulate, true),
                         None if split => {
                             gemm::matmul_split_rows(dst, lhs, rhs, accumulate, precision)
                         }
