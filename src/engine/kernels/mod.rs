@@ -66,10 +66,10 @@ pub fn with_previous_kernels<R>(work: impl FnOnce() -> R) -> R {
     with_flag(&PREVIOUS, work)
 }
 
-/// Runs `work` on this thread with the products of linears and convolutions taking bf16
-/// operands and f32 sums on `engine` (the CPU's `--dtype bf16` mode, [`gemm_bf16`]), or in f32
-/// with `None`; norms, softmax, attention and the elementwise passes stay f32, as under
-/// PyTorch's bf16 autocast.
+/// Runs `work` on this thread with the products of linears and convolutions (and, where the
+/// engine replaces the f32 kernels, attention's) taking bf16 operands and f32 sums on `engine`
+/// (the CPU's `--dtype bf16` mode, [`gemm_bf16`]), or in f32 with `None`; norms, softmax and
+/// the elementwise passes stay f32, as under PyTorch's bf16 autocast.
 pub fn with_bf16_products<R>(engine: Option<Engine>, work: impl FnOnce() -> R) -> R {
     struct Restore(Option<Engine>);
     impl Drop for Restore {
