@@ -549,21 +549,29 @@ mod x86 {
     unsafe fn amx(a: &[u16], depth: usize, (b0, b1): (&[u16], &[u16]), out: Out) {
         let a = a.as_ptr();
         let a_stride = depth * 2;
-        let c = out.corner;
         let c_stride = out.row_stride * 4;
         // SAFETY (all blocks below): the pointers stay inside the slices `block` checked and
         // the output block the caller vouched for; the tiles were configured by the caller.
         unsafe {
+            // The four 16×16 tiles' corners in the output block.
+            let c = out.corner;
+            let [c00, c01, c10, c11] = [
+                0,
+                LANES,
+                LANES * out.row_stride,
+                LANES * out.row_stride + LANES,
+            ]
+            .map(|offset| c.add(offset));
             if out.add {
                 asm!(
                     "tileloadd tmm0, [{c00} + {stride}*1]",
                     "tileloadd tmm1, [{c01} + {stride}*1]",
                     "tileloadd tmm2, [{c10} + {stride}*1]",
                     "tileloadd tmm3, [{c11} + {stride}*1]",
-                    c00 = in(reg) c,
-                    c01 = in(reg) c.add(LANES),
-                    c10 = in(reg) c.add(LANES * out.row_stride),
-                    c11 = in(reg) c.add(LANES * out.row_stride + LANES),
+                    c00 = in(reg) c00,
+                    c01 = in(reg) c01,
+                    c10 = in(reg) c10,
+                    c11 = in(reg) c11,
                     stride = in(reg) c_stride,
                     options(nostack, readonly)
                 );
@@ -600,10 +608,10 @@ mod x86 {
                 "tilestored [{c01} + {stride}*1], tmm1",
                 "tilestored [{c10} + {stride}*1], tmm2",
                 "tilestored [{c11} + {stride}*1], tmm3",
-                c00 = in(reg) c,
-                c01 = in(reg) c.add(LANES),
-                c10 = in(reg) c.add(LANES * out.row_stride),
-                c11 = in(reg) c.add(LANES * out.row_stride + LANES),
+                c00 = in(reg) c00,
+                c01 = in(reg) c01,
+                c10 = in(reg) c10,
+                c11 = in(reg) c11,
                 stride = in(reg) c_stride,
                 options(nostack)
             );
