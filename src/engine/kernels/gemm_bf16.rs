@@ -172,81 +172,112 @@ struct RightPairs {
 }
 
 impl RightPairs {
+    /// Packs `rhs` a group of runs at a time, the groups spread over rayon's threads when
+    /// there are enough values to pay for it (a layer's weights the first time, an im2col
+    /// matrix on every call).
     fn pack(rhs: &[f32], view: View) -> Self {
-        let mut pairs = Self::zeros(view);
-        if view.row_stride == 1 {
-            pairs.pack_columns(rhs, view);
-        } else if view.col_stride == 1 {
-            pairs.pack_rows(rhs, view);
-        } else {
-            pairs.pack_each(rhs, view);
-        }
-        pairs
-    }
-
-    fn zeros(view: View) -> Self {
+        use rayon::prelude::*;
         let depth = view.rows.div_ceil(DEPTH_STEP) * DEPTH_STEP;
         let runs = view.cols.div_ceil(BLOCK) * (BLOCK / LANES);
-        Self {
-            data: vec![0u16; runs * depth * LANES],
-            depth,
-        }
-    }
-
-    /// Where inner element `inner` of column `col` goes.
-    fn index(&self, inner: usize, col: usize) -> usize {
-        (col / LANES) * self.depth * LANES + (inner / 2) * 2 * LANES + (col % LANES) * 2 + inner % 2
-    }
-
-    /// Any view, one element at a time.
-    fn pack_each(&mut self, rhs: &[f32], view: View) {
-        for col in 0..view.cols {
-            for inner in 0..view.rows {
-                let index = self.index(inner, col);
-                self.data[index] = round(rhs[inner * view.row_stride + col * view.col_stride]);
-            }
-        }
-    }
-
-    /// A view whose columns are contiguous (a weight matrix read transposed): each column
-    /// rounded in one pass, then its pairs dealt out.
-    fn pack_columns(&mut self, rhs: &[f32], view: View) {
-        let mut column = vec![0u16; view.rows.div_ceil(2) * 2];
-        for col in 0..view.cols {
-            round_all(&rhs[col * view.col_stride..][..view.rows], &mut column);
-            let start = self.index(0, col);
-            for (pair, values) in column.chunks_exact(2).enumerate() {
-                self.data[start + pair * 2 * LANES..][..2].copy_from_slice(values);
-            }
-        }
-    }
-
-    /// A view whose rows are contiguous (im2col columns): two rows rounded in one pass each,
-    /// then interleaved a run of columns at a time.
-    fn pack_rows(&mut self, rhs: &[f32], view: View) {
-        let mut two_rows = vec![0u16; 2 * view.cols];
-        for pair in 0..view.rows.div_ceil(2) {
-            let (even, odd) = two_rows.split_at_mut(view.cols);
-            round_all(&rhs[2 * pair * view.row_stride..][..view.cols], even);
-            if 2 * pair + 1 < view.rows {
-                round_all(&rhs[(2 * pair + 1) * view.row_stride..][..view.cols], odd);
+        let mut data = vec![0u16; runs * depth * LANES];
+        let fill = |(group, out): (usize, &mut [u16])| {
+            let group = Group {
+                first: group * GROUP_RUNS * LANES,
+                run_len: depth * LANES,
+            };
+            let cols = (GROUP_RUNS * LANES).min(view.cols.saturating_sub(group.first));
+            if cols == 0 {
+                // Runs that only pad the columns to a whole block: zeros.
+            } else if view.row_stride == 1 {
+                group.pack_columns(out, rhs, view, cols);
+            } else if view.col_stride == 1 {
+                group.pack_rows(out, rhs, view, cols);
             } else {
-                odd.fill(0);
+                group.pack_each(out, rhs, view, cols);
             }
-            for (run, (even, odd)) in even.chunks(LANES).zip(odd.chunks(LANES)).enumerate() {
-                let start = self.index(2 * pair, run * LANES);
-                let out = &mut self.data[start..][..2 * even.len()];
-                for (slots, (&even, &odd)) in out.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
-                    slots[0] = even;
-                    slots[1] = odd;
-                }
-            }
+        };
+        let chunks = GROUP_RUNS * depth * LANES;
+        if view.rows * view.cols >= PARALLEL_PACKING {
+            data.par_chunks_mut(chunks).enumerate().for_each(fill);
+        } else {
+            data.chunks_mut(chunks).enumerate().for_each(fill);
         }
+        Self { data, depth }
     }
 
     /// The packed run holding columns `first..first + LANES`.
     fn run(&self, first: usize) -> &[u16] {
         &self.data[(first / LANES) * self.depth * LANES..][..self.depth * LANES]
+    }
+}
+
+/// Values from which packing a right operand spreads over the threads.
+const PARALLEL_PACKING: usize = 1 << 14;
+
+/// Runs a packing task fills: 128 columns, so a task reads half a KiB of each row.
+const GROUP_RUNS: usize = 8;
+
+/// Where inner element `inner` of a run's column `lane` goes in the run.
+fn slot(inner: usize, lane: usize) -> usize {
+    (inner / 2) * 2 * LANES + lane * 2 + inner % 2
+}
+
+/// A packing task's runs: columns from `first`, each run `run_len` values.
+struct Group {
+    first: usize,
+    run_len: usize,
+}
+
+impl Group {
+    /// Where inner element `inner` of the group's column `col` goes in the group's runs.
+    fn index(&self, inner: usize, col: usize) -> usize {
+        (col / LANES) * self.run_len + slot(inner, col % LANES)
+    }
+
+    /// The group's `cols` columns of any view, one element at a time.
+    fn pack_each(&self, out: &mut [u16], rhs: &[f32], view: View, cols: usize) {
+        for col in 0..cols {
+            let start = (self.first + col) * view.col_stride;
+            for inner in 0..view.rows {
+                out[self.index(inner, col)] = round(rhs[start + inner * view.row_stride]);
+            }
+        }
+    }
+
+    /// The same from a view whose columns are contiguous (a weight matrix read transposed):
+    /// each column rounded in one pass, then its pairs dealt out.
+    fn pack_columns(&self, out: &mut [u16], rhs: &[f32], view: View, cols: usize) {
+        // Even length: an odd inner dimension's last pair ends in a zero, never overwritten.
+        let mut column = vec![0u16; view.rows.div_ceil(2) * 2];
+        for col in 0..cols {
+            let start = (self.first + col) * view.col_stride;
+            round_all(&rhs[start..][..view.rows], &mut column[..view.rows]);
+            for (pair, values) in column.chunks_exact(2).enumerate() {
+                out[self.index(2 * pair, col)..][..2].copy_from_slice(values);
+            }
+        }
+    }
+
+    /// The same from a view whose rows are contiguous (im2col columns): each pair of rows'
+    /// stretch under the group rounded in one pass each, then interleaved run by run.
+    fn pack_rows(&self, out: &mut [u16], rhs: &[f32], view: View, cols: usize) {
+        let (mut even, mut odd) = (vec![0u16; cols], vec![0u16; cols]);
+        for pair in 0..view.rows.div_ceil(2) {
+            let row = |inner: usize| &rhs[inner * view.row_stride + self.first..][..cols];
+            round_all(row(2 * pair), &mut even);
+            if 2 * pair + 1 < view.rows {
+                round_all(row(2 * pair + 1), &mut odd);
+            } else {
+                odd.fill(0);
+            }
+            for (run, (even, odd)) in even.chunks(LANES).zip(odd.chunks(LANES)).enumerate() {
+                let start = self.index(2 * pair, run * LANES);
+                let slots = &mut out[start..][..2 * even.len()];
+                for (slots, (&even, &odd)) in slots.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
+                    slots.copy_from_slice(&[even, odd]);
+                }
+            }
+        }
     }
 }
 
@@ -790,21 +821,35 @@ mod tests {
         }
     }
 
-    /// Packing a right operand whose rows or columns are contiguous gives what packing it one
-    /// element at a time gives: odd inner sizes, column counts off the run and block sizes.
+    /// Packing gives each rounded element its place in the runs whichever way the view lies
+    /// (rows contiguous, columns contiguous, neither): odd inner sizes, column counts off the
+    /// run and block sizes, and a matrix large enough to pack on several threads.
     #[test]
-    fn packing_by_rows_or_columns_matches_packing_each_element() {
-        for (k, n) in [(7, 5), (33, 40), (64, 17), (1, 1)] {
-            let rhs = values((k + 2) * (n + 1), 11);
-            for view in [View::rows(k, n, n + 1), View::transposed(k, n, k + 2)] {
+    fn packing_puts_each_rounded_element_in_its_place() {
+        for (k, n) in [(7, 5), (33, 40), (64, 17), (1, 1), (130, 200)] {
+            let rhs = values((2 * n + 1) * (k + 2), 11);
+            let scattered = View {
+                rows: k,
+                cols: n,
+                row_stride: 2 * n + 1,
+                col_stride: 2,
+            };
+            for view in [
+                View::rows(k, n, n + 1),
+                View::transposed(k, n, k + 2),
+                scattered,
+            ] {
                 let packed = RightPairs::pack(&rhs, view);
-                let mut each = RightPairs::zeros(view);
-                each.pack_each(&rhs, view);
-                assert!(
-                    packed.data == each.data,
-                    "{k}×{n} {:?}",
-                    (view.row_stride, view.col_stride)
-                );
+                let mut expected = vec![0u16; packed.data.len()];
+                for col in 0..n {
+                    for inner in 0..k {
+                        let value = rhs[inner * view.row_stride + col * view.col_stride];
+                        let run = (col / LANES) * packed.depth * LANES;
+                        expected[run + slot(inner, col % LANES)] = round(value);
+                    }
+                }
+                let strides = (view.row_stride, view.col_stride);
+                assert!(packed.data == expected, "{k}×{n} {strides:?}");
             }
         }
     }
