@@ -349,7 +349,7 @@ mod tests {
     /// With AMX (and the emulation) attention multiplies the rounded operands, as under
     /// autocast: q·kᵀ of rounded q and k, softmax numerators in f32, rounded numerators times
     /// rounded v, divided by the f32 total. Against that definition in f64 the mode is within
-    /// float rounding, where f32 attention is not (3.3e-3 away).
+    /// float rounding, where f32 attention is not (3.1e-3 away).
     #[test]
     fn bf16_products_attend_with_rounded_operands() {
         use super::super::gemm_bf16::{self, Engine, rounded};
@@ -357,8 +357,18 @@ mod tests {
         let device = Device::Cpu;
         let (batch, queries, keys, heads, dim) = (2, 150, 70, 3, 24);
         let width = heads * dim;
-        let randn = |rows| Tensor::randn(0f32, 1.0, (batch, rows, width), &device).unwrap();
-        let (query, key, value) = (randn(queries), randn(keys), randn(keys));
+        // Fixed pseudo-random values in [-2, 2): the same rounding cases on every run.
+        let random = |rows: usize, seed: u32| {
+            let mut state = seed;
+            let values: Vec<f32> = (0..batch * rows * width)
+                .map(|_| {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (state >> 8) as f32 / (1 << 22) as f32 - 2.0
+                })
+                .collect();
+            Tensor::from_vec(values, (batch, rows, width), &device).unwrap()
+        };
+        let (query, key, value) = (random(queries, 1), random(keys, 2), random(keys, 3));
         let mask: Vec<f32> = (0..batch * keys)
             .map(|index| if index % 5 == 0 { -1e4 } else { 0.25 })
             .collect();
@@ -411,9 +421,9 @@ mod tests {
             eprintln!(
                 "{engine:?}: {error:.2e} from the definition (f32 attention {f32_error:.2e})"
             );
-            // Numerators within float rounding of the definition's round to the other bf16
-            // now and then (6.8e-5 with the emulation on Zen 3).
-            assert!(error < 3e-4, "{engine:?}: relative L2 {error}");
+            // Numerators within float rounding of the definition's may round to the other
+            // bf16 (9.7e-7 with the emulation on Zen 3; random inputs gave up to 6.8e-5).
+            assert!(error < 1e-4, "{engine:?}: relative L2 {error}");
         }
     }
 }

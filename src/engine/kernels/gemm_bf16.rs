@@ -197,7 +197,9 @@ impl RightPairs {
             }
         };
         let chunks = GROUP_RUNS * depth * LANES;
-        if view.rows * view.cols >= PARALLEL_PACKING {
+        if chunks == 0 {
+            // No inner dimension: nothing to pack, and the product is zeros.
+        } else if view.rows * view.cols >= PARALLEL_PACKING {
             data.par_chunks_mut(chunks).enumerate().for_each(fill);
         } else {
             data.chunks_mut(chunks).enumerate().for_each(fill);
@@ -826,7 +828,7 @@ mod tests {
     /// run and block sizes, and a matrix large enough to pack on several threads.
     #[test]
     fn packing_puts_each_rounded_element_in_its_place() {
-        for (k, n) in [(7, 5), (33, 40), (64, 17), (1, 1), (130, 200)] {
+        for (k, n) in [(7, 5), (33, 40), (64, 17), (1, 1), (0, 3), (130, 200)] {
             let rhs = values((2 * n + 1) * (k + 2), 11);
             let scattered = View {
                 rows: k,
