@@ -12,7 +12,8 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::fill::{self, Repeat};
-use super::gemm::{Precision, View, matmul, product};
+use super::gemm::{Precision, View, matmul, matmul_packed, product};
+use super::gemm_bf16::PackedRight;
 use super::scratch::Scratch;
 use super::{contiguous_f32, direct, is_cpu_f32, winograd, winograd_1d};
 
@@ -557,12 +558,15 @@ impl CustomOp3 for ConvOp<'_> {
         let weights = View::rows(outputs, depth, depth);
         let fewest = if previous { 1 } else { MIN_TILE_POSITIONS };
         let tile = (TILE_FLOATS / depth).max(fewest).clamp(1, positions);
-        // `Patch::fill` writes every value of the columns it is handed.
-        let mut columns = Scratch::new(if pointwise || winograd.is_some() {
-            0
-        } else {
-            depth * tile
-        });
+        // `Patch::fill` writes every value of the columns it is handed. bf16 products pack
+        // the columns as they are made.
+        let mut columns = Scratch::new(
+            if pointwise || winograd.is_some() || precision != Precision::F32 {
+                0
+            } else {
+                depth * tile
+            },
+        );
         let patch = Patch {
             height,
             width,
@@ -619,6 +623,21 @@ impl CustomOp3 for ConvOp<'_> {
             }
             for start in (0..positions).step_by(tile) {
                 let count = tile.min(positions - start);
+                let dst = View::rows(outputs, count, positions);
+                if let Precision::Bf16(engine) = precision {
+                    // The tile's columns go straight into the engine's operand, each row's
+                    // positions filled, rounded and packed in one pass: no f32 copy.
+                    let fill = |row: usize, first: usize, values: &mut [f32]| {
+                        let (channel, tap) = (row / (kh * kw), row % (kh * kw));
+                        let plane = &planes[channel * height * width..][..height * width];
+                        let (ky, kx) = (tap / patch.kernel.1, tap % patch.kernel.1);
+                        patch.fill(plane, ky, kx, start + first, values);
+                    };
+                    let right = PackedRight::from_rows(engine, (depth, count), fill);
+                    let lhs = (weight, weights);
+                    matmul_packed((&mut out[start..], dst), lhs, &right, true, true);
+                    continue;
+                }
                 let columns = &mut columns[..depth * count];
                 columns
                     .par_chunks_mut(count)
@@ -635,7 +654,6 @@ impl CustomOp3 for ConvOp<'_> {
                         );
                     });
                 let rhs = View::rows(depth, count, count);
-                let dst = View::rows(outputs, count, positions);
                 matmul(
                     (&mut out[start..], dst),
                     (weight, weights),

@@ -117,6 +117,18 @@ avx2_dispatch! {
     fn extend_rounded = extend_rounded_body(values: &[f32], out: &mut Vec<f32>);
 }
 
+#[inline(always)]
+fn round_in_place_body(values: &mut [f32]) {
+    for value in values {
+        *value = f32::from_bits(u32::from(round_bits(value.to_bits())) << 16);
+    }
+}
+
+avx2_dispatch! {
+    /// Rounds each of `values` to bf16 (as f32).
+    fn round_in_place = round_in_place_body(values: &mut [f32]);
+}
+
 /// Rows and columns of the output block one kernel call computes: 2×2 AMX tiles.
 const BLOCK: usize = 32;
 /// Columns of one AMX B tile, or of one 512-bit vector of f32 sums.
@@ -172,34 +184,63 @@ struct RightPairs {
 }
 
 impl RightPairs {
-    /// Packs `rhs` a group of runs at a time, the groups spread over rayon's threads when
-    /// there are enough values to pay for it (a layer's weights the first time, an im2col
-    /// matrix on every call).
+    /// Packs `rhs`.
     fn pack(rhs: &[f32], view: View) -> Self {
-        use rayon::prelude::*;
-        let depth = view.rows.div_ceil(DEPTH_STEP) * DEPTH_STEP;
-        let runs = view.cols.div_ceil(BLOCK) * (BLOCK / LANES);
-        let mut data = vec![0u16; runs * depth * LANES];
-        let fill = |(group, out): (usize, &mut [u16])| {
-            let group = Group {
-                first: group * GROUP_RUNS * LANES,
-                run_len: depth * LANES,
-            };
-            let cols = (GROUP_RUNS * LANES).min(view.cols.saturating_sub(group.first));
-            if cols == 0 {
-                // Runs that only pad the columns to a whole block: zeros.
-            } else if view.row_stride == 1 {
+        Self::build((view.rows, view.cols), |group, out, cols| {
+            if view.row_stride == 1 {
                 group.pack_columns(out, rhs, view, cols);
             } else if view.col_stride == 1 {
-                group.pack_rows(out, rhs, view, cols);
+                let row = |inner: usize| &rhs[inner * view.row_stride + group.first..][..cols];
+                let rows = (view.rows, cols);
+                group.pack_rows(out, rows, |inner, rounded| round_all(row(inner), rounded));
             } else {
                 group.pack_each(out, rhs, view, cols);
+            }
+        })
+    }
+
+    /// A `rows × cols` operand whose rows `fill(row, first, values)` writes, columns
+    /// `first..first + values.len()`: an im2col matrix packed as it is made, without its f32
+    /// copy.
+    fn from_rows(
+        (rows, cols): (usize, usize),
+        fill: &(impl Fn(usize, usize, &mut [f32]) + Sync),
+    ) -> Self {
+        Self::build((rows, cols), |group, out, cols| {
+            let mut values = [0f32; GROUP_RUNS * LANES];
+            group.pack_rows(out, (rows, cols), |inner, rounded| {
+                fill(inner, group.first, &mut values[..cols]);
+                round_all(&values[..cols], rounded);
+            });
+        })
+    }
+
+    /// A `rows × cols` operand packed a group of runs at a time by `fill_group(group, its
+    /// runs, its column count)`, the groups spread over rayon's threads when there are enough
+    /// values to pay for it (a layer's weights the first time, an im2col matrix on every call).
+    fn build(
+        (rows, cols): (usize, usize),
+        fill_group: impl Fn(&Group, &mut [u16], usize) + Sync,
+    ) -> Self {
+        use rayon::prelude::*;
+        let depth = rows.div_ceil(DEPTH_STEP) * DEPTH_STEP;
+        let runs = cols.div_ceil(BLOCK) * (BLOCK / LANES);
+        let mut data = vec![0u16; runs * depth * LANES];
+        let fill = |(index, out): (usize, &mut [u16])| {
+            let group = Group {
+                first: index * GROUP_RUNS * LANES,
+                run_len: depth * LANES,
+            };
+            let group_cols = (GROUP_RUNS * LANES).min(cols.saturating_sub(group.first));
+            // Runs that only pad the columns to a whole block stay zeros.
+            if group_cols > 0 {
+                fill_group(&group, out, group_cols);
             }
         };
         let chunks = GROUP_RUNS * depth * LANES;
         if chunks == 0 {
             // No inner dimension: nothing to pack, and the product is zeros.
-        } else if view.rows * view.cols >= PARALLEL_PACKING {
+        } else if rows * cols >= PARALLEL_PACKING {
             data.par_chunks_mut(chunks).enumerate().for_each(fill);
         } else {
             data.chunks_mut(chunks).enumerate().for_each(fill);
@@ -260,15 +301,20 @@ impl Group {
         }
     }
 
-    /// The same from a view whose rows are contiguous (im2col columns): each pair of rows'
-    /// stretch under the group rounded in one pass each, then interleaved run by run.
-    fn pack_rows(&self, out: &mut [u16], rhs: &[f32], view: View, cols: usize) {
+    /// The same from rows whose stretch under the group `row(inner, rounded)` rounds into
+    /// `rounded` (a view with contiguous rows, an im2col matrix as it is made): each pair of
+    /// rows interleaved run by run.
+    fn pack_rows(
+        &self,
+        out: &mut [u16],
+        (rows, cols): (usize, usize),
+        mut row: impl FnMut(usize, &mut [u16]),
+    ) {
         let (mut even, mut odd) = (vec![0u16; cols], vec![0u16; cols]);
-        for pair in 0..view.rows.div_ceil(2) {
-            let row = |inner: usize| &rhs[inner * view.row_stride + self.first..][..cols];
-            round_all(row(2 * pair), &mut even);
-            if 2 * pair + 1 < view.rows {
-                round_all(row(2 * pair + 1), &mut odd);
+        for pair in 0..rows.div_ceil(2) {
+            row(2 * pair, &mut even);
+            if 2 * pair + 1 < rows {
+                row(2 * pair + 1, &mut odd);
             } else {
                 odd.fill(0);
             }
@@ -313,6 +359,40 @@ impl PackedRight {
             engine,
             rows: view.rows,
             cols: view.cols,
+            form,
+        }
+    }
+
+    /// A `rows × cols` operand whose rows `fill(row, first, values)` writes (columns
+    /// `first..first + values.len()`), rounded and packed as they are made: an im2col matrix
+    /// without its f32 copy on the hardware engines, in one pass with its rounding on the
+    /// emulation.
+    pub(super) fn from_rows(
+        engine: Engine,
+        (rows, cols): (usize, usize),
+        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) -> Self {
+        use rayon::prelude::*;
+        let form = match engine {
+            Engine::Emulated => {
+                let mut values = vec![0f32; rows * cols];
+                if cols > 0 {
+                    values
+                        .par_chunks_mut(cols)
+                        .enumerate()
+                        .for_each(|(row, values)| {
+                            fill(row, 0, values);
+                            round_in_place(values);
+                        });
+                }
+                Form::Rounded(values, View::rows(rows, cols, cols))
+            }
+            Engine::Amx | Engine::Avx512 => Form::Pairs(RightPairs::from_rows((rows, cols), &fill)),
+        };
+        Self {
+            engine,
+            rows,
+            cols,
             form,
         }
     }
