@@ -624,15 +624,16 @@ impl CustomOp3 for ConvOp<'_> {
             for start in (0..positions).step_by(tile) {
                 let count = tile.min(positions - start);
                 let dst = View::rows(outputs, count, positions);
+                // Row `row` of the tile's im2col matrix (channel, tap) at its columns `first..`.
+                let fill = |row: usize, first: usize, values: &mut [f32]| {
+                    let (channel, tap) = (row / (kh * kw), row % (kh * kw));
+                    let plane = &planes[channel * height * width..][..height * width];
+                    let (ky, kx) = (tap / patch.kernel.1, tap % patch.kernel.1);
+                    patch.fill(plane, ky, kx, start + first, values);
+                };
                 if let Precision::Bf16(engine) = precision {
-                    // The tile's columns go straight into the engine's operand, each row's
-                    // positions filled, rounded and packed in one pass: no f32 copy.
-                    let fill = |row: usize, first: usize, values: &mut [f32]| {
-                        let (channel, tap) = (row / (kh * kw), row % (kh * kw));
-                        let plane = &planes[channel * height * width..][..height * width];
-                        let (ky, kx) = (tap / patch.kernel.1, tap % patch.kernel.1);
-                        patch.fill(plane, ky, kx, start + first, values);
-                    };
+                    // The columns go straight into the engine's operand, each row's positions
+                    // filled, rounded and packed in one pass: no f32 copy.
                     let right = PackedRight::from_rows(engine, (depth, count), fill);
                     let lhs = (weight, weights);
                     matmul_packed((&mut out[start..], dst), lhs, &right, true, true);
@@ -642,17 +643,7 @@ impl CustomOp3 for ConvOp<'_> {
                 columns
                     .par_chunks_mut(count)
                     .enumerate()
-                    .for_each(|(row, column)| {
-                        let (channel, tap) = (row / (kh * kw), row % (kh * kw));
-                        let plane = &planes[channel * height * width..][..height * width];
-                        patch.fill(
-                            plane,
-                            tap / patch.kernel.1,
-                            tap % patch.kernel.1,
-                            start,
-                            column,
-                        );
-                    });
+                    .for_each(|(row, column)| fill(row, 0, column));
                 let rhs = View::rows(depth, count, count);
                 matmul(
                     (&mut out[start..], dst),
