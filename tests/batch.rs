@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::fixtures;
 
@@ -88,6 +88,19 @@ fn wavs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             (name, std::fs::read(&path).unwrap())
         })
         .collect()
+}
+
+/// How many jobs' WAVs are in `dir` (each appears whole: written aside, then renamed).
+fn finished(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".wav") && name != "input.wav"
+        })
+        .count()
 }
 
 /// The manifest entries of every manifest in `dir`, as (line, entry).
@@ -196,14 +209,8 @@ fn killed_runs_resume_without_loss_or_duplicates() {
     let jobs = write_jobs(dir.path());
     let expected = unsharded(dir.path(), &jobs);
     let out = dir.path().join("killed");
-    // A fixed sequence of kill delays (ms) spread over start-up, loading and writing.
     let mut landed_mid_run = false;
-    for delay in [40u64, 170, 90, 260, 130, 320, 60, 210] {
-        let mut child = batch(&jobs, &out, &[])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
+    let mut after_kill = |child: &mut Child| {
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         if out.exists() {
@@ -215,9 +222,33 @@ fn killed_runs_resume_without_loss_or_duplicates() {
             let mut unique = lines.clone();
             unique.dedup();
             assert_eq!(lines, unique, "duplicate manifest lines after a kill");
-            let done = wavs(&out).len();
+            let done = finished(&out);
             landed_mid_run |= done > 0 && done < JOBS + 1;
         }
+    };
+    // First a kill as soon as one job is written, which lands mid-run however fast or loaded
+    // the machine is (fixed delays alone all fell before the first job when other tests ran
+    // beside this one).
+    let mut child = batch(&jobs, &out, &[])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline
+        && child.try_wait().unwrap().is_none()
+        && !(out.exists() && finished(&out) > 0)
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    after_kill(&mut child);
+    // Then a fixed sequence of kill delays (ms) spread over start-up, loading and writing.
+    for delay in [40u64, 170, 90, 260, 130, 320, 60, 210] {
+        let mut child = batch(&jobs, &out, &[])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        after_kill(&mut child);
     }
     assert!(
         landed_mid_run,
