@@ -7,6 +7,11 @@
 //! gives the same numbers up to the order of the sums: bf16 products are exact in f32. That
 //! emulation is what proves the mode's drift on any CPU and what the hardware kernels are
 //! tested against.
+//!
+//! Around the products: right operands are rounded and packed into the engines' pair layout
+//! once where they can be (a layer keeps its weights packed, [`PackedWeights`]; a convolution
+//! packs its im2col tile as it makes it, [`PackedRight::from_rows`]), and the kernels write
+//! whole blocks of sums in place.
 
 use std::sync::OnceLock;
 
