@@ -63,8 +63,8 @@ pub struct Plan {
 impl Plan {
     /// bf16 on a CPU with AMX or AVX512-BF16 is the fast mode: f32 weights and activations,
     /// the products of linears, convolutions and (with AMX) attention in bf16 with f32 sums,
-    /// as PyTorch's bf16 autocast computes. Without them bf16 falls back to f32 with a notice. Elsewhere the
-    /// weights take `dtype`.
+    /// as PyTorch's bf16 autocast computes. Without them bf16 falls back to f32 with a notice.
+    /// Elsewhere the weights take `dtype`.
     pub fn new(device: DeviceKind, dtype: DType) -> Self {
         Self::for_engine(device, dtype, Engine::detect())
     }

@@ -198,16 +198,17 @@ impl CustomOp3 for AttentionOp {
                     };
                     return self.tiled(tiles, item, out, (dim, value_dim));
                 }
+                // A head's keys (transposed) and values, as the two products read them.
+                let keys_t = View::transposed(dim, keys, width);
+                let values_view = View::rows(keys, value_dim, value_width);
                 // Each head's keys and values packed once an item, for every block of queries.
                 let packed: Option<Vec<(PackedRight, PackedRight)>> = bf16.map(|engine| {
                     (0..heads)
                         .into_par_iter()
                         .map(|head| {
-                            let keys_t = View::transposed(dim, keys, width);
-                            let values = View::rows(keys, value_dim, value_width);
                             (
                                 PackedRight::new(engine, &key[head * dim..], keys_t),
-                                PackedRight::new(engine, &value[head * value_dim..], values),
+                                PackedRight::new(engine, &value[head * value_dim..], values_view),
                             )
                         })
                         .collect()
@@ -233,7 +234,7 @@ impl CustomOp3 for AttentionOp {
                                 None => matmul(
                                     (&mut scores, scores_view),
                                     query,
-                                    (&key[head * dim..], View::transposed(dim, keys, width)),
+                                    (&key[head * dim..], keys_t),
                                     false,
                                     false,
                                     Precision::F32,
@@ -260,10 +261,7 @@ impl CustomOp3 for AttentionOp {
                                 None => matmul(
                                     dst,
                                     weights,
-                                    (
-                                        &value[head * value_dim..],
-                                        View::rows(keys, value_dim, value_width),
-                                    ),
+                                    (&value[head * value_dim..], values_view),
                                     false,
                                     false,
                                     Precision::F32,

@@ -87,6 +87,7 @@ fn round_bits(bits: u32) -> u16 {
 }
 
 /// The f32 a bf16 stands for.
+#[inline(always)]
 pub fn widen(half: u16) -> f32 {
     f32::from_bits(u32::from(half) << 16)
 }
@@ -113,7 +114,7 @@ fn extend_rounded_body(values: &[f32], out: &mut Vec<f32>) {
     out.extend(
         values
             .iter()
-            .map(|value| f32::from_bits(u32::from(round_bits(value.to_bits())) << 16)),
+            .map(|value| widen(round_bits(value.to_bits()))),
     );
 }
 
@@ -125,7 +126,7 @@ avx2_dispatch! {
 #[inline(always)]
 fn round_in_place_body(values: &mut [f32]) {
     for value in values {
-        *value = f32::from_bits(u32::from(round_bits(value.to_bits())) << 16);
+        *value = widen(round_bits(value.to_bits()));
     }
 }
 
