@@ -1,0 +1,394 @@
+//! Products with bf16 operands and f32 sums: the CPU's opt-in fast mode (`--dtype bf16`).
+//!
+//! Both operands are rounded to bf16 (to nearest, ties to even), as PyTorch's bf16 autocast
+//! rounds a matmul's or convolution's inputs; every sum stays f32. With AMX the products run
+//! on its tiles (`tdpbf16ps`, 16×16 outputs from 16×32 by 32×16 per instruction), with
+//! AVX512-BF16 on `vdpbf16ps`. Elsewhere the rounded operands go through the f32 `gemm`, which
+//! gives the same numbers up to the order of the sums: bf16 products are exact in f32. That
+//! emulation is what proves the mode's drift on any CPU and what the hardware kernels are
+//! tested against.
+//!
+//! Around the products: right operands are rounded and packed into the engines' pair layout
+//! once where they can be (a layer keeps its weights packed, [`PackedWeights`]; a convolution
+//! packs its im2col tile as it makes it, [`PackedRight::from_rows`]), and the kernels write
+//! whole blocks of sums in place.
+
+use std::sync::OnceLock;
+
+use super::gemm::{Rows, View};
+use pack::{Form, LeftRows};
+use round::extend_rounded;
+
+mod pack;
+mod round;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use pack::{PackedRight, PackedWeights};
+pub use round::{round, rounded, widen};
+
+/// What computes the products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// AMX tiles (Intel Sapphire Rapids and later).
+    Amx,
+    /// `vdpbf16ps` on 512-bit vectors (Intel Cooper Lake, AMD Zen 4 and later).
+    Avx512,
+    /// Rounded operands through the f32 `gemm`: no faster than f32.
+    Emulated,
+}
+
+impl Engine {
+    /// The fastest engine this CPU runs, detected once.
+    pub fn detect() -> Engine {
+        static DETECTED: OnceLock<Engine> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let available = available();
+            available.first().copied().unwrap_or(Engine::Emulated)
+        })
+    }
+
+    /// Whether the engine is hardware, so that bf16 runs faster than f32.
+    pub fn is_hardware(self) -> bool {
+        self != Engine::Emulated
+    }
+
+    /// Whether bf16 products replace Foley's specialised f32 kernels: convolutions leave
+    /// Winograd and the direct kernel for im2col products, attention its f32 register tiles.
+    /// AMX multiplies bf16 an order of magnitude faster than f32 FMA, so its products beat
+    /// them all. `vdpbf16ps` does only twice the multiply-adds of an f32 FMA, which F(4×4)'s 4×
+    /// fewer multiplies beat (Zen 3: F(4×4) ran [2,320,256,16] at 425 effective GFLOP/s, the
+    /// f32 reference product at 107–173), so with AVX512-BF16 those kernels stay f32 and bf16
+    /// takes the products f32 also hands to `gemm`. The emulation follows AMX, whose numbers
+    /// the tests prove.
+    pub fn replaces_f32_kernels(self) -> bool {
+        self != Engine::Avx512
+    }
+}
+
+/// The hardware engines this CPU runs, fastest first.
+pub fn available() -> Vec<Engine> {
+    let mut engines = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::amx_usable() {
+            engines.push(Engine::Amx);
+        }
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+            engines.push(Engine::Avx512);
+        }
+    }
+    engines
+}
+
+/// Rows and columns of the output block one kernel call computes: 2×2 AMX tiles.
+const BLOCK: usize = 32;
+/// Columns of one AMX B tile, or of one 512-bit vector of f32 sums.
+const LANES: usize = 16;
+/// Inner-dimension elements one AMX tile row holds (64 bytes of bf16).
+const DEPTH_STEP: usize = 32;
+
+/// `dst = lhs · right` (or `+=` when `accumulate`) on a hardware engine, splitting the rows
+/// over rayon's threads when `parallel`.
+///
+/// # Safety
+/// As for the f32 product: `dst` must be valid for writes (and, when `accumulate`, reads) of
+/// every element `dst_view` addresses and must not overlap the operands. The left view must
+/// fit its slice and the shapes agree (the caller checked them); `right` is packed for a
+/// hardware engine.
+pub(super) unsafe fn run(
+    (dst, dst_view): (*mut f32, View),
+    (lhs, lhs_view): (&[f32], View),
+    right: &PackedRight,
+    accumulate: bool,
+    parallel: bool,
+) {
+    use rayon::prelude::*;
+    let (engine, Form::Pairs(right)) = (right.engine, &right.form) else {
+        unreachable!("the emulation multiplies through the f32 gemm")
+    };
+    let (row_blocks, col_blocks) = (dst_view.rows.div_ceil(BLOCK), dst_view.cols.div_ceil(BLOCK));
+    if row_blocks == 0 || col_blocks == 0 {
+        return;
+    }
+    let threads = if parallel {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    };
+    // The rows split first: each task packs its own rows of `lhs`, which then stay in cache
+    // for every column block. With fewer row blocks than threads (a few tokens through a wide
+    // layer) the columns split too, each of those tasks packing the same few rows.
+    let blocks_per_row_task = row_blocks.div_ceil(threads);
+    let row_tasks = row_blocks.div_ceil(blocks_per_row_task);
+    let blocks_per_col_task = col_blocks.div_ceil((threads / row_tasks).max(1));
+    let col_tasks = col_blocks.div_ceil(blocks_per_col_task);
+    let dst = Rows(dst);
+    let task = |index: usize| {
+        let first = (index / col_tasks) * blocks_per_row_task * BLOCK;
+        let rows = (blocks_per_row_task * BLOCK).min(dst_view.rows - first);
+        let first_col = (index % col_tasks) * blocks_per_col_task * BLOCK;
+        let end_col = (first_col + blocks_per_col_task * BLOCK).min(dst_view.cols);
+        let left = LeftRows::pack(lhs, lhs_view, first, rows);
+        let mut sums = [0f32; BLOCK * BLOCK];
+        let _tiles = (engine == Engine::Amx).then(x86::Tiles::configure);
+        for block_row in (0..rows).step_by(BLOCK) {
+            let a = &left.data[block_row * left.depth..][..BLOCK * left.depth];
+            let valid_rows = BLOCK.min(rows - block_row);
+            for block_col in (first_col..end_col).step_by(BLOCK) {
+                let b = (right.run(block_col), right.run(block_col + LANES));
+                let valid_cols = BLOCK.min(dst_view.cols - block_col);
+                let corner = (first + block_row) * dst_view.row_stride + block_col;
+                if dst_view.col_stride == 1 && valid_rows == BLOCK && valid_cols == BLOCK {
+                    // A whole block of a row-major output: the kernel reads and writes it in
+                    // place, with no pass through `sums`.
+                    let out = x86::Out {
+                        // SAFETY: the block lies inside `dst_view`; tasks own disjoint blocks.
+                        corner: unsafe { dst.get().add(corner) },
+                        row_stride: dst_view.row_stride,
+                        add: accumulate,
+                    };
+                    // SAFETY: `a` holds BLOCK rows of `depth` values, each run `depth` pairs
+                    // of LANES columns; the engine was detected on this CPU; `out` as above.
+                    unsafe { x86::block(engine, a, left.depth, b, out) };
+                    continue;
+                }
+                let out = x86::Out {
+                    corner: sums.as_mut_ptr(),
+                    row_stride: BLOCK,
+                    add: false,
+                };
+                // SAFETY: as above, with `sums` as the output block.
+                unsafe { x86::block(engine, a, left.depth, b, out) };
+                for (row, sums) in sums.chunks_exact(BLOCK).take(valid_rows).enumerate() {
+                    let row_start = (first + block_row + row) * dst_view.row_stride;
+                    for (col, &sum) in sums[..valid_cols].iter().enumerate() {
+                        let offset = row_start + (block_col + col) * dst_view.col_stride;
+                        // SAFETY: the element is inside `dst_view`, which the caller vouches
+                        // for; tasks write disjoint blocks.
+                        unsafe {
+                            let slot = dst.get().add(offset);
+                            *slot = if accumulate { *slot + sum } else { sum };
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let tasks = row_tasks * col_tasks;
+    if tasks > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        task(0);
+    }
+}
+
+/// `values` rounded to bf16 (as f32) and the view to read them through: what the f32 `gemm`
+/// multiplies to emulate the mode. A view that covers most of its extent is rounded whole in
+/// one vectorised pass and keeps its strides; a sparse one is gathered into a compact matrix.
+pub(super) fn rounded_copy(values: &[f32], view: View) -> (Vec<f32>, View) {
+    let extent = view.extent();
+    let mut copy = Vec::new();
+    if extent <= 2 * view.rows * view.cols {
+        extend_rounded(&values[..extent], &mut copy);
+        return (copy, view);
+    }
+    copy.reserve(view.rows * view.cols);
+    for row in 0..view.rows {
+        let start = row * view.row_stride;
+        copy.extend((0..view.cols).map(|col| rounded(values[start + col * view.col_stride])));
+    }
+    (copy, View::rows(view.rows, view.cols, view.cols))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    use super::Engine;
+
+    pub struct Tiles;
+
+    impl Tiles {
+        pub fn configure() -> Tiles {
+            unreachable!("AMX is x86-64 only")
+        }
+    }
+
+    pub struct Out {
+        pub corner: *mut f32,
+        pub row_stride: usize,
+        pub add: bool,
+    }
+
+    pub unsafe fn block(_: Engine, _: &[u16], _: usize, _: (&[u16], &[u16]), _: Out) {
+        unreachable!("the bf16 hardware engines are x86-64 only")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gemm::{Precision, View, matmul, matmul_packed};
+    use super::*;
+
+    /// A column-major output (an image's planes, as `proj_out` writes them) gets the same
+    /// products, on every engine, and nothing between its columns is written.
+    #[test]
+    fn column_major_outputs_get_the_same_products() {
+        let mut engines = available();
+        engines.push(Engine::Emulated);
+        for engine in engines {
+            for (m, k, n) in [(70, 100, 50), (64, 32, 64), (5, 3, 33)] {
+                let lhs = values(m * k, 3);
+                let rhs = values(k * n, 5);
+                let (lhs_view, rhs_view) = (View::rows(m, k, k), View::transposed(k, n, k));
+                let dst_view = View::transposed(m, n, m + 2);
+                let start = values((m + 2) * n, 7);
+                let mut dst = start.clone();
+                let operands = ((&lhs[..], lhs_view), (&rhs[..], rhs_view));
+                let expected = reference((&dst, dst_view), operands.0, operands.1, true);
+                let bf16 = Precision::Bf16(engine);
+                matmul(
+                    (&mut dst, dst_view),
+                    operands.0,
+                    operands.1,
+                    true,
+                    true,
+                    bf16,
+                );
+                for col in 0..n {
+                    for row in 0..m {
+                        let ours = f64::from(dst[col * (m + 2) + row]);
+                        let theirs = expected[row * n + col];
+                        assert!(
+                            (ours - theirs).abs() <= 1e-5 * (1.0 + k as f64),
+                            "{engine:?} {m}×{k}×{n} at ({row}, {col}): {ours} against {theirs}"
+                        );
+                    }
+                    assert_eq!(
+                        dst[col * (m + 2) + m..][..2],
+                        start[col * (m + 2) + m..][..2]
+                    );
+                }
+            }
+        }
+    }
+
+    /// `dst (+)= lhs · rhs` in f64 on the operands rounded to bf16.
+    fn reference(
+        (dst, dst_view): (&[f32], View),
+        (lhs, lhs_view): (&[f32], View),
+        (rhs, rhs_view): (&[f32], View),
+        accumulate: bool,
+    ) -> Vec<f64> {
+        let at = |values: &[f32], view: View, row: usize, col: usize| {
+            f64::from(rounded(
+                values[row * view.row_stride + col * view.col_stride],
+            ))
+        };
+        let mut out = Vec::new();
+        for row in 0..dst_view.rows {
+            for col in 0..dst_view.cols {
+                let start = if accumulate {
+                    f64::from(dst[row * dst_view.row_stride + col * dst_view.col_stride])
+                } else {
+                    0.0
+                };
+                out.push(
+                    start
+                        + (0..lhs_view.cols)
+                            .map(|k| at(lhs, lhs_view, row, k) * at(rhs, rhs_view, k, col))
+                            .sum::<f64>(),
+                );
+            }
+        }
+        out
+    }
+
+    pub(super) fn values(count: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed;
+        (0..count)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every engine this CPU runs (the emulation everywhere; AMX and AVX512-BF16 where
+    /// present, e.g. `tools/emulate/sapphire-rapids.sh`) gives the f64 product of the rounded
+    /// operands: row and column counts off the block size, an inner dimension off the tile
+    /// depth, transposed operands, a strided output added onto, one thread and many.
+    #[test]
+    fn every_engine_multiplies_the_rounded_operands() {
+        let mut engines = available();
+        engines.push(Engine::Emulated);
+        eprintln!("bf16 engines on this CPU: {engines:?}");
+        for engine in engines {
+            for (m, k, n) in [
+                (70, 100, 50),
+                (64, 96, 64),
+                (5, 3, 33),
+                (33, 64, 16),
+                (1, 0, 7),
+            ] {
+                for (accumulate, parallel, transposed) in [
+                    (false, true, false),
+                    (true, false, true),
+                    (true, true, true),
+                ] {
+                    let lhs = values(m * k, 3);
+                    let rhs = values(k * n, 5);
+                    let (lhs_view, rhs_view) = if transposed {
+                        (View::transposed(m, k, m), View::transposed(k, n, k))
+                    } else {
+                        (View::rows(m, k, k), View::rows(k, n, n))
+                    };
+                    // Output rows 3 apart from their neighbours' starts: a strided view.
+                    let dst_view = View::rows(m, n, n + 3);
+                    let mut dst = values(m * (n + 3), 7);
+                    let expected = reference(
+                        (&dst, dst_view),
+                        (&lhs, lhs_view),
+                        (&rhs, rhs_view),
+                        accumulate,
+                    );
+                    matmul(
+                        (&mut dst, dst_view),
+                        (&lhs, lhs_view),
+                        (&rhs, rhs_view),
+                        accumulate,
+                        parallel,
+                        Precision::Bf16(engine),
+                    );
+                    // The right operand packed once and multiplied twice, as a layer's weights.
+                    let right = PackedRight::new(engine, &rhs, rhs_view);
+                    let mut outputs = vec![("per call", dst)];
+                    for call in ["packed, first call", "packed, second call"] {
+                        let mut dst = values(m * (n + 3), 7);
+                        let lhs = (&lhs[..], lhs_view);
+                        matmul_packed((&mut dst, dst_view), lhs, &right, accumulate, parallel);
+                        outputs.push((call, dst));
+                    }
+                    let untouched = values(m * (n + 3), 7);
+                    for (how, dst) in outputs {
+                        for row in 0..m {
+                            for col in 0..n {
+                                let ours = f64::from(dst[row * (n + 3) + col]);
+                                let theirs = expected[row * n + col];
+                                assert!(
+                                    (ours - theirs).abs() <= 1e-5 * (1.0 + k as f64),
+                                    "{engine:?} {how} {m}×{k}×{n} ({accumulate}, {parallel}, \
+                                     {transposed}) at ({row}, {col}): {ours} against {theirs}"
+                                );
+                            }
+                            // The padding between output rows is never written.
+                            assert_eq!(
+                                dst[row * (n + 3) + n..][..3],
+                                untouched[row * (n + 3) + n..][..3]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The engines' operands: left rows and right pairs rounded to bf16 and laid out as the
+//! AMX tiles and `vdpbf16ps` read them, and a layer's weights kept in that form.
+
+use std::sync::OnceLock;
+
+use super::super::gemm::View;
+use super::round::{round, round_all, round_in_place};
+use super::{BLOCK, DEPTH_STEP, Engine, LANES, rounded_copy};
+
+/// A left operand as row-major bf16 rows, padded with zeros to whole blocks.
+pub(super) struct LeftRows {
+    pub(super) data: Vec<u16>,
+    /// Inner dimension padded to [`DEPTH_STEP`].
+    pub(super) depth: usize,
+}
+
+impl LeftRows {
+    /// Rows `first..first + rows` of the `m × k` matrix `lhs`.
+    pub(super) fn pack(lhs: &[f32], view: View, first: usize, rows: usize) -> Self {
+        let depth = view.cols.div_ceil(DEPTH_STEP) * DEPTH_STEP;
+        let mut data = vec![0u16; rows.div_ceil(BLOCK) * BLOCK * depth];
+        if view.row_stride == 1 && view.col_stride != 1 {
+            // Read transposed (an image's channels as a token's features): each column's rows
+            // lie together, so round a column at a time and deal it out.
+            let mut column = vec![0u16; rows];
+            for col in 0..view.cols {
+                round_all(&lhs[first + col * view.col_stride..][..rows], &mut column);
+                for (row, &value) in column.iter().enumerate() {
+                    data[row * depth + col] = value;
+                }
+            }
+            return Self { data, depth };
+        }
+        for row in 0..rows {
+            let packed = &mut data[row * depth..][..view.cols];
+            let start = (first + row) * view.row_stride;
+            if view.col_stride == 1 {
+                round_all(&lhs[start..][..view.cols], packed);
+            } else {
+                for (col, slot) in packed.iter_mut().enumerate() {
+                    *slot = round(lhs[start + col * view.col_stride]);
+                }
+            }
+        }
+        Self { data, depth }
+    }
+}
+
+/// A right operand in the layout AMX's B tiles and `vdpbf16ps` read: for each run of
+/// [`LANES`] columns, for each pair of inner elements, the pair of every column side by side
+/// (64 bytes). Columns are padded to whole blocks, the inner dimension to [`DEPTH_STEP`].
+pub(super) struct RightPairs {
+    data: Vec<u16>,
+    depth: usize,
+}
+
+impl RightPairs {
+    /// Packs `rhs`.
+    fn pack(rhs: &[f32], view: View) -> Self {
+        Self::build((view.rows, view.cols), |group, out, cols| {
+            if view.row_stride == 1 {
+                group.pack_columns(out, rhs, view, cols);
+            } else if view.col_stride == 1 {
+                let row = |inner: usize| &rhs[inner * view.row_stride + group.first..][..cols];
+                let rows = (view.rows, cols);
+                group.pack_rows(out, rows, |inner, rounded| round_all(row(inner), rounded));
+            } else {
+                group.pack_each(out, rhs, view, cols);
+            }
+        })
+    }
+
+    /// A `rows × cols` operand whose rows `fill(row, first, values)` writes, columns
+    /// `first..first + values.len()`: an im2col matrix packed as it is made, without its f32
+    /// copy.
+    fn from_rows(
+        (rows, cols): (usize, usize),
+        fill: &(impl Fn(usize, usize, &mut [f32]) + Sync),
+    ) -> Self {
+        Self::build((rows, cols), |group, out, cols| {
+            let mut values = [0f32; GROUP_RUNS * LANES];
+            group.pack_rows(out, (rows, cols), |inner, rounded| {
+                fill(inner, group.first, &mut values[..cols]);
+                round_all(&values[..cols], rounded);
+            });
+        })
+    }
+
+    /// A `rows × cols` operand packed a group of runs at a time by `fill_group(group, its
+    /// runs, its column count)`, the groups spread over rayon's threads when there are enough
+    /// values to pay for it (a layer's weights the first time, an im2col matrix on every call).
+    fn build(
+        (rows, cols): (usize, usize),
+        fill_group: impl Fn(&Group, &mut [u16], usize) + Sync,
+    ) -> Self {
+        use rayon::prelude::*;
+        let depth = rows.div_ceil(DEPTH_STEP) * DEPTH_STEP;
+        let runs = cols.div_ceil(BLOCK) * (BLOCK / LANES);
+        let mut data = vec![0u16; runs * depth * LANES];
+        let fill = |(index, out): (usize, &mut [u16])| {
+            let group = Group {
+                first: index * GROUP_RUNS * LANES,
+                run_len: depth * LANES,
+            };
+            let group_cols = (GROUP_RUNS * LANES).min(cols.saturating_sub(group.first));
+            // Runs that only pad the columns to a whole block stay zeros.
+            if group_cols > 0 {
+                fill_group(&group, out, group_cols);
+            }
+        };
+        let chunks = GROUP_RUNS * depth * LANES;
+        if chunks == 0 {
+            // No inner dimension: nothing to pack, and the product is zeros.
+        } else if rows * cols >= PARALLEL_PACKING {
+            data.par_chunks_mut(chunks).enumerate().for_each(fill);
+        } else {
+            data.chunks_mut(chunks).enumerate().for_each(fill);
+        }
+        Self { data, depth }
+    }
+
+    /// The packed run holding columns `first..first + LANES`.
+    pub(super) fn run(&self, first: usize) -> &[u16] {
+        &self.data[(first / LANES) * self.depth * LANES..][..self.depth * LANES]
+    }
+}
+
+/// Values from which packing a right operand spreads over the threads.
+const PARALLEL_PACKING: usize = 1 << 14;
+
+/// Runs a packing task fills: 128 columns, so a task reads half a KiB of each row.
+const GROUP_RUNS: usize = 8;
+
+/// Where inner element `inner` of a run's column `lane` goes in the run.
+fn slot(inner: usize, lane: usize) -> usize {
+    (inner / 2) * 2 * LANES + lane * 2 + inner % 2
+}
+
+/// A packing task's runs: columns from `first`, each run `run_len` values.
+struct Group {
+    first: usize,
+    run_len: usize,
+}
+
+impl Group {
+    /// Where inner element `inner` of the group's column `col` goes in the group's runs.
+    fn index(&self, inner: usize, col: usize) -> usize {
+        (col / LANES) * self.run_len + slot(inner, col % LANES)
+    }
+
+    /// The group's `cols` columns of any view, one element at a time.
+    fn pack_each(&self, out: &mut [u16], rhs: &[f32], view: View, cols: usize) {
+        for col in 0..cols {
+            let start = (self.first + col) * view.col_stride;
+            for inner in 0..view.rows {
+                out[self.index(inner, col)] = round(rhs[start + inner * view.row_stride]);
+            }
+        }
+    }
+
+    /// The same from a view whose columns are contiguous (a weight matrix read transposed):
+    /// each column rounded in one pass, then its pairs dealt out.
+    fn pack_columns(&self, out: &mut [u16], rhs: &[f32], view: View, cols: usize) {
+        // Even length: an odd inner dimension's last pair ends in a zero, never overwritten.
+        let mut column = vec![0u16; view.rows.div_ceil(2) * 2];
+        for col in 0..cols {
+            let start = (self.first + col) * view.col_stride;
+            round_all(&rhs[start..][..view.rows], &mut column[..view.rows]);
+            for (pair, values) in column.chunks_exact(2).enumerate() {
+                out[self.index(2 * pair, col)..][..2].copy_from_slice(values);
+            }
+        }
+    }
+
+    /// The same from rows whose stretch under the group `row(inner, rounded)` rounds into
+    /// `rounded` (a view with contiguous rows, an im2col matrix as it is made): each pair of
+    /// rows interleaved run by run.
+    fn pack_rows(
+        &self,
+        out: &mut [u16],
+        (rows, cols): (usize, usize),
+        mut row: impl FnMut(usize, &mut [u16]),
+    ) {
+        let (mut even, mut odd) = (vec![0u16; cols], vec![0u16; cols]);
+        for pair in 0..rows.div_ceil(2) {
+            row(2 * pair, &mut even);
+            if 2 * pair + 1 < rows {
+                row(2 * pair + 1, &mut odd);
+            } else {
+                odd.fill(0);
+            }
+            for (run, (even, odd)) in even.chunks(LANES).zip(odd.chunks(LANES)).enumerate() {
+                let start = self.index(2 * pair, run * LANES);
+                let slots = &mut out[start..][..2 * even.len()];
+                for (slots, (&even, &odd)) in slots.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
+                    slots.copy_from_slice(&[even, odd]);
+                }
+            }
+        }
+    }
+}
+
+/// A right operand rounded (and for the hardware engines packed) once for one engine: how a
+/// layer keeps its weights ready ([`PackedWeights`]) instead of converting them on every call.
+pub struct PackedRight {
+    pub(super) engine: Engine,
+    /// Inner dimension and columns.
+    rows: usize,
+    cols: usize,
+    pub(super) form: Form,
+}
+
+pub(super) enum Form {
+    /// AMX's and AVX512-BF16's layout.
+    Pairs(RightPairs),
+    /// The emulation's: the values rounded to bf16 (as f32) in the view they are read through.
+    Rounded(Vec<f32>, View),
+}
+
+impl PackedRight {
+    pub(in crate::engine::kernels) fn new(engine: Engine, rhs: &[f32], view: View) -> Self {
+        let form = match engine {
+            Engine::Emulated => {
+                let (values, view) = rounded_copy(rhs, view);
+                Form::Rounded(values, view)
+            }
+            Engine::Amx | Engine::Avx512 => Form::Pairs(RightPairs::pack(rhs, view)),
+        };
+        Self {
+            engine,
+            rows: view.rows,
+            cols: view.cols,
+            form,
+        }
+    }
+
+    /// A `rows × cols` operand whose rows `fill(row, first, values)` writes (columns
+    /// `first..first + values.len()`), rounded and packed as they are made: an im2col matrix
+    /// without its f32 copy on the hardware engines, in one pass with its rounding on the
+    /// emulation.
+    pub(in crate::engine::kernels) fn from_rows(
+        engine: Engine,
+        (rows, cols): (usize, usize),
+        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) -> Self {
+        use rayon::prelude::*;
+        let form = match engine {
+            Engine::Emulated => {
+                let mut values = vec![0f32; rows * cols];
+                if cols > 0 {
+                    values
+                        .par_chunks_mut(cols)
+                        .enumerate()
+                        .for_each(|(row, values)| {
+                            fill(row, 0, values);
+                            round_in_place(values);
+                        });
+                }
+                Form::Rounded(values, View::rows(rows, cols, cols))
+            }
+            Engine::Amx | Engine::Avx512 => Form::Pairs(RightPairs::from_rows((rows, cols), &fill)),
+        };
+        Self {
+            engine,
+            rows,
+            cols,
+            form,
+        }
+    }
+
+    pub(in crate::engine::kernels) fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Inner dimension and columns.
+    pub(in crate::engine::kernels) fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// The emulation's rounded values and their view.
+    pub(in crate::engine::kernels) fn rounded(&self) -> Option<(&[f32], View)> {
+        match &self.form {
+            Form::Rounded(values, view) => Some((values, *view)),
+            Form::Pairs(_) => None,
+        }
+    }
+}
+
+/// A layer's weights packed for each engine that multiplies them, each the first time it does.
+/// A pointer-keyed cache could hand a freed layer's packing to a new one at the same address;
+/// this one lives and dies with its layer.
+#[derive(Default)]
+pub struct PackedWeights {
+    by_engine: [OnceLock<PackedRight>; 3],
+}
+
+impl PackedWeights {
+    /// The weights `rhs` (always the same values and view for one layer) packed for `engine`.
+    pub(in crate::engine::kernels) fn get(
+        &self,
+        engine: Engine,
+        rhs: &[f32],
+        view: View,
+    ) -> &PackedRight {
+        let slot = match engine {
+            Engine::Amx => 0,
+            Engine::Avx512 => 1,
+            Engine::Emulated => 2,
+        };
+        self.by_engine[slot].get_or_init(|| PackedRight::new(engine, rhs, view))
+    }
+}
+
+impl std::fmt::Debug for PackedWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let packed: Vec<_> = self
+            .by_engine
+            .iter()
+            .filter_map(|slot| slot.get().map(PackedRight::engine))
+            .collect();
+        f.debug_struct("PackedWeights")
+            .field("packed", &packed)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::values;
+    use super::*;
+
+    /// Packing gives each rounded element its place in the runs whichever way the view lies
+    /// (rows contiguous, columns contiguous, neither): odd inner sizes, column counts off the
+    /// run and block sizes, and a matrix large enough to pack on several threads.
+    #[test]
+    fn packing_puts_each_rounded_element_in_its_place() {
+        for (k, n) in [(7, 5), (33, 40), (64, 17), (1, 1), (0, 3), (130, 200)] {
+            let rhs = values((2 * n + 1) * (k + 2), 11);
+            let scattered = View {
+                rows: k,
+                cols: n,
+                row_stride: 2 * n + 1,
+                col_stride: 2,
+            };
+            for view in [
+                View::rows(k, n, n + 1),
+                View::transposed(k, n, k + 2),
+                scattered,
+            ] {
+                let packed = RightPairs::pack(&rhs, view);
+                let mut expected = vec![0u16; packed.data.len()];
+                for col in 0..n {
+                    for inner in 0..k {
+                        let value = rhs[inner * view.row_stride + col * view.col_stride];
+                        let run = (col / LANES) * packed.depth * LANES;
+                        expected[run + slot(inner, col % LANES)] = round(value);
+                    }
+                }
+                let strides = (view.row_stride, view.col_stride);
+                assert!(packed.data == expected, "{k}×{n} {strides:?}");
+            }
+        }
+    }
+}
