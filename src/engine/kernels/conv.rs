@@ -606,6 +606,8 @@ impl CustomOp3 for ConvOp<'_> {
             let shape = Shape::from((batch, outputs, out_h, out_w));
             return Ok((CpuStorage::F32(output), shape));
         }
+        // With bf16 products every tile is packed into the memory the one before it used.
+        let mut packed: Option<PackedRight> = None;
         for item in 0..batch {
             let planes = &input[item * channels * height * width..][..channels * height * width];
             let out = &mut output[item * outputs * positions..][..outputs * positions];
@@ -634,9 +636,15 @@ impl CustomOp3 for ConvOp<'_> {
                 if let Precision::Bf16(engine) = precision {
                     // The columns go straight into the engine's operand, each row's positions
                     // filled, rounded and packed in one pass: no f32 copy.
-                    let right = PackedRight::from_rows(engine, (depth, count), fill);
+                    let right = match &mut packed {
+                        Some(right) => {
+                            right.refill_rows((depth, count), fill);
+                            right
+                        }
+                        None => packed.insert(PackedRight::from_rows(engine, (depth, count), fill)),
+                    };
                     let lhs = (weight, weights);
-                    matmul_packed((&mut out[start..], dst), lhs, &right, true, true);
+                    matmul_packed((&mut out[start..], dst), lhs, right, true, true);
                     continue;
                 }
                 let columns = &mut columns[..depth * count];

@@ -3,8 +3,9 @@
 
 use std::sync::OnceLock;
 
+use super::super::dispatch::avx2_dispatch;
 use super::super::gemm::View;
-use super::round::{round, round_all, round_in_place};
+use super::round::{round, round_all, round_bits, round_in_place};
 use super::{BLOCK, DEPTH_STEP, Engine, LANES, rounded_copy};
 
 /// A left operand as row-major bf16 rows, padded with zeros to whole blocks.
@@ -52,51 +53,72 @@ impl LeftRows {
 pub(super) struct RightPairs {
     data: Vec<u16>,
     depth: usize,
+    /// The operand's rows and columns: which slots hold values and which padding.
+    dims: (usize, usize),
 }
 
 impl RightPairs {
+    fn empty() -> Self {
+        Self {
+            data: Vec::new(),
+            depth: 0,
+            dims: (0, 0),
+        }
+    }
+
     /// Packs `rhs`.
     fn pack(rhs: &[f32], view: View) -> Self {
-        Self::build((view.rows, view.cols), |group, out, cols| {
+        let mut packed = Self::empty();
+        packed.build((view.rows, view.cols), |group, out, cols| {
             if view.row_stride == 1 {
                 group.pack_columns(out, rhs, view, cols);
             } else if view.col_stride == 1 {
                 let row = |inner: usize| &rhs[inner * view.row_stride + group.first..][..cols];
                 let rows = (view.rows, cols);
-                group.pack_rows(out, rows, |inner, rounded| round_all(row(inner), rounded));
+                group.pack_rows(out, rows, |inner, values| {
+                    values.copy_from_slice(row(inner))
+                });
             } else {
                 group.pack_each(out, rhs, view, cols);
             }
-        })
+        });
+        packed
     }
 
-    /// A `rows × cols` operand whose rows `fill(row, first, values)` writes, columns
-    /// `first..first + values.len()`: an im2col matrix packed as it is made, without its f32
-    /// copy.
-    fn from_rows(
+    /// Makes this the `rows × cols` operand whose rows `fill(row, first, values)` writes,
+    /// columns `first..first + values.len()`: an im2col matrix packed as it is made, without
+    /// its f32 copy.
+    fn fill_rows(
+        &mut self,
         (rows, cols): (usize, usize),
         fill: &(impl Fn(usize, usize, &mut [f32]) + Sync),
-    ) -> Self {
-        Self::build((rows, cols), |group, out, cols| {
-            let mut values = [0f32; GROUP_RUNS * LANES];
-            group.pack_rows(out, (rows, cols), |inner, rounded| {
-                fill(inner, group.first, &mut values[..cols]);
-                round_all(&values[..cols], rounded);
+    ) {
+        self.build((rows, cols), |group, out, cols| {
+            group.pack_rows(out, (rows, cols), |inner, values| {
+                fill(inner, group.first, values)
             });
-        })
+        });
     }
 
-    /// A `rows × cols` operand packed a group of runs at a time by `fill_group(group, its
-    /// runs, its column count)`, the groups spread over rayon's threads when there are enough
-    /// values to pay for it (a layer's weights the first time, an im2col matrix on every call).
+    /// Makes this a `rows × cols` operand packed a group of runs at a time by
+    /// `fill_group(group, its runs, its column count)`, the groups spread over rayon's threads
+    /// when there are enough values to pay for it (a layer's weights the first time, an im2col
+    /// matrix on every call). The memory is reused; it is cleared only when the shape changes,
+    /// since the same shape leaves the same slots as padding.
     fn build(
+        &mut self,
         (rows, cols): (usize, usize),
         fill_group: impl Fn(&Group, &mut [u16], usize) + Sync,
-    ) -> Self {
+    ) {
         use rayon::prelude::*;
         let depth = rows.div_ceil(DEPTH_STEP) * DEPTH_STEP;
         let runs = cols.div_ceil(BLOCK) * (BLOCK / LANES);
-        let mut data = vec![0u16; runs * depth * LANES];
+        let len = runs * depth * LANES;
+        if self.dims != (rows, cols) || self.data.len() != len {
+            self.data.clear();
+            self.data.resize(len, 0);
+            (self.depth, self.dims) = (depth, (rows, cols));
+        }
         let fill = |(index, out): (usize, &mut [u16])| {
             let group = Group {
                 first: index * GROUP_RUNS * LANES,
@@ -112,11 +134,10 @@ impl RightPairs {
         if chunks == 0 {
             // No inner dimension: nothing to pack, and the product is zeros.
         } else if rows * cols >= PARALLEL_PACKING {
-            data.par_chunks_mut(chunks).enumerate().for_each(fill);
+            self.data.par_chunks_mut(chunks).enumerate().for_each(fill);
         } else {
-            data.chunks_mut(chunks).enumerate().for_each(fill);
+            self.data.chunks_mut(chunks).enumerate().for_each(fill);
         }
-        Self { data, depth }
     }
 
     /// The packed run holding columns `first..first + LANES`.
@@ -172,32 +193,54 @@ impl Group {
         }
     }
 
-    /// The same from rows whose stretch under the group `row(inner, rounded)` rounds into
-    /// `rounded` (a view with contiguous rows, an im2col matrix as it is made): each pair of
-    /// rows interleaved run by run.
+    /// The same from rows whose stretch under the group `row(inner, values)` writes (a view
+    /// with contiguous rows, an im2col matrix as it is made): each pair of rows rounded and
+    /// interleaved in one pass.
     fn pack_rows(
         &self,
         out: &mut [u16],
         (rows, cols): (usize, usize),
-        mut row: impl FnMut(usize, &mut [u16]),
+        mut row: impl FnMut(usize, &mut [f32]),
     ) {
-        let (mut even, mut odd) = (vec![0u16; cols], vec![0u16; cols]);
+        let mut buffers = [0f32; 2 * GROUP_RUNS * LANES];
+        let (even, odd) = buffers.split_at_mut(GROUP_RUNS * LANES);
+        let (even, odd) = (&mut even[..cols], &mut odd[..cols]);
         for pair in 0..rows.div_ceil(2) {
-            row(2 * pair, &mut even);
+            row(2 * pair, even);
             if 2 * pair + 1 < rows {
-                row(2 * pair + 1, &mut odd);
+                row(2 * pair + 1, odd);
             } else {
-                odd.fill(0);
+                odd.fill(0.0);
             }
-            for (run, (even, odd)) in even.chunks(LANES).zip(odd.chunks(LANES)).enumerate() {
-                let start = self.index(2 * pair, run * LANES);
-                let slots = &mut out[start..][..2 * even.len()];
-                for (slots, (&even, &odd)) in slots.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
-                    slots.copy_from_slice(&[even, odd]);
-                }
-            }
+            deal_pair(even, odd, &mut out[self.index(2 * pair, 0)..], self.run_len);
         }
     }
+}
+
+#[inline(always)]
+fn deal_pair_body(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usize) {
+    for (run, (even, odd)) in even.chunks(LANES).zip(odd.chunks(LANES)).enumerate() {
+        let slots = &mut out[run * run_len..][..2 * even.len()];
+        let pairs = slots.as_mut_ptr().cast::<u32>();
+        for (lane, (&even, &odd)) in even.iter().zip(odd).enumerate() {
+            let [a, b] = round_bits(even.to_bits()).to_ne_bytes();
+            let [c, d] = round_bits(odd.to_bits()).to_ne_bytes();
+            // SAFETY: `slots` holds two u16s for each lane, so the lane's four bytes lie inside
+            // it; the write is unaligned.
+            unsafe {
+                pairs
+                    .add(lane)
+                    .write_unaligned(u32::from_ne_bytes([a, b, c, d]))
+            };
+        }
+    }
+}
+
+avx2_dispatch! {
+    /// Rounds a pair of rows to bf16 and deals them into a group's runs, one store a column:
+    /// run `r` takes columns `16r..16r + 16`, each one's two values side by side, at
+    /// `out[r * run_len..]`.
+    fn deal_pair = deal_pair_body(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usize);
 }
 
 /// A right operand rounded (and for the hardware engines packed) once for one engine: how a
@@ -240,13 +283,36 @@ impl PackedRight {
     /// emulation.
     pub(in crate::engine::kernels) fn from_rows(
         engine: Engine,
-        (rows, cols): (usize, usize),
+        dims: (usize, usize),
         fill: impl Fn(usize, usize, &mut [f32]) + Sync,
     ) -> Self {
-        use rayon::prelude::*;
         let form = match engine {
-            Engine::Emulated => {
-                let mut values = vec![0f32; rows * cols];
+            Engine::Emulated => Form::Rounded(Vec::new(), View::rows(0, 0, 0)),
+            Engine::Amx | Engine::Avx512 => Form::Pairs(RightPairs::empty()),
+        };
+        let mut right = Self {
+            engine,
+            rows: 0,
+            cols: 0,
+            form,
+        };
+        right.refill_rows(dims, fill);
+        right
+    }
+
+    /// Makes this the operand [`PackedRight::from_rows`] would make, in the memory this one
+    /// holds: a convolution's im2col tiles one after another, without allocating and clearing
+    /// each.
+    pub(in crate::engine::kernels) fn refill_rows(
+        &mut self,
+        (rows, cols): (usize, usize),
+        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) {
+        use rayon::prelude::*;
+        match &mut self.form {
+            Form::Rounded(values, view) => {
+                // `fill` writes every value, so old ones need no clearing.
+                values.resize(rows * cols, 0.0);
                 if cols > 0 {
                     values
                         .par_chunks_mut(cols)
@@ -256,16 +322,11 @@ impl PackedRight {
                             round_in_place(values);
                         });
                 }
-                Form::Rounded(values, View::rows(rows, cols, cols))
+                *view = View::rows(rows, cols, cols);
             }
-            Engine::Amx | Engine::Avx512 => Form::Pairs(RightPairs::from_rows((rows, cols), &fill)),
-        };
-        Self {
-            engine,
-            rows,
-            cols,
-            form,
+            Form::Pairs(pairs) => pairs.fill_rows((rows, cols), &fill),
         }
+        (self.rows, self.cols) = (rows, cols);
     }
 
     pub(in crate::engine::kernels) fn engine(&self) -> Engine {
@@ -358,6 +419,46 @@ mod tests {
                 }
                 let strides = (view.row_stride, view.col_stride);
                 assert!(packed.data == expected, "{k}×{n} {strides:?}");
+            }
+        }
+    }
+
+    /// One operand refilled with shapes that grow, shrink and come back holds what a fresh
+    /// one would, its padding included: the slots a shape leaves as padding stay zero.
+    #[test]
+    fn refilled_operands_match_fresh_ones() {
+        let source = values(130 * 200, 13);
+        let fill = |cols: usize| {
+            let source = &source;
+            move |row: usize, first: usize, out: &mut [f32]| {
+                out.copy_from_slice(&source[row * cols + first..][..out.len()]);
+            }
+        };
+        for engine in [Engine::Amx, Engine::Emulated] {
+            let mut reused = PackedRight::from_rows(engine, (33, 40), fill(40));
+            // (64, 33) takes as many slots as (33, 40), with other ones as padding.
+            let shapes = [
+                (7, 5),
+                (33, 40),
+                (130, 200),
+                (64, 33),
+                (33, 40),
+                (0, 3),
+                (33, 40),
+            ];
+            for (rows, cols) in shapes {
+                reused.refill_rows((rows, cols), fill(cols));
+                let fresh = PackedRight::from_rows(engine, (rows, cols), fill(cols));
+                let same = match (&reused.form, &fresh.form) {
+                    (Form::Pairs(a), Form::Pairs(b)) => a.data == b.data && a.depth == b.depth,
+                    (Form::Rounded(a, x), Form::Rounded(b, y)) => {
+                        let dims = |view: &View| (view.rows, view.cols, view.row_stride);
+                        a == b && dims(x) == dims(y)
+                    }
+                    _ => false,
+                };
+                assert!(same, "{engine:?} {rows}×{cols}");
+                assert_eq!(reused.dims(), (rows, cols));
             }
         }
     }

@@ -9,7 +9,7 @@ pub fn round(value: f32) -> u16 {
 
 /// [`round`] on an f32's bits, without branches so that loops over it vectorise.
 #[inline(always)]
-fn round_bits(bits: u32) -> u16 {
+pub(super) fn round_bits(bits: u32) -> u16 {
     let nearest = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
     let quiet_nan = (bits >> 16) | 0x0040;
     let is_nan = bits & 0x7fff_ffff > 0x7f80_0000;
