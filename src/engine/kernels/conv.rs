@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::fill::{self, Repeat};
 use super::gemm::{Precision, View, matmul, matmul_packed, product};
-use super::gemm_bf16::PackedRight;
+use super::gemm_bf16::{PackedRight, PairImage, Taps, tap_major_weights};
 use super::scratch::Scratch;
 use super::{contiguous_f32, direct, is_cpu_f32, winograd, winograd_1d};
 
@@ -608,6 +608,21 @@ impl CustomOp3 for ConvOp<'_> {
         }
         // With bf16 products every tile is packed into the memory the one before it used.
         let mut packed: Option<PackedRight> = None;
+        // On the hardware engines a stride-1 convolution's tiles are copied from the input's
+        // bf16 channel pairs (`PairImage`) over a tap-major inner order, the weights reordered
+        // to match.
+        let shifted = match precision {
+            Precision::Bf16(engine) if engine.is_hardware() && geometry.stride == 1 => {
+                let rows = tap_major_weights(weight, outputs, channels, kh * kw);
+                let taps = Taps {
+                    kernel: (kh, kw),
+                    dilation: geometry.dilation,
+                    out_width: out_w,
+                };
+                Some((rows, taps))
+            }
+            _ => None,
+        };
         for item in 0..batch {
             let planes = &input[item * channels * height * width..][..channels * height * width];
             let out = &mut output[item * outputs * positions..][..outputs * positions];
@@ -623,6 +638,10 @@ impl CustomOp3 for ConvOp<'_> {
                 matmul((out, dst), lhs, rhs, true, true, precision);
                 continue;
             }
+            let image = shifted.as_ref().map(|_| {
+                let dims = (channels, height, width);
+                PairImage::new(planes, dims, geometry.padding, self.input_slope)
+            });
             for start in (0..positions).step_by(tile) {
                 let count = tile.min(positions - start);
                 let dst = View::rows(outputs, count, positions);
@@ -636,14 +655,18 @@ impl CustomOp3 for ConvOp<'_> {
                 if let Precision::Bf16(engine) = precision {
                     // The columns go straight into the engine's operand, each row's positions
                     // filled, rounded and packed in one pass: no f32 copy.
-                    let right = match &mut packed {
-                        Some(right) => {
-                            right.refill_rows((depth, count), fill);
-                            right
+                    let right = packed.get_or_insert_with(|| PackedRight::empty(engine));
+                    let lhs = match (&shifted, &image) {
+                        (Some((rows, taps)), Some(image)) => {
+                            right.refill_shifted(image, taps, (start, count));
+                            let depth = image.depth(taps);
+                            (&rows[..], View::rows(outputs, depth, depth))
                         }
-                        None => packed.insert(PackedRight::from_rows(engine, (depth, count), fill)),
+                        _ => {
+                            right.refill_rows((depth, count), fill);
+                            (weight, weights)
+                        }
                     };
-                    let lhs = (weight, weights);
                     matmul_packed((&mut out[start..], dst), lhs, right, true, true);
                     continue;
                 }
@@ -938,6 +961,7 @@ mod tests {
         for (shape, out, kernel, stride) in [
             ([1, 256, 40, 30], 64, 3, 1),
             ([1, 128, 64, 16], 32, 3, 1),
+            ([1, 5, 24, 30], 6, 3, 1),
             ([3, 64, 6, 2], 7, 3, 1),
             ([2, 8, 37, 21], 12, 1, 1),
             ([3, 8, 40, 20], 6, 3, 2),

@@ -9,9 +9,10 @@
 //! tested against.
 //!
 //! Around the products: right operands are rounded and packed into the engines' pair layout
-//! once where they can be (a layer keeps its weights packed, [`PackedWeights`]; a convolution
-//! packs its im2col tile as it makes it, [`PackedRight::from_rows`]), and the kernels write
-//! whole blocks of sums in place.
+//! once where they can be (a layer keeps its weights packed, [`PackedWeights`]); a convolution
+//! packs its im2col tile as it makes it ([`PackedRight::refill_rows`]), or with stride 1 on the
+//! hardware engines copies it from the input's bf16 channel pairs ([`PairImage`]); the kernels
+//! write whole blocks of sums in place.
 
 use std::sync::OnceLock;
 
@@ -19,11 +20,13 @@ use super::gemm::{Rows, View};
 use pack::{Form, LeftRows};
 use round::extend_rounded;
 
+mod image;
 mod pack;
 mod round;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use image::{PairImage, Taps, tap_major_weights};
 pub use pack::{PackedRight, PackedWeights};
 pub use round::{round, rounded, widen};
 

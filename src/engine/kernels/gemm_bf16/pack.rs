@@ -100,6 +100,24 @@ impl RightPairs {
         });
     }
 
+    /// Makes this the `rows × cols` operand whose runs `copy(first, columns, run)` writes
+    /// already rounded and interleaved: for columns `first..first + columns` (at most
+    /// [`LANES`]), pair of rows `p` at `run[p * 2 * LANES..]`, each column's two values side by
+    /// side (a missing last row as zeros).
+    fn fill_runs(
+        &mut self,
+        (rows, cols): (usize, usize),
+        copy: &(impl Fn(usize, usize, &mut [u16]) + Sync),
+    ) {
+        self.build((rows, cols), |group, out, cols| {
+            for run in 0..cols.div_ceil(LANES) {
+                let columns = LANES.min(cols - run * LANES);
+                let slots = &mut out[run * group.run_len..][..group.run_len];
+                copy(group.first + run * LANES, columns, slots);
+            }
+        });
+    }
+
     /// Makes this a `rows × cols` operand packed a group of runs at a time by
     /// `fill_group(group, its runs, its column count)`, the groups spread over rayon's threads
     /// when there are enough values to pay for it (a layer's weights the first time, an im2col
@@ -240,7 +258,7 @@ avx2_dispatch! {
     /// Rounds a pair of rows to bf16 and deals them into a group's runs, one store a column:
     /// run `r` takes columns `16r..16r + 16`, each one's two values side by side, at
     /// `out[r * run_len..]`.
-    fn deal_pair = deal_pair_body(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usize);
+    pub(super) fn deal_pair = deal_pair_body(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usize);
 }
 
 /// A right operand rounded (and for the hardware engines packed) once for one engine: how a
@@ -277,32 +295,36 @@ impl PackedRight {
         }
     }
 
-    /// A `rows × cols` operand whose rows `fill(row, first, values)` writes (columns
-    /// `first..first + values.len()`), rounded and packed as they are made: an im2col matrix
-    /// without its f32 copy on the hardware engines, in one pass with its rounding on the
-    /// emulation.
-    pub(in crate::engine::kernels) fn from_rows(
-        engine: Engine,
-        dims: (usize, usize),
-        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
-    ) -> Self {
+    /// An operand for `engine` that holds nothing yet, to be filled by the `refill_` methods.
+    pub(in crate::engine::kernels) fn empty(engine: Engine) -> Self {
         let form = match engine {
             Engine::Emulated => Form::Rounded(Vec::new(), View::rows(0, 0, 0)),
             Engine::Amx | Engine::Avx512 => Form::Pairs(RightPairs::empty()),
         };
-        let mut right = Self {
+        Self {
             engine,
             rows: 0,
             cols: 0,
             form,
-        };
+        }
+    }
+
+    /// A fresh operand made by [`PackedRight::refill_rows`], which the tests compare against.
+    #[cfg(test)]
+    pub(super) fn from_rows(
+        engine: Engine,
+        dims: (usize, usize),
+        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) -> Self {
+        let mut right = Self::empty(engine);
         right.refill_rows(dims, fill);
         right
     }
 
-    /// Makes this the operand [`PackedRight::from_rows`] would make, in the memory this one
-    /// holds: a convolution's im2col tiles one after another, without allocating and clearing
-    /// each.
+    /// Makes this the `rows × cols` operand whose rows `fill(row, first, values)` writes
+    /// (columns `first..first + values.len()`), rounded and packed as they are made, in the
+    /// memory this one holds: a convolution's im2col tiles one after another, without an f32
+    /// copy on the hardware engines and without allocating and clearing each.
     pub(in crate::engine::kernels) fn refill_rows(
         &mut self,
         (rows, cols): (usize, usize),
@@ -329,6 +351,21 @@ impl PackedRight {
         (self.rows, self.cols) = (rows, cols);
     }
 
+    /// Makes this, for a hardware engine, the `rows × cols` operand whose runs
+    /// `copy(first, columns, run)` writes already rounded and interleaved (see
+    /// `RightPairs::fill_runs`).
+    pub(super) fn refill_runs(
+        &mut self,
+        (rows, cols): (usize, usize),
+        copy: impl Fn(usize, usize, &mut [u16]) + Sync,
+    ) {
+        match &mut self.form {
+            Form::Pairs(pairs) => pairs.fill_runs((rows, cols), &copy),
+            Form::Rounded(..) => unreachable!("pairs are the hardware engines' layout"),
+        }
+        (self.rows, self.cols) = (rows, cols);
+    }
+
     pub(in crate::engine::kernels) fn engine(&self) -> Engine {
         self.engine
     }
@@ -336,6 +373,19 @@ impl PackedRight {
     /// Inner dimension and columns.
     pub(in crate::engine::kernels) fn dims(&self) -> (usize, usize) {
         (self.rows, self.cols)
+    }
+
+    /// Whether both hold the same values in the same layout.
+    #[cfg(test)]
+    pub(super) fn same_values(&self, other: &PackedRight) -> bool {
+        match (&self.form, &other.form) {
+            (Form::Pairs(a), Form::Pairs(b)) => a.data == b.data && a.depth == b.depth,
+            (Form::Rounded(a, x), Form::Rounded(b, y)) => {
+                let dims = |view: &View| (view.rows, view.cols, view.row_stride);
+                a == b && dims(x) == dims(y)
+            }
+            _ => false,
+        }
     }
 
     /// The emulation's rounded values and their view.
@@ -449,15 +499,7 @@ mod tests {
             for (rows, cols) in shapes {
                 reused.refill_rows((rows, cols), fill(cols));
                 let fresh = PackedRight::from_rows(engine, (rows, cols), fill(cols));
-                let same = match (&reused.form, &fresh.form) {
-                    (Form::Pairs(a), Form::Pairs(b)) => a.data == b.data && a.depth == b.depth,
-                    (Form::Rounded(a, x), Form::Rounded(b, y)) => {
-                        let dims = |view: &View| (view.rows, view.cols, view.row_stride);
-                        a == b && dims(x) == dims(y)
-                    }
-                    _ => false,
-                };
-                assert!(same, "{engine:?} {rows}×{cols}");
+                assert!(reused.same_values(&fresh), "{engine:?} {rows}×{cols}");
                 assert_eq!(reused.dims(), (rows, cols));
             }
         }
