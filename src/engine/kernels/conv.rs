@@ -612,7 +612,9 @@ impl CustomOp3 for ConvOp<'_> {
         // bf16 channel pairs (`PairImage`) over a tap-major inner order, the weights reordered
         // to match.
         let shifted = match precision {
-            Precision::Bf16(engine) if engine.is_hardware() && geometry.stride == 1 => {
+            Precision::Bf16(engine)
+                if engine.is_hardware() && geometry.stride == 1 && !pointwise =>
+            {
                 let rows = tap_major_weights(weight, outputs, channels, kh * kw);
                 let taps = Taps {
                     kernel: (kh, kw),
