@@ -56,8 +56,8 @@ impl PairImage {
                             }
                         }
                         let start = ((y + pad_y) * padded_width + pad_x) * 2;
-                        // Runs of 16 pairs one after another: the row's pairs in order.
-                        deal_pair(&even, &odd, &mut plane[start..][..2 * width], 32);
+                        // Runs of LANES pairs one after another: the row's pairs in order.
+                        deal_pair(&even, &odd, &mut plane[start..][..2 * width], 2 * LANES);
                     }
                 });
         }
@@ -103,7 +103,7 @@ impl PackedRight {
         let plane_len = image.height * image.width * 2;
         let (kernel_width, (dilation_y, dilation_x)) = (taps.kernel.1, taps.dilation);
         self.refill_runs((image.depth(taps), count), |first, columns, run| {
-            // The run's columns lie in one output row, or in two when it crosses a row's end.
+            // One stretch of copies for each output row the run's columns lie in.
             let mut segment = (start + first, 0);
             while segment.1 < columns {
                 let (position, done) = segment;
