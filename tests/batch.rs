@@ -76,13 +76,18 @@ fn run(mut command: Command) -> Output {
     command.output().expect("run foley batch")
 }
 
-/// Every WAV in `dir`, by name.
-fn wavs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+/// The jobs' WAVs in `dir` (every WAV but the input).
+fn wav_paths(dir: &Path) -> impl Iterator<Item = PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "wav"))
         .filter(|path| path.file_name().is_some_and(|name| name != "input.wav"))
+}
+
+/// Every job's WAV in `dir`, by name.
+fn wavs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    wav_paths(dir)
         .map(|path| {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             (name, std::fs::read(&path).unwrap())
@@ -92,15 +97,7 @@ fn wavs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// How many jobs' WAVs are in `dir` (each appears whole: written aside, then renamed).
 fn finished(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            name.ends_with(".wav") && name != "input.wav"
-        })
-        .count()
+    wav_paths(dir).count()
 }
 
 /// The manifest entries of every manifest in `dir`, as (line, entry).

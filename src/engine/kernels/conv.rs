@@ -608,7 +608,7 @@ impl CustomOp3 for ConvOp<'_> {
         }
         // With bf16 products every tile is packed into the memory the one before it used.
         let mut packed: Option<PackedRight> = None;
-        // On the hardware engines a stride-1 convolution's tiles are copied from the input's
+        // On the hardware engines a stride-1 convolution's tiles are copied from each item's
         // bf16 channel pairs (`PairImage`) over a tap-major inner order, the weights reordered
         // to match.
         let shifted = match precision {
@@ -640,9 +640,10 @@ impl CustomOp3 for ConvOp<'_> {
                 matmul((out, dst), lhs, rhs, true, true, precision);
                 continue;
             }
-            let image = shifted.as_ref().map(|_| {
+            let image = shifted.as_ref().map(|(rows, taps)| {
                 let dims = (channels, height, width);
-                PairImage::new(planes, dims, geometry.padding, self.input_slope)
+                let image = PairImage::new(planes, dims, geometry.padding, self.input_slope);
+                (rows, taps, image)
             });
             for start in (0..positions).step_by(tile) {
                 let count = tile.min(positions - start);
@@ -655,16 +656,16 @@ impl CustomOp3 for ConvOp<'_> {
                     patch.fill(plane, ky, kx, start + first, values);
                 };
                 if let Precision::Bf16(engine) = precision {
-                    // The columns go straight into the engine's operand, each row's positions
-                    // filled, rounded and packed in one pass: no f32 copy.
                     let right = packed.get_or_insert_with(|| PackedRight::empty(engine));
-                    let lhs = match (&shifted, &image) {
-                        (Some((rows, taps)), Some(image)) => {
+                    let lhs = match &image {
+                        Some((rows, taps, image)) => {
                             right.refill_shifted(image, taps, (start, count));
                             let depth = image.depth(taps);
                             (&rows[..], View::rows(outputs, depth, depth))
                         }
-                        _ => {
+                        None => {
+                            // The columns go straight into the engine's operand, each row's
+                            // positions filled, rounded and packed in one pass: no f32 copy.
                             right.refill_rows((depth, count), fill);
                             (weight, weights)
                         }

@@ -265,9 +265,6 @@ avx2_dispatch! {
 /// layer keeps its weights ready ([`PackedWeights`]) instead of converting them on every call.
 pub struct PackedRight {
     pub(super) engine: Engine,
-    /// Inner dimension and columns.
-    rows: usize,
-    cols: usize,
     pub(super) form: Form,
 }
 
@@ -287,12 +284,7 @@ impl PackedRight {
             }
             Engine::Amx | Engine::Avx512 => Form::Pairs(RightPairs::pack(rhs, view)),
         };
-        Self {
-            engine,
-            rows: view.rows,
-            cols: view.cols,
-            form,
-        }
+        Self { engine, form }
     }
 
     /// An operand for `engine` that holds nothing yet, to be filled by the `refill_` methods.
@@ -301,12 +293,7 @@ impl PackedRight {
             Engine::Emulated => Form::Rounded(Vec::new(), View::rows(0, 0, 0)),
             Engine::Amx | Engine::Avx512 => Form::Pairs(RightPairs::empty()),
         };
-        Self {
-            engine,
-            rows: 0,
-            cols: 0,
-            form,
-        }
+        Self { engine, form }
     }
 
     /// A fresh operand made by [`PackedRight::refill_rows`], which the tests compare against.
@@ -348,7 +335,6 @@ impl PackedRight {
             }
             Form::Pairs(pairs) => pairs.fill_rows((rows, cols), &fill),
         }
-        (self.rows, self.cols) = (rows, cols);
     }
 
     /// Makes this, for a hardware engine, the `rows × cols` operand whose runs
@@ -363,7 +349,6 @@ impl PackedRight {
             Form::Pairs(pairs) => pairs.fill_runs((rows, cols), &copy),
             Form::Rounded(..) => unreachable!("pairs are the hardware engines' layout"),
         }
-        (self.rows, self.cols) = (rows, cols);
     }
 
     pub(in crate::engine::kernels) fn engine(&self) -> Engine {
@@ -372,7 +357,10 @@ impl PackedRight {
 
     /// Inner dimension and columns.
     pub(in crate::engine::kernels) fn dims(&self) -> (usize, usize) {
-        (self.rows, self.cols)
+        match &self.form {
+            Form::Pairs(pairs) => pairs.dims,
+            Form::Rounded(_, view) => (view.rows, view.cols),
+        }
     }
 
     /// Whether both hold the same values in the same layout.
