@@ -64,6 +64,16 @@ impl Drop for Scratch {
             let mut pool = pool.borrow_mut();
             if pool.len() < KEPT {
                 pool.push(buffer);
+                return;
+            }
+            // A full pool keeps its largest buffers: keeping the small ones instead meant the
+            // next Winograd call regrew one from fresh pages (1 GB of page zeroing in a
+            // 2-step s-full-v2 run).
+            let smallest = (0..pool.len()).min_by_key(|&index| pool[index].capacity());
+            if let Some(index) =
+                smallest.filter(|&index| pool[index].capacity() < buffer.capacity())
+            {
+                pool[index] = buffer;
             }
         });
     }
@@ -87,5 +97,29 @@ mod tests {
         let third = Scratch::new(2000);
         assert_eq!(third.len(), 2000);
         assert!(third[600..].iter().all(|&value| value == 0.0));
+    }
+
+    /// A full pool gives up its smallest buffer for a larger one coming back, so the large
+    /// buffers the transforms need are not regrown every call.
+    #[test]
+    fn a_full_pool_keeps_its_largest_buffers() {
+        let capacities = || {
+            let mut held: Vec<usize> =
+                POOL.with(|pool| pool.borrow().iter().map(Vec::capacity).collect());
+            held.sort_unstable();
+            held
+        };
+        let tiny = Scratch::new(10);
+        let small: Vec<Scratch> = (0..KEPT).map(|index| Scratch::new(100 + index)).collect();
+        let large = Scratch::new(1 << 20);
+        drop(small);
+        drop(large);
+        let held = capacities();
+        assert_eq!(held.len(), KEPT);
+        assert_eq!(held[0], 101, "the smallest gave way");
+        assert!(held[KEPT - 1] >= 1 << 20);
+        // A buffer smaller than every kept one, coming back to a full pool, goes.
+        drop(tiny);
+        assert_eq!(capacities(), held);
     }
 }
