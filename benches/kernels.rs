@@ -365,10 +365,26 @@ fn bf16_products(device: &Device) -> Result<()> {
             compare("linear", shape, gflop, &|| layer.forward(&xs))?;
         }
         for [batch, channels, height, width] in convs {
-            let layer = Conv2d::new(channels, channels, 3, 1, 1, weights(device).pp("b2"))?;
+            let tensors = [
+                ("c.weight", random(&[channels, channels, 3, 3], device)?),
+                ("c.bias", random(&[channels], device)?),
+            ];
+            let tensors = tensors.map(|(name, tensor)| (name.to_string(), tensor));
+            let vb = || VarBuilder::from_tensors(tensors.clone().into(), DType::F32, device);
+            let new_layer = || Conv2d::new(channels, channels, 3, 1, 1, vb().pp("c"));
+            let layer = new_layer()?;
             let xs = random(&[batch, channels, height, width], device)?;
             let gflop = 2.0 * (batch * channels * channels * 9 * height * width) as f64 / 1e9;
             let shape = format!("[{batch},{channels},{height},{width}]");
+            // A new layer every call packs its weights every call, as before the layers kept
+            // them (then they were packed again for every im2col tile).
+            let fresh = || new_layer()?.forward(&xs);
+            compare(
+                "conv2d 3×3, weights packed every call",
+                shape.clone(),
+                gflop,
+                &fresh,
+            )?;
             compare("conv2d 3×3", shape, gflop, &|| layer.forward(&xs))?;
         }
         let (channels, length, kernel, dilation) = (128, 40960, 7, 3);

@@ -12,8 +12,10 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::fill::{self, Repeat};
-use super::gemm::{Precision, View, matmul, matmul_packed, product};
-use super::gemm_bf16::{PackedRight, PairImage, Taps, tap_major_weights};
+use super::gemm::{Precision, View, matmul, matmul_kept, product, product_kept};
+use super::gemm_bf16::{
+    Engine, PackedLeft, PackedRight, PackedWeights, PairImage, Taps, tap_major_weights,
+};
 use super::scratch::Scratch;
 use super::{contiguous_f32, direct, is_cpu_f32, winograd, winograd_1d};
 
@@ -28,19 +30,57 @@ const TILE_FLOATS: usize = 1 << 20;
 /// 1024 positions gained no more there and cost the 3-tap layers up to 20 %).
 const MIN_TILE_POSITIONS: usize = 512;
 
-/// A layer's packed weights for the direct kernel, shared by its clones. The one clone whose
-/// weights differ, the f32 copy a half-precision layer computes through ([`Widen`]), is made
-/// the same way every time, and the half layer itself never packs, so sharing stays right.
+/// A layer's weights packed for the kernels that keep them (the direct kernel's blocks, the
+/// bf16 engines' left rows), shared by its clones. The one clone whose weights differ, the f32
+/// copy a half-precision layer computes through ([`Widen`]), is made the same way every time,
+/// and the half layer itself never packs, so sharing stays right.
 #[derive(Clone, Default)]
-struct Packing(Arc<OnceLock<direct::Packed>>);
+struct Packing(Arc<Kept>);
+
+#[derive(Default)]
+struct Kept {
+    direct: OnceLock<direct::Packed>,
+    /// Over im2col's (channel, tap) inner order.
+    bf16: PackedWeights<PackedLeft>,
+    /// Over the tap-major order of tiles copied from channel pairs ([`tap_major_weights`]).
+    bf16_tap_major: PackedWeights<PackedLeft>,
+}
+
+impl Kept {
+    /// The weights (`outputs × channels × taps`) as `engine`'s left operand, packed the first
+    /// time: bf16 products multiply them with every im2col tile of every call.
+    fn bf16(
+        &self,
+        engine: Engine,
+        weight: &[f32],
+        (outputs, channels, taps): (usize, usize, usize),
+        tap_major: bool,
+    ) -> Result<&PackedLeft> {
+        let (kept, rows) = if tap_major {
+            let depth = taps * channels.div_ceil(2) * 2;
+            let pack = || {
+                let rows = tap_major_weights(weight, outputs, channels, taps);
+                PackedLeft::new(engine, &rows, View::rows(outputs, depth, depth))
+            };
+            (self.bf16_tap_major.get(engine, pack), (outputs, depth))
+        } else {
+            let depth = channels * taps;
+            let pack = || PackedLeft::new(engine, weight, View::rows(outputs, depth, depth));
+            (self.bf16.get(engine, pack), (outputs, depth))
+        };
+        if kept.dims() != rows {
+            candle_core::bail!("conv2d: weights changed shape since they were packed");
+        }
+        Ok(kept)
+    }
+}
 
 impl std::fmt::Debug for Packing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "Packing(packed)"
-        } else {
-            "Packing(empty)"
-        })
+        f.debug_struct("Packing")
+            .field("direct", &self.0.direct.get().is_some())
+            .field("bf16", &self.0.bf16)
+            .finish()
     }
 }
 
@@ -301,8 +341,9 @@ impl Module for ConvTranspose1d {
 struct ConvOp<'a> {
     geometry: Geometry,
     input_slope: Option<f32>,
-    /// The layer's weights as the direct kernel reads them, packed on first use.
-    packed: &'a OnceLock<direct::Packed>,
+    /// The layer's weights as the direct kernel and the bf16 engines read them, each packed on
+    /// first use.
+    packed: &'a Kept,
 }
 
 /// `batch` outputs whose every channel row of `positions` holds that channel's bias, which the
@@ -329,7 +370,8 @@ struct Group<'a> {
     planes: usize,
     taps: usize,
     positions: usize,
-    precision: Precision,
+    /// The weights kept packed for bf16 products; f32 products when `None`.
+    left: Option<&'a PackedLeft>,
 }
 
 impl Group<'_> {
@@ -351,12 +393,19 @@ impl Group<'_> {
                     self.patch.fill(plane, ky, kx, 0, column);
                 }
             });
-        let sums = product(
-            (weight, weights),
-            (&columns, View::rows(depth, width, width)),
-            (weights.rows, width),
-            self.precision,
-        );
+        let rhs = View::rows(depth, width, width);
+        let sums = match self.left {
+            Some(left) => {
+                let right = PackedRight::new(left.engine(), &columns, rhs);
+                product_kept(left, &right)
+            }
+            None => product(
+                (weight, weights),
+                (&columns, rhs),
+                (weights.rows, width),
+                Precision::F32,
+            ),
+        };
         let positions = self.positions;
         outs.par_chunks_mut(positions)
             .enumerate()
@@ -540,6 +589,7 @@ impl CustomOp3 for ConvOp<'_> {
         if let Some(kernel) = direct {
             let packed = self
                 .packed
+                .direct
                 .get_or_init(|| direct::Packed::new(kernel, weight, outputs, channels, kh * kw));
             if !packed.fits(&direct_shape) {
                 candle_core::bail!("conv2d: weights changed shape since they were packed");
@@ -581,6 +631,14 @@ impl CustomOp3 for ConvOp<'_> {
                 tile,
             )
         });
+        // bf16 products multiply the weights as the layer keeps them packed.
+        let kept_left = |tap_major: bool| match precision {
+            Precision::F32 => Ok(None),
+            Precision::Bf16(engine) => {
+                let dims = (outputs, channels, kh * kw);
+                self.packed.bf16(engine, weight, dims, tap_major).map(Some)
+            }
+        };
         // Small images (the UNet's fourth level, 64 positions) share one product: each image's
         // own would pack the whole weight matrix for a thin product.
         let images =
@@ -595,7 +653,7 @@ impl CustomOp3 for ConvOp<'_> {
                 planes: channels * height * width,
                 taps: kh * kw,
                 positions,
-                precision,
+                left: kept_left(false)?,
             };
             for (inputs, outs) in input
                 .chunks(images * group.planes)
@@ -609,21 +667,23 @@ impl CustomOp3 for ConvOp<'_> {
         // With bf16 products every tile is packed into the memory the one before it used.
         let mut packed: Option<PackedRight> = None;
         // On the hardware engines a stride-1 convolution's tiles are copied from each item's
-        // bf16 channel pairs (`PairImage`) over a tap-major inner order, the weights reordered
-        // to match.
+        // bf16 channel pairs (`PairImage`) over a tap-major inner order, which the kept
+        // weights follow.
         let shifted = match precision {
             Precision::Bf16(engine)
                 if engine.is_hardware() && geometry.stride == 1 && !pointwise =>
             {
-                let rows = tap_major_weights(weight, outputs, channels, kh * kw);
-                let taps = Taps {
+                Some(Taps {
                     kernel: (kh, kw),
                     dilation: geometry.dilation,
                     out_width: out_w,
-                };
-                Some((rows, taps))
+                })
             }
             _ => None,
+        };
+        let left = match transformed {
+            Some(_) => None,
+            None => kept_left(shifted.is_some())?,
         };
         for item in 0..batch {
             let planes = &input[item * channels * height * width..][..channels * height * width];
@@ -636,14 +696,22 @@ impl CustomOp3 for ConvOp<'_> {
             if pointwise {
                 let rhs = View::rows(depth, positions, positions);
                 let dst = View::rows(outputs, positions, positions);
-                let (lhs, rhs) = ((weight, weights), (planes, rhs));
-                matmul((out, dst), lhs, rhs, true, true, precision);
+                match left {
+                    Some(left) => {
+                        let right = PackedRight::new(left.engine(), planes, rhs);
+                        matmul_kept((out, dst), left, &right, true, true);
+                    }
+                    None => {
+                        let (lhs, rhs) = ((weight, weights), (planes, rhs));
+                        matmul((out, dst), lhs, rhs, true, true, precision);
+                    }
+                }
                 continue;
             }
-            let image = shifted.as_ref().map(|(rows, taps)| {
+            let image = shifted.as_ref().map(|taps| {
                 let dims = (channels, height, width);
                 let image = PairImage::new(planes, dims, geometry.padding, self.input_slope);
-                (rows, taps, image)
+                (taps, image)
             });
             for start in (0..positions).step_by(tile) {
                 let count = tile.min(positions - start);
@@ -655,22 +723,15 @@ impl CustomOp3 for ConvOp<'_> {
                     let (ky, kx) = (tap / patch.kernel.1, tap % patch.kernel.1);
                     patch.fill(plane, ky, kx, start + first, values);
                 };
-                if let Precision::Bf16(engine) = precision {
-                    let right = packed.get_or_insert_with(|| PackedRight::empty(engine));
-                    let lhs = match &image {
-                        Some((rows, taps, image)) => {
-                            right.refill_shifted(image, taps, (start, count));
-                            let depth = image.depth(taps);
-                            (&rows[..], View::rows(outputs, depth, depth))
-                        }
-                        None => {
-                            // The columns go straight into the engine's operand, each row's
-                            // positions filled, rounded and packed in one pass: no f32 copy.
-                            right.refill_rows((depth, count), fill);
-                            (weight, weights)
-                        }
-                    };
-                    matmul_packed((&mut out[start..], dst), lhs, right, true, true);
+                if let Some(left) = left {
+                    let right = packed.get_or_insert_with(|| PackedRight::empty(left.engine()));
+                    match &image {
+                        Some((taps, image)) => right.refill_shifted(image, taps, (start, count)),
+                        // The columns go straight into the engine's operand, each row's
+                        // positions filled, rounded and packed in one pass: no f32 copy.
+                        None => right.refill_rows((depth, count), fill),
+                    }
+                    matmul_kept((&mut out[start..], dst), left, right, true, true);
                     continue;
                 }
                 let columns = &mut columns[..depth * count];
@@ -981,6 +1042,16 @@ mod tests {
             check(&what, (&xs, &weight), &convolve, &|| {
                 conv.forward(&xs).unwrap()
             });
+            // The same layer, its weights now kept packed, on a small input (two images share
+            // one product) and on a larger one (im2col tiles): each path reads the weights in
+            // its own inner order.
+            for size in [[2, shape[1], 4, 3], [1, shape[1], 30, 40]] {
+                let xs = Tensor::randn(0f32, 1.0, &size, &device).unwrap();
+                let what = format!("{size:?} k{kernel} s{stride}, kept weights");
+                check(&what, (&xs, &weight), &convolve, &|| {
+                    conv.forward(&xs).unwrap()
+                });
+            }
         }
         for (kernel, dilation) in [(3, 1), (11, 5), (7, 3)] {
             let (channels, length, padding) = (128, 4000, dilation * (kernel - 1) / 2);

@@ -2,7 +2,7 @@
 
 use gemm::Parallelism;
 
-use super::gemm_bf16::{self, Engine, PackedRight};
+use super::gemm_bf16::{self, Engine, Left, PackedLeft, PackedRight};
 
 /// How a product computes: in f32, or with operands rounded to bf16 and f32 sums (the CPU's
 /// opt-in fast mode) on the given engine.
@@ -155,11 +155,45 @@ pub fn matmul_packed(
         dst_view.extent() <= dst.len(),
         "matmul view exceeds its buffer"
     );
+    let left = Left::Values(lhs.0, lhs.1);
     // SAFETY: as in `matmul`.
     unsafe {
         run_packed(
             (dst.as_mut_ptr(), dst_view),
-            lhs,
+            left,
+            right,
+            accumulate,
+            parallel,
+        )
+    };
+}
+
+/// [`matmul_packed`] with the left operand packed once too: a convolution's weights, which
+/// multiply every im2col tile.
+///
+/// Panics if a view does not fit its slice, the shapes disagree or the operands were packed
+/// for different engines: all programming errors.
+pub fn matmul_kept(
+    (dst, dst_view): (&mut [f32], View),
+    left: &PackedLeft,
+    right: &PackedRight,
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(
+        dst_view.extent() <= dst.len(),
+        "matmul view exceeds its buffer"
+    );
+    assert!(
+        left.engine() == right.engine(),
+        "operands packed for different engines"
+    );
+    let left = Left::Kept(left);
+    // SAFETY: as in `matmul`.
+    unsafe {
+        run_packed(
+            (dst.as_mut_ptr(), dst_view),
+            left,
             right,
             accumulate,
             parallel,
@@ -170,9 +204,23 @@ pub fn matmul_packed(
 /// [`product`] by `right`, a layer's weights packed once for a bf16 engine.
 pub fn product_packed(lhs: (&[f32], View), right: &PackedRight, rows: usize) -> Vec<f32> {
     let cols = right.dims().1;
+    let left = Left::Values(lhs.0, lhs.1);
     // SAFETY: as in `product`: without `accumulate` every element is written (zeros when the
     // inner dimension is 0).
-    unsafe { new_product(rows, cols, |dst| run_packed(dst, lhs, right, false, true)) }
+    unsafe { new_product(rows, cols, |dst| run_packed(dst, left, right, false, true)) }
+}
+
+/// [`product_packed`] with the left operand kept packed too ([`matmul_kept`]).
+pub fn product_kept(left: &PackedLeft, right: &PackedRight) -> Vec<f32> {
+    assert!(
+        left.engine() == right.engine(),
+        "operands packed for different engines"
+    );
+    let (rows, cols) = (left.dims().0, right.dims().1);
+    let left = Left::Kept(left);
+    // SAFETY: as in `product`: without `accumulate` every element is written (zeros when the
+    // inner dimension is 0).
+    unsafe { new_product(rows, cols, |dst| run_packed(dst, left, right, false, true)) }
 }
 
 /// A new row-major `rows × cols` buffer that `write` fills through a pointer and view.
@@ -292,52 +340,57 @@ unsafe fn run_split_rows(
         });
 }
 
-/// `dst (+)= lhs · right` on the engine `right` was packed for: the emulation multiplies
-/// rounded copies with the f32 `gemm` (bf16 products are exact in f32, so it gives the
-/// hardware's numbers up to the order of the sums), AMX and AVX512-BF16 run [`gemm_bf16::run`].
+/// `dst (+)= left · right` on the engine `right` (and a kept `left`) was packed for: the
+/// emulation multiplies rounded values with the f32 `gemm` (bf16 products are exact in f32, so
+/// it gives the hardware's numbers up to the order of the sums), AMX and AVX512-BF16 run
+/// [`gemm_bf16::run`].
 ///
 /// # Safety
 /// As for [`run`].
 unsafe fn run_packed(
     (dst, dst_view): (*mut f32, View),
-    (lhs, lhs_view): (&[f32], View),
+    left: Left<'_>,
     right: &PackedRight,
     accumulate: bool,
     parallel: bool,
 ) {
-    let (k, n) = right.dims();
+    let ((m, inner), (k, n)) = (left.dims(), right.dims());
     assert!(
-        lhs_view.cols == k && dst_view.rows == lhs_view.rows && dst_view.cols == n,
+        inner == k && dst_view.rows == m && dst_view.cols == n,
         "matmul shapes disagree"
     );
-    assert!(
-        lhs_view.extent() <= lhs.len(),
-        "matmul view exceeds its buffer"
-    );
-    if lhs_view.rows == 0 || n == 0 {
+    if let Left::Values(lhs, lhs_view) = left {
+        assert!(
+            lhs_view.extent() <= lhs.len(),
+            "matmul view exceeds its buffer"
+        );
+    }
+    if m == 0 || n == 0 {
         return;
     }
-    match right.rounded() {
-        Some(rhs) => {
+    let Some(rhs) = right.rounded() else {
+        // SAFETY: the asserts checked the shapes and `lhs`; `dst` as vouched.
+        unsafe { gemm_bf16::run((dst, dst_view), left, right, accumulate, parallel) };
+        return;
+    };
+    let how = How {
+        accumulate,
+        parallel,
+        precision: Precision::F32,
+    };
+    match left {
+        Left::Values(lhs, lhs_view) => {
             let (lhs, lhs_view) = gemm_bf16::rounded_copy(lhs, lhs_view);
-            let how = How {
-                accumulate,
-                parallel,
-                precision: Precision::F32,
-            };
             // SAFETY: the copy is read through the view it came with; `dst` as vouched.
             unsafe { run((dst, dst_view), (&lhs, lhs_view), rhs, how) };
         }
-        // SAFETY: the asserts checked the shapes and `lhs`; `dst` as vouched.
-        None => unsafe {
-            gemm_bf16::run(
-                (dst, dst_view),
-                (lhs, lhs_view),
-                right,
-                accumulate,
-                parallel,
-            )
-        },
+        Left::Kept(kept) => {
+            let lhs = kept
+                .rounded()
+                .expect("operands packed for different engines");
+            // SAFETY: `run` checks the kept view against its values; `dst` as vouched.
+            unsafe { run((dst, dst_view), lhs, rhs, how) };
+        }
     }
 }
 
@@ -390,7 +443,7 @@ unsafe fn run(
             unsafe {
                 run_packed(
                     (dst, dst_view),
-                    (lhs, lhs_view),
+                    Left::Values(lhs, lhs_view),
                     &right,
                     accumulate,
                     parallel,

@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Storage,
 
 use super::fill::{self, Repeat};
 use super::gemm::{self, Precision, View};
-use super::gemm_bf16::PackedWeights;
+use super::gemm_bf16::{PackedRight, PackedWeights};
 use super::{contiguous_f32, is_cpu_f32, previous_kernels};
 
 /// `y = x · Wᵀ + b` over the last dimension of `x`, with `W` stored `(out, in)` as in PyTorch.
@@ -292,9 +292,10 @@ impl CustomOp2 for LinearOp<'_> {
         let packed = match precision {
             // An image output is column-major: the product runs transposed with the weights on
             // the left (gemm's `run`), where the kept packing does not apply.
-            Precision::Bf16(engine) if self.to == Order::Tokens => {
-                Some(self.packed.get(engine, weight, rhs))
-            }
+            Precision::Bf16(engine) if self.to == Order::Tokens => Some(
+                self.packed
+                    .get(engine, || PackedRight::new(engine, weight, rhs)),
+            ),
             _ => None,
         };
         let (lhs, rhs, size) = ((input, lhs_view), (weight, rhs), (tokens, outputs));

@@ -8,16 +8,17 @@
 //! emulation is what proves the mode's drift on any CPU and what the hardware kernels are
 //! tested against.
 //!
-//! Around the products: right operands are rounded and packed into the engines' pair layout
-//! once where they can be (a layer keeps its weights packed, [`PackedWeights`]); a convolution
-//! packs its im2col tile as it makes it ([`PackedRight::refill_rows`]), or with stride 1 on the
-//! hardware engines copies it from the input's bf16 channel pairs ([`PairImage`]); the kernels
-//! write whole blocks of sums in place.
+//! Around the products: operands are rounded and packed into the engines' layouts once where
+//! they can be (a layer keeps its weights packed, [`PackedWeights`]: a linear layer's as the
+//! right operand, a convolution's as the left, [`PackedLeft`]); a convolution packs its im2col
+//! tile as it makes it ([`PackedRight::refill_rows`]), or with stride 1 on the hardware engines
+//! copies it from the input's bf16 channel pairs ([`PairImage`]); the kernels write whole
+//! blocks of sums in place.
 
 use std::sync::OnceLock;
 
 use super::gemm::{Rows, View};
-use pack::{Form, LeftRows};
+use pack::{Form, LeftForm, LeftRows};
 use round::extend_rounded;
 
 mod image;
@@ -27,7 +28,7 @@ mod round;
 mod x86;
 
 pub use image::{PairImage, Taps, tap_major_weights};
-pub use pack::{PackedRight, PackedWeights};
+pub use pack::{PackedLeft, PackedRight, PackedWeights};
 pub use round::{round, rounded, widen};
 
 /// What computes the products.
@@ -91,17 +92,35 @@ const LANES: usize = 16;
 /// Inner-dimension elements one AMX tile row holds (64 bytes of bf16).
 const DEPTH_STEP: usize = 32;
 
-/// `dst = lhs · right` (or `+=` when `accumulate`) on a hardware engine, splitting the rows
+/// The left operand of a bf16 product: f32 values, rounded and packed for this product, or a
+/// layer's weights packed once ([`PackedLeft`]).
+#[derive(Clone, Copy)]
+pub enum Left<'a> {
+    Values(&'a [f32], View),
+    Kept(&'a PackedLeft),
+}
+
+impl Left<'_> {
+    /// Rows and inner dimension.
+    pub(super) fn dims(&self) -> (usize, usize) {
+        match self {
+            Left::Values(_, view) => (view.rows, view.cols),
+            Left::Kept(kept) => kept.dims(),
+        }
+    }
+}
+
+/// `dst = left · right` (or `+=` when `accumulate`) on a hardware engine, splitting the rows
 /// over rayon's threads when `parallel`.
 ///
 /// # Safety
 /// As for the f32 product: `dst` must be valid for writes (and, when `accumulate`, reads) of
 /// every element `dst_view` addresses and must not overlap the operands. The left view must
-/// fit its slice and the shapes agree (the caller checked them); `right` is packed for a
-/// hardware engine.
+/// fit its slice and the shapes agree (the caller checked them); `right`, and `left` when
+/// kept, are packed for this hardware engine.
 pub(super) unsafe fn run(
     (dst, dst_view): (*mut f32, View),
-    (lhs, lhs_view): (&[f32], View),
+    left: Left<'_>,
     right: &PackedRight,
     accumulate: bool,
     parallel: bool,
@@ -132,11 +151,24 @@ pub(super) unsafe fn run(
         let rows = (blocks_per_row_task * BLOCK).min(dst_view.rows - first);
         let first_col = (index % col_tasks) * blocks_per_col_task * BLOCK;
         let end_col = (first_col + blocks_per_col_task * BLOCK).min(dst_view.cols);
-        let left = LeftRows::pack(lhs, lhs_view, first, rows);
+        // A fresh operand holds this task's rows, a kept one every row.
+        let fresh;
+        let (left, offset) = match left {
+            Left::Values(lhs, lhs_view) => {
+                fresh = LeftRows::pack(lhs, lhs_view, first, rows);
+                (&fresh, 0)
+            }
+            Left::Kept(kept) => match &kept.form {
+                LeftForm::Rows(all) => (all, first),
+                LeftForm::Rounded(..) => {
+                    unreachable!("the emulation multiplies through the f32 gemm")
+                }
+            },
+        };
         let mut sums = [0f32; BLOCK * BLOCK];
         let _tiles = (engine == Engine::Amx).then(x86::Tiles::configure);
         for block_row in (0..rows).step_by(BLOCK) {
-            let a = &left.data[block_row * left.depth..][..BLOCK * left.depth];
+            let a = &left.data[(offset + block_row) * left.depth..][..BLOCK * left.depth];
             let valid_rows = BLOCK.min(rows - block_row);
             for block_col in (first_col..end_col).step_by(BLOCK) {
                 let b = (right.run(block_col), right.run(block_col + LANES));
@@ -229,7 +261,7 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::gemm::{Precision, View, matmul, matmul_packed};
+    use super::super::gemm::{Precision, View, matmul, matmul_kept, matmul_packed};
     use super::*;
 
     /// A column-major output (an image's planes, as `proj_out` writes them) gets the same
@@ -369,6 +401,13 @@ mod tests {
                         let mut dst = values(m * (n + 3), 7);
                         let lhs = (&lhs[..], lhs_view);
                         matmul_packed((&mut dst, dst_view), lhs, &right, accumulate, parallel);
+                        outputs.push((call, dst));
+                    }
+                    // The left operand kept packed too, as a convolution's weights.
+                    let left = PackedLeft::new(engine, &lhs, lhs_view);
+                    for call in ["both kept, first call", "both kept, second call"] {
+                        let mut dst = values(m * (n + 3), 7);
+                        matmul_kept((&mut dst, dst_view), &left, &right, accumulate, parallel);
                         outputs.push((call, dst));
                     }
                     let untouched = values(m * (n + 3), 7);

@@ -385,37 +385,95 @@ impl PackedRight {
     }
 }
 
-/// A layer's weights packed for each engine that multiplies them, each the first time it does.
-/// A pointer-keyed cache could hand a freed layer's packing to a new one at the same address;
-/// this one lives and dies with its layer.
-#[derive(Default)]
-pub struct PackedWeights {
-    by_engine: [OnceLock<PackedRight>; 3],
+/// A left operand rounded (and for the hardware engines packed) once for one engine: a
+/// convolution's weights, which multiply every im2col tile of every call and were rounded and
+/// packed again for each.
+pub struct PackedLeft {
+    pub(super) engine: Engine,
+    pub(super) form: LeftForm,
+    /// Rows and inner dimension.
+    dims: (usize, usize),
 }
 
-impl PackedWeights {
-    /// The weights `rhs` (always the same values and view for one layer) packed for `engine`.
-    pub(in crate::engine::kernels) fn get(
-        &self,
-        engine: Engine,
-        rhs: &[f32],
-        view: View,
-    ) -> &PackedRight {
+pub(super) enum LeftForm {
+    /// The hardware engines' rows, all of them, as each task would pack its own.
+    Rows(LeftRows),
+    /// The emulation's: the values rounded to bf16 (as f32) in the view they are read through.
+    Rounded(Vec<f32>, View),
+}
+
+impl PackedLeft {
+    pub(in crate::engine::kernels) fn new(engine: Engine, lhs: &[f32], view: View) -> Self {
+        let form = match engine {
+            Engine::Emulated => {
+                let (values, view) = rounded_copy(lhs, view);
+                LeftForm::Rounded(values, view)
+            }
+            Engine::Amx | Engine::Avx512 => LeftForm::Rows(LeftRows::pack(lhs, view, 0, view.rows)),
+        };
+        Self {
+            engine,
+            form,
+            dims: (view.rows, view.cols),
+        }
+    }
+
+    pub(in crate::engine::kernels) fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Rows and inner dimension.
+    pub(in crate::engine::kernels) fn dims(&self) -> (usize, usize) {
+        self.dims
+    }
+
+    /// The emulation's rounded values and their view.
+    pub(in crate::engine::kernels) fn rounded(&self) -> Option<(&[f32], View)> {
+        match &self.form {
+            LeftForm::Rounded(values, view) => Some((values, *view)),
+            LeftForm::Rows(_) => None,
+        }
+    }
+}
+
+/// A layer's weights packed for each engine that multiplies them, each the first time it does:
+/// a linear layer's as the right operand ([`PackedRight`]), a convolution's as the left
+/// ([`PackedLeft`]). A pointer-keyed cache could hand a freed layer's packing to a new one at
+/// the same address; this one lives and dies with its layer.
+pub struct PackedWeights<P = PackedRight> {
+    by_engine: [OnceLock<P>; 3],
+}
+
+impl<P> Default for PackedWeights<P> {
+    fn default() -> Self {
+        Self {
+            by_engine: Default::default(),
+        }
+    }
+}
+
+/// The engines in the order of [`PackedWeights`]' slots.
+const SLOTS: [Engine; 3] = [Engine::Amx, Engine::Avx512, Engine::Emulated];
+
+impl<P> PackedWeights<P> {
+    /// The layer's weights for `engine`, made by `pack` the first time (always from the same
+    /// values and view for one layer).
+    pub(in crate::engine::kernels) fn get(&self, engine: Engine, pack: impl FnOnce() -> P) -> &P {
         let slot = match engine {
             Engine::Amx => 0,
             Engine::Avx512 => 1,
             Engine::Emulated => 2,
         };
-        self.by_engine[slot].get_or_init(|| PackedRight::new(engine, rhs, view))
+        self.by_engine[slot].get_or_init(pack)
     }
 }
 
-impl std::fmt::Debug for PackedWeights {
+impl<P> std::fmt::Debug for PackedWeights<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let packed: Vec<_> = self
-            .by_engine
+        let packed: Vec<_> = SLOTS
             .iter()
-            .filter_map(|slot| slot.get().map(PackedRight::engine))
+            .zip(&self.by_engine)
+            .filter_map(|(engine, slot)| slot.get().map(|_| engine))
             .collect();
         f.debug_struct("PackedWeights")
             .field("packed", &packed)
