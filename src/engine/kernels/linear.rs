@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Storage,
 
 use super::fill::{self, Repeat};
 use super::gemm::{self, Precision, View};
-use super::gemm_bf16::{PackedRight, PackedWeights};
+use super::gemm_bf16::{PackedLeft, PackedRight, PackedWeights};
 use super::{contiguous_f32, is_cpu_f32, previous_kernels};
 
 /// `y = x · Wᵀ + b` over the last dimension of `x`, with `W` stored `(out, in)` as in PyTorch.
@@ -26,7 +26,22 @@ pub struct Linear {
     candle: candle_nn::Linear,
     /// The weights rounded and packed for each bf16 engine that multiplied them (`--dtype
     /// bf16` on the CPU): converted once, not on every call. Shared by clones, as the weights.
-    packed: Arc<PackedWeights>,
+    packed: Arc<Kept>,
+}
+
+/// A layer's weights as each bf16 engine multiplies them: the right operand of a product
+/// onto tokens, the left of a product onto an image's planes (its transpose).
+#[derive(Debug, Default)]
+struct Kept {
+    right: PackedWeights<PackedRight>,
+    left: PackedWeights<PackedLeft>,
+}
+
+/// The kept weights one product multiplies.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    Right(&'a PackedRight),
+    Left(&'a PackedLeft),
 }
 
 impl Linear {
@@ -138,7 +153,7 @@ struct LinearOp<'a> {
     bias: Option<&'a Tensor>,
     /// Added to the output; has the output's shape and order.
     residual: Option<&'a Tensor>,
-    packed: &'a PackedWeights,
+    packed: &'a Kept,
 }
 
 /// How a product reads the (out, in) weights of `layout` as its `in × out` right operand:
@@ -289,18 +304,29 @@ impl CustomOp2 for LinearOp<'_> {
         };
         let split = gemm::split_rows_pays(tokens, outputs);
         let precision = super::precision();
-        let packed = match precision {
-            // An image output is column-major: the product runs transposed with the weights on
-            // the left (gemm's `run`), where the kept packing does not apply.
-            Precision::Bf16(engine) if self.to == Order::Tokens => Some(
-                self.packed
-                    .get(engine, || PackedRight::new(engine, weight, rhs)),
-            ),
-            _ => None,
+        let packed = match (precision, self.to) {
+            (Precision::F32, _) => None,
+            (Precision::Bf16(engine), Order::Tokens) => {
+                let pack = || PackedRight::new(engine, weight, rhs);
+                Some(Weights::Right(self.packed.right.get(engine, pack)))
+            }
+            // An image output is column-major and the engines write rows: its transpose,
+            // dstᵀ = weights · inputᵀ, is row-major, with the weights on the left.
+            (Precision::Bf16(engine), Order::Channels) => {
+                let pack = || PackedLeft::new(engine, weight, rhs.t());
+                Some(Weights::Left(self.packed.left.get(engine, pack)))
+            }
         };
         let (lhs, rhs, size) = ((input, lhs_view), (weight, rhs), (tokens, outputs));
         let output = match (start, packed) {
-            (None, Some(right)) if batch == 1 => gemm::product_packed(lhs, right, tokens),
+            (None, Some(Weights::Right(right))) if batch == 1 => {
+                gemm::product_packed(lhs, right, tokens)
+            }
+            // One image's planes are the transposed product's rows.
+            (None, Some(Weights::Left(left))) if batch == 1 => {
+                let right = PackedRight::new(left.engine(), input, lhs_view.t());
+                gemm::product_kept(left, &right)
+            }
             (None, None) if batch == 1 && split => {
                 gemm::product_split_rows(lhs, rhs, size, precision)
             }
@@ -312,7 +338,14 @@ impl CustomOp2 for LinearOp<'_> {
                     let dst = (&mut output[image * tokens * outputs..], dst_view);
                     let lhs = (&input[image * tokens * width..], lhs_view);
                     match packed {
-                        Some(right) => gemm::matmul_packed(dst, lhs, right, accumulate, true),
+                        Some(Weights::Right(right)) => {
+                            gemm::matmul_packed(dst, lhs, right, accumulate, true)
+                        }
+                        Some(Weights::Left(left)) => {
+                            let right = PackedRight::new(left.engine(), lhs.0, lhs_view.t());
+                            let dst = (dst.0, dst_view.t());
+                            gemm::matmul_kept(dst, left, &right, accumulate, true)
+                        }
                         None if split => {
                             gemm::matmul_split_rows(dst, lhs, rhs, accumulate, precision)
                         }
@@ -523,8 +556,13 @@ mod tests {
                 let same = (&first - &again)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert_eq!(same, 0.0, "{what} ({engine:?}): the second call differs");
             }
-            let kept = format!("{:?}", layer.packed);
-            assert!(kept.contains(&format!("{engine:?}")), "{kept}");
+            // Kept both ways: as the right operand onto tokens, as the left onto an image.
+            for kept in [
+                format!("{:?}", layer.packed.right),
+                format!("{:?}", layer.packed.left),
+            ] {
+                assert!(kept.contains(&format!("{engine:?}")), "{kept}");
+            }
         }
         Ok(())
     }
