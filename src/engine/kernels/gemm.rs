@@ -145,27 +145,13 @@ pub fn product_split_rows(
 ///
 /// Panics if a view does not fit its slice or the shapes disagree: both are programming errors.
 pub fn matmul_packed(
-    (dst, dst_view): (&mut [f32], View),
+    dst: (&mut [f32], View),
     lhs: (&[f32], View),
     right: &PackedRight,
     accumulate: bool,
     parallel: bool,
 ) {
-    assert!(
-        dst_view.extent() <= dst.len(),
-        "matmul view exceeds its buffer"
-    );
-    let left = Left::Values(lhs.0, lhs.1);
-    // SAFETY: as in `matmul`.
-    unsafe {
-        run_packed(
-            (dst.as_mut_ptr(), dst_view),
-            left,
-            right,
-            accumulate,
-            parallel,
-        )
-    };
+    multiply_packed(dst, Left::Values(lhs.0, lhs.1), right, accumulate, parallel);
 }
 
 /// [`matmul_packed`] with the left operand packed once too: a convolution's weights, which
@@ -174,8 +160,23 @@ pub fn matmul_packed(
 /// Panics if a view does not fit its slice, the shapes disagree or the operands were packed
 /// for different engines: all programming errors.
 pub fn matmul_kept(
-    (dst, dst_view): (&mut [f32], View),
+    dst: (&mut [f32], View),
     left: &PackedLeft,
+    right: &PackedRight,
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(
+        left.engine() == right.engine(),
+        "operands packed for different engines"
+    );
+    multiply_packed(dst, Left::Kept(left), right, accumulate, parallel);
+}
+
+/// The checked front of [`run_packed`] for [`matmul_packed`] and [`matmul_kept`].
+fn multiply_packed(
+    (dst, dst_view): (&mut [f32], View),
+    left: Left<'_>,
     right: &PackedRight,
     accumulate: bool,
     parallel: bool,
@@ -184,11 +185,6 @@ pub fn matmul_kept(
         dst_view.extent() <= dst.len(),
         "matmul view exceeds its buffer"
     );
-    assert!(
-        left.engine() == right.engine(),
-        "operands packed for different engines"
-    );
-    let left = Left::Kept(left);
     // SAFETY: as in `matmul`.
     unsafe {
         run_packed(
