@@ -144,6 +144,8 @@ fn cancel_stops_a_run() {
     harness.get_by_label("Cancel").click();
     common::wait_until(&mut harness, "the cancel", |app| !app.is_busy());
     assert!(harness.state().session.results.is_empty());
+    // Nothing reaches the library either, once the disk thread has done all it was asked.
+    common::settle(&mut harness);
     assert!(harness.state().library().unwrap().records().is_empty());
 }
 
@@ -170,6 +172,8 @@ fn variations_use_consecutive_seeds() {
         .map(|clip| clip.record.seed)
         .collect();
     assert_eq!(seeds, vec![100, 101, 102, 103]);
+    // The clips reach the board before the disk thread has saved the last of them.
+    common::settle(&mut harness);
     assert_eq!(harness.state().library().unwrap().records().len(), 4);
     // Without an audio device, A/B switching explains itself instead of failing.
     harness.key_press(eframe::egui::Key::Num2);
