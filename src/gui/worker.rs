@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::audio::loudness::Loudness;
 use crate::engine::device::{DeviceKind, Plan};
 use crate::engine::hub::{DownloadReport, resolve_model_reporting};
-use crate::engine::kernels::on_compute_pool;
+use crate::engine::kernels::{on_compute_pool, release_scratch};
 use crate::engine::pipeline::{CancelFlag, Clip, Pipeline, PreviewMel, Request};
 use crate::engine::text_tokenizer::TextTokenizer;
 use crate::error::FoleyError;
@@ -299,6 +299,11 @@ fn run(
             }
         }
         control.end();
+        // Nothing queued: the kernels' working buffers (up to a few hundred MB) go back rather
+        // than stay held while the studio sits idle. Queued variations keep them.
+        if commands.is_empty() {
+            release_scratch();
+        }
     }
 }
 

@@ -39,6 +39,14 @@ impl Scratch {
     }
 }
 
+/// Frees the buffers this thread keeps; returns the bytes they held.
+pub fn release() -> usize {
+    let kept = POOL.with(|pool| std::mem::take(&mut *pool.borrow_mut()));
+    kept.iter()
+        .map(|buffer| buffer.capacity() * std::mem::size_of::<f32>())
+        .sum()
+}
+
 impl Deref for Scratch {
     type Target = [f32];
 
@@ -97,6 +105,16 @@ mod tests {
         let third = Scratch::new(2000);
         assert_eq!(third.len(), 2000);
         assert!(third[600..].iter().all(|&value| value == 0.0));
+    }
+
+    /// Released buffers are freed, and the next request starts a new one.
+    #[test]
+    fn release_frees_what_the_thread_keeps() {
+        let both = (Scratch::new(1000), Scratch::new(3000));
+        drop(both);
+        assert_eq!(release(), 16_000);
+        assert_eq!(release(), 0);
+        assert_eq!(Scratch::new(10).len(), 10);
     }
 
     /// A full pool gives up its smallest buffer for a larger one coming back, so the large
