@@ -80,6 +80,7 @@ impl std::fmt::Debug for Packing {
         f.debug_struct("Packing")
             .field("direct", &self.0.direct.get().is_some())
             .field("bf16", &self.0.bf16)
+            .field("bf16_tap_major", &self.0.bf16_tap_major)
             .finish()
     }
 }

@@ -166,10 +166,6 @@ pub fn matmul_kept(
     accumulate: bool,
     parallel: bool,
 ) {
-    assert!(
-        left.engine() == right.engine(),
-        "operands packed for different engines"
-    );
     multiply_packed(dst, Left::Kept(left), right, accumulate, parallel);
 }
 
@@ -208,10 +204,6 @@ pub fn product_packed(lhs: (&[f32], View), right: &PackedRight, rows: usize) -> 
 
 /// [`product_packed`] with the left operand kept packed too ([`matmul_kept`]).
 pub fn product_kept(left: &PackedLeft, right: &PackedRight) -> Vec<f32> {
-    assert!(
-        left.engine() == right.engine(),
-        "operands packed for different engines"
-    );
     let (rows, cols) = (left.dims().0, right.dims().1);
     let left = Left::Kept(left);
     // SAFETY: as in `product`: without `accumulate` every element is written (zeros when the
@@ -355,11 +347,15 @@ unsafe fn run_packed(
         inner == k && dst_view.rows == m && dst_view.cols == n,
         "matmul shapes disagree"
     );
-    if let Left::Values(lhs, lhs_view) = left {
-        assert!(
+    match left {
+        Left::Values(lhs, lhs_view) => assert!(
             lhs_view.extent() <= lhs.len(),
             "matmul view exceeds its buffer"
-        );
+        ),
+        Left::Kept(kept) => assert!(
+            kept.engine() == right.engine(),
+            "operands packed for different engines"
+        ),
     }
     if m == 0 || n == 0 {
         return;
