@@ -7,7 +7,7 @@
 //! (`with_previous_kernels`), a third the CPU's bf16 products (`--dtype bf16`) against f32 on
 //! every bf16 engine this CPU runs (AMX, AVX512-BF16; the emulation everywhere, which is no
 //! faster than f32 and shows what the rounding costs). `cargo bench --bench kernels -- bf16`
-//! prints the third table alone.
+//! prints the third table alone, `-- winograd` the Winograd products' rows.
 
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use candle_nn::VarBuilder;
 use foley::engine::kernels::attention::attention;
 use foley::engine::kernels::conv::{Conv1d, Conv2d, ConvTranspose1d};
 use foley::engine::kernels::geglu::geglu;
+use foley::engine::kernels::gemm::{self, Precision, View};
 use foley::engine::kernels::gemm_bf16::{self, Engine};
 use foley::engine::kernels::group_norm::GroupNorm;
 use foley::engine::kernels::layer_norm::LayerNorm;
@@ -98,6 +99,14 @@ fn main() -> Result<()> {
     if std::env::args().any(|arg| arg == "bf16") {
         // `cargo bench --bench kernels -- bf16`: the bf16 table alone.
         return bf16_products(&device);
+    }
+    if std::env::args().any(|arg| arg == "winograd") {
+        // `cargo bench --bench kernels -- winograd`: the Winograd products' rows alone.
+        println!();
+        println!("| kernel | shape | previous ms (GFLOP/s) | now ms (GFLOP/s) | speed-up |");
+        println!("|---|---|---|---|---|");
+        winograd_products();
+        return Ok(());
     }
     conv2d(&device, [2, 128, 256, 16], 128, 3)?;
     conv2d(&device, [2, 256, 128, 8], 256, 3)?;
@@ -208,10 +217,77 @@ fn against_previous(
     Ok(())
 }
 
+/// Winograd's products, one a transformed position, for one image (or one chunk of a signal):
+/// each split over the threads by `gemm` in turn (previous), against one parallel loop over all
+/// of them (`gemm::position_products`).
+fn winograd_products() {
+    // (layer, positions, outputs, depth, tiles): F(4×4) at the UNet's second level and the VAE's
+    // 512-channel layers, F(2×2) at its third, F(4, 3) pieces in HiFi-GAN's first stage.
+    for (layer, positions, rows, inner, cols) in [
+        ("F(4×4) [2,256,128,8]→256", 36, 256, 256, 64),
+        ("F(2×2) [2,384,64,4]→384", 16, 384, 384, 64),
+        ("F(4×4) [1,512,256,16]→512", 36, 512, 512, 256),
+        ("F(4, 3) [1,512,5120] k11 d5", 6, 512, 2048, 256),
+    ] {
+        let lhs: Vec<f32> = (0..rows * positions * inner)
+            .map(|i| (i % 7) as f32)
+            .collect();
+        let rhs: Vec<f32> = (0..inner * positions * cols)
+            .map(|i| (i % 5) as f32)
+            .collect();
+        let mut dst = vec![0f32; rows * positions * cols];
+        let each = |dst: &mut [f32]| {
+            for p in 0..positions {
+                gemm::matmul(
+                    (
+                        &mut dst[p * cols..],
+                        View::rows(rows, cols, positions * cols),
+                    ),
+                    (
+                        &lhs[p * inner..],
+                        View::rows(rows, inner, positions * inner),
+                    ),
+                    (&rhs[p * cols..], View::rows(inner, cols, positions * cols)),
+                    false,
+                    true,
+                    Precision::F32,
+                );
+            }
+        };
+        let previous = median_of(|| each(&mut dst));
+        let now = median_of(|| {
+            gemm::position_products(&mut dst, &lhs, &rhs, (positions, rows, inner, cols))
+        });
+        let gflop = 2.0 * (positions * rows * inner * cols) as f64 / 1e9;
+        row(
+            "Winograd products (each split by `gemm` → one parallel loop)",
+            layer,
+            gflop,
+            previous,
+            now,
+        );
+    }
+}
+
+/// [`median_ms`] for work that makes no tensor.
+fn median_of(mut run: impl FnMut()) -> f64 {
+    run();
+    let mut times: Vec<f64> = (0..15)
+        .map(|_| {
+            let start = Instant::now();
+            run();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
 fn previous_versions(device: &Device) -> Result<()> {
     println!();
     println!("| kernel | shape | previous ms (GFLOP/s) | now ms (GFLOP/s) | speed-up |");
     println!("|---|---|---|---|---|");
+    winograd_products();
     // (batch, queries, keys, width, heads): UNet levels 1–3 self-attention, a cross-attention,
     // the VAE's mid-block.
     for (batch, queries, keys, width, heads) in [

@@ -264,6 +264,71 @@ pub fn split_rows_pays(rows: usize, cols: usize) -> bool {
     threads > 1 && rows / threads >= SPLIT_ROWS && cols <= 2048
 }
 
+/// The products of a Winograd transform's positions, side by side: product `p` is `dst_p =
+/// lhs_p · rhs_p` with `lhs` laid out (row, position, inner), `rhs` (inner, position, column) and
+/// `dst` (row, position, column), for `(positions, rows, inner, cols)`.
+///
+/// All of them run as one parallel loop of single-threaded products, each position's columns
+/// split into blocks where there are too few positions to keep every thread busy. Multiplied one
+/// position at a time, each split over the threads by `gemm`, a layer paid two hand-overs
+/// between the threads per position (a 3×3 layer 16 or 36 of them per image), and the waiting
+/// thread went to sleep in between (see docs/PERFORMANCE.md).
+///
+/// Panics if a slice is shorter than its layout: a programming error.
+pub fn position_products(
+    dst: &mut [f32],
+    lhs: &[f32],
+    rhs: &[f32],
+    (positions, rows, inner, cols): (usize, usize, usize, usize),
+) {
+    use rayon::prelude::*;
+    assert!(
+        dst.len() >= rows * positions * cols
+            && lhs.len() >= rows * positions * inner
+            && rhs.len() >= inner * positions * cols,
+        "position products exceed their buffers"
+    );
+    let how = How {
+        accumulate: false,
+        parallel: false,
+        precision: Precision::F32,
+    };
+    if positions == 0 || cols == 0 {
+        return;
+    }
+    let blocks = column_blocks(positions, cols, rayon::current_num_threads());
+    let width = cols.div_ceil(blocks);
+    let dst = Rows(dst.as_mut_ptr());
+    (0..positions * blocks).into_par_iter().for_each(|task| {
+        let (position, first) = (task / blocks, task % blocks * width);
+        let width = width.min(cols.saturating_sub(first));
+        if width == 0 {
+            return;
+        }
+        let start = position * cols + first;
+        let dst_view = View::rows(rows, width, positions * cols);
+        let lhs = (
+            &lhs[position * inner..],
+            View::rows(rows, inner, positions * inner),
+        );
+        let rhs = (&rhs[start..], View::rows(inner, width, positions * cols));
+        // SAFETY: the assert keeps the view inside `dst` (its last element is at most
+        // `(rows − 1)·positions·cols + positions·cols − 1`); block `first..first + width` of
+        // position `position` in each row is this task's alone, and `dst` is borrowed mutably.
+        unsafe { run((dst.get().add(start), dst_view), lhs, rhs, how) };
+    });
+}
+
+/// Blocks to split each product's columns into so that [`position_products`] has at least four
+/// tasks a thread to balance, keeping blocks of at least [`FEWEST_BLOCK_COLUMNS`] columns.
+fn column_blocks(positions: usize, cols: usize, threads: usize) -> usize {
+    let wanted = (4 * threads).div_ceil(positions);
+    wanted.min(cols / FEWEST_BLOCK_COLUMNS).max(1)
+}
+
+/// Narrower blocks pack a product's left operand again for too few columns.
+const FEWEST_BLOCK_COLUMNS: usize = 64;
+
 /// A pointer handed to rayon's threads, each of which writes its own rows (or blocks) through it.
 #[derive(Clone, Copy)]
 pub(super) struct Rows(pub(super) *mut f32);
@@ -538,5 +603,38 @@ mod tests {
         assert!(!split_rows_pays(SPLIT_ROWS * threads - 1, 256));
         assert!(!split_rows_pays(SPLIT_ROWS * threads, 5120));
         assert_eq!(split_rows_pays(SPLIT_ROWS * threads, 256), threads > 1);
+    }
+
+    /// Every position's product, whether whole or split into column blocks, matches the
+    /// definition; elements outside the products' layout are left alone.
+    #[test]
+    fn position_products_match_the_definition() {
+        for (positions, rows, inner, cols) in [(6, 37, 19, 150), (1, 5, 3, 200), (36, 8, 16, 9)] {
+            let lhs = values(rows * positions * inner, 31);
+            let rhs = values(inner * positions * cols, 17);
+            let len = rows * positions * cols;
+            let mut dst = vec![f32::NAN; len + 3];
+            position_products(&mut dst, &lhs, &rhs, (positions, rows, inner, cols));
+            let mut expected = vec![0f32; len];
+            for p in 0..positions {
+                for r in 0..rows {
+                    for c in 0..cols {
+                        expected[(r * positions + p) * cols + c] = (0..inner)
+                            .map(|i| {
+                                lhs[(r * positions + p) * inner + i]
+                                    * rhs[(i * positions + p) * cols + c]
+                            })
+                            .sum();
+                    }
+                }
+            }
+            assert!(close(&dst[..len], &expected), "{positions} positions");
+            assert!(dst[len..].iter().all(|value| value.is_nan()));
+        }
+        // Blocks: a task each, as many tasks as four a thread wants, no narrower than the floor.
+        assert_eq!(column_blocks(6, 150, 2), 2);
+        assert_eq!(column_blocks(36, 4096, 2), 1);
+        assert_eq!(column_blocks(6, 100, 16), 1);
+        assert_eq!(column_blocks(6, 4096, 16), 11);
     }
 }

@@ -14,7 +14,7 @@ mod dispatch;
 mod exp;
 mod fill;
 pub mod geglu;
-mod gemm;
+pub mod gemm;
 pub mod gemm_bf16;
 pub mod group_norm;
 pub mod layer_norm;

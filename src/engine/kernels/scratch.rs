@@ -12,30 +12,44 @@ const KEPT: usize = 4;
 const LARGEST_KEPT: usize = 16 << 20;
 
 thread_local! {
+    /// Every kept buffer is initialised to its full length, so it is handed out again without
+    /// writing a value.
     static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `len` floats whose values are unspecified (left from an earlier use, zero where the buffer
-/// grew): only for callers that write every element before reading it. Goes back to this
-/// thread's pool when dropped.
-pub struct Scratch(Vec<f32>);
+/// `len` floats whose values are unspecified (left from an earlier use, zero in new memory):
+/// only for callers that write every element before reading it. Goes back to this thread's pool
+/// when dropped.
+pub struct Scratch {
+    buffer: Vec<f32>,
+    len: usize,
+}
 
 impl Scratch {
     pub fn new(len: usize) -> Self {
-        let reused = POOL.with(|pool| {
+        let kept = POOL.with(|pool| {
             let mut pool = pool.borrow_mut();
-            // The smallest kept buffer that fits, else the largest (it grows least).
             let fits = (0..pool.len())
-                .filter(|&index| pool[index].capacity() >= len)
-                .min_by_key(|&index| pool[index].capacity());
-            let index =
-                fits.or_else(|| (0..pool.len()).max_by_key(|&index| pool[index].capacity()));
-            index.map(|index| pool.swap_remove(index))
+                .filter(|&index| pool[index].len() >= len)
+                .min_by_key(|&index| pool[index].len());
+            if let Some(index) = fits {
+                return Some(pool.swap_remove(index));
+            }
+            // None fits: the largest goes, so the new buffer takes its place rather than
+            // adding to what the thread holds.
+            let largest = (0..pool.len()).max_by_key(|&index| pool[index].len());
+            if let Some(index) = largest {
+                drop(pool.swap_remove(index));
+            }
+            None
         });
-        let mut buffer = reused.unwrap_or_default();
-        buffer.truncate(len);
-        buffer.resize(len, 0.0);
-        Self(buffer)
+        // A kept buffer is handed out as it is: shortening it and zero-filling it back to a
+        // longer length on the next use wrote up to the whole buffer on the calling thread
+        // while the others waited (a third of a UNet step's idle time on a second thread).
+        // New memory comes zeroed from the allocator, usually as fresh pages that each
+        // thread faults in where it first writes.
+        let buffer = kept.unwrap_or_else(|| vec![0.0; len]);
+        Self { buffer, len }
     }
 }
 
@@ -43,7 +57,7 @@ impl Scratch {
 pub fn release() -> usize {
     let kept = POOL.with(|pool| std::mem::take(&mut *pool.borrow_mut()));
     kept.iter()
-        .map(|buffer| buffer.capacity() * std::mem::size_of::<f32>())
+        .map(|buffer| buffer.len() * std::mem::size_of::<f32>())
         .sum()
 }
 
@@ -51,20 +65,20 @@ impl Deref for Scratch {
     type Target = [f32];
 
     fn deref(&self) -> &[f32] {
-        &self.0
+        &self.buffer[..self.len]
     }
 }
 
 impl DerefMut for Scratch {
     fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.0
+        &mut self.buffer[..self.len]
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let buffer = std::mem::take(&mut self.0);
-        if buffer.capacity() > LARGEST_KEPT {
+        let buffer = std::mem::take(&mut self.buffer);
+        if buffer.len() > LARGEST_KEPT {
             return;
         }
         // `try_with`: a buffer dropped while the thread exits just goes.
@@ -77,10 +91,8 @@ impl Drop for Scratch {
             // A full pool keeps its largest buffers: keeping the small ones instead meant the
             // next Winograd call regrew one from fresh pages (1 GB of page zeroing in a
             // 2-step s-full-v2 run).
-            let smallest = (0..pool.len()).min_by_key(|&index| pool[index].capacity());
-            if let Some(index) =
-                smallest.filter(|&index| pool[index].capacity() < buffer.capacity())
-            {
+            let smallest = (0..pool.len()).min_by_key(|&index| pool[index].len());
+            if let Some(index) = smallest.filter(|&index| pool[index].len() < buffer.len()) {
                 pool[index] = buffer;
             }
         });
@@ -91,10 +103,12 @@ impl Drop for Scratch {
 mod tests {
     use super::*;
 
-    /// A buffer comes back with the length asked for, reusing a kept one's memory.
+    /// A buffer comes back with the length asked for, reusing a kept one's memory, and a
+    /// shorter use leaves the rest of it as it was, not zero-filled again.
     #[test]
     fn buffers_are_reused_at_the_length_asked_for() {
-        let first = Scratch::new(1000);
+        let mut first = Scratch::new(1000);
+        first.fill(2.0);
         let address = first.as_ptr();
         drop(first);
         let mut second = Scratch::new(600);
@@ -102,9 +116,20 @@ mod tests {
         assert_eq!(second.as_ptr(), address);
         second.fill(1.0);
         drop(second);
-        let third = Scratch::new(2000);
-        assert_eq!(third.len(), 2000);
-        assert!(third[600..].iter().all(|&value| value == 0.0));
+        let third = Scratch::new(1000);
+        assert_eq!(third.as_ptr(), address);
+        assert!(third[..600].iter().all(|&value| value == 1.0));
+        assert!(
+            third[600..].iter().all(|&value| value == 2.0),
+            "written again"
+        );
+        drop(third);
+        // Larger than any kept buffer: new, zeroed memory in place of the largest.
+        let fourth = Scratch::new(2000);
+        assert_eq!(fourth.len(), 2000);
+        assert!(fourth.iter().all(|&value| value == 0.0));
+        drop(fourth);
+        assert_eq!(POOL.with(|pool| pool.borrow().len()), 1);
     }
 
     /// Released buffers are freed, and the next request starts a new one.
@@ -123,7 +148,7 @@ mod tests {
     fn a_full_pool_keeps_its_largest_buffers() {
         let capacities = || {
             let mut held: Vec<usize> =
-                POOL.with(|pool| pool.borrow().iter().map(Vec::capacity).collect());
+                POOL.with(|pool| pool.borrow().iter().map(Vec::len).collect());
             held.sort_unstable();
             held
         };

@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::dispatch::avx2_dispatch;
-use super::gemm::{Precision, View, matmul};
+use super::gemm::position_products;
 use super::scratch::Scratch;
 use super::winograd_f4;
 
@@ -270,26 +270,8 @@ pub(super) fn tap_products(
     inputs: &[f32],
     (outputs, rows, count, taps): (usize, usize, usize, usize),
 ) {
-    for tap in 0..taps {
-        matmul(
-            (
-                &mut products[tap * count..],
-                View::rows(outputs, count, taps * count),
-            ),
-            (
-                &weights[tap * rows..],
-                View::rows(outputs, rows, taps * rows),
-            ),
-            (
-                &inputs[tap * count..],
-                View::rows(rows, count, taps * count),
-            ),
-            false,
-            true,
-            // Never bf16: the transforms would amplify the rounding (see `conv`).
-            Precision::F32,
-        );
-    }
+    // Never bf16: the transforms would amplify the rounding (see `conv`).
+    position_products(products, weights, inputs, (taps, outputs, rows, count));
 }
 
 /// Tiles [`transform_groups`] takes at once: one AVX-512 vector, two AVX2 ones.
