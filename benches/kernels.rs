@@ -21,6 +21,7 @@ use foley::engine::kernels::gemm_bf16::{self, Engine};
 use foley::engine::kernels::group_norm::GroupNorm;
 use foley::engine::kernels::layer_norm::LayerNorm;
 use foley::engine::kernels::linear::Linear;
+use foley::engine::kernels::upsample;
 use foley::engine::kernels::{with_bf16_products, with_previous_kernels};
 use foley::engine::models::layers::{attention as split_attention, split_heads};
 
@@ -116,6 +117,15 @@ fn main() -> Result<()> {
     conv2d(&device, [1, 256, 512, 32], 256, 3)?;
     conv2d(&device, [1, 512, 256, 16], 512, 3)?;
     conv2d(&device, [2, 384, 64, 4], 384, 3)?;
+    // The VAE's upsampling at its two largest sizes.
+    for [channels, height, width] in [[512, 256, 16], [256, 512, 32]] {
+        let xs = random(&[1, channels, height, width], &device)?;
+        let size = (2 * height, 2 * width);
+        let candle = median_ms(|| xs.upsample_nearest2d(size.0, size.1))?;
+        let ours = median_ms(|| upsample::nearest2d(&xs, size))?;
+        let shape = format!("[1,{channels},{height},{width}]→{}×{}", size.0, size.1);
+        row("upsample nearest", &shape, 0.0, candle, ours);
+    }
 
     let vb = weights(&device);
     let (channels, length, kernel, dilation) = (128, 40960, 7, 3);

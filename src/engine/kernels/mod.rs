@@ -20,6 +20,7 @@ pub mod group_norm;
 pub mod layer_norm;
 pub mod linear;
 mod scratch;
+pub mod upsample;
 mod winograd;
 mod winograd_1d;
 mod winograd_f4;

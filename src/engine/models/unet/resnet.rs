@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 
 use crate::engine::kernels::conv::Conv2d;
 use crate::engine::kernels::group_norm::GroupNorm;
+use crate::engine::kernels::upsample;
 use crate::engine::models::layers::Linear;
 use crate::engine::models::layers::{conv2d, group_norm, linear};
 
@@ -105,6 +106,6 @@ impl Upsample2D {
         let (_, _, height, width) = xs.dims4()?;
         let (target_height, target_width) = size.unwrap_or((2 * height, 2 * width));
         self.conv
-            .forward(&xs.upsample_nearest2d(target_height, target_width)?)
+            .forward(&upsample::nearest2d(xs, (target_height, target_width))?)
     }
 }
