@@ -160,7 +160,7 @@ impl CustomOp3 for AttentionOp {
         let key = contiguous_f32(key, key_layout, "attention key")?;
         let value = contiguous_f32(value, value_layout, "attention value")?;
         let (dim, value_dim) = (width / heads, value_width / heads);
-        let mut output = vec![0f32; batch * queries * value_width];
+        let mut output = super::fill::zeros(batch * queries * value_width);
         if queries == 0 || keys == 0 {
             return Ok((
                 CpuStorage::F32(output),

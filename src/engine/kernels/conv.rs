@@ -595,7 +595,7 @@ impl CustomOp3 for ConvOp<'_> {
             if !packed.fits(&direct_shape) {
                 candle_core::bail!("conv2d: weights changed shape since they were packed");
             }
-            let mut output = vec![0f32; batch * outputs * positions];
+            let mut output = super::fill::zeros(batch * outputs * positions);
             for (image, out) in input
                 .chunks(channels * height * width)
                 .zip(output.chunks_mut(outputs * positions))

@@ -68,6 +68,26 @@ pub fn biased(len: usize, bias: &[f32], repeat: Repeat, residual: Option<&[f32]>
     out
 }
 
+/// A new buffer of `len` zeros. A large one is written by rayon's threads, each touching its
+/// own pages first, instead of by the calling thread alone while they wait: the allocator
+/// zero-fills reused memory on the caller, and fresh pages otherwise fault in wherever the
+/// first write lands (a VAE layer's 38 MB Winograd weights, an output image).
+pub fn zeros(len: usize) -> Vec<f32> {
+    if len < PARALLEL_ZEROS {
+        return vec![0.0; len];
+    }
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(CHUNK)
+        .for_each(|chunk| chunk.fill(MaybeUninit::new(0.0)));
+    // SAFETY: the chunks cover `..len` and each was filled.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Values from which [`zeros`] writes in parallel (4 MB).
+const PARALLEL_ZEROS: usize = 1 << 20;
+
 /// `dst[i] = bias[i] + residual[i]` (or `bias[i]`) over all of `dst`.
 fn write(dst: &mut [MaybeUninit<f32>], bias: impl Iterator<Item = f32>, residual: Option<&[f32]>) {
     match residual {
@@ -87,6 +107,16 @@ fn write(dst: &mut [MaybeUninit<f32>], bias: impl Iterator<Item = f32>, residual
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Zeros at every length, on either side of the parallel floor.
+    #[test]
+    fn zeros_are_zeros() {
+        for len in [0, 5, PARALLEL_ZEROS - 1, PARALLEL_ZEROS + 3 * CHUNK + 7] {
+            let out = zeros(len);
+            assert_eq!(out.len(), len);
+            assert!(out.iter().all(|&value| value == 0.0), "{len}");
+        }
+    }
 
     /// Rows and planes, with and without a residual, with chunks that split the buffer
     /// unevenly: each value equals the definition.

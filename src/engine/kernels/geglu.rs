@@ -44,7 +44,7 @@ impl CustomOp1 for Geglu {
         }
         let half = *width / 2;
         *width = half;
-        let mut output = vec![0f32; input.len() / 2];
+        let mut output = super::fill::zeros(input.len() / 2);
         // Rows in batches of ~64k values, so small inputs do not pay for a task per row.
         if let Some(rows) = 65_536usize.checked_div(half) {
             let rows = rows.max(1);

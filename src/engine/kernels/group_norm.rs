@@ -132,7 +132,7 @@ impl CustomOp3 for GroupNormOp {
             );
         }
         let per_group = channels / self.groups * per_channel;
-        let mut output = vec![0f32; input.len()];
+        let mut output = super::fill::zeros(input.len());
         if per_group == 0 || batch == 0 {
             return Ok((CpuStorage::F32(output), input_layout.shape().clone()));
         }

@@ -46,9 +46,8 @@ impl Scratch {
         // A kept buffer is handed out as it is: shortening it and zero-filling it back to a
         // longer length on the next use wrote up to the whole buffer on the calling thread
         // while the others waited (a third of a UNet step's idle time on a second thread).
-        // New memory comes zeroed from the allocator, usually as fresh pages that each
-        // thread faults in where it first writes.
-        let buffer = kept.unwrap_or_else(|| vec![0.0; len]);
+        // New memory is zeroed by the pool's threads together (`fill::zeros`).
+        let buffer = kept.unwrap_or_else(|| super::fill::zeros(len));
         Self { buffer, len }
     }
 }
