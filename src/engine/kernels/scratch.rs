@@ -45,7 +45,7 @@ impl Scratch {
         });
         // A kept buffer is handed out as it is: shortening it and zero-filling it back to a
         // longer length on the next use wrote up to the whole buffer on the calling thread
-        // while the others waited (a third of a UNet step's idle time on a second thread).
+        // while the others waited (8 % of the ticks where a UNet step left a thread idle).
         // New memory is zeroed by the pool's threads together (`fill::zeros`).
         let buffer = kept.unwrap_or_else(|| super::fill::zeros(len));
         Self { buffer, len }
