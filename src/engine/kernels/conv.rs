@@ -542,7 +542,7 @@ impl CustomOp3 for ConvOp<'_> {
             && geometry.padding == (1, 1)
             && geometry.dilation == (1, 1)
             && self.input_slope.is_none())
-        .then(|| winograd::worthwhile(out_h, out_w, channels, previous))
+        .then(|| winograd::worthwhile(out_h, out_w, (channels, outputs), previous))
         .flatten();
         // A "same" 1-D convolution (HiFi-GAN's residual blocks): F(4, 3) on 3-tap pieces.
         let line = winograd_1d::Shape {
@@ -901,7 +901,7 @@ mod tests {
             // an f64 definition at 256 channels (`winograd`'s tests), F(2×2) 5e-7.
             let (height, width) = (shape[2], shape[3]);
             let four = (kernel, stride) == (3, 1)
-                && winograd::worthwhile(height, width, shape[1], false)
+                && winograd::worthwhile(height, width, (shape[1], out), false)
                     == Some(winograd::Tile::Four);
             for (ours, path) in [(current, "current"), (previous, "previous")] {
                 assert_eq!(ours.dims(), reference.dims());

@@ -9,7 +9,7 @@ use std::ops::{Deref, DerefMut};
 
 /// Buffers a thread keeps, and the largest it keeps (in floats, 64 MB).
 const KEPT: usize = 4;
-const LARGEST_KEPT: usize = 16 << 20;
+pub(super) const LARGEST_KEPT: usize = 16 << 20;
 
 thread_local! {
     /// Every kept buffer is initialised to its full length, so it is handed out again without

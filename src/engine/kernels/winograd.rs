@@ -55,8 +55,8 @@ impl Tile {
 /// bench --bench kernels`): at 256 channels and 1024 positions F(2×2) takes 16 ms where im2col
 /// takes 21 (AVX2). At 128 channels it depends on what it replaces (see [`fewest_channels`]).
 /// With few tiles the transforms dominate: at the UNet's third level, [2,384,64,4] (64 tiles an
-/// image), it took 6.5–10.3 ms against im2col's 12.2–12.8, at the fourth, [2,640,32,2] (16
-/// tiles), 7.4–15.2 against 6.7–7.7.
+/// image), it took 6.5–10.3 ms against im2col's 12.2–12.8; the tile floor is in
+/// [`fewest_tiles`].
 ///
 /// F(4×4) from [`FOUR_TILES`] of its tiles an image. Below that, its weights (36 taps against
 /// 16, transformed on every call) outweigh the products it saves: at the UNet's third level,
@@ -64,8 +64,17 @@ impl Tile {
 /// two alternating runs; [2,1280,64,4] 255–300 against 185–193); at the second, [2,256,128,8]
 /// (64 tiles), 11.8–13.3 against 14.1–15.4. With `previous` ([`super::with_previous_kernels`])
 /// it keeps the earlier floors of 256 tiles and 256 channels, and F(2×2) only.
-pub fn worthwhile(out_h: usize, out_w: usize, channels: usize, previous: bool) -> Option<Tile> {
-    let fewest = if previous { 256 } else { 64 };
+pub fn worthwhile(
+    out_h: usize,
+    out_w: usize,
+    (channels, outputs): (usize, usize),
+    previous: bool,
+) -> Option<Tile> {
+    let fewest = if previous {
+        256
+    } else {
+        fewest_tiles(channels, outputs)
+    };
     let two =
         out_h.div_ceil(2) * out_w.div_ceil(2) >= fewest && channels >= fewest_channels(previous);
     let four = !previous
@@ -75,6 +84,24 @@ pub fn worthwhile(out_h: usize, out_w: usize, channels: usize, previous: bool) -
         Some(Tile::Four)
     } else {
         two.then_some(Tile::Two)
+    }
+}
+
+/// F(2×2) tiles an image needs before it beats im2col: 64, and on AVX2-only x86 16 where its
+/// transformed weights stay in the scratch pool from one call to the next. With the positions'
+/// products in one parallel loop ([`super::gemm::position_products`]) the UNet's fourth level
+/// (16 tiles) went over: [2,640,32,2] 9.8 / 8.1 / 7.7 / 7.3 ms through im2col against 7.9 /
+/// 6.4 / 6.2 / 5.7, [2,1280,32,2] 20.1 / 15.7 / 16.8 / 15.0 against 12.4 / 11.0 / 10.9 / 10.7,
+/// [2,384,32,4] (32 tiles) 5.1 / 5.2 against 3.0 / 3.1 (AMD Zen 3, each form eleven times in
+/// turn, medians of two to four runs). At 8 tiles it loses ([2,640,16,2] 3.8 against 5.1), and
+/// at [2,1920,32,2] (79 MB of weights, more than the pool keeps, regrown every call) 22.9
+/// against 45. AVX-512 machines keep 64 until measured there.
+fn fewest_tiles(channels: usize, outputs: usize) -> usize {
+    let kept = TAPS * channels * outputs <= super::scratch::LARGEST_KEPT;
+    if super::direct::Kernel::avx2_only() && kept {
+        16
+    } else {
+        64
     }
 }
 
@@ -582,18 +609,31 @@ mod tests {
     #[test]
     fn winograd_takes_the_layers_it_wins() {
         let from_128 = fewest_channels(false) == 128;
+        let square = |channels: usize| (channels, channels);
         assert_eq!(
-            worthwhile(256, 16, 128, false),
+            worthwhile(256, 16, square(128), false),
             from_128.then_some(Tile::Four)
         );
-        assert_eq!(worthwhile(256, 16, 128, true), None);
-        assert_eq!(worthwhile(256, 16, 64, false), None);
-        assert_eq!(worthwhile(128, 8, 256, false), Some(Tile::Four));
-        assert_eq!(worthwhile(128, 8, 256, true), Some(Tile::Two));
-        assert_eq!(worthwhile(64, 4, 384, false), Some(Tile::Two));
-        assert_eq!(worthwhile(64, 4, 1024, false), Some(Tile::Two));
-        assert_eq!(worthwhile(32, 2, 640, false), None);
-        assert_eq!(worthwhile(64, 4, 384, true), None);
+        assert_eq!(worthwhile(256, 16, square(128), true), None);
+        assert_eq!(worthwhile(256, 16, square(64), false), None);
+        assert_eq!(worthwhile(128, 8, square(256), false), Some(Tile::Four));
+        assert_eq!(worthwhile(128, 8, square(256), true), Some(Tile::Two));
+        assert_eq!(worthwhile(64, 4, square(384), false), Some(Tile::Two));
+        assert_eq!(worthwhile(64, 4, (1024, 384), false), Some(Tile::Two));
+        assert_eq!(worthwhile(64, 4, square(384), true), None);
+        // The fourth level (16 tiles) on AVX2-only x86, while the weights stay kept.
+        let avx2 = super::super::direct::Kernel::avx2_only();
+        assert_eq!(
+            worthwhile(32, 2, square(640), false),
+            avx2.then_some(Tile::Two)
+        );
+        assert_eq!(
+            worthwhile(32, 2, (1280, 640), false),
+            avx2.then_some(Tile::Two)
+        );
+        assert_eq!(worthwhile(32, 2, (1920, 640), false), None);
+        assert_eq!(worthwhile(16, 2, square(640), false), None);
+        assert_eq!(worthwhile(32, 2, square(640), true), None);
     }
 
     /// 3×3 correlation with zero padding 1, in f64: the definition both forms are held to.
