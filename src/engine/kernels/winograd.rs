@@ -215,7 +215,9 @@ pub fn convolve(
                 }
             });
         let products = &mut products[..outputs * taps * count];
-        tap_products(products, weights, inputs, (outputs, channels, count, taps));
+        // One product a transformed position; never bf16, whose rounding the transforms would
+        // amplify (see `conv`).
+        position_products(products, weights, inputs, (taps, outputs, channels, count));
         let products = &*products;
         out.par_chunks_mut(height * width)
             .enumerate()
@@ -284,21 +286,6 @@ fn transform_tiles(
     let d: [[&[f32]; 4]; 4] = std::array::from_fn(|dy| std::array::from_fn(|dx| pixels(dy, dx)));
     let taps = &mut block[..TAPS * count];
     transform_groups(&d, count, taps)
-}
-
-/// The products of a Winograd transform, one a transformed position: `products[t] =
-/// weights[t] · inputs[t]` for each of `taps` positions `t`, with `products` laid out (output,
-/// position, tile), `weights` (output, position, row) and `inputs` (row, position, tile), so each
-/// position's matrix is a strided view. `rows` is the products' inner dimension (input channels,
-/// or channels × kernel pieces in [`super::winograd_1d`]).
-pub(super) fn tap_products(
-    products: &mut [f32],
-    weights: &[f32],
-    inputs: &[f32],
-    (outputs, rows, count, taps): (usize, usize, usize, usize),
-) {
-    // Never bf16: the transforms would amplify the rounding (see `conv`).
-    position_products(products, weights, inputs, (taps, outputs, rows, count));
 }
 
 /// Tiles [`transform_groups`] takes at once: one AVX-512 vector, two AVX2 ones.

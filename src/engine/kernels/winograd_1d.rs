@@ -12,8 +12,8 @@
 use rayon::prelude::*;
 
 use super::dispatch::avx2_dispatch;
+use super::gemm::position_products;
 use super::scratch::Scratch;
-use super::winograd::tap_products;
 use super::winograd_f4::{GROUP, Lanes, at_lanes, bt_lanes, g_lanes};
 
 /// Transformed positions per tile.
@@ -158,7 +158,7 @@ pub fn convolve(
                     transform_inputs(&phase_line, shape, first, count, block);
                 });
             let products = &mut products[..outputs * SIDE * count];
-            tap_products(products, weights, inputs, (outputs, depth, count, SIDE));
+            position_products(products, weights, inputs, (SIDE, outputs, depth, count));
             let products = &*products;
             out.par_chunks_mut(length)
                 .enumerate()
