@@ -169,12 +169,11 @@ impl CustomOp3 for AttentionOp {
         }
         // Read here: the flags are this thread's, and the loops below run on rayon's.
         let fused = !previous_kernels();
-        // With AMX (and its emulation) both products take bf16 operands, as under autocast:
-        // q, k, the softmax numerators and v rounded, sums and softmax f32. AVX512-BF16 keeps
-        // the f32 tiles (`Engine::replaces_f32_kernels`).
+        // With bf16 products both products take bf16 operands, as under autocast: q, k, the
+        // softmax numerators and v rounded, sums and softmax f32.
         let bf16 = match super::precision() {
-            Precision::Bf16(engine) if engine.replaces_f32_kernels() => Some(engine),
-            _ => None,
+            Precision::Bf16(engine) => Some(engine),
+            Precision::F32 => None,
         };
         // With one block of queries an item the tiles' work does not spread over the threads
         // (the UNet's fourth level, 64 queries: 0.3 against 0.2 ms).
@@ -408,10 +407,7 @@ mod tests {
             f32_error > 1e-3,
             "f32 attention is {f32_error} from the bf16 definition"
         );
-        let mut engines: Vec<Engine> = gemm_bf16::available()
-            .into_iter()
-            .filter(|engine| engine.replaces_f32_kernels())
-            .collect();
+        let mut engines = gemm_bf16::available();
         engines.push(Engine::Emulated);
         for engine in engines {
             let ours = with_bf16_products(Some(engine), run);

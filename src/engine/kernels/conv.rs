@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::fill::{self, Repeat};
 use super::gemm::{Precision, View, matmul, matmul_kept, product, product_kept};
 use super::gemm_bf16::{
-    Engine, PackedLeft, PackedRight, PackedWeights, PairImage, Taps, tap_major_weights,
+    Engine, PackedLeft, PackedRight, PackedWeights, PairImage, Prepared, Taps, tap_major_weights,
 };
 use super::scratch::Scratch;
 use super::{contiguous_f32, direct, is_cpu_f32, winograd, winograd_1d};
@@ -55,7 +55,7 @@ impl Kept {
         weight: &[f32],
         (outputs, channels, taps): (usize, usize, usize),
         tap_major: bool,
-    ) -> Result<&PackedLeft> {
+    ) -> Result<Prepared<'_, PackedLeft>> {
         let (kept, rows) = if tap_major {
             let depth = taps * channels.div_ceil(2) * 2;
             let pack = || {
@@ -528,16 +528,18 @@ impl CustomOp3 for ConvOp<'_> {
         // Read on this thread: the flag is per thread.
         let previous = super::previous_kernels();
         let precision = super::precision();
-        // With AMX, bf16 products take every convolution through im2col or pointwise products,
-        // as autocast's bf16 convolutions compute (Winograd's transforms would amplify the
-        // operands' rounding: at 128–256 channels F(4×4) 10×, F(4, 3) pieces 3× a bf16
-        // convolution's error; the direct kernel is f32 only). See `Engine::replaces_f32_kernels`.
-        let f32_paths = match precision {
+        // bf16 products take convolutions through im2col or pointwise products, as autocast's
+        // bf16 convolutions compute (Winograd's transforms would amplify the operands'
+        // rounding: at 128–256 channels F(4×4) 10×, F(4, 3) pieces 3× a bf16 convolution's
+        // error; the direct kernel is f32 only), except that 2-D Winograd in f32 beats
+        // AVX512-BF16's products (`Engine::replaces_winograd`).
+        let f32_paths = precision == Precision::F32;
+        let winograd_2d = match precision {
             Precision::F32 => true,
-            Precision::Bf16(engine) => !engine.replaces_f32_kernels(),
+            Precision::Bf16(engine) => !engine.replaces_winograd(),
         };
         let winograd = ((kh, kw) == (3, 3)
-            && f32_paths
+            && winograd_2d
             && geometry.stride == 1
             && geometry.padding == (1, 1)
             && geometry.dilation == (1, 1)
@@ -649,12 +651,13 @@ impl CustomOp3 for ConvOp<'_> {
                 (MIN_TILE_POSITIONS / positions.max(1)).clamp(1, batch.max(1))
             };
         if images > 1 {
+            let left = kept_left(false)?;
             let group = Group {
                 patch: &patch,
                 planes: channels * height * width,
                 taps: kh * kw,
                 positions,
-                left: kept_left(false)?,
+                left: left.as_deref(),
             };
             for (inputs, outs) in input
                 .chunks(images * group.planes)
@@ -682,10 +685,11 @@ impl CustomOp3 for ConvOp<'_> {
             }
             _ => None,
         };
-        let left = match transformed {
+        let prepared = match transformed {
             Some(_) => None,
             None => kept_left(shifted.is_some())?,
         };
+        let left = prepared.as_deref();
         for item in 0..batch {
             let planes = &input[item * channels * height * width..][..channels * height * width];
             let out = &mut output[item * outputs * positions..][..outputs * positions];
@@ -995,16 +999,14 @@ mod tests {
     /// to f32 rounding, as autocast's bf16 convolution does: shapes that in f32 take F(4×4),
     /// F(2×2), the direct kernel, im2col with shared products, pointwise and strided products,
     /// and HiFi-GAN's 1-D layers that take F(4, 3) pieces. (Through Winograd the rounding
-    /// would grow: F(4×4) 10×, F(4, 3) 3× a bf16 convolution's error.) On the emulation, and on
-    /// AMX where the CPU has it.
+    /// would grow: F(4×4) 10×, F(4, 3) 3× a bf16 convolution's error.) An engine that keeps 2-D
+    /// Winograd (AVX512-BF16) gives the f32 convolution on the shapes that take it. On the
+    /// emulation, and on AMX and AVX512-BF16 where the CPU has them.
     #[test]
     fn bf16_products_convolve_the_rounded_operands() {
         let mut engines = gemm_bf16::available();
         engines.push(gemm_bf16::Engine::Emulated);
-        for engine in engines
-            .into_iter()
-            .filter(|engine| engine.replaces_f32_kernels())
-        {
+        for engine in engines {
             convolve_the_rounded_operands(engine);
         }
     }
@@ -1020,8 +1022,19 @@ mod tests {
             let bf16 = convolve(&rounded(xs), &rounded(weight));
             let ours = with_bf16_products(Some(engine), layer);
             let (from_bf16, from_exact) = (relative_l2(&ours, &bf16), relative_l2(&ours, &exact));
-            assert!(from_bf16 < 1e-5, "{engine:?} {what}: {from_bf16}");
-            assert!(from_exact > 1e-4, "{engine:?} {what}: not rounded");
+            // A 3×3 stride-1 layer's output is its input's size.
+            let winograd = match (xs.dims(), weight.dims()) {
+                (&[_, channels, height, width], &[outputs, _, 3, 3]) => {
+                    winograd::worthwhile(height, width, (channels, outputs), false).is_some()
+                }
+                _ => false,
+            };
+            if winograd && !engine.replaces_winograd() {
+                assert!(from_exact < 1e-5, "{engine:?} {what}: not f32 Winograd");
+            } else {
+                assert!(from_bf16 < 1e-5, "{engine:?} {what}: {from_bf16}");
+                assert!(from_exact > 1e-4, "{engine:?} {what}: not rounded");
+            }
         };
         for (shape, out, kernel, stride) in [
             ([1, 256, 40, 30], 64, 3, 1),

@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Storage,
 
 use super::fill::{self, Repeat};
 use super::gemm::{self, Precision, View};
-use super::gemm_bf16::{PackedLeft, PackedRight, PackedWeights};
+use super::gemm_bf16::{PackedLeft, PackedRight, PackedWeights, Prepared};
 use super::{contiguous_f32, is_cpu_f32, previous_kernels};
 
 /// `y = x · Wᵀ + b` over the last dimension of `x`, with `W` stored `(out, in)` as in PyTorch.
@@ -38,10 +38,9 @@ struct Kept {
 }
 
 /// The kept weights one product multiplies.
-#[derive(Clone, Copy)]
 enum Weights<'a> {
-    Right(&'a PackedRight),
-    Left(&'a PackedLeft),
+    Right(Prepared<'a, PackedRight>),
+    Left(Prepared<'a, PackedLeft>),
 }
 
 impl Linear {
@@ -320,12 +319,12 @@ impl CustomOp2 for LinearOp<'_> {
         let (lhs, rhs, size) = ((input, lhs_view), (weight, rhs), (tokens, outputs));
         let output = match (start, packed) {
             (None, Some(Weights::Right(right))) if batch == 1 => {
-                gemm::product_packed(lhs, right, tokens)
+                gemm::product_packed(lhs, &right, tokens)
             }
             // One image's planes are the transposed product's rows.
             (None, Some(Weights::Left(left))) if batch == 1 => {
                 let right = PackedRight::new(left.engine(), input, lhs_view.t());
-                gemm::product_kept(left, &right)
+                gemm::product_kept(&left, &right)
             }
             (None, None) if batch == 1 && split => {
                 gemm::product_split_rows(lhs, rhs, size, precision)
@@ -337,7 +336,7 @@ impl CustomOp2 for LinearOp<'_> {
                 for image in 0..batch {
                     let dst = (&mut output[image * tokens * outputs..], dst_view);
                     let lhs = (&input[image * tokens * width..], lhs_view);
-                    match packed {
+                    match &packed {
                         Some(Weights::Right(right)) => {
                             gemm::matmul_packed(dst, lhs, right, accumulate, true)
                         }

@@ -28,7 +28,7 @@ mod round;
 mod x86;
 
 pub use image::{PairImage, Taps, tap_major_weights};
-pub use pack::{PackedLeft, PackedRight, PackedWeights};
+pub use pack::{PackedLeft, PackedRight, PackedWeights, Prepared};
 pub use round::{round, rounded, widen};
 
 /// What computes the products.
@@ -57,15 +57,14 @@ impl Engine {
         self != Engine::Emulated
     }
 
-    /// Whether bf16 products replace Foley's specialised f32 kernels: convolutions leave
-    /// Winograd and the direct kernel for im2col products, attention its f32 register tiles.
-    /// AMX multiplies bf16 an order of magnitude faster than f32 FMA, so its products beat
-    /// them all. `vdpbf16ps` does only twice the multiply-adds of an f32 FMA, which F(4×4)'s 4×
-    /// fewer multiplies beat (Zen 3: F(4×4) ran [2,320,256,16] at 425 effective GFLOP/s, the
-    /// f32 reference product at 107–173), so with AVX512-BF16 those kernels stay f32 and bf16
-    /// takes the products f32 also hands to `gemm`. The emulation follows AMX, whose numbers
-    /// the tests prove.
-    pub fn replaces_f32_kernels(self) -> bool {
+    /// Whether bf16 products replace 2-D Winograd (F(4×4), F(2×2)) for 3×3 convolutions. AMX
+    /// multiplies bf16 an order of magnitude faster than f32 FMA, so its im2col products beat
+    /// it. `vdpbf16ps` does only twice the multiply-adds of an f32 FMA, which F(4×4)'s 4× fewer
+    /// multiplies beat: on Zen 4, bf16 im2col took an s-full-v2 VAE decode from 2.1–2.5 to
+    /// 4.1 s. The emulation follows AMX, whose numbers the tests prove. Every engine's bf16
+    /// replaces the other f32 kernels (HiFi-GAN's F(4, 3) pieces, the direct kernel,
+    /// attention's register tiles): on Zen 4 that took the vocoder from 5.3 to 4.1–4.4 s.
+    pub fn replaces_winograd(self) -> bool {
         self != Engine::Avx512
     }
 }
