@@ -2,7 +2,7 @@
 //! AMX tiles and `vdpbf16ps` read them, and a layer's weights kept in that form.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::super::dispatch::avx2_dispatch;
 use super::super::gemm::View;
@@ -439,16 +439,22 @@ impl PackedLeft {
 
 /// A layer's weights packed for each engine that multiplies them: a linear layer's as the
 /// right operand ([`PackedRight`]), a convolution's as the left ([`PackedLeft`]). The first
-/// call packs them for itself only; from the second on the layer keeps them. A layer that runs
-/// once a generation (a text encoder's, the VAE's) would otherwise put its packing in fresh
-/// memory, whose first touch cost more than the packing: 0.5–1.9 GB/s on a Zen 4 VM against
-/// 22 GB/s for memory the allocator hands out again, AudioLDM 2's text encoding 0.9 s in f32
-/// and 3.2 s with its 2 GB of weights kept in bf16. A pointer-keyed cache could hand a freed
-/// layer's packing to a new one at the same address; this one lives and dies with its layer.
+/// [`CALLS_BEFORE_KEEPING`] calls pack them for themselves only; from the next on the layer
+/// keeps them. Kept weights take fresh memory, and its first touch can cost more than packing:
+/// 0.5–1.9 GB/s on a Zen 4 VM against 22 GB/s for memory the allocator hands out again, and
+/// AudioLDM 2's text encoders, which run twice a generation (prompt and negative prompt),
+/// took 3.2–3.6 s in bf16 right after another large process when they kept their weights
+/// from the second call, against 1.0 s in f32. The UNet's and GPT-2's layers, which run many
+/// times, keep theirs. A pointer-keyed cache could hand a freed layer's packing to a new one at
+/// the same address; this one lives and dies with its layer.
 pub struct PackedWeights<P = PackedRight> {
     by_engine: [OnceLock<P>; 3],
-    called: [AtomicBool; 3],
+    calls: [AtomicUsize; 3],
 }
+
+/// Calls that pack a layer's weights for themselves before the layer keeps them: a text
+/// encoder's two a generation.
+const CALLS_BEFORE_KEEPING: usize = 2;
 
 /// A layer's packed weights for one call: kept by the layer, or packed for this call only.
 pub enum Prepared<'a, P> {
@@ -471,7 +477,7 @@ impl<P> Default for PackedWeights<P> {
     fn default() -> Self {
         Self {
             by_engine: Default::default(),
-            called: Default::default(),
+            calls: Default::default(),
         }
     }
 }
@@ -481,7 +487,7 @@ const SLOTS: [Engine; 3] = [Engine::Amx, Engine::Avx512, Engine::Emulated];
 
 impl<P> PackedWeights<P> {
     /// The layer's weights for `engine`, made by `pack` (always from the same values and view
-    /// for one layer): for the first call alone, then once more to keep.
+    /// for one layer): for each of the first calls alone, then once more to keep.
     pub(in crate::engine::kernels) fn get(
         &self,
         engine: Engine,
@@ -495,7 +501,7 @@ impl<P> PackedWeights<P> {
         if let Some(kept) = self.by_engine[slot].get() {
             return Prepared::Kept(kept);
         }
-        if !self.called[slot].swap(true, Ordering::Relaxed) {
+        if self.calls[slot].fetch_add(1, Ordering::Relaxed) < CALLS_BEFORE_KEEPING {
             return Prepared::Once(pack());
         }
         Prepared::Kept(self.by_engine[slot].get_or_init(pack))
@@ -585,10 +591,10 @@ mod tests {
         }
     }
 
-    /// A layer's first call packs its weights for itself; the second packs them once more and
+    /// A layer's first calls pack its weights for themselves; the next packs them once more and
     /// keeps them, and later calls use what it kept. Each engine has its own.
     #[test]
-    fn weights_are_kept_from_the_second_call() {
+    fn weights_are_kept_after_the_first_calls() {
         let source = values(24 * 10, 5);
         let view = View::rows(24, 10, 10);
         let weights: PackedWeights = PackedWeights::default();
@@ -599,16 +605,18 @@ mod tests {
                 PackedRight::new(engine, &source, view)
             })
         };
-        assert!(matches!(get(Engine::Emulated), Prepared::Once(_)));
-        let Prepared::Kept(second) = get(Engine::Emulated) else {
-            panic!("the second call did not keep the weights");
+        for _ in 0..CALLS_BEFORE_KEEPING {
+            assert!(matches!(get(Engine::Emulated), Prepared::Once(_)));
+        }
+        let Prepared::Kept(first) = get(Engine::Emulated) else {
+            panic!("the layer did not keep its weights");
         };
-        let Prepared::Kept(third) = get(Engine::Emulated) else {
-            panic!("the third call packed again");
+        let Prepared::Kept(next) = get(Engine::Emulated) else {
+            panic!("the layer packed its kept weights again");
         };
-        assert!(std::ptr::eq(second, third));
-        assert_eq!(packs.get(), 2);
+        assert!(std::ptr::eq(first, next));
+        assert_eq!(packs.get(), CALLS_BEFORE_KEEPING + 1);
         assert!(matches!(get(Engine::Amx), Prepared::Once(_)));
-        assert!(second.same_values(&get(Engine::Emulated)));
+        assert!(first.same_values(&get(Engine::Emulated)));
     }
 }
