@@ -47,8 +47,9 @@ struct Kept {
 }
 
 impl Kept {
-    /// The weights (`outputs × channels × taps`) as `engine`'s left operand, packed the first
-    /// time: bf16 products multiply them with every im2col tile of every call.
+    /// The weights (`outputs × channels × taps`) as `engine`'s left operand, which bf16
+    /// products multiply with every im2col tile of the call: packed for the call, or kept by
+    /// the layer once it has run a few times ([`PackedWeights`]).
     fn bf16(
         &self,
         engine: Engine,
@@ -342,8 +343,8 @@ impl Module for ConvTranspose1d {
 struct ConvOp<'a> {
     geometry: Geometry,
     input_slope: Option<f32>,
-    /// The layer's weights as the direct kernel and the bf16 engines read them, each packed on
-    /// first use.
+    /// The layer's weights as the direct kernel (packed on first use) and the bf16 engines
+    /// (kept after the first calls, `PackedWeights`) read them.
     packed: &'a Kept,
 }
 

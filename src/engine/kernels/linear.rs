@@ -25,7 +25,8 @@ pub struct Linear {
     /// candle's layer over the same tensors: the path for other devices and dtypes.
     candle: candle_nn::Linear,
     /// The weights rounded and packed for each bf16 engine that multiplied them (`--dtype
-    /// bf16` on the CPU): converted once, not on every call. Shared by clones, as the weights.
+    /// bf16` on the CPU): kept once the layer has run a few times ([`PackedWeights`]), not
+    /// converted on every call. Shared by clones, as the weights.
     packed: Arc<Kept>,
 }
 
