@@ -550,11 +550,14 @@ mod tests {
             ];
             for (what, run, expected) in checks {
                 let first = with_bf16_products(Some(engine), run)?;
-                let again = with_bf16_products(Some(engine), run)?;
                 let error = relative_l2(&first, &expected)?;
                 assert!(error < 1e-6, "{what} ({engine:?}): relative L2 {error}");
-                let same = (&first - &again)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert_eq!(same, 0.0, "{what} ({engine:?}): the second call differs");
+                // By the third call the layer multiplies weights it keeps.
+                for call in 2..=3 {
+                    let again = with_bf16_products(Some(engine), run)?;
+                    let same = (&first - &again)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert_eq!(same, 0.0, "{what} ({engine:?}): call {call} differs");
+                }
             }
             // Kept both ways: as the right operand onto tokens, as the left onto an image.
             for kept in [
