@@ -28,6 +28,8 @@ mod round;
 mod x86;
 
 pub use image::{PairImage, Taps, tap_major_weights};
+#[cfg(test)]
+pub(in crate::engine::kernels) use pack::CALLS_BEFORE_KEEPING;
 pub use pack::{PackedLeft, PackedRight, PackedWeights, Prepared};
 pub use round::{round, rounded, widen};
 

@@ -454,7 +454,7 @@ pub struct PackedWeights<P = PackedRight> {
 
 /// Calls that pack a layer's weights for themselves before the layer keeps them: a text
 /// encoder's two a generation.
-const CALLS_BEFORE_KEEPING: usize = 2;
+pub(in crate::engine::kernels) const CALLS_BEFORE_KEEPING: usize = 2;
 
 /// A layer's packed weights for one call: kept by the layer, or packed for this call only.
 pub enum Prepared<'a, P> {
