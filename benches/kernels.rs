@@ -7,7 +7,8 @@
 //! (`with_previous_kernels`), a third the CPU's bf16 products (`--dtype bf16`) against f32 on
 //! every bf16 engine this CPU runs (AMX, AVX512-BF16; the emulation everywhere, which is no
 //! faster than f32 and shows what the rounding costs). `cargo bench --bench kernels -- bf16`
-//! prints the third table alone, `-- winograd` the Winograd products' rows.
+//! prints the third table alone, `-- bf16 conv1d` HiFi-GAN's layers under it, `-- winograd`
+//! the Winograd products' rows.
 
 use std::time::Instant;
 
@@ -98,6 +99,10 @@ fn main() -> Result<()> {
     );
 
     if std::env::args().any(|arg| arg == "bf16") {
+        if std::env::args().any(|arg| arg == "conv1d") {
+            // `cargo bench --bench kernels -- bf16 conv1d`: HiFi-GAN's layers alone.
+            return bf16_hifigan(&device);
+        }
         // `cargo bench --bench kernels -- bf16`: the bf16 table alone.
         return bf16_products(&device);
     }
@@ -477,6 +482,35 @@ fn bf16_products(device: &Device) -> Result<()> {
         let (layer, xs, gflop) = conv1d_layer(device, channels, length, (kernel, dilation))?;
         let shape = format!("[1,{channels},{length}] k{kernel} d{dilation}");
         compare("conv1d", shape, gflop, &|| layer.forward(&xs))?;
+    }
+    Ok(())
+}
+
+/// bf16 products against f32 at every HiFi-GAN stage's residual convolutions (AudioLDM's
+/// vocoder, 10.24 s: 512 channels × 5120 samples up to 32 × 163840), on each hardware engine.
+fn bf16_hifigan(device: &Device) -> Result<()> {
+    println!();
+    println!("| conv1d (bf16 engine) | shape | f32 ms (GFLOP/s) | bf16 ms (GFLOP/s) | speed-up |");
+    println!("|---|---|---|---|---|");
+    let stages = [
+        (512, 5120),
+        (256, 20480),
+        (128, 40960),
+        (64, 81920),
+        (32, 163840),
+    ];
+    for engine in gemm_bf16::available() {
+        for (channels, length) in stages {
+            for (kernel, dilation) in [(3, 1), (7, 3), (11, 5)] {
+                let (layer, xs, gflop) =
+                    conv1d_layer(device, channels, length, (kernel, dilation))?;
+                let run = || layer.forward(&xs);
+                let f32 = median_ms(run)?;
+                let bf16 = with_bf16_products(Some(engine), || median_ms(run))?;
+                let shape = format!("[1,{channels},{length}] k{kernel} d{dilation}");
+                row(&format!("{engine:?}"), &shape, gflop, f32, bf16);
+            }
+        }
     }
     Ok(())
 }

@@ -719,6 +719,13 @@ impl CustomOp3 for ConvOp<'_> {
                 let image = PairImage::new(planes, dims, geometry.padding, self.input_slope);
                 (taps, image)
             });
+            if let (Some((taps, image)), Some(left)) = (&image, left)
+                && image.reads_in_place(left.engine())
+            {
+                // HiFi-GAN's convolutions on AVX512-BF16: no im2col tiles at all.
+                image.convolve_in_place(left, taps, out);
+                continue;
+            }
             for start in (0..positions).step_by(tile) {
                 let count = tile.min(positions - start);
                 let dst = View::rows(outputs, count, positions);
@@ -1071,23 +1078,40 @@ mod tests {
                 });
             }
         }
-        for (kernel, dilation) in [(3, 1), (11, 5), (7, 3)] {
-            let (channels, length, padding) = (128, 4000, dilation * (kernel - 1) / 2);
-            let weight = Tensor::randn(0f32, 0.1, (channels, channels, kernel), &device).unwrap();
-            let bias = Tensor::zeros(channels, DType::F32, &device).unwrap();
+        // HiFi-GAN's shapes, and odd ones: channels, outputs and lengths off the block sizes,
+        // through the leaky ReLU its residual blocks put before each convolution.
+        for (channels, outputs, length, kernel, dilation, slope) in [
+            (128, 128, 4000, 3, 1, None),
+            (128, 128, 4000, 11, 5, None),
+            (128, 128, 4000, 7, 3, Some(0.1)),
+            (33, 40, 1001, 7, 3, Some(0.1)),
+        ] {
+            let padding = dilation * (kernel - 1) / 2;
+            let weight = Tensor::randn(0f32, 0.1, (outputs, channels, kernel), &device).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, outputs, &device).unwrap();
             let tensors = [
                 ("c.weight".to_string(), weight.clone()),
-                ("c.bias".to_string(), bias),
+                ("c.bias".to_string(), bias.clone()),
             ];
             let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), DType::F32, &device);
             let conv =
-                Conv1d::new(channels, channels, kernel, padding, dilation, vb.pp("c")).unwrap();
-            let xs = Tensor::randn(0f32, 1.0, (1, channels, length), &device).unwrap();
-            let convolve =
-                |xs: &Tensor, weight: &Tensor| xs.conv1d(weight, padding, 1, dilation, 1).unwrap();
-            let what = format!("1-D k{kernel} d{dilation}");
-            check(&what, (&xs, &weight), &convolve, &|| {
-                conv.forward(&xs).unwrap()
+                Conv1d::new(channels, outputs, kernel, padding, dilation, vb.pp("c")).unwrap();
+            let raw = Tensor::randn(0f32, 1.0, (1, channels, length), &device).unwrap();
+            // The layer's input after the leaky ReLU: what both convolutions multiply.
+            let xs = match slope {
+                Some(slope) => leaky_relu(&raw, slope).unwrap(),
+                None => raw.clone(),
+            };
+            let convolve = |xs: &Tensor, weight: &Tensor| {
+                xs.conv1d(weight, padding, 1, dilation, 1)
+                    .unwrap()
+                    .broadcast_add(&bias.reshape((1, outputs, 1)).unwrap())
+                    .unwrap()
+            };
+            let what = format!("1-D {channels}→{outputs}×{length} k{kernel} d{dilation}");
+            check(&what, (&xs, &weight), &convolve, &|| match slope {
+                Some(slope) => conv.forward_leaky(&raw, slope).unwrap(),
+                None => conv.forward(&raw).unwrap(),
             });
         }
     }

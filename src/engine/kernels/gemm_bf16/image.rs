@@ -6,17 +6,27 @@
 
 use rayon::prelude::*;
 
-use super::LANES;
-use super::pack::{PackedRight, deal_pair};
+use super::super::dispatch::avx2_dispatch;
+use super::super::gemm::View;
+use super::pack::{PackedLeft, PackedRight, deal_pair};
+use super::{BLOCK, Engine, LANES, Left, x86};
 
 /// The input's channels in pairs (the last one padded with a zero channel), each plane padded
 /// with zeros, each position's pair of bf16 values side by side.
 pub struct PairImage {
+    /// The planes one after another, then [`SLACK`] zeros.
     data: Vec<u16>,
     pairs: usize,
     height: usize,
     width: usize,
 }
+
+/// Values after the last plane: a block of columns read in place at the end of a row runs up
+/// to BLOCK − 1 positions past it. Those columns' sums are dropped.
+const SLACK: usize = 2 * BLOCK;
+
+/// Positions of a row rounded and paired at a time, so the rows stay in L1.
+const CHUNK: usize = 256;
 
 /// Which positions of a [`PairImage`] an output position's taps read.
 pub struct Taps {
@@ -37,27 +47,34 @@ impl PairImage {
         let (padded_height, padded_width) = (height + 2 * pad_y, width + 2 * pad_x);
         let pairs = channels.div_ceil(2);
         let plane_len = padded_height * padded_width * 2;
-        let mut data = vec![0u16; pairs * plane_len];
+        let mut data = vec![0u16; pairs * plane_len + SLACK];
         if plane_len > 0 {
-            data.par_chunks_mut(plane_len)
+            data[..pairs * plane_len]
+                .par_chunks_mut(plane_len)
                 .enumerate()
                 .for_each(|(pair, plane)| {
-                    let (mut even, mut odd) = (vec![0f32; width], vec![0f32; width]);
+                    let (mut even, mut odd) = ([0f32; CHUNK], [0f32; CHUNK]);
                     for y in 0..height {
-                        for (channel, row) in [(2 * pair, &mut even), (2 * pair + 1, &mut odd)] {
-                            if channel < channels {
-                                let start = (channel * height + y) * width;
-                                row.copy_from_slice(&planes[start..][..width]);
-                                if let Some(slope) = slope {
-                                    row.iter_mut()
-                                        .filter(|value| **value < 0.0)
-                                        .for_each(|value| *value *= slope);
+                        for first in (0..width).step_by(CHUNK) {
+                            let len = CHUNK.min(width - first);
+                            for (channel, row) in [(2 * pair, &mut even), (2 * pair + 1, &mut odd)]
+                            {
+                                let row = &mut row[..len];
+                                if channel >= channels {
+                                    row.fill(0.0);
+                                    continue;
+                                }
+                                let source = &planes[(channel * height + y) * width + first..];
+                                match slope {
+                                    Some(slope) => leaky_copy(&source[..len], slope, row),
+                                    None => row.copy_from_slice(&source[..len]),
                                 }
                             }
+                            let start = ((y + pad_y) * padded_width + pad_x + first) * 2;
+                            // Runs of LANES pairs one after another: the row's pairs in order.
+                            let out = &mut plane[start..][..2 * len];
+                            deal_pair(&even[..len], &odd[..len], out, 2 * LANES);
                         }
-                        let start = ((y + pad_y) * padded_width + pad_x) * 2;
-                        // Runs of LANES pairs one after another: the row's pairs in order.
-                        deal_pair(&even, &odd, &mut plane[start..][..2 * width], 2 * LANES);
                     }
                 });
         }
@@ -67,6 +84,43 @@ impl PairImage {
             height: padded_height,
             width: padded_width,
         }
+    }
+
+    /// Whether `engine` multiplies a convolution of this image reading its pairs in place
+    /// ([`PairImage::convolve_in_place`]): AVX512-BF16's kernel loads pairs any distance apart,
+    /// and in a 1-D image an output block's columns are one stretch of each plane a tap. AMX
+    /// loads its tiles from packed runs.
+    pub fn reads_in_place(&self, engine: Engine) -> bool {
+        engine == Engine::Avx512 && self.height == 1
+    }
+
+    /// `out` (`outputs × taps.out_width`) += `left` (the kept tap-major weights) · this 1-D
+    /// image's tap-major im2col matrix, each block's taps read in place: no im2col tiles.
+    pub fn convolve_in_place(&self, left: &PackedLeft, taps: &Taps, out: &mut [f32]) {
+        let (outputs, depth) = left.dims();
+        let positions = taps.out_width;
+        let (kernel, dilation) = (taps.kernel.1, taps.dilation.1);
+        assert!(
+            self.reads_in_place(left.engine())
+                && taps.kernel.0 == 1
+                && depth == self.depth(taps)
+                && positions + dilation * (kernel - 1) == self.width
+                && out.len() >= outputs * positions,
+            "convolution shapes disagree"
+        );
+        let plane = self.width * 2;
+        let columns = |first: usize| {
+            x86::Columns::shifted(
+                &self.data,
+                first * 2,
+                (self.pairs, plane),
+                (kernel, dilation * 2),
+            )
+        };
+        let dst = (out.as_mut_ptr(), View::rows(outputs, positions, positions));
+        // SAFETY: `out` holds the view (asserted); each block's columns are read from
+        // `self.data`, bounds-checked by `Columns::shifted`, over the weights' tap-major order.
+        unsafe { super::run_blocks(dst, Left::Kept(left), left.engine(), columns, true, true) };
     }
 
     /// Rows of the tap-major im2col operand: taps times the channels padded to pairs.
@@ -89,6 +143,18 @@ pub fn tap_major_weights(weight: &[f32], outputs: usize, channels: usize, taps: 
         }
     }
     rows
+}
+
+#[inline(always)]
+fn leaky_copy_body(source: &[f32], slope: f32, out: &mut [f32]) {
+    for (out, &value) in out.iter_mut().zip(source) {
+        *out = if value < 0.0 { value * slope } else { value };
+    }
+}
+
+avx2_dispatch! {
+    /// `out` = the leaky ReLU of `source` (negative values times `slope`).
+    fn leaky_copy = leaky_copy_body(source: &[f32], slope: f32, out: &mut [f32]);
 }
 
 impl PackedRight {
@@ -126,9 +192,9 @@ impl PackedRight {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Engine;
     use super::super::tests::values;
     use super::*;
+    use crate::engine::kernels::gemm::matmul_kept;
 
     /// The operand copied from a paired image is the one packing the tap-major im2col matrix
     /// (from its definition) value by value gives: odd channel counts, padding, dilation, the
@@ -141,6 +207,8 @@ mod tests {
             (4, 6, 40, (3, 3), (2, 2), (2, 2), Some(0.1)),
             (3, 1, 50, (1, 11), (0, 10), (1, 2), Some(0.2)),
             (8, 5, 5, (1, 1), (0, 0), (1, 1), None),
+            // Rows longer than the pairing's chunks, their last chunk part-filled.
+            (3, 1, 600, (1, 7), (0, 9), (1, 3), Some(0.1)),
         ];
         for (channels, height, width, kernel, padding, dilation, slope) in cases {
             let planes = values(channels * height * width, 17);
@@ -184,6 +252,47 @@ mod tests {
                 let what = format!("{channels}×{height}×{width} {kernel:?} at {start}+{count}");
                 assert!(shifted.same_values(&packed), "{what}");
             }
+        }
+    }
+
+    /// A 1-D convolution read in place gives the very sums of the copied tiles: the same
+    /// products in the same order (odd channel counts, outputs and positions off the block
+    /// size, dilation, sums added onto the output). On AVX512-BF16 where the CPU has it.
+    #[test]
+    fn in_place_reads_sum_as_the_copied_tiles() {
+        if !super::super::available().contains(&Engine::Avx512) {
+            eprintln!("no AVX512-BF16 on this CPU: nothing to check");
+            return;
+        }
+        for (channels, outputs, width, kernel, dilation) in [
+            (5, 7, 50, 3, 1),
+            (64, 40, 1001, 7, 3),
+            (33, 32, 96, 11, 5),
+            (4, 64, 31, 1, 1),
+        ] {
+            let padding = dilation * (kernel - 1) / 2;
+            let planes = values(channels * width, 17);
+            let image = PairImage::new(&planes, (channels, 1, width), (0, padding), Some(0.2));
+            assert!(image.reads_in_place(Engine::Avx512));
+            let taps = Taps {
+                kernel: (1, kernel),
+                dilation: (1, dilation),
+                out_width: width,
+            };
+            let weight = values(outputs * channels * kernel, 5);
+            let rows = tap_major_weights(&weight, outputs, channels, kernel);
+            let depth = image.depth(&taps);
+            let left = PackedLeft::new(Engine::Avx512, &rows, View::rows(outputs, depth, depth));
+            let start = values(outputs * width, 7);
+            let mut copied = start.clone();
+            let mut right = PackedRight::empty(Engine::Avx512);
+            right.refill_shifted(&image, &taps, (0, width));
+            let dst = View::rows(outputs, width, width);
+            matmul_kept((&mut copied, dst), &left, &right, true, true);
+            let mut in_place = start;
+            image.convolve_in_place(&left, &taps, &mut in_place);
+            let what = format!("{channels}→{outputs}×{width} k{kernel} d{dilation}");
+            assert_eq!(in_place, copied, "{what}");
         }
     }
 }

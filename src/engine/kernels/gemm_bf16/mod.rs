@@ -126,10 +126,31 @@ pub(super) unsafe fn run(
     accumulate: bool,
     parallel: bool,
 ) {
-    use rayon::prelude::*;
     let (engine, Form::Pairs(right)) = (right.engine, &right.form) else {
         unreachable!("the emulation multiplies through the f32 gemm")
     };
+    let depth = right.depth();
+    let columns =
+        |first: usize| x86::Columns::packed((right.run(first), right.run(first + LANES)), depth);
+    // SAFETY: passed on from the caller; the runs hold every column block's pairs.
+    unsafe { run_blocks((dst, dst_view), left, engine, columns, accumulate, parallel) }
+}
+
+/// [`run`] with the right operand's column blocks from `columns(first column)`: packed runs
+/// or an image's pairs read in place.
+///
+/// # Safety
+/// As for [`run`], with `columns` giving the right operand's blocks for `engine`, over the
+/// left's inner order.
+unsafe fn run_blocks<'a>(
+    (dst, dst_view): (*mut f32, View),
+    left: Left<'_>,
+    engine: Engine,
+    columns: impl Fn(usize) -> x86::Columns<'a> + Sync,
+    accumulate: bool,
+    parallel: bool,
+) {
+    use rayon::prelude::*;
     let (row_blocks, col_blocks) = (dst_view.rows.div_ceil(BLOCK), dst_view.cols.div_ceil(BLOCK));
     if row_blocks == 0 || col_blocks == 0 {
         return;
@@ -172,7 +193,8 @@ pub(super) unsafe fn run(
             let a = &left.data[(offset + block_row) * left.depth..][..BLOCK * left.depth];
             let valid_rows = BLOCK.min(rows - block_row);
             for block_col in (first_col..end_col).step_by(BLOCK) {
-                let b = (right.run(block_col), right.run(block_col + LANES));
+                let b = columns(block_col);
+                let a = (a, left.depth);
                 let valid_cols = BLOCK.min(dst_view.cols - block_col);
                 let corner = (first + block_row) * dst_view.row_stride + block_col;
                 if dst_view.col_stride == 1 && valid_rows == BLOCK && valid_cols == BLOCK {
@@ -186,7 +208,7 @@ pub(super) unsafe fn run(
                     };
                     // SAFETY: `a` holds BLOCK rows of `depth` values, each run `depth` pairs
                     // of LANES columns; the engine was detected on this CPU; `out` as above.
-                    unsafe { x86::block(engine, a, left.depth, b, out) };
+                    unsafe { x86::block(engine, a, b, out) };
                     continue;
                 }
                 let out = x86::Out {
@@ -195,7 +217,7 @@ pub(super) unsafe fn run(
                     add: false,
                 };
                 // SAFETY: as above, with `sums` as the output block.
-                unsafe { x86::block(engine, a, left.depth, b, out) };
+                unsafe { x86::block(engine, a, b, out) };
                 for (row, sums) in sums.chunks_exact(BLOCK).take(valid_rows).enumerate() {
                     let row_start = (first + block_row + row) * dst_view.row_stride;
                     for (col, &sum) in sums[..valid_cols].iter().enumerate() {
@@ -255,7 +277,20 @@ mod x86 {
         pub add: bool,
     }
 
-    pub unsafe fn block(_: Engine, _: &[u16], _: usize, _: (&[u16], &[u16]), _: Out) {
+    #[derive(Clone, Copy)]
+    pub struct Columns;
+
+    impl Columns {
+        pub fn packed(_: (&[u16], &[u16]), _: usize) -> Self {
+            unreachable!("the bf16 hardware engines are x86-64 only")
+        }
+
+        pub fn shifted(_: &[u16], _: usize, _: (usize, usize), _: (usize, usize)) -> Self {
+            unreachable!("the bf16 hardware engines are x86-64 only")
+        }
+    }
+
+    pub unsafe fn block(_: Engine, _: (&[u16], usize), _: Columns, _: Out) {
         unreachable!("the bf16 hardware engines are x86-64 only")
     }
 }

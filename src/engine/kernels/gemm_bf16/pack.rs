@@ -159,6 +159,11 @@ impl RightPairs {
         }
     }
 
+    /// Inner dimension padded to [`DEPTH_STEP`]: the values each run holds a column.
+    pub(super) fn depth(&self) -> usize {
+        self.depth
+    }
+
     /// The packed run holding columns `first..first + LANES`.
     pub(super) fn run(&self, first: usize) -> &[u16] {
         &self.data[(first / LANES) * self.depth * LANES..][..self.depth * LANES]

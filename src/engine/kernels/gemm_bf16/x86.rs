@@ -71,18 +71,87 @@ pub struct Out {
     pub add: bool,
 }
 
-/// `out` (+)= `a` (BLOCK rows of `depth`) · the two column runs.
+/// The BLOCK columns a kernel call multiplies: two runs of LANES columns, each inner pair of
+/// a run its LANES columns' two values side by side. Each run's pairs come `pairs` a tap, one
+/// `pair_stride` values after the other, each tap's first `tap_stride` values after the one
+/// before: packed runs hold one tap of pairs one after another ([`Columns::packed`]); a 1-D
+/// convolution reads each tap's pairs in place from its input's bf16 channel pairs, the taps
+/// shifts of one stretch ([`Columns::shifted`]).
+#[derive(Clone, Copy)]
+pub struct Columns<'a> {
+    runs: (&'a [u16], &'a [u16]),
+    pairs: usize,
+    pair_stride: usize,
+    taps: usize,
+    tap_stride: usize,
+}
+
+impl<'a> Columns<'a> {
+    /// Two packed runs of `depth` inner values.
+    pub fn packed(runs: (&'a [u16], &'a [u16]), depth: usize) -> Self {
+        Self::checked(runs, (depth / 2, 2 * LANES), (1, 0))
+    }
+
+    /// BLOCK consecutive columns of planes of pairs `plane` values apart, from `data[start..]`,
+    /// `taps` taps `tap_stride` values apart.
+    pub fn shifted(
+        data: &'a [u16],
+        start: usize,
+        (pairs, plane): (usize, usize),
+        (taps, tap_stride): (usize, usize),
+    ) -> Self {
+        let runs = (&data[start..], &data[start + 2 * LANES..]);
+        Self::checked(runs, (pairs, plane), (taps, tap_stride))
+    }
+
+    /// Panics unless both runs hold every pair read from them.
+    fn checked(
+        runs: (&'a [u16], &'a [u16]),
+        (pairs, pair_stride): (usize, usize),
+        (taps, tap_stride): (usize, usize),
+    ) -> Self {
+        if pairs > 0 && taps > 0 {
+            let read = (taps - 1) * tap_stride + (pairs - 1) * pair_stride + 2 * LANES;
+            assert!(
+                runs.0.len() >= read && runs.1.len() >= read,
+                "bf16 columns out of bounds"
+            );
+        }
+        Self {
+            runs,
+            pairs,
+            pair_stride,
+            taps,
+            tap_stride,
+        }
+    }
+
+    /// Inner values the runs hold.
+    fn depth(&self) -> usize {
+        2 * self.pairs * self.taps
+    }
+}
+
+/// `out` (+)= `a` (BLOCK rows, `a_stride` values apart) · `b`, whose inner order `a`'s rows
+/// follow from their starts.
 ///
 /// # Safety
 /// `engine` must run on this CPU (and for AMX, [`Tiles::configure`] be live on this
-/// thread); the slices must be as long as described; `out` must address BLOCK rows of
-/// BLOCK floats valid for writes (and reads when `add`) that nothing else touches.
-pub unsafe fn block(engine: Engine, a: &[u16], depth: usize, (b0, b1): (&[u16], &[u16]), out: Out) {
-    assert!(a.len() >= BLOCK * depth && b0.len() >= depth * LANES && b1.len() >= depth * LANES);
+/// thread); `out` must address BLOCK rows of BLOCK floats valid for writes (and reads when
+/// `add`) that nothing else touches.
+pub unsafe fn block(engine: Engine, (a, a_stride): (&[u16], usize), b: Columns<'_>, out: Out) {
+    assert!(a_stride >= b.depth() && a.len() >= (BLOCK - 1) * a_stride + b.depth());
     match engine {
-        // SAFETY: passed on from the caller.
-        Engine::Amx => unsafe { amx(a, depth, (b0, b1), out) },
-        Engine::Avx512 => unsafe { avx512(a, depth, (b0, b1), out) },
+        Engine::Amx => {
+            assert!(
+                b.taps == 1 && b.pair_stride == 2 * LANES && a_stride == b.depth(),
+                "AMX multiplies packed runs only"
+            );
+            // SAFETY: passed on from the caller; the runs and rows were checked above.
+            unsafe { amx(a, a_stride, b.runs, out) }
+        }
+        // SAFETY: passed on from the caller; the runs and rows were checked above.
+        Engine::Avx512 => unsafe { avx512((a, a_stride), b, out) },
         Engine::Emulated => unreachable!("the emulation multiplies through the f32 gemm"),
     }
 }
@@ -164,9 +233,9 @@ unsafe fn amx(a: &[u16], depth: usize, (b0, b1): (&[u16], &[u16]), out: Out) {
 /// Eight rows at a time: 16 vectors of sums, each inner pair one broadcast of a row's pair
 /// against the two column runs.
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn avx512(a: &[u16], depth: usize, (b0, b1): (&[u16], &[u16]), out: Out) {
+unsafe fn avx512((a, a_stride): (&[u16], usize), b: Columns<'_>, out: Out) {
     const ROWS: usize = 8;
-    let (a, b0, b1) = (a.as_ptr(), b0.as_ptr(), b1.as_ptr());
+    let (a, b0, b1) = (a.as_ptr(), b.runs.0.as_ptr(), b.runs.1.as_ptr());
     for first in (0..BLOCK).step_by(ROWS) {
         let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
         if out.add {
@@ -178,22 +247,28 @@ unsafe fn avx512(a: &[u16], depth: usize, (b0, b1): (&[u16], &[u16]), out: Out) 
                 }
             }
         }
-        for pair in 0..depth / 2 {
-            // SAFETY: `block` checked that both runs hold `depth` pairs of LANES columns
-            // and `a` BLOCK rows of `depth`; the transmutes reinterpret whole vectors.
-            unsafe {
-                let x0 = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
-                    b0.add(pair * 2 * LANES).cast(),
-                ));
-                let x1 = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
-                    b1.add(pair * 2 * LANES).cast(),
-                ));
-                for (row, acc) in acc.iter_mut().enumerate() {
-                    let at = a.add((first + row) * depth + pair * 2);
-                    let both = at.cast::<i32>().read_unaligned();
-                    let pairs = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(both));
-                    acc[0] = _mm512_dpbf16_ps(acc[0], pairs, x0);
-                    acc[1] = _mm512_dpbf16_ps(acc[1], pairs, x1);
+        for tap in 0..b.taps {
+            for pair in 0..b.pairs {
+                let at = tap * b.tap_stride + pair * b.pair_stride;
+                let inner = 2 * (tap * b.pairs + pair);
+                // SAFETY: `Columns` checked that both runs hold every pair read here and
+                // `block` that `a` holds BLOCK rows of the inner values; the transmutes
+                // reinterpret whole vectors.
+                unsafe {
+                    let x0 = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        b0.add(at).cast(),
+                    ));
+                    let x1 = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        b1.add(at).cast(),
+                    ));
+                    for (row, acc) in acc.iter_mut().enumerate() {
+                        let at = a.add((first + row) * a_stride + inner);
+                        let both = at.cast::<i32>().read_unaligned();
+                        let pairs =
+                            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(both));
+                        acc[0] = _mm512_dpbf16_ps(acc[0], pairs, x0);
+                        acc[1] = _mm512_dpbf16_ps(acc[1], pairs, x1);
+                    }
                 }
             }
         }
