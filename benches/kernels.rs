@@ -26,6 +26,12 @@ use foley::engine::kernels::upsample;
 use foley::engine::kernels::{with_bf16_products, with_previous_kernels};
 use foley::engine::models::layers::{attention as split_attention, split_heads};
 
+/// The `foley` binary's allocator and settings (src/main.rs): the kernels' large buffers come
+/// from reused pages there, and with the system allocator a layer's timings swung 1.5× between
+/// runs as its buffers came from reused or freshly zeroed pages.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn median_ms(mut run: impl FnMut() -> Result<Tensor>) -> Result<f64> {
     run()?;
     let mut times = Vec::new();
@@ -83,6 +89,7 @@ fn conv2d(device: &Device, shape: [usize; 4], out: usize, kernel: usize) -> Resu
 }
 
 fn main() -> Result<()> {
+    foley::mimalloc_options::hold_freed_pages();
     let device = Device::Cpu;
     println!("| op | shape | candle ms (GFLOP/s) | Foley ms (GFLOP/s) | speed-up |");
     println!("|---|---|---|---|---|");

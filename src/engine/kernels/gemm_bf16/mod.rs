@@ -133,11 +133,22 @@ pub(super) unsafe fn run(
     let columns =
         |first: usize| x86::Columns::packed((right.run(first), right.run(first + LANES)), depth);
     // SAFETY: passed on from the caller; the runs hold every column block's pairs.
-    unsafe { run_blocks((dst, dst_view), left, engine, columns, accumulate, parallel) }
+    unsafe {
+        run_blocks(
+            (dst, dst_view),
+            left,
+            engine,
+            columns,
+            None,
+            accumulate,
+            parallel,
+        )
+    }
 }
 
 /// [`run`] with the right operand's column blocks from `columns(first column)`: packed runs
-/// or an image's pairs read in place.
+/// or an image's pairs read in place. With `column_blocks`, each task takes every row of that
+/// many blocks of columns instead of the rows splitting first.
 ///
 /// # Safety
 /// As for [`run`], with `columns` giving the right operand's blocks for `engine`, over the
@@ -147,6 +158,7 @@ unsafe fn run_blocks<'a>(
     left: Left<'_>,
     engine: Engine,
     columns: impl Fn(usize) -> x86::Columns<'a> + Sync,
+    column_blocks: Option<usize>,
     accumulate: bool,
     parallel: bool,
 ) {
@@ -163,9 +175,18 @@ unsafe fn run_blocks<'a>(
     // The rows split first: each task packs its own rows of `lhs`, which then stay in cache
     // for every column block. With fewer row blocks than threads (a few tokens through a wide
     // layer) the columns split too, each of those tasks packing the same few rows.
-    let blocks_per_row_task = row_blocks.div_ceil(threads);
+    let (blocks_per_row_task, blocks_per_col_task) = match column_blocks {
+        Some(blocks) => (row_blocks, blocks.max(1)),
+        None => {
+            let blocks_per_row_task = row_blocks.div_ceil(threads);
+            let row_tasks = row_blocks.div_ceil(blocks_per_row_task);
+            (
+                blocks_per_row_task,
+                col_blocks.div_ceil((threads / row_tasks).max(1)),
+            )
+        }
+    };
     let row_tasks = row_blocks.div_ceil(blocks_per_row_task);
-    let blocks_per_col_task = col_blocks.div_ceil((threads / row_tasks).max(1));
     let col_tasks = col_blocks.div_ceil(blocks_per_col_task);
     let dst = Rows(dst);
     let task = |index: usize| {
