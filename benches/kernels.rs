@@ -7,8 +7,8 @@
 //! (`with_previous_kernels`), a third the CPU's bf16 products (`--dtype bf16`) against f32 on
 //! every bf16 engine this CPU runs (AMX, AVX512-BF16; the emulation everywhere, which is no
 //! faster than f32 and shows what the rounding costs). `cargo bench --bench kernels -- bf16`
-//! prints the third table alone, `-- bf16 conv1d` HiFi-GAN's layers under it, `-- winograd`
-//! the Winograd products' rows.
+//! prints the third table alone, `-- bf16 conv1d` a table of HiFi-GAN's layers under it alone,
+//! `-- winograd` the Winograd products' rows.
 
 use std::time::Instant;
 
@@ -26,9 +26,9 @@ use foley::engine::kernels::upsample;
 use foley::engine::kernels::{with_bf16_products, with_previous_kernels};
 use foley::engine::models::layers::{attention as split_attention, split_heads};
 
-/// The `foley` binary's allocator and settings (src/main.rs): the kernels' large buffers come
-/// from reused pages there, and with the system allocator a layer's timings swung 1.5× between
-/// runs as its buffers came from reused or freshly zeroed pages.
+/// mimalloc with the `foley` binary's purge setting (src/main.rs), as the binary allocates: the
+/// kernels' large buffers come from reused pages there, and with the system allocator a layer's
+/// timings swung 1.5× between runs as its buffers came from reused or freshly zeroed pages.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -721,8 +721,10 @@ impl CustomOp3 for ConvOp<'_> {
             });
             if let (Some((taps, image)), Some(left)) = (&image, left)
                 && image.reads_in_place(left.engine())
+                && !previous
             {
-                // HiFi-GAN's convolutions on AVX512-BF16: no im2col tiles at all.
+                // HiFi-GAN's convolutions on AVX512-BF16: no im2col tiles at all (the copied
+                // tiles are the previous kernel).
                 image.convolve_in_place(left, taps, out);
                 continue;
             }
@@ -1086,6 +1088,8 @@ mod tests {
             (128, 128, 4000, 7, 3, Some(0.1)),
             (33, 40, 1001, 7, 3, Some(0.1)),
         ] {
+            // Two items of the last shape: each convolved into its own part of the output.
+            let batch = if channels == 33 { 2 } else { 1 };
             let padding = dilation * (kernel - 1) / 2;
             let weight = Tensor::randn(0f32, 0.1, (outputs, channels, kernel), &device).unwrap();
             let bias = Tensor::randn(0f32, 1.0, outputs, &device).unwrap();
@@ -1096,7 +1100,7 @@ mod tests {
             let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), DType::F32, &device);
             let conv =
                 Conv1d::new(channels, outputs, kernel, padding, dilation, vb.pp("c")).unwrap();
-            let raw = Tensor::randn(0f32, 1.0, (1, channels, length), &device).unwrap();
+            let raw = Tensor::randn(0f32, 1.0, (batch, channels, length), &device).unwrap();
             // The layer's input after the leaky ReLU: what both convolutions multiply.
             let xs = match slope {
                 Some(slope) => leaky_relu(&raw, slope).unwrap(),
@@ -1108,7 +1112,7 @@ mod tests {
                     .broadcast_add(&bias.reshape((1, outputs, 1)).unwrap())
                     .unwrap()
             };
-            let what = format!("1-D {channels}→{outputs}×{length} k{kernel} d{dilation}");
+            let what = format!("1-D {batch}×{channels}→{outputs}×{length} k{kernel} d{dilation}");
             check(&what, (&xs, &weight), &convolve, &|| match slope {
                 Some(slope) => conv.forward_leaky(&raw, slope).unwrap(),
                 None => conv.forward(&raw).unwrap(),

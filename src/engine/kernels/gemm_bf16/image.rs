@@ -2,7 +2,8 @@
 //! side in zero-padded planes. With the operand's inner order tap-major (tap, then channel),
 //! the pair of rows for one tap and one channel pair is a shifted stretch of such a plane, so
 //! each im2col tile is copied from it in runs of whole pairs instead of being filled, rounded
-//! and interleaved value by value.
+//! and interleaved value by value; AVX512-BF16's kernel reads a 1-D image's stretches in place
+//! ([`PairImage::convolve_in_place`]), with no tile at all.
 
 use rayon::prelude::*;
 
@@ -36,10 +37,11 @@ const COLUMN_BLOCKS: usize = 16;
 /// Positions of a row rounded and paired at a time, so the rows stay in L1.
 const CHUNK: usize = 256;
 
-/// Values from one pair's plane to the next for planes of `len` values: whole cache lines, an
-/// odd count of them, so that one position of successive planes falls in different cache sets.
-/// (HiFi-GAN's planes are a few values over a multiple of 4 KiB: read in place, a block's 128
-/// pairs of one tap shared a sixteenth of L1's sets.)
+/// Values from one pair's plane to the next for planes of `len` values: an odd count of 64-byte
+/// lines' worth, so that one position of successive planes falls in different cache sets
+/// (whatever the buffer's alignment, the distance between them is what maps them). HiFi-GAN's
+/// planes are a few values over a multiple of 4 KiB: read in place, a block's 128 pairs of one
+/// tap shared a sixteenth of L1's sets.
 fn plane_stride(len: usize) -> usize {
     /// Values a 64-byte line holds.
     const LINE: usize = 32;

@@ -12,8 +12,9 @@
 //! they can be (a layer keeps its weights packed, [`PackedWeights`]: a linear layer's as the
 //! right operand, a convolution's as the left, [`PackedLeft`]); a convolution packs its im2col
 //! tile as it makes it ([`PackedRight::refill_rows`]), or with stride 1 on the hardware engines
-//! copies it from the input's bf16 channel pairs ([`PairImage`]); the kernels write whole
-//! blocks of sums in place.
+//! copies it from the input's bf16 channel pairs ([`PairImage`]), which AVX512-BF16's kernel
+//! reads in place for a 1-D convolution, with no tile at all; the kernels write whole blocks
+//! of sums in place.
 
 use std::sync::OnceLock;
 
@@ -172,9 +173,10 @@ unsafe fn run_blocks<'a>(
     } else {
         1
     };
-    // The rows split first: each task packs its own rows of `lhs`, which then stay in cache
-    // for every column block. With fewer row blocks than threads (a few tokens through a wide
-    // layer) the columns split too, each of those tasks packing the same few rows.
+    // Unless the caller gives a stretch of column blocks a task, the rows split first: each
+    // task packs its own rows of `lhs`, which then stay in cache for every column block. With
+    // fewer row blocks than threads (a few tokens through a wide layer) the columns split too,
+    // each of those tasks packing the same few rows.
     let (blocks_per_row_task, blocks_per_col_task) = match column_blocks {
         Some(blocks) => (row_blocks, blocks.max(1)),
         None => {
@@ -227,8 +229,8 @@ unsafe fn run_blocks<'a>(
                         row_stride: dst_view.row_stride,
                         add: accumulate,
                     };
-                    // SAFETY: `a` holds BLOCK rows of `depth` values, each run `depth` pairs
-                    // of LANES columns; the engine was detected on this CPU; `out` as above.
+                    // SAFETY: `block` checks `a`, and `Columns` checked the runs when made;
+                    // the engine was detected on this CPU; `out` as above.
                     unsafe { x86::block(engine, a, b, out) };
                     continue;
                 }
@@ -255,7 +257,7 @@ unsafe fn run_blocks<'a>(
         }
     };
     let tasks = row_tasks * col_tasks;
-    if tasks > 1 {
+    if parallel && tasks > 1 {
         (0..tasks).into_par_iter().for_each(task);
     } else {
         task(0);
@@ -299,19 +301,19 @@ mod x86 {
     }
 
     #[derive(Clone, Copy)]
-    pub struct Columns;
+    pub struct Columns<'a>(std::marker::PhantomData<&'a [u16]>);
 
-    impl Columns {
-        pub fn packed(_: (&[u16], &[u16]), _: usize) -> Self {
+    impl<'a> Columns<'a> {
+        pub fn packed(_: (&'a [u16], &'a [u16]), _: usize) -> Self {
             unreachable!("the bf16 hardware engines are x86-64 only")
         }
 
-        pub fn shifted(_: &[u16], _: usize, _: (usize, usize), _: (usize, usize)) -> Self {
+        pub fn shifted(_: &'a [u16], _: usize, _: (usize, usize), _: (usize, usize)) -> Self {
             unreachable!("the bf16 hardware engines are x86-64 only")
         }
     }
 
-    pub unsafe fn block(_: Engine, _: (&[u16], usize), _: Columns, _: Out) {
+    pub unsafe fn block(_: Engine, _: (&[u16], usize), _: Columns<'_>, _: Out) {
         unreachable!("the bf16 hardware engines are x86-64 only")
     }
 }

@@ -111,9 +111,12 @@ impl<'a> Columns<'a> {
         (taps, tap_stride): (usize, usize),
     ) -> Self {
         if pairs > 0 && taps > 0 {
-            let read = (taps - 1) * tap_stride + (pairs - 1) * pair_stride + 2 * LANES;
+            // Checked arithmetic: a stride so large that the bound wraps must not pass.
+            let read = ((taps - 1).checked_mul(tap_stride))
+                .zip((pairs - 1).checked_mul(pair_stride))
+                .and_then(|(taps, pairs)| taps.checked_add(pairs)?.checked_add(2 * LANES));
             assert!(
-                runs.0.len() >= read && runs.1.len() >= read,
+                read.is_some_and(|read| runs.0.len() >= read && runs.1.len() >= read),
                 "bf16 columns out of bounds"
             );
         }
@@ -144,13 +147,18 @@ pub unsafe fn block(engine: Engine, (a, a_stride): (&[u16], usize), b: Columns<'
     match engine {
         Engine::Amx => {
             assert!(
-                b.taps == 1 && b.pair_stride == 2 * LANES && a_stride == b.depth(),
-                "AMX multiplies packed runs only"
+                b.taps == 1
+                    && b.pair_stride == 2 * LANES
+                    && a_stride == b.depth()
+                    && b.depth().is_multiple_of(DEPTH_STEP),
+                "AMX multiplies packed runs of whole tile depths only"
             );
-            // SAFETY: passed on from the caller; the runs and rows were checked above.
+            // SAFETY: passed on from the caller; `a` was checked above, the runs when
+            // `Columns` was made.
             unsafe { amx(a, a_stride, b.runs, out) }
         }
-        // SAFETY: passed on from the caller; the runs and rows were checked above.
+        // SAFETY: passed on from the caller; `a` was checked above, the runs when `Columns`
+        // was made.
         Engine::Avx512 => unsafe { avx512((a, a_stride), b, out) },
         Engine::Emulated => unreachable!("the emulation multiplies through the f32 gemm"),
     }
