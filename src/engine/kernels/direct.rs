@@ -242,13 +242,7 @@ pub fn convolve(
         .for_each(|(padded, source)| {
             for (y, row) in source.chunks(width).enumerate() {
                 let target = &mut padded[(y + pad_y) * padded_width + pad_x..][..width];
-                match input_slope {
-                    Some(slope) => target
-                        .iter_mut()
-                        .zip(row)
-                        .for_each(|(t, &v)| *t = if v < 0.0 { v * slope } else { v }),
-                    None => target.copy_from_slice(row),
-                }
+                super::leaky::copy(row, input_slope, target);
             }
         });
     let offsets: Vec<usize> = (0..kh)

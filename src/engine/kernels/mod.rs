@@ -18,6 +18,7 @@ pub mod gemm;
 pub mod gemm_bf16;
 pub mod group_norm;
 pub mod layer_norm;
+mod leaky;
 pub mod linear;
 mod scratch;
 pub mod upsample;

@@ -7,8 +7,8 @@
 
 use rayon::prelude::*;
 
-use super::super::dispatch::avx2_dispatch;
 use super::super::gemm::View;
+use super::super::leaky;
 use super::pack::{PackedLeft, PackedRight, deal_pair};
 use super::{BLOCK, Engine, LANES, Left, x86};
 
@@ -88,10 +88,7 @@ impl PairImage {
                                     continue;
                                 }
                                 let source = &planes[(channel * height + y) * width + first..];
-                                match slope {
-                                    Some(slope) => leaky_copy(&source[..len], slope, row),
-                                    None => row.copy_from_slice(&source[..len]),
-                                }
+                                leaky::copy(&source[..len], slope, row);
                             }
                             let start = ((y + pad_y) * padded_width + pad_x + first) * 2;
                             // Runs of LANES pairs one after another: the row's pairs in order.
@@ -132,12 +129,11 @@ impl PairImage {
                 && out.len() >= outputs * positions,
             "convolution shapes disagree"
         );
-        let plane = self.plane;
         let columns = |first: usize| {
             x86::Columns::shifted(
                 &self.data,
                 first * 2,
-                (self.pairs, plane),
+                (self.pairs, self.plane),
                 (kernel, dilation * 2),
             )
         };
@@ -145,9 +141,6 @@ impl PairImage {
         // Each task takes every output row of a stretch of columns, so that stretch of every
         // plane stays in L2 while all the weights pass over it, instead of each task streaming
         // the whole image once for each of its blocks of rows.
-        let blocks = positions.div_ceil(BLOCK);
-        let threads = rayon::current_num_threads().max(1);
-        let stretch = COLUMN_BLOCKS.min(blocks.div_ceil(threads));
         // SAFETY: `out` holds the view (asserted); each block's columns are read from
         // `self.data`, bounds-checked by `Columns::shifted`, over the weights' tap-major order.
         unsafe {
@@ -156,7 +149,7 @@ impl PairImage {
                 Left::Kept(left),
                 left.engine(),
                 columns,
-                Some(stretch),
+                Some(COLUMN_BLOCKS),
                 true,
                 true,
             )
@@ -183,18 +176,6 @@ pub fn tap_major_weights(weight: &[f32], outputs: usize, channels: usize, taps: 
         }
     }
     rows
-}
-
-#[inline(always)]
-fn leaky_copy_body(source: &[f32], slope: f32, out: &mut [f32]) {
-    for (out, &value) in out.iter_mut().zip(source) {
-        *out = if value < 0.0 { value * slope } else { value };
-    }
-}
-
-avx2_dispatch! {
-    /// `out` = the leaky ReLU of `source` (negative values times `slope`).
-    fn leaky_copy = leaky_copy_body(source: &[f32], slope: f32, out: &mut [f32]);
 }
 
 impl PackedRight {

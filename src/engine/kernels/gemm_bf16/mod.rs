@@ -148,8 +148,9 @@ pub(super) unsafe fn run(
 }
 
 /// [`run`] with the right operand's column blocks from `columns(first column)`: packed runs
-/// or an image's pairs read in place. With `column_blocks`, each task takes every row of that
-/// many blocks of columns instead of the rows splitting first.
+/// or an image's pairs read in place. With `column_blocks`, each task takes every row of at
+/// most that many blocks of columns (fewer when that leaves a thread without a task) instead of
+/// the rows splitting first.
 ///
 /// # Safety
 /// As for [`run`], with `columns` giving the right operand's blocks for `engine`, over the
@@ -178,7 +179,7 @@ unsafe fn run_blocks<'a>(
     // fewer row blocks than threads (a few tokens through a wide layer) the columns split too,
     // each of those tasks packing the same few rows.
     let (blocks_per_row_task, blocks_per_col_task) = match column_blocks {
-        Some(blocks) => (row_blocks, blocks.max(1)),
+        Some(most) => (row_blocks, most.min(col_blocks.div_ceil(threads)).max(1)),
         None => {
             let blocks_per_row_task = row_blocks.div_ceil(threads);
             let row_tasks = row_blocks.div_ceil(blocks_per_row_task);
@@ -213,11 +214,11 @@ unsafe fn run_blocks<'a>(
         let mut sums = [0f32; BLOCK * BLOCK];
         let _tiles = (engine == Engine::Amx).then(x86::Tiles::configure);
         for block_row in (0..rows).step_by(BLOCK) {
-            let a = &left.data[(offset + block_row) * left.depth..][..BLOCK * left.depth];
+            let rows_data = &left.data[(offset + block_row) * left.depth..][..BLOCK * left.depth];
+            let a = (rows_data, left.depth);
             let valid_rows = BLOCK.min(rows - block_row);
             for block_col in (first_col..end_col).step_by(BLOCK) {
                 let b = columns(block_col);
-                let a = (a, left.depth);
                 let valid_cols = BLOCK.min(dst_view.cols - block_col);
                 let corner = (first + block_row) * dst_view.row_stride + block_col;
                 if dst_view.col_stride == 1 && valid_rows == BLOCK && valid_cols == BLOCK {
