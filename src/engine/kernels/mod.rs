@@ -39,6 +39,7 @@ thread_local! {
     static PORTABLE: Cell<bool> = const { Cell::new(false) };
     static PREVIOUS: Cell<bool> = const { Cell::new(false) };
     static BF16: Cell<Option<Engine>> = const { Cell::new(None) };
+    static KEEP: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Relative L2 distance of `ours` from an f64 `reference`: how the kernels' tests hold a fast
@@ -81,6 +82,14 @@ pub fn with_bf16_products<R>(engine: Option<Engine>, work: impl FnOnce() -> R) -
     }
     let _restore = Restore(BF16.replace(engine));
     work()
+}
+
+/// Runs `work` with f32 products whatever this thread's setting ([`with_bf16_products`]). The
+/// text encoders take it: they run once a generation over a few dozen tokens, where packing
+/// each weight to bf16 for one thin product costs more than the product saves (AudioLDM 2's
+/// prompts on Zen 4: 0.90–0.94 s in f32, 0.98–2.1 s with bf16 products).
+pub fn with_f32_products<R>(work: impl FnOnce() -> R) -> R {
+    with_bf16_products(None, work)
 }
 
 /// How this thread's products compute ([`with_bf16_products`]). Read where an op starts: the
@@ -167,6 +176,21 @@ impl Drop for Restore {
         PREVIOUS.set(self.0.previous);
         BF16.set(self.0.bf16);
     }
+}
+
+/// Runs `work` with the layers keeping their bf16-packed weights from their first call on
+/// this thread, not packing them for each of their first calls alone
+/// ([`gemm_bf16::PackedWeights`]): for a model that the caller runs many times, such as the
+/// denoiser over a schedule, whose first two calls otherwise pack every weight for nothing
+/// (AudioLDM 2's UNet on Zen 4: 0.1–0.3 s each).
+pub fn with_weights_kept<R>(work: impl FnOnce() -> R) -> R {
+    with_flag(&KEEP, work)
+}
+
+/// Whether this thread's layers keep their packed weights from the first call
+/// ([`with_weights_kept`]).
+fn keeps_weights() -> bool {
+    KEEP.with(Cell::get)
 }
 
 /// Whether this thread runs the replaced kernels ([`with_previous_kernels`]).

@@ -15,6 +15,7 @@ use super::stages::{
 use super::{
     AudioLength, CancelFlag, Clip, InputAudio, Progress, Request, Task, Timings, validate,
 };
+use crate::engine::kernels;
 use crate::engine::models::clap_text::ClapTextModel;
 use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning};
 use crate::engine::schedulers::SchedulerConfig;
@@ -115,17 +116,20 @@ impl AudioLdmPipeline {
 
     /// The normalised CLAP vector of one text, tokenised to `length` tokens.
     fn embed(&self, text: &str, length: usize, warnings: &mut Vec<String>) -> Result<Tensor> {
-        let tokens = self.tokenizer.encode(text, Some(length))?;
-        if tokens.truncated && length == self.tokenizer.max_length {
-            warnings.push(format!(
-                "the text \"{}\" is longer than CLAP's {} tokens; its end was ignored",
-                super::excerpt(text),
-                self.tokenizer.max_length
-            ));
-        }
-        Ok(self
-            .clap
-            .text_features(&[tokens.ids], &[tokens.mask], &self.device)?)
+        // f32 products whatever the mode: see `kernels::with_f32_products`.
+        kernels::with_f32_products(|| {
+            let tokens = self.tokenizer.encode(text, Some(length))?;
+            if tokens.truncated && length == self.tokenizer.max_length {
+                warnings.push(format!(
+                    "the text \"{}\" is longer than CLAP's {} tokens; its end was ignored",
+                    super::excerpt(text),
+                    self.tokenizer.max_length
+                ));
+            }
+            Ok(self
+                .clap
+                .text_features(&[tokens.ids], &[tokens.mask], &self.device)?)
+        })
     }
 
     /// `_encode_prompt`: (batch, projection_dim), `[negative; positive]` with guidance.

@@ -12,6 +12,7 @@ use super::stages::{
     stage_seconds,
 };
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Task, Timings, validate};
+use crate::engine::kernels;
 use crate::engine::models::clap_text::ClapTextModel;
 use crate::engine::models::gpt2::{Gpt2Config, Gpt2Model};
 use crate::engine::models::projection::{ProjectionConfig, ProjectionModel};
@@ -182,27 +183,30 @@ impl AudioLdm2Pipeline {
         negative_prompt: Option<&str>,
         guidance: bool,
     ) -> Result<PromptEmbeddings> {
-        let mut warnings = Vec::new();
-        let (clap, t5, mask) = self.encode_text(prompt, None, &mut warnings)?;
-        let generated = self.generate_from(&clap, &t5, &mask)?;
-        if !guidance {
-            return Ok(PromptEmbeddings {
-                text: t5,
-                text_mask: mask,
-                generated,
+        // f32 products whatever the mode: see `kernels::with_f32_products`.
+        kernels::with_f32_products(|| {
+            let mut warnings = Vec::new();
+            let (clap, t5, mask) = self.encode_text(prompt, None, &mut warnings)?;
+            let generated = self.generate_from(&clap, &t5, &mask)?;
+            if !guidance {
+                return Ok(PromptEmbeddings {
+                    text: t5,
+                    text_mask: mask,
+                    generated,
+                    warnings,
+                });
+            }
+            let tokens = t5.dim(1)?;
+            let negative = negative_prompt.unwrap_or("");
+            let (neg_clap, neg_t5, neg_mask) =
+                self.encode_text(negative, Some(tokens), &mut warnings)?;
+            let neg_generated = self.generate_from(&neg_clap, &neg_t5, &neg_mask)?;
+            Ok(PromptEmbeddings {
+                text: Tensor::cat(&[&neg_t5, &t5], 0)?,
+                text_mask: Tensor::cat(&[&neg_mask, &mask], 0)?,
+                generated: Tensor::cat(&[&neg_generated, &generated], 0)?,
                 warnings,
-            });
-        }
-        let tokens = t5.dim(1)?;
-        let negative = negative_prompt.unwrap_or("");
-        let (neg_clap, neg_t5, neg_mask) =
-            self.encode_text(negative, Some(tokens), &mut warnings)?;
-        let neg_generated = self.generate_from(&neg_clap, &neg_t5, &neg_mask)?;
-        Ok(PromptEmbeddings {
-            text: Tensor::cat(&[&neg_t5, &t5], 0)?,
-            text_mask: Tensor::cat(&[&neg_mask, &mask], 0)?,
-            generated: Tensor::cat(&[&neg_generated, &generated], 0)?,
-            warnings,
+            })
         })
     }
 

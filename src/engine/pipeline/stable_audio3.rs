@@ -17,6 +17,7 @@ use super::{
     validate,
 };
 use crate::engine::dsp::resample::resample;
+use crate::engine::kernels;
 use crate::engine::models::autoencoder_same::{AutoencoderSame, AutoencoderSameConfig};
 use crate::engine::models::stable_audio3_dit::{
     DiTConditioning, StableAudio3DiTConfig, StableAudio3DiTModel,
@@ -459,9 +460,17 @@ impl StableAudio3Pipeline {
             } else {
                 latents.clone()
             };
-            let velocity =
+            // Over several steps the transformer's layers keep their packed weights from the
+            // first.
+            let forward = || {
                 self.transformer
-                    .forward(&input, &vec![timestep; rows], &dit_conditioning)?;
+                    .forward(&input, &vec![timestep; rows], &dit_conditioning)
+            };
+            let velocity = if timesteps.len() > 1 {
+                kernels::with_weights_kept(forward)?
+            } else {
+                forward()?
+            };
             let velocity = if guidance {
                 let half = rows / 2;
                 let unconditional = velocity.narrow(0, 0, half)?;

@@ -11,6 +11,7 @@ use super::editing::{Assembly, LoopStart, Planner, assemble};
 use super::preview::{self, PreviewProjection};
 use super::{AudioLength, CancelFlag, Clip, Progress, Request, Timings};
 use crate::engine::dsp::frontend::MelFrontEnd;
+use crate::engine::kernels;
 use crate::engine::models::clap_text::{ClapConfig, ClapTextConfig, ClapTextModel};
 use crate::engine::models::hifigan::{HifiGan, HifiGanConfig};
 use crate::engine::models::unet::{UNet2DConditionModel, UNetConditioning, UNetConfig};
@@ -270,7 +271,12 @@ pub(crate) fn denoise(
             latents.clone()
         };
         let input = scheduler.scale_model_input(input, index)?;
-        let prediction = unet.forward(&input, *timestep, conditioning)?;
+        // Over several steps the UNet's layers keep their packed weights from the first.
+        let prediction = if total > 1 {
+            kernels::with_weights_kept(|| unet.forward(&input, *timestep, conditioning))?
+        } else {
+            unet.forward(&input, *timestep, conditioning)?
+        };
         let prediction = if guided {
             let rows = latents.dim(0)?;
             let unconditional = prediction.narrow(0, 0, rows)?;

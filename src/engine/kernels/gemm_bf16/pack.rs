@@ -261,10 +261,65 @@ fn deal_pair_body(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usize) {
 }
 
 avx2_dispatch! {
-    /// Rounds a pair of rows to bf16 and deals them into a group's runs, one store a column:
-    /// run `r` takes columns `16r..16r + 16`, each one's two values side by side, at
-    /// `out[r * run_len..]`.
-    pub(super) fn deal_pair = deal_pair_body(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usize);
+    fn deal_pair_avx2 = deal_pair_body(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usize);
+}
+
+/// Rounds a pair of rows to bf16 ([`round`]'s bits) and deals them into a group's runs: run
+/// `r` takes columns `16r..16r + 16`, each one's two values side by side, at
+/// `out[r * run_len..]`. With AVX512-BF16's conversion where the CPU has it.
+pub(super) fn deal_pair(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512bf16")
+    {
+        // SAFETY: the CPU was just checked to support AVX-512F/BW and AVX512-BF16.
+        return unsafe { converting::deal_pair(even, odd, out, run_len) };
+    }
+    deal_pair_avx2(even, odd, out, run_len)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod converting {
+    use std::arch::x86_64::*;
+
+    use super::super::round::converting::has_subnormal;
+    use super::LANES;
+
+    /// [`super::deal_pair`] with `vcvtne2ps2bf16` on whole runs; a run holding a subnormal
+    /// (which the instruction flushes) and a partial last run take the portable code.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F/BW and AVX512-BF16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn deal_pair(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usize) {
+        // Word `2i` from the even row's value `i` (words 0..16), `2i + 1` from the odd one's.
+        let interleave = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        for (run, (even, odd)) in even.chunks(LANES).zip(odd.chunks(LANES)).enumerate() {
+            let slots = &mut out[run * run_len..][..2 * even.len()];
+            if even.len() < LANES || odd.len() < LANES {
+                super::deal_pair_body(even, odd, slots, 2 * even.len());
+                continue;
+            }
+            // SAFETY: both rows hold `LANES` values here and `slots` twice that.
+            unsafe {
+                let low = _mm512_loadu_ps(even.as_ptr());
+                let high = _mm512_loadu_ps(odd.as_ptr());
+                if has_subnormal(low) || has_subnormal(high) {
+                    super::deal_pair_body(even, odd, slots, 2 * LANES);
+                    continue;
+                }
+                let halves = _mm512_castsi512_ps(_mm512_permutexvar_epi16(
+                    interleave,
+                    std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low)),
+                ));
+                _mm512_storeu_ps(slots.as_mut_ptr().cast(), halves);
+            }
+        }
+    }
 }
 
 /// A right operand rounded (and for the hardware engines packed) once for one engine: how a
@@ -444,8 +499,8 @@ impl PackedLeft {
 
 /// A layer's weights packed for each engine that multiplies them: a linear layer's as the
 /// right operand ([`PackedRight`]), a convolution's as the left ([`PackedLeft`]). The first
-/// [`CALLS_BEFORE_KEEPING`] calls pack them for themselves only; from the next on the layer
-/// keeps them. Kept weights take fresh memory, and its first touch can cost more than packing:
+/// [`CALLS_BEFORE_KEEPING`] calls pack them for themselves only; from the next on (from the
+/// first under [`with_weights_kept`](super::super::with_weights_kept)) the layer keeps them. Kept weights take fresh memory, and its first touch can cost more than packing:
 /// 0.5–1.9 GB/s on a Zen 4 VM against 22 GB/s for memory the allocator hands out again, and
 /// AudioLDM 2's text encoders, which run twice a generation (prompt and negative prompt),
 /// took 3.2–3.6 s in bf16 right after another large process when they kept their weights
@@ -506,7 +561,10 @@ impl<P> PackedWeights<P> {
         if let Some(kept) = self.by_engine[slot].get() {
             return Prepared::Kept(kept);
         }
-        if self.calls[slot].fetch_add(1, Ordering::Relaxed) < CALLS_BEFORE_KEEPING {
+        // Read on this thread: the flag is per thread, and layers are called from the caller's.
+        if !super::super::keeps_weights()
+            && self.calls[slot].fetch_add(1, Ordering::Relaxed) < CALLS_BEFORE_KEEPING
+        {
             return Prepared::Once(pack());
         }
         Prepared::Kept(self.by_engine[slot].get_or_init(pack))
@@ -560,6 +618,50 @@ mod tests {
                 }
                 let strides = (view.row_stride, view.col_stride);
                 assert!(packed.data == expected, "{k}×{n} {strides:?}");
+            }
+        }
+    }
+
+    /// Dealing a pair of rows gives the portable code's bits on whole and partial runs: ties,
+    /// NaNs, infinities and random patterns, in runs without a subnormal (the AVX512-BF16
+    /// conversion's) and with one (which it would flush).
+    #[test]
+    fn dealing_a_pair_rounds_as_the_portable_code() {
+        let mut state = 99u32;
+        let mut random = move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            state
+        };
+        let normal = |bits: u32| match bits & 0x7f80_0000 {
+            0 => bits | 0x3f80_0000,
+            _ => bits,
+        };
+        let specials = [
+            0x3f80_8000,
+            0x3f81_8000,
+            0x7fc0_0000,
+            0x7f80_0001,
+            0xff80_0000,
+        ];
+        let subnormals = [0x0001_0000, 0x807f_ffff];
+        for cols in [16, 40, 128] {
+            let mut even: Vec<u32> = (0..cols).map(|_| normal(random())).collect();
+            let mut odd: Vec<u32> = (0..cols).map(|_| normal(random())).collect();
+            even[..specials.len()].copy_from_slice(&specials);
+            odd[cols - specials.len()..].copy_from_slice(&specials);
+            for subnormal in [None, Some(cols / 2)] {
+                if let Some(col) = subnormal {
+                    even[col] = subnormals[0];
+                    odd[col + 1] = subnormals[1];
+                }
+                let even: Vec<f32> = even.iter().map(|&bits| f32::from_bits(bits)).collect();
+                let odd: Vec<f32> = odd.iter().map(|&bits| f32::from_bits(bits)).collect();
+                let run_len = 2 * LANES + 6;
+                let mut dealt = vec![0u16; cols.div_ceil(LANES) * run_len];
+                let mut expected = dealt.clone();
+                deal_pair(&even, &odd, &mut dealt, run_len);
+                deal_pair_body(&even, &odd, &mut expected, run_len);
+                assert_eq!(dealt, expected, "{cols} columns, subnormal {subnormal:?}");
             }
         }
     }

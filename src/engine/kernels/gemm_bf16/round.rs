@@ -36,7 +36,66 @@ fn round_all_body(values: &[f32], out: &mut [u16]) {
 
 avx2_dispatch! {
     /// [`round`] on each of `values` into `out`, eight at a time where the CPU has AVX2.
-    pub(super) fn round_all = round_all_body(values: &[f32], out: &mut [u16]);
+    fn round_all_avx2 = round_all_body(values: &[f32], out: &mut [u16]);
+}
+
+/// [`round`] on each of `values` into `out`: with AVX512-BF16's conversion where the CPU has
+/// it (32 values an instruction; 4× the AVX2 rounding's rate on Zen 4 for a row in L1), else
+/// eight at a time with AVX2.
+pub(super) fn round_all(values: &[f32], out: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bf16")
+    {
+        // SAFETY: the CPU was just checked to support AVX-512F and AVX512-BF16.
+        return unsafe { converting::round_all(values, out) };
+    }
+    round_all_avx2(values, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod converting {
+    use std::arch::x86_64::*;
+
+    /// [`super::round`] on each of `values` into `out` with `vcvtne2ps2bf16`, which rounds to
+    /// nearest even and quiets NaNs as `round` does, but flushes subnormals to zero: a block
+    /// of 32 holding one takes the portable rounding, so every value gets `round`'s bits.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX512-BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn round_all(values: &[f32], out: &mut [u16]) {
+        let len = values.len().min(out.len());
+        let whole = len / 32 * 32;
+        for start in (0..whole).step_by(32) {
+            // SAFETY: `start + 32 <= whole <= len`, within both slices.
+            unsafe {
+                let low = _mm512_loadu_ps(values.as_ptr().add(start));
+                let high = _mm512_loadu_ps(values.as_ptr().add(start + 16));
+                if has_subnormal(low) || has_subnormal(high) {
+                    super::round_all_body(&values[start..][..32], &mut out[start..][..32]);
+                    continue;
+                }
+                // The second operand's values come first.
+                let halves = _mm512_cvtne2ps_pbh(high, low);
+                out.as_mut_ptr()
+                    .add(start)
+                    .cast::<__m512bh>()
+                    .write_unaligned(halves);
+            }
+        }
+        super::round_all_body(&values[whole..len], &mut out[whole..len]);
+    }
+
+    /// Whether a lane is subnormal: nonzero bits under the exponent, so |bits| − 1 is below
+    /// the largest subnormal's bits.
+    #[target_feature(enable = "avx512f")]
+    pub(in super::super) fn has_subnormal(block: __m512) -> bool {
+        let magnitude =
+            _mm512_and_si512(_mm512_castps_si512(block), _mm512_set1_epi32(0x7fff_ffff));
+        let below = _mm512_sub_epi32(magnitude, _mm512_set1_epi32(1));
+        _mm512_cmplt_epu32_mask(below, _mm512_set1_epi32(0x007f_ffff)) != 0
+    }
 }
 
 #[inline(always)]
@@ -88,7 +147,9 @@ mod tests {
     }
 
     /// The vectorised rounding gives the scalar one's bits: ties, NaNs with and without
-    /// payloads, infinities, subnormals, the largest finite values, and random patterns.
+    /// payloads, infinities, the largest finite values, subnormals, and random patterns. The
+    /// first block of 32 holds no subnormal (AVX512-BF16's conversion rounds it), the second
+    /// five (the portable rounding takes it).
     #[test]
     fn rounding_a_slice_rounds_each_value() {
         let mut bits: Vec<u32> = vec![
@@ -100,11 +161,21 @@ mod tests {
             0xffbf_ffff,
             0x7f80_0000,
             0xff80_0000,
-            0x0000_0001,
-            0x8000_8000,
             0x7f7f_ffff,
             0xff7f_8000,
+            0x0080_0000,
+            0x8000_0000,
         ];
+        bits.resize(32, 0x3f80_0000);
+        // Subnormals that round to zero, to a subnormal, and up to the smallest normal.
+        bits.extend([
+            0x0000_0001,
+            0x8000_8000,
+            0x0001_0000,
+            0x0000_8001,
+            0x807f_ffff,
+        ]);
+        bits.resize(64, 0x4000_0000);
         let mut state = 12_345u32;
         bits.extend((0..1000).map(|_| {
             state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
