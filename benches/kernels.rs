@@ -489,6 +489,19 @@ fn bf16_products(device: &Device) -> Result<()> {
         let (layer, xs, gflop) = conv1d_layer(device, channels, length, (kernel, dilation))?;
         let shape = format!("[1,{channels},{length}] k{kernel} d{dilation}");
         compare("conv1d", shape, gflop, &|| layer.forward(&xs))?;
+        // UNet levels 1 and 2 self-attention (batch, tokens, width), 8 heads: the bf16 products
+        // with the row softmax between them (f32 takes the register tiles on AVX-512).
+        for (batch, tokens, width) in [(2, 1024, 256), (2, 256, 384)] {
+            let heads = 8;
+            let [q, k, v] = [(); 3].map(|()| random(&[batch, tokens, width], device));
+            let (q, k, v) = (q?, k?, v?);
+            let scale = 1.0 / ((width / heads) as f64).sqrt();
+            let gflop = 4.0 * (batch * tokens * tokens * width) as f64 / 1e9;
+            let shape = format!("{batch}×{heads} heads, {tokens} tokens, width {width}");
+            compare("self-attention", shape, gflop, &|| {
+                attention(&q, &k, &v, heads, scale, None)
+            })?;
+        }
     }
     Ok(())
 }

