@@ -270,10 +270,9 @@ avx2_dispatch! {
 pub(super) fn deal_pair(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usize) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512bf16")
     {
-        // SAFETY: the CPU was just checked to support AVX-512F/BW and AVX512-BF16.
+        // SAFETY: the CPU was just checked to support AVX-512F and AVX512-BF16.
         return unsafe { converting::deal_pair(even, odd, out, run_len) };
     }
     deal_pair_avx2(even, odd, out, run_len)
@@ -283,21 +282,17 @@ pub(super) fn deal_pair(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usi
 mod converting {
     use std::arch::x86_64::*;
 
-    use super::super::round::converting::has_subnormal;
+    use super::super::round::converting::{has_subnormal, widened};
     use super::LANES;
 
-    /// [`super::deal_pair`] with `vcvtne2ps2bf16` on whole runs; a run holding a subnormal
-    /// (which the instruction flushes) and a partial last run take the portable code.
+    /// [`super::deal_pair`] with `vcvtneps2bf16` on whole runs: each column's pair is one
+    /// 32-bit lane, the even row's half below. A run holding a subnormal (which the
+    /// instruction flushes) and a partial last run take the portable code.
     ///
     /// # Safety
-    /// The CPU has AVX-512F/BW and AVX512-BF16.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    /// The CPU has AVX-512F and AVX512-BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn deal_pair(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usize) {
-        // Word `2i` from the even row's value `i` (words 0..16), `2i + 1` from the odd one's.
-        let interleave = _mm512_set_epi16(
-            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
-            4, 19, 3, 18, 2, 17, 1, 16, 0,
-        );
         for (run, (even, odd)) in even.chunks(LANES).zip(odd.chunks(LANES)).enumerate() {
             let slots = &mut out[run * run_len..][..2 * even.len()];
             if even.len() < LANES || odd.len() < LANES {
@@ -312,11 +307,8 @@ mod converting {
                     super::deal_pair_body(even, odd, slots, 2 * LANES);
                     continue;
                 }
-                let halves = _mm512_castsi512_ps(_mm512_permutexvar_epi16(
-                    interleave,
-                    std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low)),
-                ));
-                _mm512_storeu_ps(slots.as_mut_ptr().cast(), halves);
+                let pairs = _mm512_or_si512(widened(low), _mm512_slli_epi32::<16>(widened(high)));
+                _mm512_storeu_si512(slots.as_mut_ptr().cast(), pairs);
             }
         }
     }

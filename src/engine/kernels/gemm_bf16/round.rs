@@ -40,7 +40,7 @@ avx2_dispatch! {
 }
 
 /// [`round`] on each of `values` into `out`: with AVX512-BF16's conversion where the CPU has
-/// it (32 values an instruction; 4× the AVX2 rounding's rate on Zen 4 for a row in L1), else
+/// it (16 values an instruction; 4× the AVX2 rounding's rate on Zen 4 for a row in L1), else
 /// eight at a time with AVX2.
 pub(super) fn round_all(values: &[f32], out: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
@@ -53,38 +53,48 @@ pub(super) fn round_all(values: &[f32], out: &mut [u16]) {
     round_all_avx2(values, out)
 }
 
+/// Rounding with `vcvtneps2bf16`, which rounds to nearest even and quiets NaNs as [`round`]
+/// does but flushes subnormals to zero: a block holding one takes the portable rounding, so
+/// every value gets `round`'s bits. (Not `vcvtne2ps2bf16`, two blocks an instruction: Bochs
+/// 3.0, which the emulated Sapphire Rapids runs, fills its upper half from the wrong lanes.)
 #[cfg(target_arch = "x86_64")]
 pub(super) mod converting {
     use std::arch::x86_64::*;
 
-    /// [`super::round`] on each of `values` into `out` with `vcvtne2ps2bf16`, which rounds to
-    /// nearest even and quiets NaNs as `round` does, but flushes subnormals to zero: a block
-    /// of 32 holding one takes the portable rounding, so every value gets `round`'s bits.
+    /// [`super::round`] on each of `values` into `out`.
     ///
     /// # Safety
     /// The CPU has AVX-512F and AVX512-BF16.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn round_all(values: &[f32], out: &mut [u16]) {
+    pub(in super::super) unsafe fn round_all(values: &[f32], out: &mut [u16]) {
         let len = values.len().min(out.len());
-        let whole = len / 32 * 32;
-        for start in (0..whole).step_by(32) {
-            // SAFETY: `start + 32 <= whole <= len`, within both slices.
+        let whole = len / 16 * 16;
+        for start in (0..whole).step_by(16) {
+            // SAFETY: `start + 16 <= whole <= len`, within both slices.
             unsafe {
-                let low = _mm512_loadu_ps(values.as_ptr().add(start));
-                let high = _mm512_loadu_ps(values.as_ptr().add(start + 16));
-                if has_subnormal(low) || has_subnormal(high) {
-                    super::round_all_body(&values[start..][..32], &mut out[start..][..32]);
+                let block = _mm512_loadu_ps(values.as_ptr().add(start));
+                if has_subnormal(block) {
+                    super::round_all_body(&values[start..][..16], &mut out[start..][..16]);
                     continue;
                 }
-                // The second operand's values come first.
-                let halves = _mm512_cvtne2ps_pbh(high, low);
                 out.as_mut_ptr()
                     .add(start)
-                    .cast::<__m512bh>()
-                    .write_unaligned(halves);
+                    .cast::<__m256bh>()
+                    .write_unaligned(_mm512_cvtneps_pbh(block));
             }
         }
         super::round_all_body(&values[whole..len], &mut out[whole..len]);
+    }
+
+    /// Each lane of `block` rounded, as 16-bit halves in 32-bit lanes (the upper halves zero).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX512-BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(in super::super) fn widened(block: __m512) -> __m512i {
+        let halves = _mm512_cvtneps_pbh(block);
+        // SAFETY: a reinterpretation of a whole 256-bit vector.
+        _mm512_cvtepu16_epi32(unsafe { std::mem::transmute::<__m256bh, __m256i>(halves) })
     }
 
     /// Whether a lane is subnormal: nonzero bits under the exponent, so |bits| − 1 is below
@@ -148,8 +158,8 @@ mod tests {
 
     /// The vectorised rounding gives the scalar one's bits: ties, NaNs with and without
     /// payloads, infinities, the largest finite values, subnormals, and random patterns. The
-    /// first block of 32 holds no subnormal (AVX512-BF16's conversion rounds it), the second
-    /// five (the portable rounding takes it).
+    /// first two blocks of 16 hold no subnormal (AVX512-BF16's conversion rounds them), the
+    /// third five (the portable rounding takes it).
     #[test]
     fn rounding_a_slice_rounds_each_value() {
         let mut bits: Vec<u32> = vec![
