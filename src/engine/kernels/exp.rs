@@ -123,28 +123,38 @@ pub fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> 
         return unsafe { avx2::softmax_numerators(row, scale, bias) };
     }
     let prescaled = prescaled(scale, bias);
-    let shift = match bias {
-        Some(bias) => {
-            row.iter_mut()
-                .zip(bias)
-                .for_each(|(value, bias)| *value = *value * scale + bias);
-            max_of(row)
-        }
-        None if prescaled => {
-            row.iter_mut().for_each(|value| *value *= scale);
-            max_of(row)
-        }
-        // max(x · scale) = max(x) · scale for a positive scale.
-        None => max_of(row) * scale,
-    };
-    if shift == f32::NEG_INFINITY {
+    match bias {
+        Some(bias) => row
+            .iter_mut()
+            .zip(bias)
+            .for_each(|(value, bias)| *value = *value * scale + bias),
+        None if prescaled => row.iter_mut().for_each(|value| *value *= scale),
+        // max(x · scale) = max(x) · scale for a positive scale: `numerator_shift` scales it.
+        None => {}
+    }
+    let Some(shift) = numerator_shift(prescaled, scale, max_of(row)) else {
         row.fill(1.0);
         return row.len() as f32;
-    }
-    let row_scale = if prescaled { 1.0 } else { scale };
-    let mut total = 0.0;
-    for value in row.iter_mut() {
-        *value = exp(*value * row_scale - shift);
+    };
+    tail_numerators(row, shift, 0.0)
+}
+
+/// `(factor, shift)` for the numerators pass, `exp(x · factor − shift)`, from the max of the
+/// row (of the scaled row when `prescaled`); `None` when every key is masked.
+fn numerator_shift(prescaled: bool, scale: f32, max: f32) -> Option<(f32, f32)> {
+    let (factor, shift) = if prescaled {
+        (1.0, max)
+    } else {
+        (scale, max * scale)
+    };
+    (shift != f32::NEG_INFINITY).then_some((factor, shift))
+}
+
+/// The numerators of `tail` one at a time (a row past its vector steps, or a whole row without
+/// them); returns `total` with each added in order.
+fn tail_numerators(tail: &mut [f32], (factor, shift): (f32, f32), mut total: f32) -> f32 {
+    for value in tail {
+        *value = exp(*value * factor - shift);
         total += *value;
     }
     total
@@ -298,15 +308,10 @@ pub(super) mod avx2 {
             .iter()
             .chain(&row[lanes..])
             .fold(f32::NEG_INFINITY, |max, value| max.max(*value));
-        let (row_scale, shift) = if prescaled {
-            (1.0, max)
-        } else {
-            (scale, max * scale)
-        };
-        if shift == f32::NEG_INFINITY {
+        let Some((row_scale, shift)) = super::numerator_shift(prescaled, scale, max) else {
             row.fill(1.0);
             return row.len() as f32;
-        }
+        };
         let (scales, shifts) = (_mm256_set1_ps(row_scale), _mm256_set1_ps(-shift));
         let mut sums = _mm256_setzero_ps();
         for start in (0..lanes).step_by(8) {
@@ -318,12 +323,8 @@ pub(super) mod avx2 {
             }
         }
         unsafe { _mm256_storeu_ps(folded.as_mut_ptr(), sums) };
-        let mut total: f32 = folded.iter().sum();
-        for value in &mut row[lanes..] {
-            *value = super::exp(*value * row_scale - shift);
-            total += *value;
-        }
-        total
+        let total: f32 = folded.iter().sum();
+        super::tail_numerators(&mut row[lanes..], (row_scale, shift), total)
     }
 
     /// Softmax numerators down the columns of `scores`: for each of the first `columns` (a
@@ -482,15 +483,10 @@ pub(super) mod avx512 {
         let max = row[lanes..]
             .iter()
             .fold(_mm512_reduce_max_ps(maxima), |max, value| max.max(*value));
-        let (row_scale, shift) = if prescaled {
-            (1.0, max)
-        } else {
-            (scale, max * scale)
-        };
-        if shift == f32::NEG_INFINITY {
+        let Some((row_scale, shift)) = super::numerator_shift(prescaled, scale, max) else {
             row.fill(1.0);
             return row.len() as f32;
-        }
+        };
         let (scales, shifts) = (_mm512_set1_ps(row_scale), _mm512_set1_ps(-shift));
         let mut sums = _mm256_setzero_ps();
         for start in (0..lanes).step_by(16) {
@@ -508,12 +504,8 @@ pub(super) mod avx512 {
         }
         let mut folded = [0f32; 8];
         unsafe { _mm256_storeu_ps(folded.as_mut_ptr(), sums) };
-        let mut total: f32 = folded.iter().sum();
-        for value in &mut row[lanes..] {
-            *value = super::exp(*value * row_scale - shift);
-            total += *value;
-        }
-        total
+        let total: f32 = folded.iter().sum();
+        super::tail_numerators(&mut row[lanes..], (row_scale, shift), total)
     }
 
     /// The AVX2 `softmax_columns` 16 columns at a time: the same contract and results.
