@@ -5,6 +5,8 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::{Reference, assert_close, check_e2e, model_dir, read_json};
+use foley::engine::kernels::gemm_bf16::Engine;
+use foley::engine::kernels::with_bf16_products;
 use foley::engine::models::unet::UNetConditioning;
 use foley::engine::pipeline::{AudioLdmPipeline, CancelFlag, ClapFamily, Request};
 use foley::engine::schedulers::SchedulerKind;
@@ -31,6 +33,32 @@ fn families_are_recognised() {
             ClapFamily::AudioLdm
         };
         assert_eq!(pipeline(variant).family(), expected, "{variant}");
+    }
+}
+
+/// In the CPU's bf16 mode the CLAP text encoder still takes f32 products
+/// (`kernels::with_f32_products`), so the prompt's vectors are f32's bit for bit; the emulated
+/// engine would round any operand it multiplied.
+#[test]
+fn prompts_encode_with_f32_products_in_the_bf16_mode() {
+    for variant in [VARIANTS[0], VARIANTS[2]] {
+        let pipe = pipeline(variant);
+        let encode = || {
+            let embeddings =
+                pipe.encode_prompt("a dog barks twice", Some("rain"), true, &mut Vec::new());
+            let values: Vec<f32> = embeddings
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            values.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+        };
+        let f32 = encode();
+        assert!(
+            f32 == with_bf16_products(Some(Engine::Emulated), encode),
+            "{variant}"
+        );
     }
 }
 

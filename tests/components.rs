@@ -5,6 +5,8 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::{Reference, VARIANTS, assert_close, model_dir, read_json};
+use foley::engine::kernels::gemm_bf16::Engine;
+use foley::engine::kernels::with_bf16_products;
 use foley::engine::models::unet::UNetConditioning;
 use foley::engine::noise::TorchGenerator;
 use foley::engine::pipeline::AudioLdm2Pipeline;
@@ -168,6 +170,30 @@ fn gpt2_hidden_states_and_generation_match() {
             variant,
         );
     }
+}
+
+/// In the CPU's bf16 mode the prompt still takes f32 products (`kernels::with_f32_products`:
+/// CLAP, T5 and GPT-2 see a few dozen tokens once a generation), so the embeddings are f32's bit
+/// for bit. The emulated engine rounds every operand it multiplies, so a bf16 product anywhere
+/// in the encoders would show.
+#[test]
+fn prompts_encode_with_f32_products_in_the_bf16_mode() {
+    let pipe = pipeline(VARIANTS[0]);
+    let encode = || {
+        pipe.encode_prompt("a dog barks twice", Some("rain"), true)
+            .unwrap()
+    };
+    let f32 = encode();
+    let bf16 = with_bf16_products(Some(Engine::Emulated), encode);
+    let bits = |tensor: &candle_core::Tensor| -> Vec<u32> {
+        let values: Vec<f32> = tensor.flatten_all().unwrap().to_vec1().unwrap();
+        values.into_iter().map(f32::to_bits).collect()
+    };
+    assert!(bits(&f32.text) == bits(&bf16.text), "T5 states differ");
+    assert!(
+        bits(&f32.generated) == bits(&bf16.generated),
+        "GPT-2 states differ"
+    );
 }
 
 #[test]

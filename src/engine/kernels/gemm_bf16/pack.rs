@@ -492,8 +492,8 @@ impl PackedLeft {
 /// A layer's weights packed for each engine that multiplies them: a linear layer's as the
 /// right operand ([`PackedRight`]), a convolution's as the left ([`PackedLeft`]). The first
 /// [`CALLS_BEFORE_KEEPING`] calls pack them for themselves only; from the next on (from the
-/// first under [`with_weights_kept`](super::super::with_weights_kept)) the layer keeps them. Kept weights take fresh memory, and its first touch can cost more than packing:
-/// 0.5–1.9 GB/s on a Zen 4 VM against 22 GB/s for memory the allocator hands out again, and
+/// first under [`with_weights_kept`](super::super::with_weights_kept)) the layer keeps them.
+/// Kept weights take fresh memory, and its first touch can cost more than packing: 0.5–1.9 GB/s on a Zen 4 VM against 22 GB/s for memory the allocator hands out again, and
 /// AudioLDM 2's text encoders, which run twice a generation (prompt and negative prompt),
 /// took 3.2–3.6 s in bf16 right after another large process when they kept their weights
 /// from the second call, against 1.0 s in f32. The UNet's and GPT-2's layers, which run many
@@ -717,5 +717,19 @@ mod tests {
         assert_eq!(packs.get(), CALLS_BEFORE_KEEPING + 1);
         assert!(matches!(get(Engine::Amx), Prepared::Once(_)));
         assert!(first.same_values(&get(Engine::Emulated)));
+        // Under `with_weights_kept` a layer keeps them from its first call, on this thread.
+        let fresh: PackedWeights = PackedWeights::default();
+        let pack = || PackedRight::new(Engine::Emulated, &source, view);
+        let kept = crate::engine::kernels::with_weights_kept(|| {
+            matches!(fresh.get(Engine::Emulated, pack), Prepared::Kept(_))
+        });
+        assert!(
+            kept,
+            "the first call under with_weights_kept packed for itself alone"
+        );
+        let Prepared::Kept(again) = fresh.get(Engine::Emulated, pack) else {
+            panic!("kept weights were dropped after with_weights_kept");
+        };
+        assert!(again.same_values(first));
     }
 }
