@@ -493,8 +493,9 @@ fn bf16_products(device: &Device) -> Result<()> {
         // with the row softmax between them (f32 takes the register tiles on AVX-512).
         for (batch, tokens, width) in [(2, 1024, 256), (2, 256, 384)] {
             let heads = 8;
-            let [q, k, v] = [(); 3].map(|()| random(&[batch, tokens, width], device));
-            let (q, k, v) = (q?, k?, v?);
+            let q = random(&[batch, tokens, width], device)?;
+            let k = random(&[batch, tokens, width], device)?;
+            let v = random(&[batch, tokens, width], device)?;
             let scale = 1.0 / ((width / heads) as f64).sqrt();
             let gflop = 4.0 * (batch * tokens * tokens * width) as f64 / 1e9;
             let shape = format!("{batch}×{heads} heads, {tokens} tokens, width {width}");

@@ -35,7 +35,7 @@ impl Tiles {
     /// The tiles, if this CPU runs them.
     pub fn detect() -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
-        if super::exp::has_avx2() && std::arch::is_x86_feature_detected!("avx512f") {
+        if super::exp::has_avx512() {
             return Some(Self(()));
         }
         None

@@ -100,6 +100,13 @@ pub(super) fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
+/// Whether this CPU has AVX-512F besides AVX2 and FMA: the 16-lane kernels here and the
+/// attention tiles.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn has_avx512() -> bool {
+    has_avx2() && std::arch::is_x86_feature_detected!("avx512f")
+}
+
 avx2_dispatch! {
     /// In place: `row ← softmax(row · scale + bias)`.
     pub fn softmax_row = softmax_body(row: &mut [f32], scale: f32, bias: Option<&[f32]>);
@@ -113,7 +120,7 @@ avx2_dispatch! {
 /// softmax; PyTorch would give NaN).
 pub fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && std::arch::is_x86_feature_detected!("avx512f") {
+    if has_avx512() {
         // SAFETY: the CPU was just checked to support AVX-512F, AVX2 and FMA.
         return unsafe { avx512::softmax_numerators(row, scale, bias) };
     }
@@ -123,15 +130,8 @@ pub fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> 
         return unsafe { avx2::softmax_numerators(row, scale, bias) };
     }
     let prescaled = prescaled(scale, bias);
-    match bias {
-        Some(bias) => row
-            .iter_mut()
-            .zip(bias)
-            .for_each(|(value, bias)| *value = *value * scale + bias),
-        None if prescaled => row.iter_mut().for_each(|value| *value *= scale),
-        // max(x · scale) = max(x) · scale for a positive scale: `numerator_shift` scales it.
-        None => {}
-    }
+    // Unscaled, the row's max times the scale is the scaled max: `numerator_shift` scales it.
+    prescale(row, scale, bias, prescaled);
     let Some(shift) = numerator_shift(prescaled, scale, max_of(row)) else {
         row.fill(1.0);
         return row.len() as f32;
@@ -158,6 +158,20 @@ fn tail_numerators(tail: &mut [f32], (factor, shift): (f32, f32), mut total: f32
         total += *value;
     }
     total
+}
+
+/// The first pass's writes, one value at a time (a row past its vector steps, or a whole row
+/// without them): `values · scale + bias` with a bias, `values · scale` when `prescaled`
+/// without one, else nothing.
+fn prescale(values: &mut [f32], scale: f32, bias: Option<&[f32]>, prescaled: bool) {
+    match bias {
+        Some(bias) => values
+            .iter_mut()
+            .zip(bias)
+            .for_each(|(value, bias)| *value = *value * scale + bias),
+        None if prescaled => values.iter_mut().for_each(|value| *value *= scale),
+        None => {}
+    }
 }
 
 /// Whether the softmax's first pass writes the scaled row: with a bias, or when the max of the
@@ -281,9 +295,6 @@ pub(super) mod avx2 {
                         maxima = _mm256_max_ps(maxima, value);
                     }
                 }
-                for (value, bias) in row[lanes..].iter_mut().zip(&bias[lanes..]) {
-                    *value = *value * scale + bias;
-                }
             }
             None if prescaled => {
                 let scales = _mm256_set1_ps(scale);
@@ -294,7 +305,6 @@ pub(super) mod avx2 {
                         maxima = _mm256_max_ps(maxima, value);
                     }
                 }
-                row[lanes..].iter_mut().for_each(|value| *value *= scale);
             }
             None => {
                 for start in (0..lanes).step_by(8) {
@@ -302,6 +312,12 @@ pub(super) mod avx2 {
                 }
             }
         }
+        super::prescale(
+            &mut row[lanes..],
+            scale,
+            bias.map(|bias| &bias[lanes..]),
+            prescaled,
+        );
         let mut folded = [0f32; 8];
         unsafe { _mm256_storeu_ps(folded.as_mut_ptr(), maxima) };
         let max = folded
@@ -471,15 +487,12 @@ pub(super) mod avx512 {
                 maxima = _mm512_mask_max_ps(maxima, mask, maxima, value);
             }
         }
-        match bias {
-            Some(bias) => {
-                for (value, bias) in row[lanes..].iter_mut().zip(&bias[lanes..]) {
-                    *value = *value * scale + bias;
-                }
-            }
-            None if prescaled => row[lanes..].iter_mut().for_each(|value| *value *= scale),
-            None => {}
-        }
+        super::prescale(
+            &mut row[lanes..],
+            scale,
+            bias.map(|bias| &bias[lanes..]),
+            prescaled,
+        );
         let max = row[lanes..]
             .iter()
             .fold(_mm512_reduce_max_ps(maxima), |max, value| max.max(*value));
@@ -678,7 +691,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn both_row_softmaxes_agree() {
-        if !(has_avx2() && std::arch::is_x86_feature_detected!("avx512f")) {
+        if !has_avx512() {
             return;
         }
         for length in [1usize, 7, 8, 15, 16, 24, 37, 64, 1024, 1031] {
@@ -725,7 +738,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn both_column_softmaxes_agree() {
-        if !(has_avx2() && std::arch::is_x86_feature_detected!("avx512f")) {
+        if !has_avx512() {
             return;
         }
         let stride = 72;

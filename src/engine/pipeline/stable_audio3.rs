@@ -460,17 +460,12 @@ impl StableAudio3Pipeline {
             } else {
                 latents.clone()
             };
-            // Over several steps the transformer's layers keep their packed weights from the
-            // first.
-            let forward = || {
+            // The transformer runs every step (and every generation): its layers keep their
+            // packed weights from the first call.
+            let velocity = kernels::with_weights_kept(|| {
                 self.transformer
                     .forward(&input, &vec![timestep; rows], &dit_conditioning)
-            };
-            let velocity = if timesteps.len() > 1 {
-                kernels::with_weights_kept(forward)?
-            } else {
-                forward()?
-            };
+            })?;
             let velocity = if guidance {
                 let half = rows / 2;
                 let unconditional = velocity.narrow(0, 0, half)?;

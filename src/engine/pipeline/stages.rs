@@ -271,12 +271,10 @@ pub(crate) fn denoise(
             latents.clone()
         };
         let input = scheduler.scale_model_input(input, index)?;
-        // Over several steps the UNet's layers keep their packed weights from the first.
-        let prediction = if total > 1 {
-            kernels::with_weights_kept(|| unet.forward(&input, *timestep, conditioning))?
-        } else {
-            unet.forward(&input, *timestep, conditioning)?
-        };
+        // The UNet runs every step (and every generation): its layers keep their packed
+        // weights from the first call.
+        let prediction =
+            kernels::with_weights_kept(|| unet.forward(&input, *timestep, conditioning))?;
         let prediction = if guided {
             let rows = latents.dim(0)?;
             let unconditional = prediction.narrow(0, 0, rows)?;

@@ -80,7 +80,7 @@ pub fn available() -> Vec<Engine> {
         if x86::amx_usable() {
             engines.push(Engine::Amx);
         }
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+        if round::has_avx512_bf16() {
             engines.push(Engine::Avx512);
         }
     }

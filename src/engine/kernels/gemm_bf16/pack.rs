@@ -269,9 +269,7 @@ avx2_dispatch! {
 /// `out[r * run_len..]`. With AVX512-BF16's conversion where the CPU has it.
 pub(super) fn deal_pair(even: &[f32], odd: &[f32], out: &mut [u16], run_len: usize) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bf16")
-    {
+    if super::round::has_avx512_bf16() {
         // SAFETY: the CPU was just checked to support AVX-512F and AVX512-BF16.
         return unsafe { converting::deal_pair(even, odd, out, run_len) };
     }
