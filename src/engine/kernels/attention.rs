@@ -9,9 +9,9 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::attention_tiles::{Block, Head, QUERY_BLOCK, Tiles, transpose_keys};
-use super::exp::{softmax_numerators, softmax_row};
-use super::gemm::{Precision, View, matmul, matmul_packed};
-use super::gemm_bf16::PackedRight;
+use super::exp::{softmax_numerators, softmax_numerators_rounded, softmax_row};
+use super::gemm::{Precision, View, matmul, matmul_kept, matmul_packed};
+use super::gemm_bf16::{PackedLeft, PackedRight};
 use super::{contiguous_f32, is_cpu_f32, previous_kernels};
 use crate::engine::models::layers::{attention as split_attention, split_heads};
 
@@ -219,6 +219,9 @@ impl CustomOp3 for AttentionOp {
                         let query = &query[block * QUERY_BLOCK * width..][..rows * width];
                         let mut scores = vec![0f32; rows * keys];
                         let mut totals = vec![0f32; rows];
+                        // With bf16 products the softmax writes its numerators rounded, as
+                        // `p·v`'s left operand, instead of f32 for the product to round.
+                        let mut weights = bf16.filter(|_| fused).map(PackedLeft::empty);
                         for head in 0..heads {
                             let scores_view = View::rows(rows, keys, keys);
                             let query = (&query[head * dim..], View::rows(rows, dim, width));
@@ -239,32 +242,44 @@ impl CustomOp3 for AttentionOp {
                                     Precision::F32,
                                 ),
                             }
-                            if fused {
-                                for (row, total) in scores.chunks_exact_mut(keys).zip(&mut totals) {
-                                    *total = softmax_numerators(row, self.scale, bias);
-                                }
-                            } else {
-                                scores
-                                    .chunks_exact_mut(keys)
-                                    .for_each(|row| softmax_row(row, self.scale, bias));
-                            }
                             let dst = (
                                 &mut out[head * value_dim..],
                                 View::rows(rows, value_dim, value_width),
                             );
-                            let weights = (&scores[..], scores_view);
-                            match &packed {
-                                Some(packed) => {
-                                    matmul_packed(dst, weights, &packed[head].1, false, false)
+                            if let (Some(packed), Some(weights)) = (&packed, &mut weights) {
+                                weights.refill_rounded((rows, keys), |row, numerators| {
+                                    let row_scores = &mut scores[row * keys..][..keys];
+                                    totals[row] = softmax_numerators_rounded(
+                                        row_scores, numerators, self.scale, bias,
+                                    );
+                                });
+                                matmul_kept(dst, weights, &packed[head].1, false, false);
+                            } else {
+                                if fused {
+                                    for (row, total) in
+                                        scores.chunks_exact_mut(keys).zip(&mut totals)
+                                    {
+                                        *total = softmax_numerators(row, self.scale, bias);
+                                    }
+                                } else {
+                                    scores
+                                        .chunks_exact_mut(keys)
+                                        .for_each(|row| softmax_row(row, self.scale, bias));
                                 }
-                                None => matmul(
-                                    dst,
-                                    weights,
-                                    (&value[head * value_dim..], values_view),
-                                    false,
-                                    false,
-                                    Precision::F32,
-                                ),
+                                let weights = (&scores[..], scores_view);
+                                match &packed {
+                                    Some(packed) => {
+                                        matmul_packed(dst, weights, &packed[head].1, false, false)
+                                    }
+                                    None => matmul(
+                                        dst,
+                                        weights,
+                                        (&value[head * value_dim..], values_view),
+                                        false,
+                                        false,
+                                        Precision::F32,
+                                    ),
+                                }
                             }
                             if fused {
                                 for (out, total) in out.chunks_exact_mut(value_width).zip(&totals) {

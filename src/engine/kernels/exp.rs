@@ -139,6 +139,32 @@ pub fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> 
     tail_numerators(row, shift, 0.0)
 }
 
+/// [`softmax_numerators`] with the numerators rounded to bf16 into `out` (at least the row's
+/// length) instead of written back to `row`, which is left as scratch: the left operand of
+/// attention's bf16 `p·v`, made with no pass to round it. Returns the sum of the numerators
+/// before rounding, as autocast's attention divides by.
+pub fn softmax_numerators_rounded(
+    row: &mut [f32],
+    out: &mut [u16],
+    scale: f32,
+    bias: Option<&[f32]>,
+) -> f32 {
+    assert!(
+        out.len() >= row.len(),
+        "softmax output shorter than its row"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU was just checked to support AVX-512F, AVX2 and FMA.
+        return unsafe { avx512::softmax_numerators_rounded(row, out, scale, bias) };
+    }
+    let total = softmax_numerators(row, scale, bias);
+    for (slot, value) in out.iter_mut().zip(row.iter()) {
+        *slot = super::gemm_bf16::round(*value);
+    }
+    total
+}
+
 /// `(factor, shift)` for the numerators pass, `exp(x · factor − shift)`, from the max of the
 /// row (of the scaled row when `prescaled`); `None` when every key is masked.
 fn numerator_shift(prescaled: bool, scale: f32, max: f32) -> Option<(f32, f32)> {
@@ -446,18 +472,26 @@ pub(super) mod avx512 {
         _mm512_scalef_ps(y, n)
     }
 
-    /// The AVX2 `softmax_numerators` 16 values a step, with its results bit for bit: each
-    /// lane takes the same operations, and the sum adds each step's halves in the order the
-    /// 8-lane kernel adds them (on Zen 4 a 1024-key row took 0.37 against 0.53 ns a value).
+    /// Where a 16-lane softmax step starts: steps of 16 over the first `lanes` values, the last
+    /// one 8 wide when `lanes` is not a multiple of 16 (the 8-lane kernel's steps, two a time).
+    fn step_mask(start: usize, lanes: usize) -> __mmask16 {
+        if start + 16 <= lanes { 0xffff } else { 0x00ff }
+    }
+
+    /// The first pass of the 16-lane row softmaxes: the AVX2 kernel's, 16 values a step. Writes
+    /// the scaled row where it is `prescaled` and returns where the vector steps end (the rest
+    /// is the scalar tail's) with the numerators' `(factor, shift)`, `None` when every key is
+    /// masked.
     ///
     /// # Safety
     /// The CPU has AVX-512F, AVX2 and FMA.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub unsafe fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
-        // The 8-lane kernel's vector part, here in steps of 16 and a last one of 8.
+    unsafe fn first_pass(
+        row: &mut [f32],
+        scale: f32,
+        bias: Option<&[f32]>,
+    ) -> (usize, Option<(f32, f32)>) {
         let lanes = row.len() / 8 * 8;
-        let step_mask =
-            |start: usize| -> __mmask16 { if start + 16 <= lanes { 0xffff } else { 0x00ff } };
         let pointer = row.as_mut_ptr();
         let lowest = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut maxima = lowest;
@@ -469,7 +503,7 @@ pub(super) mod avx512 {
         // SAFETY (all blocks below): a step's lanes lie below `lanes <= row.len()`, and `bias`
         // has at least the row's length (asserted), so every masked access is in bounds.
         for start in (0..lanes).step_by(16) {
-            let mask = step_mask(start);
+            let mask = step_mask(start, lanes);
             unsafe {
                 let at = pointer.add(start);
                 let value = match bias {
@@ -496,14 +530,28 @@ pub(super) mod avx512 {
         let max = row[lanes..]
             .iter()
             .fold(_mm512_reduce_max_ps(maxima), |max, value| max.max(*value));
-        let Some((row_scale, shift)) = super::numerator_shift(prescaled, scale, max) else {
+        (lanes, super::numerator_shift(prescaled, scale, max))
+    }
+
+    /// The AVX2 `softmax_numerators` 16 values a step, with its results bit for bit: each
+    /// lane takes the same operations, and the sum adds each step's halves in the order the
+    /// 8-lane kernel adds them (on Zen 4 a 1024-key row took 0.37 against 0.53 ns a value).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn softmax_numerators(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
+        // SAFETY: the caller vouches for the features.
+        let (lanes, Some((row_scale, shift))) = (unsafe { first_pass(row, scale, bias) }) else {
             row.fill(1.0);
             return row.len() as f32;
         };
+        let pointer = row.as_mut_ptr();
         let (scales, shifts) = (_mm512_set1_ps(row_scale), _mm512_set1_ps(-shift));
         let mut sums = _mm256_setzero_ps();
         for start in (0..lanes).step_by(16) {
-            let mask = step_mask(start);
+            let mask = step_mask(start, lanes);
+            // SAFETY: the step's lanes lie below `lanes <= row.len()`.
             unsafe {
                 let at = pointer.add(start);
                 let value = _mm512_maskz_loadu_ps(mask, at);
@@ -519,6 +567,58 @@ pub(super) mod avx512 {
         unsafe { _mm256_storeu_ps(folded.as_mut_ptr(), sums) };
         let total: f32 = folded.iter().sum();
         super::tail_numerators(&mut row[lanes..], (row_scale, shift), total)
+    }
+
+    /// [`softmax_numerators`] with the numerators rounded to bf16 into `out` as they are made,
+    /// each to the bits `round` gives it (the same numerators as that kernel's; `row` is left
+    /// as scratch). The total sums each lane apart and then the lanes, so it can differ from
+    /// that kernel's in its last bits.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, AVX2 and FMA.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn softmax_numerators_rounded(
+        row: &mut [f32],
+        out: &mut [u16],
+        scale: f32,
+        bias: Option<&[f32]>,
+    ) -> f32 {
+        let out = &mut out[..row.len()];
+        // SAFETY: the caller vouches for the features.
+        let (lanes, Some((row_scale, shift))) = (unsafe { first_pass(row, scale, bias) }) else {
+            out.fill(super::super::gemm_bf16::round(1.0));
+            return row.len() as f32;
+        };
+        let (scales, shifts) = (_mm512_set1_ps(row_scale), _mm512_set1_ps(-shift));
+        let mut sums = _mm512_setzero_ps();
+        for start in (0..lanes).step_by(16) {
+            let mask = step_mask(start, lanes);
+            // SAFETY: the step's lanes lie below `lanes <= row.len() == out.len()`.
+            unsafe {
+                let value = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(start));
+                let numerator = exp16(_mm512_fmadd_ps(value, scales, shifts));
+                sums = _mm512_mask_add_ps(sums, mask, sums, numerator);
+                let halves = round_finite(numerator);
+                _mm512_mask_cvtepi32_storeu_epi16(out.as_mut_ptr().add(start).cast(), mask, halves);
+            }
+        }
+        let tail = &mut row[lanes..];
+        let total = super::tail_numerators(tail, (row_scale, shift), _mm512_reduce_add_ps(sums));
+        for (slot, value) in out[lanes..].iter_mut().zip(tail.iter()) {
+            *slot = super::super::gemm_bf16::round(*value);
+        }
+        total
+    }
+
+    /// Each lane of `values`, finite (as numerators are), rounded to the nearest bf16 (ties to
+    /// even) as the low half of its 32-bit lane: `round`'s arithmetic on the bits, which needs
+    /// only AVX-512F (on Zen 4 no slower than `vcvtneps2bf16` here).
+    #[target_feature(enable = "avx512f")]
+    fn round_finite(values: __m512) -> __m512i {
+        let bits = _mm512_castps_si512(values);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        let biased = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+        _mm512_srli_epi32::<16>(biased)
     }
 
     /// The AVX2 `softmax_columns` 16 columns at a time: the same contract and results.
@@ -728,6 +828,55 @@ mod tests {
                     .zip(&narrow)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "numerators, {what}");
+            }
+        }
+    }
+
+    /// The rounded numerators are `round` of the f32 kernel's, bit for bit, and the totals the
+    /// same up to the order of the sum: lengths off both vector widths, a bias masking some
+    /// keys, a scale that is not positive, every key masked, and keys down past exp's lowest
+    /// input (numerators at and just above f32's smallest normal).
+    #[test]
+    fn rounded_numerators_are_the_numerators_rounded() {
+        use super::super::gemm_bf16::round;
+        for length in [1usize, 7, 8, 15, 16, 24, 37, 64, 1024, 1031] {
+            let scores: Vec<f32> = (0..length)
+                .map(|index| ((index * 53 % 97) as f32 - 48.0) * 0.41)
+                .collect();
+            // From the max at 0 down past exp's lowest input (−87.34).
+            let far: Vec<f32> = (0..length)
+                .map(|index| {
+                    if index == 0 {
+                        0.0
+                    } else {
+                        -86.8 - 0.01 * index as f32
+                    }
+                })
+                .collect();
+            let masking: Vec<f32> = (0..length)
+                .map(|key| if key % 3 == 0 { f32::NEG_INFINITY } else { 0.5 })
+                .collect();
+            let all_masked = vec![f32::NEG_INFINITY; length];
+            let cases = [
+                (&scores, None, 0.125),
+                (&scores, None, -0.5),
+                (&scores, Some(masking.as_slice()), 0.125),
+                (&scores, Some(all_masked.as_slice()), 1.0),
+                (&far, None, 1.0),
+            ];
+            for (scores, bias, scale) in cases {
+                let (mut numerators, mut scratch) = (scores.clone(), scores.clone());
+                let total = softmax_numerators(&mut numerators, scale, bias);
+                let mut rounded = vec![0u16; length];
+                let rounded_total =
+                    softmax_numerators_rounded(&mut scratch, &mut rounded, scale, bias);
+                let what = format!("{length} keys, scale {scale}, bias {}", bias.is_some());
+                let expected: Vec<u16> = numerators.iter().map(|value| round(*value)).collect();
+                assert_eq!(rounded, expected, "numerators, {what}");
+                assert!(
+                    (rounded_total - total).abs() <= 1e-6 * total,
+                    "total {rounded_total} against {total}, {what}"
+                );
             }
         }
     }

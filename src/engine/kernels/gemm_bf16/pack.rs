@@ -469,6 +469,60 @@ impl PackedLeft {
         }
     }
 
+    /// An operand for `engine` that holds nothing yet, for [`PackedLeft::refill_rounded`].
+    pub(in crate::engine::kernels) fn empty(engine: Engine) -> Self {
+        let form = match engine {
+            Engine::Emulated => LeftForm::Rounded(Vec::new(), View::rows(0, 0, 0)),
+            Engine::Amx | Engine::Avx512 => LeftForm::Rows(LeftRows {
+                data: Vec::new(),
+                depth: 0,
+            }),
+        };
+        Self {
+            engine,
+            form,
+            dims: (0, 0),
+        }
+    }
+
+    /// Makes this the `rows × cols` operand whose rows `fill(row, values)` writes already
+    /// rounded to bf16 (every one of the `cols` values), in the memory it holds: attention's
+    /// softmax numerators for `p·v`, one head after another, with no f32 copy to round and no
+    /// buffer to allocate and clear for each. The padding is cleared only when the shape
+    /// changes, since the same shape leaves the same slots as padding.
+    pub(in crate::engine::kernels) fn refill_rounded(
+        &mut self,
+        (rows, cols): (usize, usize),
+        mut fill: impl FnMut(usize, &mut [u16]),
+    ) {
+        let same_shape = self.dims == (rows, cols);
+        self.dims = (rows, cols);
+        match &mut self.form {
+            LeftForm::Rows(left) => {
+                let depth = cols.div_ceil(DEPTH_STEP) * DEPTH_STEP;
+                if !same_shape || left.depth != depth {
+                    left.data.clear();
+                    left.data.resize(rows.div_ceil(BLOCK) * BLOCK * depth, 0);
+                    left.depth = depth;
+                }
+                for row in 0..rows {
+                    fill(row, &mut left.data[row * depth..][..cols]);
+                }
+            }
+            LeftForm::Rounded(values, view) => {
+                values.resize(rows * cols, 0.0);
+                let mut halves = vec![0u16; cols];
+                for (row, values) in values.chunks_exact_mut(cols.max(1)).enumerate() {
+                    fill(row, &mut halves);
+                    for (value, &half) in values.iter_mut().zip(&halves) {
+                        *value = super::widen(half);
+                    }
+                }
+                *view = View::rows(rows, cols, cols);
+            }
+        }
+    }
+
     pub(in crate::engine::kernels) fn engine(&self) -> Engine {
         self.engine
     }
@@ -484,6 +538,19 @@ impl PackedLeft {
             LeftForm::Rounded(values, view) => Some((values, *view)),
             LeftForm::Rows(_) => None,
         }
+    }
+    /// Whether both hold the same values in the same layout.
+    #[cfg(test)]
+    fn same_values(&self, other: &PackedLeft) -> bool {
+        let same_form = match (&self.form, &other.form) {
+            (LeftForm::Rows(a), LeftForm::Rows(b)) => a.data == b.data && a.depth == b.depth,
+            (LeftForm::Rounded(a, x), LeftForm::Rounded(b, y)) => {
+                let dims = |view: &View| (view.rows, view.cols, view.row_stride);
+                a == b && dims(x) == dims(y)
+            }
+            _ => false,
+        };
+        same_form && self.dims == other.dims
     }
 }
 
@@ -684,6 +751,35 @@ mod tests {
                 let fresh = PackedRight::from_rows(engine, (rows, cols), fill(cols));
                 assert!(reused.same_values(&fresh), "{engine:?} {rows}×{cols}");
                 assert_eq!(reused.dims(), (rows, cols));
+            }
+        }
+    }
+
+    /// A left operand refilled with rounded rows, in shapes that grow, shrink and come back,
+    /// holds what one packed afresh from the same values would, its padding included.
+    #[test]
+    fn refilled_left_operands_match_fresh_ones() {
+        let source = values(130 * 200, 17);
+        for engine in [Engine::Amx, Engine::Emulated] {
+            let mut reused = PackedLeft::empty(engine);
+            let shapes = [
+                (7, 5),
+                (33, 40),
+                (130, 200),
+                (64, 33),
+                (33, 40),
+                (0, 3),
+                (33, 40),
+            ];
+            for (rows, cols) in shapes {
+                reused.refill_rounded((rows, cols), |row, out| {
+                    for (slot, value) in out.iter_mut().zip(&source[row * cols..]) {
+                        *slot = round(*value);
+                    }
+                });
+                let fresh =
+                    PackedLeft::new(engine, &source[..rows * cols], View::rows(rows, cols, cols));
+                assert!(reused.same_values(&fresh), "{engine:?} {rows}×{cols}");
             }
         }
     }
