@@ -32,6 +32,8 @@ pub use image::{PairImage, Taps, tap_major_weights};
 #[cfg(test)]
 pub(in crate::engine::kernels) use pack::CALLS_BEFORE_KEEPING;
 pub use pack::{PackedLeft, PackedRight, PackedWeights, Prepared};
+#[cfg(target_arch = "x86_64")]
+pub(in crate::engine::kernels) use round::has_avx512_bf16;
 pub use round::{round, rounded, widen};
 
 /// What computes the products.

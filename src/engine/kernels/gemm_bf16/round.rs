@@ -42,7 +42,7 @@ avx2_dispatch! {
 /// Whether this CPU has AVX-512F and AVX512-BF16: the `vdpbf16ps` engine and the conversions
 /// its packers round with.
 #[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx512_bf16() -> bool {
+pub(in crate::engine::kernels) fn has_avx512_bf16() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bf16")
 }
