@@ -783,6 +783,20 @@ mod tests {
         assert!(masked.iter().all(|&value| value / total == 1.0 / 11.0));
     }
 
+    /// Row lengths off both vector widths: a last step of 8, a scalar tail, none.
+    const ROW_LENGTHS: [usize; 10] = [1, 7, 8, 15, 16, 24, 37, 64, 1024, 1031];
+
+    /// Scores of a row of `length`, a bias masking every third key, and one masking all.
+    fn row_cases(length: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let scores = (0..length)
+            .map(|index| ((index * 53 % 97) as f32 - 48.0) * 0.41)
+            .collect();
+        let masking = (0..length)
+            .map(|key| if key % 3 == 0 { f32::NEG_INFINITY } else { 0.5 })
+            .collect();
+        (scores, masking, vec![f32::NEG_INFINITY; length])
+    }
+
     /// The AVX-512 row softmax gives the AVX2 one's numerators and total bit for bit: lengths
     /// off both vector widths (a last step of 8, a scalar tail), a bias masking some keys, a
     /// scale that is not positive, and a row with every key masked.
@@ -792,14 +806,8 @@ mod tests {
         if !has_avx512() {
             return;
         }
-        for length in [1usize, 7, 8, 15, 16, 24, 37, 64, 1024, 1031] {
-            let scores: Vec<f32> = (0..length)
-                .map(|index| ((index * 53 % 97) as f32 - 48.0) * 0.41)
-                .collect();
-            let masking: Vec<f32> = (0..length)
-                .map(|key| if key % 3 == 0 { f32::NEG_INFINITY } else { 0.5 })
-                .collect();
-            let all_masked = vec![f32::NEG_INFINITY; length];
+        for length in ROW_LENGTHS {
+            let (scores, masking, all_masked) = row_cases(length);
             let cases = [
                 (None, 0.125),
                 (None, -0.5),
@@ -861,10 +869,8 @@ mod tests {
     #[test]
     fn rounded_numerators_are_the_numerators_rounded() {
         use super::super::gemm_bf16::round;
-        for length in [1usize, 7, 8, 15, 16, 24, 37, 64, 1024, 1031] {
-            let scores: Vec<f32> = (0..length)
-                .map(|index| ((index * 53 % 97) as f32 - 48.0) * 0.41)
-                .collect();
+        for length in ROW_LENGTHS {
+            let (scores, masking, all_masked) = row_cases(length);
             // From the max at 0 down past exp's lowest input (−87.34).
             let far: Vec<f32> = (0..length)
                 .map(|index| {
@@ -875,10 +881,6 @@ mod tests {
                     }
                 })
                 .collect();
-            let masking: Vec<f32> = (0..length)
-                .map(|key| if key % 3 == 0 { f32::NEG_INFINITY } else { 0.5 })
-                .collect();
-            let all_masked = vec![f32::NEG_INFINITY; length];
             let cases = [
                 (&scores, None, 0.125),
                 (&scores, None, -0.5),

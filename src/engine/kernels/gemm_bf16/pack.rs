@@ -723,6 +723,18 @@ mod tests {
         }
     }
 
+    /// Shapes an operand is refilled with: they grow, shrink and come back, and (64, 33) takes
+    /// as many slots as (33, 40), with other ones as padding.
+    const REFILL_SHAPES: [(usize, usize); 7] = [
+        (7, 5),
+        (33, 40),
+        (130, 200),
+        (64, 33),
+        (33, 40),
+        (0, 3),
+        (33, 40),
+    ];
+
     /// One operand refilled with shapes that grow, shrink and come back holds what a fresh
     /// one would, its padding included: the slots a shape leaves as padding stay zero.
     #[test]
@@ -736,17 +748,7 @@ mod tests {
         };
         for engine in [Engine::Amx, Engine::Emulated] {
             let mut reused = PackedRight::from_rows(engine, (33, 40), fill(40));
-            // (64, 33) takes as many slots as (33, 40), with other ones as padding.
-            let shapes = [
-                (7, 5),
-                (33, 40),
-                (130, 200),
-                (64, 33),
-                (33, 40),
-                (0, 3),
-                (33, 40),
-            ];
-            for (rows, cols) in shapes {
+            for (rows, cols) in REFILL_SHAPES {
                 reused.refill_rows((rows, cols), fill(cols));
                 let fresh = PackedRight::from_rows(engine, (rows, cols), fill(cols));
                 assert!(reused.same_values(&fresh), "{engine:?} {rows}×{cols}");
@@ -762,16 +764,7 @@ mod tests {
         let source = values(130 * 200, 17);
         for engine in [Engine::Amx, Engine::Emulated] {
             let mut reused = PackedLeft::empty(engine);
-            let shapes = [
-                (7, 5),
-                (33, 40),
-                (130, 200),
-                (64, 33),
-                (33, 40),
-                (0, 3),
-                (33, 40),
-            ];
-            for (rows, cols) in shapes {
+            for (rows, cols) in REFILL_SHAPES {
                 reused.refill_rounded((rows, cols), |row, out| {
                     for (slot, value) in out.iter_mut().zip(&source[row * cols..]) {
                         *slot = round(*value);
