@@ -319,14 +319,7 @@ fn transform_group_lanes(d: &[[&[f32]; 4]; 4], count: usize, taps: &mut [f32]) {
         for r in 0..4 {
             let values = bt_lanes(columns.map(|column| column[r]));
             for (col, values) in values.iter().enumerate() {
-                let out = &mut taps[(r * 4 + col) * count + first..];
-                if lanes == GROUP {
-                    let out: &mut [f32; GROUP] =
-                        (&mut out[..GROUP]).try_into().expect("a whole group");
-                    *out = *values;
-                } else {
-                    out[..lanes].copy_from_slice(&values[..lanes]);
-                }
+                winograd_f4::store_lanes(&mut taps[(r * 4 + col) * count + first..], values, lanes);
             }
         }
     }

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::dispatch::avx2_dispatch;
 use super::gemm::position_products;
 use super::scratch::Scratch;
-use super::winograd_f4::{GROUP, Lanes, at_lanes, bt_lanes, g_lanes};
+use super::winograd_f4::{GROUP, Lanes, at_lanes, bt_lanes, g_lanes, store_lanes};
 
 /// Transformed positions per tile.
 const SIDE: usize = 6;
@@ -283,7 +283,7 @@ fn inputs_lanes(phase: &Phase, shape: &Shape, first: usize, count: usize, block:
             bt_lanes([at(0), at(1), at(2), at(3), at(4), at(5)], &mut values);
             let lanes = GROUP.min(count - start);
             for (position, values) in values.iter().enumerate() {
-                taps[position * count + start..][..lanes].copy_from_slice(&values[..lanes]);
+                store_lanes(&mut taps[position * count + start..], values, lanes);
             }
         }
     }
