@@ -75,10 +75,7 @@ impl RightPairs {
                 group.pack_columns(out, rhs, view, cols);
             } else if view.col_stride == 1 {
                 let row = |inner: usize| &rhs[inner * view.row_stride + group.first..][..cols];
-                let rows = (view.rows, cols);
-                group.pack_rows(out, rows, |inner, values| {
-                    values.copy_from_slice(row(inner))
-                });
+                group.deal_rows(out, view.rows, row);
             } else {
                 group.pack_each(out, rhs, view, cols);
             }
@@ -217,9 +214,23 @@ impl Group {
         }
     }
 
-    /// The same from rows whose stretch under the group `row(inner, values)` writes (a view
-    /// with contiguous rows, an im2col matrix as it is made): each pair of rows rounded and
-    /// interleaved in one pass.
+    /// The group's `cols` columns of rows that lie in memory as a view's contiguous rows
+    /// (`row(inner)` each): each pair of rows rounded and interleaved in one pass, read where
+    /// they lie (copying each into a buffer first was 0.5 % of a bf16 UNet step).
+    fn deal_rows<'a>(&self, out: &mut [u16], rows: usize, row: impl Fn(usize) -> &'a [f32]) {
+        let zeros = [0f32; GROUP_RUNS * LANES];
+        for pair in 0..rows.div_ceil(2) {
+            let even = row(2 * pair);
+            let odd = match 2 * pair + 1 < rows {
+                true => row(2 * pair + 1),
+                false => &zeros[..even.len()],
+            };
+            deal_pair(even, odd, &mut out[self.index(2 * pair, 0)..], self.run_len);
+        }
+    }
+
+    /// The same from rows whose stretch under the group `row(inner, values)` writes (an im2col
+    /// matrix as it is made).
     fn pack_rows(
         &self,
         out: &mut [u16],
