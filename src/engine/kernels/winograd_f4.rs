@@ -141,22 +141,10 @@ avx2_dispatch! {
 /// One value per tile (or input channel) of a group.
 pub type Lanes = [f32; GROUP];
 
-/// The first `lanes` of `values` into `out`: a whole group as one fixed-size copy, which
-/// compiles to vector moves, where a run of unknown length is a `memcpy` call (2–3 % of a bf16
-/// UNet step, under F(4×4)'s transforms).
+/// The first `lanes` of `values` into `out` (a whole group as vector moves).
 #[inline(always)]
 pub fn store_lanes(out: &mut [f32], values: &Lanes, lanes: usize) {
-    match <&mut Lanes>::try_from(&mut out[..lanes]) {
-        Ok(whole) => *whole = *values,
-        Err(_) => store_part(out, values, lanes),
-    }
-}
-
-/// [`store_lanes`]' last, partial group. Out of line, so that the compiler cannot fold the
-/// whole group's fixed-size copy into this one's `memcpy` of `lanes` values.
-#[inline(never)]
-fn store_part(out: &mut [f32], values: &Lanes, lanes: usize) {
-    out[..lanes].copy_from_slice(&values[..lanes]);
+    super::runs::copy_run::<f32, GROUP>(out, &values[..lanes]);
 }
 
 /// The group of lanes starting at `first`.

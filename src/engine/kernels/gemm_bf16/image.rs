@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::super::gemm::View;
 use super::super::leaky;
+use super::super::runs::copy_run;
 use super::pack::{PackedLeft, PackedRight, deal_pair};
 use super::{BLOCK, Engine, LANES, Left, x86};
 
@@ -202,7 +203,7 @@ impl PackedRight {
                     for pair in 0..image.pairs {
                         let to = (tap * image.pairs + pair) * 2 * LANES + 2 * done;
                         let source = &image.data[pair * plane_len + from..][..2 * len];
-                        run[to..][..2 * len].copy_from_slice(source);
+                        copy_run::<u16, { 2 * LANES }>(&mut run[to..], source);
                     }
                 }
                 segment = (position + len, done + len);
