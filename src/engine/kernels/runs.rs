@@ -21,3 +21,20 @@ pub fn copy_run<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) {
 fn copy_part<T: Copy>(dst: &mut [T], src: &[T]) {
     dst.copy_from_slice(src);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whole and partial runs land at the start of `dst`, and nothing past them is touched.
+    #[test]
+    fn runs_land_whole_or_partial() {
+        let source: Vec<u16> = (1..=4).collect();
+        for len in 0..=4 {
+            let mut dst = [9u16; 6];
+            copy_run::<u16, 4>(&mut dst, &source[..len]);
+            assert_eq!(dst[..len], source[..len], "{len} values");
+            assert!(dst[len..].iter().all(|&value| value == 9), "{len} values");
+        }
+    }
+}
