@@ -159,9 +159,7 @@ pub fn softmax_numerators_rounded(
         return unsafe { avx512::softmax_numerators_rounded(row, out, scale, bias) };
     }
     let total = softmax_numerators(row, scale, bias);
-    for (slot, value) in out.iter_mut().zip(row.iter()) {
-        *slot = super::gemm_bf16::round(*value);
-    }
+    super::gemm_bf16::round_all(row, out);
     total
 }
 
@@ -613,9 +611,7 @@ pub(super) mod avx512 {
         }
         let tail = &mut row[lanes..];
         let total = super::tail_numerators(tail, (row_scale, shift), _mm512_reduce_add_ps(sums));
-        for (slot, value) in out[lanes..].iter_mut().zip(tail.iter()) {
-            *slot = super::super::gemm_bf16::round(*value);
-        }
+        super::super::gemm_bf16::round_all(tail, &mut out[lanes..]);
         total
     }
 

@@ -34,6 +34,7 @@ pub(in crate::engine::kernels) use pack::CALLS_BEFORE_KEEPING;
 pub use pack::{PackedLeft, PackedRight, PackedWeights, Prepared};
 #[cfg(target_arch = "x86_64")]
 pub(in crate::engine::kernels) use round::has_avx512_bf16;
+pub(in crate::engine::kernels) use round::round_all;
 pub use round::{round, rounded, widen};
 
 /// What computes the products.

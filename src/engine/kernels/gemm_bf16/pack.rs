@@ -511,7 +511,7 @@ impl PackedLeft {
         match &mut self.form {
             LeftForm::Rows(left) => {
                 let depth = cols.div_ceil(DEPTH_STEP) * DEPTH_STEP;
-                if !same_shape || left.depth != depth {
+                if !same_shape {
                     left.data.clear();
                     left.data.resize(rows.div_ceil(BLOCK) * BLOCK * depth, 0);
                     left.depth = depth;
@@ -550,6 +550,7 @@ impl PackedLeft {
             LeftForm::Rows(_) => None,
         }
     }
+
     /// Whether both hold the same values in the same layout.
     #[cfg(test)]
     fn same_values(&self, other: &PackedLeft) -> bool {
@@ -569,7 +570,8 @@ impl PackedLeft {
 /// right operand ([`PackedRight`]), a convolution's as the left ([`PackedLeft`]). The first
 /// [`CALLS_BEFORE_KEEPING`] calls pack them for themselves only; from the next on (from the
 /// first under [`with_weights_kept`](super::super::with_weights_kept)) the layer keeps them.
-/// Kept weights take fresh memory, and its first touch can cost more than packing: 0.5–1.9 GB/s on a Zen 4 VM against 22 GB/s for memory the allocator hands out again, and
+/// Kept weights take fresh memory, and its first touch can cost more than packing: 0.5–1.9
+/// GB/s on a Zen 4 VM against 22 GB/s for memory the allocator hands out again, and
 /// AudioLDM 2's text encoders, which run twice a generation (prompt and negative prompt),
 /// took 3.2–3.6 s in bf16 right after another large process when they kept their weights
 /// from the second call, against 1.0 s in f32. The UNet's and GPT-2's layers, which run many

@@ -50,7 +50,7 @@ pub(in crate::engine::kernels) fn has_avx512_bf16() -> bool {
 /// [`round`] on each of `values` into `out`: with AVX512-BF16's conversion where the CPU has
 /// it (16 values an instruction; about twice the AVX2 rounding's rate on Zen 4 for a row in
 /// L1, 1.5× from memory), else eight at a time with AVX2.
-pub(super) fn round_all(values: &[f32], out: &mut [u16]) {
+pub(in crate::engine::kernels) fn round_all(values: &[f32], out: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512_bf16() {
         // SAFETY: the CPU was just checked to support AVX-512F and AVX512-BF16.
