@@ -53,6 +53,9 @@ impl Tiles {
 }
 
 /// One head of one batch item: its keys transposed, its values in place.
+// Only the x86-64 kernels read the tiles' fields (this, ScoreTile, ValueTile); elsewhere they
+// never run.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct Head<'a> {
     /// Tile by tile (dim × tile keys), from [`transpose_keys`].
     pub keys_t: &'a [f32],
@@ -199,6 +202,7 @@ pub fn transpose_keys(
 }
 
 /// A scores tile: `SCORE_KEYS` keys against `SCORE_VECTORS` vectors of queries.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct ScoreTile {
     queries_t: *const f32,
     /// `dim` rows of the tile's keys, back to back.
@@ -209,6 +213,7 @@ struct ScoreTile {
 
 /// A values tile: up to `VALUE_ROWS` query rows against one or `VALUE_VECTORS` vectors of value
 /// columns.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct ValueTile {
     weights_t: *const f32,
     keys: usize,
