@@ -3,6 +3,7 @@
 use gemm::Parallelism;
 
 use super::gemm_bf16::{self, Engine, Left, PackedLeft, PackedRight};
+use super::panels::{self, Strided};
 
 /// How a product computes: in f32, or with operands rounded to bf16 and f32 sums (the CPU's
 /// opt-in fast mode) on the given engine.
@@ -293,9 +294,12 @@ pub fn position_products(
         parallel: false,
         precision: Precision::F32,
     };
-    if positions == 0 || cols == 0 {
+    if positions == 0 || cols == 0 || rows == 0 {
         return;
     }
+    // Where the CPU has AVX-512F, the 16-lane kernel (`gemm` runs its 8-lane one there). The
+    // flag is per thread: read here, before rayon's threads take the tasks.
+    let wide = panels::available() && !super::previous_kernels();
     let blocks = column_blocks(positions, cols, rayon::current_num_threads());
     let width = cols.div_ceil(blocks);
     let dst = Rows(dst.as_mut_ptr());
@@ -306,6 +310,23 @@ pub fn position_products(
             return;
         }
         let start = position * cols + first;
+        if wide {
+            let lhs = Strided {
+                values: &lhs[position * inner..],
+                rows,
+                cols: inner,
+                stride: positions * inner,
+            };
+            let rhs = Strided {
+                values: &rhs[start..],
+                rows: inner,
+                cols: width,
+                stride: positions * cols,
+            };
+            // SAFETY: as for `run` below.
+            unsafe { panels::multiply((dst.get().add(start), positions * cols), lhs, rhs) };
+            return;
+        }
         let dst_view = View::rows(rows, width, positions * cols);
         let lhs = (
             &lhs[position * inner..],

@@ -20,6 +20,7 @@ pub mod group_norm;
 pub mod layer_norm;
 mod leaky;
 pub mod linear;
+mod panels;
 mod runs;
 mod scratch;
 pub mod upsample;
