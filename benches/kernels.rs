@@ -8,7 +8,7 @@
 //! every bf16 engine this CPU runs (AMX, AVX512-BF16; the emulation everywhere, which is no
 //! faster than f32 and shows what the rounding costs). `cargo bench --bench kernels -- bf16`
 //! prints the third table alone, `-- bf16 conv1d` a table of HiFi-GAN's layers under it alone,
-//! `-- winograd` the Winograd products' rows.
+//! `-- winograd` the Winograd products' rows, `-- products` the f32 products' rows.
 
 use std::time::Instant;
 
@@ -112,6 +112,14 @@ fn main() -> Result<()> {
         }
         // `cargo bench --bench kernels -- bf16`: the bf16 table alone.
         return bf16_products(&device);
+    }
+    if std::env::args().any(|arg| arg == "products") {
+        // `cargo bench --bench kernels -- products`: f32 products alone.
+        println!();
+        println!("| kernel | shape | previous ms (GFLOP/s) | now ms (GFLOP/s) | speed-up |");
+        println!("|---|---|---|---|---|");
+        f32_products();
+        return Ok(());
     }
     if std::env::args().any(|arg| arg == "winograd") {
         // `cargo bench --bench kernels -- winograd`: the Winograd products' rows alone.
@@ -301,6 +309,48 @@ fn winograd_products() {
     }
 }
 
+/// f32 products as linear layers make them (tokens × width against the layer's weights, stored
+/// outputs × width, so read transposed): `gemm`'s 8-lane kernel (previous) against
+/// `kernels::panels` where the CPU has AVX-512F (equal rows elsewhere).
+fn f32_products() {
+    // (layer, tokens, width, outputs): UNet level-1 attention projection and feed-forward in
+    // and out (AudioLDM 2, 2 images × 1024 tokens), T5's feed-forward over a prompt, GPT-2's
+    // one-token step.
+    for (layer, tokens, width, outputs) in [
+        ("UNet projection", 2048, 320, 320),
+        ("UNet feed-forward in", 2048, 320, 2560),
+        ("UNet feed-forward out", 2048, 1280, 320),
+        ("T5 feed-forward", 32, 1024, 2816),
+        ("GPT-2 step", 2, 768, 3072),
+    ] {
+        let lhs: Vec<f32> = (0..tokens * width).map(|i| (i % 7) as f32).collect();
+        let rhs: Vec<f32> = (0..outputs * width).map(|i| (i % 5) as f32).collect();
+        let views = (
+            View::rows(tokens, width, width),
+            View::transposed(width, outputs, width),
+        );
+        let multiply = || {
+            let (lhs, rhs) = ((&lhs[..], views.0), (&rhs[..], views.1));
+            let size = (tokens, outputs);
+            if gemm::split_rows_pays(tokens, outputs) {
+                gemm::product_split_rows(lhs, rhs, size, Precision::F32)
+            } else {
+                gemm::product(lhs, rhs, size, Precision::F32)
+            }
+        };
+        let previous = median_of(|| drop(with_previous_kernels(multiply)));
+        let now = median_of(|| drop(multiply()));
+        let gflop = 2.0 * (tokens * width * outputs) as f64 / 1e9;
+        row(
+            "f32 product (`gemm` 8 lanes → 16-lane panels)",
+            &format!("{layer} {tokens}×{width}·{width}×{outputs}"),
+            gflop,
+            previous,
+            now,
+        );
+    }
+}
+
 /// [`median_ms`] for work that makes no tensor.
 fn median_of(mut run: impl FnMut()) -> f64 {
     run();
@@ -320,6 +370,7 @@ fn previous_versions(device: &Device) -> Result<()> {
     println!("| kernel | shape | previous ms (GFLOP/s) | now ms (GFLOP/s) | speed-up |");
     println!("|---|---|---|---|---|");
     winograd_products();
+    f32_products();
     // (batch, queries, keys, width, heads): UNet levels 1–3 self-attention, a cross-attention,
     // the VAE's mid-block.
     for (batch, queries, keys, width, heads) in [

@@ -3,7 +3,7 @@
 use gemm::Parallelism;
 
 use super::gemm_bf16::{self, Engine, Left, PackedLeft, PackedRight};
-use super::panels::{self, Strided};
+use super::panels;
 
 /// How a product computes: in f32, or with operands rounded to bf16 and f32 sums (the CPU's
 /// opt-in fast mode) on the given engine.
@@ -88,6 +88,7 @@ pub fn matmul(
         accumulate,
         parallel,
         precision,
+        wide: wide_products(),
     };
     // SAFETY: the assert keeps every element `dst_view` addresses inside `dst`, which is
     // borrowed mutably, so it cannot alias the operands.
@@ -102,6 +103,14 @@ struct How {
     /// Split the work over rayon's threads.
     parallel: bool,
     precision: Precision,
+    /// f32 products take the 16-lane kernel ([`wide_products`]).
+    wide: bool,
+}
+
+/// Whether f32 products take `kernels::panels` (AVX-512F) instead of `gemm`'s 8-lane kernel:
+/// read on the calling thread, since [`super::with_previous_kernels`] is per thread.
+fn wide_products() -> bool {
+    panels::available() && !super::previous_kernels()
 }
 
 /// `lhs · rhs` as a new row-major `rows × cols` buffer, split over rayon's threads. `gemm`
@@ -118,6 +127,7 @@ pub fn product(
         accumulate: false,
         parallel: true,
         precision,
+        wide: wide_products(),
     };
     // SAFETY: `run` with `accumulate` false writes every element of the view without reading
     // it (zeros when the inner dimension is 0).
@@ -293,13 +303,11 @@ pub fn position_products(
         accumulate: false,
         parallel: false,
         precision: Precision::F32,
+        wide: wide_products(),
     };
     if positions == 0 || cols == 0 || rows == 0 {
         return;
     }
-    // Where the CPU has AVX-512F, the 16-lane kernel (`gemm` runs its 8-lane one there). The
-    // flag is per thread: read here, before rayon's threads take the tasks.
-    let wide = panels::available() && !super::previous_kernels();
     let blocks = column_blocks(positions, cols, rayon::current_num_threads());
     let width = cols.div_ceil(blocks);
     let dst = Rows(dst.as_mut_ptr());
@@ -310,29 +318,17 @@ pub fn position_products(
             return;
         }
         let start = position * cols + first;
-        if wide {
-            let lhs = Strided {
-                values: &lhs[position * inner..],
-                rows,
-                cols: inner,
-                stride: positions * inner,
-            };
-            let rhs = Strided {
-                values: &rhs[start..],
-                rows: inner,
-                cols: width,
-                stride: positions * cols,
-            };
-            // SAFETY: as for `run` below.
-            unsafe { panels::multiply((dst.get().add(start), positions * cols), lhs, rhs) };
-            return;
-        }
         let dst_view = View::rows(rows, width, positions * cols);
         let lhs = (
             &lhs[position * inner..],
             View::rows(rows, inner, positions * inner),
         );
         let rhs = (&rhs[start..], View::rows(inner, width, positions * cols));
+        if how.wide {
+            // SAFETY: as for `run` below.
+            unsafe { panels::multiply((dst.get().add(start), dst_view), lhs, rhs, false, false) };
+            return;
+        }
         // SAFETY: the assert keeps the view inside `dst` (its last element is at most
         // `(rows − 1)·positions·cols + positions·cols − 1`); block `first..first + width` of
         // position `position` in each row is this task's alone, and `dst` is borrowed mutably.
@@ -384,6 +380,7 @@ unsafe fn run_split_rows(
         accumulate,
         parallel: precision != Precision::F32,
         precision,
+        wide: wide_products(),
     };
     if how.parallel {
         // SAFETY: passed on from the caller.
@@ -455,6 +452,7 @@ unsafe fn run_packed(
         accumulate,
         parallel,
         precision: Precision::F32,
+        wide: wide_products(),
     };
     match left {
         Left::Values(lhs, lhs_view) => {
@@ -487,6 +485,7 @@ unsafe fn run(
         accumulate,
         parallel,
         precision,
+        wide,
     } = how;
     let (m, n, k) = (lhs_view.rows, rhs_view.cols, lhs_view.cols);
     assert!(
@@ -529,6 +528,19 @@ unsafe fn run(
             };
             return;
         }
+    }
+    if wide && panels::pays(dst_view) {
+        // SAFETY: passed on from the caller; the asserts checked the operands.
+        unsafe {
+            panels::multiply(
+                (dst, dst_view),
+                (lhs, lhs_view),
+                (rhs, rhs_view),
+                accumulate,
+                parallel,
+            )
+        };
+        return;
     }
     let threads = rayon::current_num_threads();
     let parallelism = if parallel && threads > 1 {

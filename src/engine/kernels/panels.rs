@@ -1,22 +1,27 @@
-//! f32 products on AVX-512 for Winograd's position products: 8 rows × 32 columns of sums in 16
-//! registers, the left operand (a layer's transformed weights) read in place one broadcast a
-//! row and step, the right one packed into panels of 32 columns.
+//! f32 products on AVX-512: 8 rows × 32 columns of sums in 16 registers, the left operand read
+//! in place (one broadcast a row and step), the right one packed into panels of 32 columns.
 //!
 //! `gemm`'s kernels here are its AVX2 ones (its `x86-v4` build lost on Zen 4, see
-//! docs/PERFORMANCE.md), which use half of a 512-bit FMA unit. On Zen 4, where AVX-512 runs as
+//! docs/PERFORMANCE.md), which fill half of a 512-bit FMA unit. On Zen 4, where AVX-512 runs as
 //! two 256-bit halves, this kernel is level with them or a little ahead; on CPUs with full
 //! 512-bit FMA units it does twice the multiply-adds an instruction.
 //!
-//! Each sum adds its products in inner order, one FMA at a time, so the result is the same on
-//! every run and thread count (it differs from `gemm`'s by reassociation only).
+//! Each sum adds its products in inner order, one FMA at a time, from zero, and an accumulating
+//! product adds the sum to the output last, as `gemm` does within one depth block: the results
+//! are the same on every run and thread count, and `gemm`'s where its depth is not split.
 
 use std::cell::RefCell;
+
+use super::gemm::View;
 
 /// Columns of one panel: two 16-lane vectors.
 const PANEL: usize = 32;
 /// Rows of sums one kernel call holds (16 of the 32 vector registers).
-#[cfg(target_arch = "x86_64")]
 const ROWS: usize = 8;
+/// Bytes of packed panels one pass keeps (in L2) while every row of its range reads them.
+const PANELS_BYTES: usize = 512 << 10;
+/// Output rows a parallel task takes at least, so its packing stays a small share of its work.
+const TASK_ROWS: usize = 64;
 
 /// Whether [`multiply`] runs on this CPU.
 pub fn available() -> bool {
@@ -28,106 +33,206 @@ pub fn available() -> bool {
     false
 }
 
-/// A row-major matrix inside a slice: `rows × cols`, rows `stride` apart.
-#[derive(Clone, Copy)]
-pub struct Strided<'a> {
-    pub values: &'a [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub stride: usize,
+/// Rows (of the output, or of its transpose where that is the row-major one) below which
+/// packing the right operand costs more than the kernel saves: with GPT-2's one-token step,
+/// 2 rows against 3072 columns, the packing made the product 1.7× slower than `gemm`'s.
+const FEWEST_ROWS: usize = 16;
+
+/// Whether an output laid out as `view` can be written: its elements within a row adjacent,
+/// or within a column (then the product runs transposed).
+fn writes(view: View) -> bool {
+    view.col_stride == 1 || view.row_stride == 1
 }
 
-impl Strided<'_> {
-    /// Whether every element lies inside `values`.
-    fn fits(&self) -> bool {
-        self.rows == 0
-            || self.cols == 0
-            || (self.cols <= self.stride || self.rows == 1)
-                && (self.rows - 1) * self.stride + self.cols <= self.values.len()
-    }
+/// Whether [`multiply`] writes an output laid out as `view` and is worth running for it.
+pub fn pays(view: View) -> bool {
+    let rows = if view.col_stride == 1 {
+        view.rows
+    } else {
+        view.cols
+    };
+    writes(view) && rows >= FEWEST_ROWS
 }
 
 thread_local! {
-    /// The packed right operand, kept by each thread at the largest size it has needed (a few
-    /// MB at most: a layer's channels by one block of Winograd tiles).
+    /// The packed right operand, kept by each thread at the largest size it has needed (at
+    /// most [`PANELS_BYTES`] and one panel).
     static PANELS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `dst = lhs · rhs` with `dst` `lhs.rows × rhs.cols`, rows `dst_stride` apart, written without
-/// being read. Single-threaded: the callers run it on each of rayon's threads, each on its own
-/// elements of one interleaved output (a Winograd position's columns), hence the pointer.
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`, on this thread, or split over
+/// rayon's when `parallel`. `dst` is written without being read unless `accumulate`.
 ///
-/// Panics if an operand does not fit its slice, the shapes disagree or the CPU lacks AVX-512F
-/// ([`available`]): all programming errors.
+/// Panics if an operand does not fit its slice, the shapes disagree, `dst` is neither row- nor
+/// column-major or the CPU lacks AVX-512F ([`available`]): all programming errors.
 ///
 /// # Safety
-/// `dst` addresses `lhs.rows` rows of `rhs.cols` elements, `dst_stride` apart, that nothing
-/// else reads or writes during the call.
-pub unsafe fn multiply((dst, dst_stride): (*mut f32, usize), lhs: Strided<'_>, rhs: Strided<'_>) {
-    assert_eq!(lhs.cols, rhs.rows, "inner dimensions differ");
+/// `dst` addresses the elements its view lays out, which nothing else reads or writes during
+/// the call.
+pub unsafe fn multiply(
+    (dst, dst_view): (*mut f32, View),
+    (lhs, lhs_view): (&[f32], View),
+    (rhs, rhs_view): (&[f32], View),
+    accumulate: bool,
+    parallel: bool,
+) {
+    let (rows, inner, cols) = (lhs_view.rows, lhs_view.cols, rhs_view.cols);
     assert!(
-        lhs.fits() && rhs.fits(),
+        rhs_view.rows == inner && dst_view.rows == rows && dst_view.cols == cols,
+        "product shapes disagree"
+    );
+    assert!(
+        lhs_view.extent() <= lhs.len() && rhs_view.extent() <= rhs.len(),
         "a product's operand exceeds its buffer"
+    );
+    assert!(
+        writes(dst_view),
+        "a product's output is neither row- nor column-major"
     );
     assert!(
         available(),
         "the AVX-512 product runs only where available() says"
     );
-    if lhs.rows == 0 || rhs.cols == 0 {
+    if rows == 0 || cols == 0 {
         return;
     }
-    PANELS.with_borrow_mut(|panels| {
-        pack(rhs, panels);
-        // SAFETY: passed on from the caller.
-        unsafe { multiply_packed((dst, dst_stride), lhs, panels, rhs.cols) };
-    });
+    if dst_view.col_stride != 1 {
+        // A column-major output's transpose is row-major: dstᵀ = rhsᵀ · lhsᵀ.
+        // SAFETY: the same elements, through transposed views.
+        unsafe {
+            multiply(
+                (dst, dst_view.t()),
+                (rhs, rhs_view.t()),
+                (lhs, lhs_view.t()),
+                accumulate,
+                parallel,
+            )
+        };
+        return;
+    }
+    if inner == 0 {
+        // No products: the sums are zeros.
+        if !accumulate {
+            for row in 0..rows {
+                // SAFETY: the row's elements, which the caller vouched for.
+                unsafe { std::slice::from_raw_parts_mut(dst.add(row * dst_view.row_stride), cols) }
+                    .fill(0.0);
+            }
+        }
+        return;
+    }
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let (row_runs, col_runs) = split(rows, cols, threads);
+    let (rows_each, cols_each) = (
+        rows.div_ceil(row_runs).next_multiple_of(ROWS),
+        cols.div_ceil(col_runs).next_multiple_of(PANEL),
+    );
+    let dst = super::gemm::Rows(dst);
+    let task = |row_run: usize, col_run: usize| {
+        let (top, left) = (row_run * rows_each, col_run * cols_each);
+        if top >= rows || left >= cols {
+            return;
+        }
+        let (height, width) = (rows_each.min(rows - top), cols_each.min(cols - left));
+        let lhs = (
+            &lhs[top * lhs_view.row_stride..],
+            View {
+                rows: height,
+                ..lhs_view
+            },
+        );
+        let rhs = (
+            &rhs[left * rhs_view.col_stride..],
+            View {
+                cols: width,
+                ..rhs_view
+            },
+        );
+        let out = (
+            // SAFETY: the block's first element, inside what the caller vouched for.
+            unsafe { dst.get().add(top * dst_view.row_stride + left) },
+            View {
+                rows: height,
+                cols: width,
+                ..dst_view
+            },
+        );
+        // SAFETY: each task writes its own block of rows and columns.
+        unsafe { multiply_block(out, lhs, rhs, accumulate) };
+    };
+    if row_runs * col_runs == 1 {
+        task(0, 0);
+        return;
+    }
+    use rayon::prelude::*;
+    (0..row_runs * col_runs)
+        .into_par_iter()
+        .for_each(|index| task(index / col_runs, index % col_runs));
 }
 
-/// [`multiply`] with `rhs` already packed; its arguments checked there.
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn multiply_packed(_: (*mut f32, usize), _: Strided<'_>, _: &[f32], _: usize) {
-    unreachable!("available() is false off x86-64")
+/// Runs of rows and of columns to split a `rows × cols` output into for `threads`: columns
+/// first (each task packs only its own), rows where there are too few panels, at least four
+/// tasks a thread where the rows allow.
+fn split(rows: usize, cols: usize, threads: usize) -> (usize, usize) {
+    if threads <= 1 {
+        return (1, 1);
+    }
+    let wanted = 4 * threads;
+    let col_runs = cols.div_ceil(PANEL).min(wanted);
+    let row_runs = wanted
+        .div_ceil(col_runs)
+        .min(rows.div_ceil(TASK_ROWS))
+        .max(1);
+    (row_runs, col_runs)
 }
 
-/// [`multiply`] with `rhs` already packed; its arguments checked there.
+/// One task's block, on this thread, `dst` row-major within rows: the columns in passes of
+/// [`PANELS_BYTES`] of packed panels, each read by every row of the block.
 ///
 /// # Safety
-/// As for [`multiply`].
-#[cfg(target_arch = "x86_64")]
-unsafe fn multiply_packed(
-    (dst, dst_stride): (*mut f32, usize),
-    lhs: Strided<'_>,
-    panels: &[f32],
-    cols: usize,
+/// As for [`multiply`], the views checked there.
+unsafe fn multiply_block(
+    (dst, dst_view): (*mut f32, View),
+    (lhs, lhs_view): (&[f32], View),
+    (rhs, rhs_view): (&[f32], View),
+    accumulate: bool,
 ) {
-    let (rows, inner) = (lhs.rows, lhs.cols);
-    for (panel, first) in (0..cols).step_by(PANEL).enumerate() {
-        let width = PANEL.min(cols - first);
-        let panel = &panels[panel * inner * PANEL..][..inner * PANEL];
-        for top in (0..rows).step_by(ROWS) {
-            let tile = x86::Tile {
-                lhs: lhs.values[top * lhs.stride..].as_ptr(),
-                lhs_stride: lhs.stride,
-                panel: panel.as_ptr(),
-                inner,
-                // SAFETY: inside the rows and columns the caller vouched for.
-                out: unsafe { dst.add(top * dst_stride + first) },
-                out_stride: dst_stride,
-                width,
-            };
-            // SAFETY: `available` checked AVX-512F. The tile reads rows `top..top + live` of
-            // `lhs` (columns `..inner`, inside the slice by `fits`) and the whole panel, and
-            // writes `width` columns of the same rows of `dst`, which the caller vouched for.
-            unsafe { x86::tile(tile, ROWS.min(rows - top)) };
+    let inner = lhs_view.cols;
+    let per_pass = (PANELS_BYTES / (inner.max(1) * PANEL * 4)).max(1) * PANEL;
+    PANELS.with_borrow_mut(|panels| {
+        for left in (0..rhs_view.cols).step_by(per_pass) {
+            let width = per_pass.min(rhs_view.cols - left);
+            let rhs = (
+                &rhs[left * rhs_view.col_stride..],
+                View {
+                    cols: width,
+                    ..rhs_view
+                },
+            );
+            pack(rhs, panels);
+            let out = (
+                // SAFETY: inside the block the caller vouched for.
+                unsafe { dst.add(left) },
+                View {
+                    cols: width,
+                    ..dst_view
+                },
+            );
+            // SAFETY: passed on from the caller.
+            unsafe { run_panels(out, (lhs, lhs_view), panels, accumulate) };
         }
-    }
+    });
 }
 
 /// `rhs` as panels of 32 columns, each `inner` rows of 32 values back to back, at the start of
 /// `panels` (grown when short, never zero-filled first); the last panel's missing columns are
 /// zeros.
-fn pack(rhs: Strided<'_>, panels: &mut Vec<f32>) {
-    let (inner, cols) = (rhs.rows, rhs.cols);
+fn pack((rhs, view): (&[f32], View), panels: &mut Vec<f32>) {
+    let (inner, cols) = (view.rows, view.cols);
     let len = cols.div_ceil(PANEL) * inner * PANEL;
     if panels.len() < len {
         panels.resize(len, 0.0);
@@ -135,10 +240,70 @@ fn pack(rhs: Strided<'_>, panels: &mut Vec<f32>) {
     for (panel, out) in panels[..len].chunks_exact_mut(inner * PANEL).enumerate() {
         let first = panel * PANEL;
         let width = PANEL.min(cols - first);
+        if view.row_stride == 1 && view.col_stride != 1 {
+            // Column-major (a layer's weights, transposed): each column is read in one run and
+            // written down the panel, which stays in L1 or L2, rather than gathered.
+            for col in 0..PANEL {
+                let start = (first + col) * view.col_stride;
+                let column = (col < width).then(|| &rhs[start..start + inner]);
+                for (row, out) in out.chunks_exact_mut(PANEL).enumerate() {
+                    out[col] = column.map_or(0.0, |column| column[row]);
+                }
+            }
+            continue;
+        }
         for (row, out) in out.chunks_exact_mut(PANEL).enumerate() {
-            let start = row * rhs.stride + first;
-            out[..width].copy_from_slice(&rhs.values[start..start + width]);
+            let start = row * view.row_stride + first * view.col_stride;
+            if view.col_stride == 1 {
+                out[..width].copy_from_slice(&rhs[start..start + width]);
+            } else {
+                for (col, out) in out[..width].iter_mut().enumerate() {
+                    *out = rhs[start + col * view.col_stride];
+                }
+            }
             out[width..].fill(0.0);
+        }
+    }
+}
+
+/// Every 8-row tile of `lhs` against each packed panel in turn.
+///
+/// # Safety
+/// As for [`multiply`]; `panels` holds `dst_view.cols` columns packed.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn run_panels(_: (*mut f32, View), _: (&[f32], View), _: &[f32], _: bool) {
+    unreachable!("available() is false off x86-64")
+}
+
+/// Every 8-row tile of `lhs` against each packed panel in turn.
+///
+/// # Safety
+/// As for [`multiply`]; `panels` holds `dst_view.cols` columns packed.
+#[cfg(target_arch = "x86_64")]
+unsafe fn run_panels(
+    (dst, dst_view): (*mut f32, View),
+    (lhs, lhs_view): (&[f32], View),
+    panels: &[f32],
+    accumulate: bool,
+) {
+    let (rows, inner, cols) = (lhs_view.rows, lhs_view.cols, dst_view.cols);
+    for top in (0..rows).step_by(ROWS) {
+        for (panel, first) in (0..cols).step_by(PANEL).enumerate() {
+            let tile = x86::Tile {
+                lhs: lhs[top * lhs_view.row_stride..].as_ptr(),
+                lhs_strides: (lhs_view.row_stride, lhs_view.col_stride),
+                panel: panels[panel * inner * PANEL..].as_ptr(),
+                inner,
+                // SAFETY: inside the output the caller vouched for.
+                out: unsafe { dst.add(top * dst_view.row_stride + first) },
+                out_stride: dst_view.row_stride,
+                width: PANEL.min(cols - first),
+                accumulate,
+            };
+            // SAFETY: `available` checked AVX-512F. The tile reads rows `top..top + live` of
+            // `lhs` (inside the slice by `extent`), one whole panel, and writes (or adds to)
+            // `width` columns of the same rows of `dst`, which the caller vouched for.
+            unsafe { x86::tile(tile, ROWS.min(rows - top)) };
         }
     }
 }
@@ -152,13 +317,16 @@ mod x86 {
     /// One call's operands: up to 8 rows of `lhs` against one panel.
     pub struct Tile {
         pub lhs: *const f32,
-        pub lhs_stride: usize,
+        /// Between rows, and between steps along a row.
+        pub lhs_strides: (usize, usize),
         pub panel: *const f32,
         pub inner: usize,
         pub out: *mut f32,
         pub out_stride: usize,
         /// Columns stored (≤ 32); the panel's zero columns beyond are dropped.
         pub width: usize,
+        /// Add the sums to `out` instead of overwriting it.
+        pub accumulate: bool,
     }
 
     /// The tile's `live` rows (1..=8).
@@ -190,28 +358,38 @@ mod x86 {
         let mut sums = [[_mm512_setzero_ps(); 2]; R];
         // SAFETY: every address is inside what the caller vouched for.
         unsafe {
+            let (row_stride, step_stride) = tile.lhs_strides;
             for step in 0..tile.inner {
                 let panel = tile.panel.add(step * PANEL);
                 let (left, right) = (_mm512_loadu_ps(panel), _mm512_loadu_ps(panel.add(16)));
+                let column = tile.lhs.add(step * step_stride);
                 for (row, sums) in sums.iter_mut().enumerate() {
-                    let value = _mm512_set1_ps(*tile.lhs.add(row * tile.lhs_stride + step));
+                    let value = _mm512_set1_ps(*column.add(row * row_stride));
                     sums[0] = _mm512_fmadd_ps(value, left, sums[0]);
                     sums[1] = _mm512_fmadd_ps(value, right, sums[1]);
                 }
             }
-            let (first, second) = lane_masks(tile.width);
+            let masks = lane_masks(tile.width);
             for (row, sums) in sums.iter().enumerate() {
                 let out = tile.out.add(row * tile.out_stride);
-                _mm512_mask_storeu_ps(out, first, sums[0]);
-                _mm512_mask_storeu_ps(out.add(16), second, sums[1]);
+                for (half, (&sum, mask)) in sums.iter().zip(masks).enumerate() {
+                    let out = out.add(16 * half);
+                    let value = if tile.accumulate {
+                        // The output first, as `gemm` adds them (the same sum either way).
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), sum)
+                    } else {
+                        sum
+                    };
+                    _mm512_mask_storeu_ps(out, mask, value);
+                }
             }
         }
     }
 
     /// Store masks for the panel's two vectors when `width` (≤ 32) columns are kept.
-    fn lane_masks(width: usize) -> (__mmask16, __mmask16) {
+    fn lane_masks(width: usize) -> [__mmask16; 2] {
         let mask = |lanes: usize| ((1u32 << lanes.min(16)) - 1) as __mmask16;
-        (mask(width), mask(width.saturating_sub(16)))
+        [mask(width), mask(width.saturating_sub(16))]
     }
 }
 
@@ -219,87 +397,121 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// `lhs · rhs` in f64, row-major and dense.
-    fn reference(lhs: &[f32], rhs: &[f32], (rows, inner, cols): (usize, usize, usize)) -> Vec<f64> {
-        let mut out = vec![0.0; rows * cols];
-        for row in 0..rows {
-            for step in 0..inner {
-                let left = lhs[row * inner + step] as f64;
-                for col in 0..cols {
-                    out[row * cols + col] += left * rhs[step * cols + col] as f64;
-                }
-            }
-        }
-        out
-    }
-
     fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
             .map(|index| ((index * 37 + seed * 11) % 23) as f32 / 11.0 - 1.0)
             .collect()
     }
 
+    /// Element (row, col) of a view into `values`.
+    fn at(values: &[f32], view: View, row: usize, col: usize) -> f32 {
+        values[row * view.row_stride + col * view.col_stride]
+    }
+
+    /// A `rows × cols` view with a gap of 3 after each row (or, transposed, each column).
+    fn layout(rows: usize, cols: usize, transposed: bool) -> View {
+        if transposed {
+            View::transposed(rows, cols, rows + 3)
+        } else {
+            View::rows(rows, cols, cols + 3)
+        }
+    }
+
     #[test]
-    fn products_match_f64_at_every_edge() {
+    fn products_match_f64_at_every_edge_and_layout() {
         if !available() {
             eprintln!("no AVX-512F here: the kernel is not built for this CPU");
             return;
         }
-        // Row counts around the 8-row tile, column counts around the 32-column panel, and
-        // strided operands and output (a Winograd position inside its interleaved layout).
-        for &(rows, inner, cols) in &[
+        // Row counts around the 8-row tile, column counts around the 32-column panel and
+        // beyond one pass of panels; operands and outputs row- and column-major with gaps;
+        // overwriting and adding; on this thread and split over rayon's.
+        let shapes = [
             (1, 1, 1),
+            (3, 0, 5),
             (7, 5, 31),
             (8, 16, 32),
             (9, 33, 33),
             (17, 64, 70),
-            (24, 3, 96),
-        ] {
-            let pad = 3;
-            let lhs = values(rows * (inner + pad), 1);
-            let rhs = values(inner * (cols + pad), 2);
-            let dense_lhs: Vec<f32> = (0..rows)
-                .flat_map(|row| lhs[row * (inner + pad)..][..inner].to_vec())
-                .collect();
-            let dense_rhs: Vec<f32> = (0..inner)
-                .flat_map(|row| rhs[row * (cols + pad)..][..cols].to_vec())
-                .collect();
-            let sentinel = 1234.5;
-            let mut dst = vec![sentinel; rows * (cols + pad)];
-            // SAFETY: `dst` holds `rows` rows of `cols + pad`, and only this call uses it.
-            unsafe {
-                multiply(
-                    (dst.as_mut_ptr(), cols + pad),
-                    Strided {
-                        values: &lhs,
-                        rows,
-                        cols: inner,
-                        stride: inner + pad,
-                    },
-                    Strided {
-                        values: &rhs,
-                        rows: inner,
-                        cols,
-                        stride: cols + pad,
-                    },
-                )
-            };
-            let expected = reference(&dense_lhs, &dense_rhs, (rows, inner, cols));
-            for row in 0..rows {
-                for col in 0..cols + pad {
-                    let got = dst[row * (cols + pad) + col];
-                    if col >= cols {
-                        assert_eq!(got, sentinel, "{rows}×{inner}×{cols}: wrote past the row");
-                        continue;
+            (130, 3, 96),
+            (24, 2100, 97),
+        ];
+        for &(rows, inner, cols) in &shapes {
+            for case in 0..16 {
+                let [lhs_t, rhs_t, dst_t, accumulate] = [1, 2, 4, 8].map(|bit| case & bit != 0);
+                let parallel = case % 3 == 0;
+                let (lhs_view, rhs_view) = (layout(rows, inner, lhs_t), layout(inner, cols, rhs_t));
+                let dst_view = layout(rows, cols, dst_t);
+                let lhs = values(lhs_view.extent(), 1);
+                let rhs = values(rhs_view.extent(), 2);
+                let sentinel = 1234.5;
+                let mut dst = vec![sentinel; dst_view.extent() + 3];
+                let start = dst.clone();
+                // SAFETY: `dst` holds every element its view addresses, and only this call
+                // uses it.
+                unsafe {
+                    multiply(
+                        (dst.as_mut_ptr(), dst_view),
+                        (&lhs, lhs_view),
+                        (&rhs, rhs_view),
+                        accumulate,
+                        parallel,
+                    )
+                };
+                let mut written = vec![false; dst.len()];
+                for row in 0..rows {
+                    for col in 0..cols {
+                        let mut want = if accumulate { sentinel as f64 } else { 0.0 };
+                        for step in 0..inner {
+                            want += at(&lhs, lhs_view, row, step) as f64
+                                * at(&rhs, rhs_view, step, col) as f64;
+                        }
+                        let index = row * dst_view.row_stride + col * dst_view.col_stride;
+                        written[index] = true;
+                        let got = dst[index] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (inner as f64 + want.abs()),
+                            "{rows}×{inner}×{cols} case {case} at ({row}, {col}): {got} against {want}"
+                        );
                     }
-                    let want = expected[row * cols + col];
-                    assert!(
-                        (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                        "{rows}×{inner}×{cols} at ({row}, {col}): {got} against {want}"
-                    );
                 }
+                let untouched =
+                    (0..dst.len()).all(|index| written[index] || dst[index] == start[index]);
+                assert!(
+                    untouched,
+                    "{rows}×{inner}×{cols} case {case}: wrote outside its view"
+                );
             }
         }
+    }
+
+    #[test]
+    fn only_outputs_with_enough_rows_pay() {
+        assert!(pays(View::rows(16, 3, 3)) && pays(View::transposed(3, 16, 3)));
+        assert!(!pays(View::rows(2, 3072, 3072)) && !pays(View::transposed(3072, 2, 3072)));
+        let scattered = View {
+            rows: 64,
+            cols: 64,
+            row_stride: 128,
+            col_stride: 2,
+        };
+        assert!(!pays(scattered));
+    }
+
+    #[test]
+    fn splits_cover_the_output_with_whole_tiles() {
+        assert_eq!(split(1000, 1000, 1), (1, 1));
+        for &(rows, cols, threads) in &[(2048, 2560, 2), (16, 4096, 2), (4096, 16, 8), (8, 8, 4)] {
+            let (row_runs, col_runs) = split(rows, cols, threads);
+            assert!(row_runs >= 1 && col_runs >= 1);
+            assert!(
+                col_runs <= cols.div_ceil(PANEL) && row_runs <= rows.div_ceil(TASK_ROWS).max(1)
+            );
+        }
+        // Plenty of panels: columns alone, four tasks a thread.
+        assert_eq!(split(2048, 2560, 2), (1, 8));
+        // One panel: rows alone.
+        assert_eq!(split(4096, 16, 8), (32, 1));
     }
 
     #[test]
@@ -307,13 +519,16 @@ mod tests {
     fn a_short_operand_is_refused() {
         let (lhs, rhs) = (values(4, 1), values(3, 2));
         let mut dst = [0.0; 4];
-        let operand = |values| Strided {
-            values,
-            rows: 2,
-            cols: 2,
-            stride: 2,
-        };
+        let view = View::rows(2, 2, 2);
         // SAFETY: `dst` holds the 2×2 output; the call refuses `rhs` first.
-        unsafe { multiply((dst.as_mut_ptr(), 2), operand(&lhs), operand(&rhs)) };
+        unsafe {
+            multiply(
+                (dst.as_mut_ptr(), view),
+                (&lhs, view),
+                (&rhs, view),
+                false,
+                false,
+            )
+        };
     }
 }
