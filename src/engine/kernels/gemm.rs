@@ -1,4 +1,6 @@
-//! A bounds-checked front to the `gemm` crate for strided f32 matrices.
+//! A bounds-checked front to products of strided f32 matrices: [`super::panels`] where the CPU
+//! has AVX-512F, the `gemm` crate elsewhere (and for products too thin to pack), and the bf16
+//! engines of [`gemm_bf16`].
 
 use gemm::Parallelism;
 
