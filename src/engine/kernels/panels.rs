@@ -126,17 +126,11 @@ pub unsafe fn multiply(
     } else {
         1
     };
-    let (row_runs, col_runs) = split(rows, cols, threads);
-    let (rows_each, cols_each) = (
-        rows.div_ceil(row_runs).next_multiple_of(ROWS),
-        cols.div_ceil(col_runs).next_multiple_of(PANEL),
-    );
+    let (rows_each, cols_each) = split(rows, cols, threads);
+    let (row_runs, col_runs) = (rows.div_ceil(rows_each), cols.div_ceil(cols_each));
     let dst = super::gemm::Rows(dst);
     let task = |row_run: usize, col_run: usize| {
         let (top, left) = (row_run * rows_each, col_run * cols_each);
-        if top >= rows || left >= cols {
-            return;
-        }
         let (height, width) = (rows_each.min(rows - top), cols_each.min(cols - left));
         let lhs = (
             &lhs[top * lhs_view.row_stride..],
@@ -174,20 +168,25 @@ pub unsafe fn multiply(
         .for_each(|index| task(index / col_runs, index % col_runs));
 }
 
-/// Runs of rows and of columns to split a `rows × cols` output into for `threads`: columns
-/// first (each task packs only its own), rows where there are too few panels, at least four
-/// tasks a thread where the rows allow.
+/// Rows and columns a task takes of a `rows × cols` output for `threads`: whole panels of
+/// columns first (each task packs only its own), then rows (whole tiles, at least
+/// [`TASK_ROWS`]) until there are four tasks a thread where the rows allow.
 fn split(rows: usize, cols: usize, threads: usize) -> (usize, usize) {
     if threads <= 1 {
-        return (1, 1);
+        return (rows, cols);
     }
     let wanted = 4 * threads;
-    let col_runs = cols.div_ceil(PANEL).min(wanted);
+    let panels = cols.div_ceil(PANEL);
+    let panels_each = panels.div_ceil(wanted.min(panels));
+    let col_runs = panels.div_ceil(panels_each);
     let row_runs = wanted
         .div_ceil(col_runs)
         .min(rows.div_ceil(TASK_ROWS))
         .max(1);
-    (row_runs, col_runs)
+    (
+        rows.div_ceil(row_runs).next_multiple_of(ROWS),
+        panels_each * PANEL,
+    )
 }
 
 /// One task's block, on this thread, `dst` row-major within rows: the columns in passes of
@@ -499,19 +498,29 @@ mod tests {
     }
 
     #[test]
-    fn splits_cover_the_output_with_whole_tiles() {
-        assert_eq!(split(1000, 1000, 1), (1, 1));
-        for &(rows, cols, threads) in &[(2048, 2560, 2), (16, 4096, 2), (4096, 16, 8), (8, 8, 4)] {
-            let (row_runs, col_runs) = split(rows, cols, threads);
-            assert!(row_runs >= 1 && col_runs >= 1);
+    fn splits_give_every_thread_whole_tiles_to_do() {
+        assert_eq!(split(1000, 1000, 1), (1000, 1000));
+        // Plenty of panels: columns alone, eight tasks for two threads.
+        assert_eq!(split(2048, 2560, 2), (2048, 320));
+        // Ten panels go five ways, and the rows two, so no task is left empty.
+        assert_eq!(split(2048, 320, 2), (1024, 64));
+        // One panel: rows alone.
+        assert_eq!(split(4096, 16, 8), (128, 32));
+        // Too few rows to split.
+        assert_eq!(split(40, 16, 8), (40, 32));
+        for &(rows, cols, threads) in &[(2048, 2560, 2), (2048, 320, 2), (9, 33, 4), (130, 96, 2)] {
+            let (rows_each, cols_each) = split(rows, cols, threads);
+            assert!(rows_each % ROWS == 0 || rows_each == rows);
+            assert_eq!(cols_each % PANEL, 0);
+            // Four tasks a thread where the rows and panels allow, and never twice that.
+            let tasks = rows.div_ceil(rows_each) * cols.div_ceil(cols_each);
+            let most = rows.div_ceil(TASK_ROWS) * cols.div_ceil(PANEL);
+            let wanted = 4 * threads;
             assert!(
-                col_runs <= cols.div_ceil(PANEL) && row_runs <= rows.div_ceil(TASK_ROWS).max(1)
+                tasks >= wanted.min(most) && tasks < 2 * wanted,
+                "{rows}×{cols}: {tasks} tasks"
             );
         }
-        // Plenty of panels: columns alone, four tasks a thread.
-        assert_eq!(split(2048, 2560, 2), (1, 8));
-        // One panel: rows alone.
-        assert_eq!(split(4096, 16, 8), (32, 1));
     }
 
     #[test]
