@@ -113,21 +113,15 @@ fn main() -> Result<()> {
         // `cargo bench --bench kernels -- bf16`: the bf16 table alone.
         return bf16_products(&device);
     }
-    if std::env::args().any(|arg| arg == "products") {
-        // `cargo bench --bench kernels -- products`: f32 products alone.
-        println!();
-        println!("| kernel | shape | previous ms (GFLOP/s) | now ms (GFLOP/s) | speed-up |");
-        println!("|---|---|---|---|---|");
-        f32_products();
-        return Ok(());
-    }
-    if std::env::args().any(|arg| arg == "winograd") {
-        // `cargo bench --bench kernels -- winograd`: the Winograd products' rows alone.
-        println!();
-        println!("| kernel | shape | previous ms (GFLOP/s) | now ms (GFLOP/s) | speed-up |");
-        println!("|---|---|---|---|---|");
-        winograd_products();
-        return Ok(());
+    // `cargo bench --bench kernels -- winograd` (or `-- products`): the Winograd products' (or
+    // the f32 products') rows alone.
+    let alone: [(&str, fn()); 2] = [("winograd", winograd_products), ("products", f32_products)];
+    for (name, rows) in alone {
+        if std::env::args().any(|arg| arg == name) {
+            previous_header();
+            rows();
+            return Ok(());
+        }
     }
     conv2d(&device, [2, 128, 256, 16], 128, 3)?;
     conv2d(&device, [2, 256, 128, 8], 256, 3)?;
@@ -365,10 +359,15 @@ fn median_of(mut run: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
-fn previous_versions(device: &Device) -> Result<()> {
+/// The header of a table of kernels against their previous versions.
+fn previous_header() {
     println!();
     println!("| kernel | shape | previous ms (GFLOP/s) | now ms (GFLOP/s) | speed-up |");
     println!("|---|---|---|---|---|");
+}
+
+fn previous_versions(device: &Device) -> Result<()> {
+    previous_header();
     winograd_products();
     f32_products();
     // (batch, queries, keys, width, heads): UNet levels 1–3 self-attention, a cross-attention,
