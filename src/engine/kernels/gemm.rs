@@ -326,7 +326,7 @@ pub fn position_products(
             View::rows(rows, inner, positions * inner),
         );
         let rhs = (&rhs[start..], View::rows(inner, width, positions * cols));
-        if how.wide {
+        if how.wide && panels::pays(dst_view) {
             // SAFETY: as for `run` below.
             unsafe { panels::multiply((dst.get().add(start), dst_view), lhs, rhs, false, false) };
             return;
