@@ -310,6 +310,11 @@ pub fn position_products(
     if positions == 0 || cols == 0 || rows == 0 {
         return;
     }
+    if inner == 0 {
+        // No products: zeros (and no operand to slice per position).
+        dst[..rows * positions * cols].fill(0.0);
+        return;
+    }
     let blocks = column_blocks(positions, cols, rayon::current_num_threads());
     let width = cols.div_ceil(blocks);
     let dst = Rows(dst.as_mut_ptr());
@@ -644,7 +649,14 @@ mod tests {
     /// definition; elements outside the products' layout are left alone.
     #[test]
     fn position_products_match_the_definition() {
-        for (positions, rows, inner, cols) in [(6, 37, 19, 150), (1, 5, 3, 200), (36, 8, 16, 9)] {
+        // The last: no input channels, so every product is zeros.
+        let cases = [
+            (6, 37, 19, 150),
+            (1, 5, 3, 200),
+            (36, 8, 16, 9),
+            (4, 20, 0, 40),
+        ];
+        for (positions, rows, inner, cols) in cases {
             let lhs = values(rows * positions * inner, 31);
             let rhs = values(inner * positions * cols, 17);
             let len = rows * positions * cols;

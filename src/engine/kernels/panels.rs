@@ -114,9 +114,9 @@ pub unsafe fn multiply(
         // No products: the sums are zeros.
         if !accumulate {
             for row in 0..rows {
-                // SAFETY: the row's elements, which the caller vouched for.
-                unsafe { std::slice::from_raw_parts_mut(dst.add(row * dst_view.row_stride), cols) }
-                    .fill(0.0);
+                // SAFETY: the row's elements, which the caller vouched for, written through
+                // the pointer (they may not be initialised yet); all-zero bits are 0.0.
+                unsafe { std::ptr::write_bytes(dst.add(row * dst_view.row_stride), 0, cols) };
             }
         }
         return;
@@ -372,6 +372,10 @@ mod x86 {
             for (row, sums) in sums.iter().enumerate() {
                 let out = tile.out.add(row * tile.out_stride);
                 for (half, (&sum, mask)) in sums.iter().zip(masks).enumerate() {
+                    if mask == 0 {
+                        // Nothing kept, and the address may lie past the output's end.
+                        continue;
+                    }
                     let out = out.add(16 * half);
                     let value = if tile.accumulate {
                         // The output first, as `gemm` adds them (the same sum either way).
@@ -424,10 +428,11 @@ mod tests {
         }
         // Row counts around the 8-row tile, column counts around the 32-column panel and
         // beyond one pass of panels; operands and outputs row- and column-major with gaps;
-        // overwriting and adding; on this thread and split over rayon's.
+        // overwriting and adding; on this thread and split over three of rayon's.
         let shapes = [
             (1, 1, 1),
             (3, 0, 5),
+            (20, 0, 40),
             (7, 5, 31),
             (8, 16, 32),
             (9, 33, 33),
@@ -435,7 +440,16 @@ mod tests {
             (130, 3, 96),
             (24, 2100, 97),
         ];
-        for &(rows, inner, cols) in &shapes {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("a 3-thread pool");
+        pool.install(|| check_products(&shapes));
+    }
+
+    /// Every layout and mode of [`products_match_f64_at_every_edge_and_layout`] at `shapes`.
+    fn check_products(shapes: &[(usize, usize, usize)]) {
+        for &(rows, inner, cols) in shapes {
             for case in 0..16 {
                 let [lhs_t, rhs_t, dst_t, accumulate] = [1, 2, 4, 8].map(|bit| case & bit != 0);
                 let parallel = case % 3 == 0;
