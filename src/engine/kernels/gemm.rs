@@ -331,11 +331,6 @@ pub fn position_products(
             View::rows(rows, inner, positions * inner),
         );
         let rhs = (&rhs[start..], View::rows(inner, width, positions * cols));
-        if how.wide && panels::pays(dst_view) {
-            // SAFETY: as for `run` below.
-            unsafe { panels::multiply((dst.get().add(start), dst_view), lhs, rhs, false, false) };
-            return;
-        }
         // SAFETY: the assert keeps the view inside `dst` (its last element is at most
         // `(rows − 1)·positions·cols + positions·cols − 1`); block `first..first + width` of
         // position `position` in each row is this task's alone, and `dst` is borrowed mutably.
