@@ -307,24 +307,30 @@ fn winograd_products() {
 /// outputs × width, so read transposed): `gemm`'s 8-lane kernel (previous) against
 /// `kernels::panels` where the CPU has AVX-512F (equal rows elsewhere).
 fn f32_products() {
-    // (layer, tokens, width, outputs): UNet level-1 attention projection and feed-forward in
-    // and out (AudioLDM 2, 2 images × 1024 tokens), T5's feed-forward over a prompt, GPT-2's
-    // one-token step.
+    // (layer, tokens, width, outputs): AudioLDM 2's UNet at level 1 (2 images × 1024 tokens)
+    // and level 3 (2 × 64), its cross-attention keys from GPT-2's 8 tokens, T5's feed-forward
+    // over a prompt, GPT-2's one-token step.
     for (layer, tokens, width, outputs) in [
         ("UNet projection", 2048, 320, 320),
         ("UNet feed-forward in", 2048, 320, 2560),
         ("UNet feed-forward out", 2048, 1280, 320),
+        ("UNet level-3 projection", 128, 1280, 1280),
+        ("UNet level-3 feed-forward in", 128, 1280, 10240),
+        ("UNet level-3 feed-forward out", 128, 5120, 1280),
+        ("UNet cross-attention keys", 16, 768, 1280),
         ("T5 feed-forward", 32, 1024, 2816),
         ("GPT-2 step", 2, 768, 3072),
     ] {
         let lhs: Vec<f32> = (0..tokens * width).map(|i| (i % 7) as f32).collect();
-        let rhs: Vec<f32> = (0..outputs * width).map(|i| (i % 5) as f32).collect();
+        let weights: Vec<f32> = (0..outputs * width).map(|i| (i % 5) as f32).collect();
+        let map = mapped(&weights);
+        let rhs: &[f32] = mapped_values(&map);
         let views = (
             View::rows(tokens, width, width),
             View::transposed(width, outputs, width),
         );
         let multiply = || {
-            let (lhs, rhs) = ((&lhs[..], views.0), (&rhs[..], views.1));
+            let (lhs, rhs) = ((&lhs[..], views.0), (rhs, views.1));
             let size = (tokens, outputs);
             if gemm::split_rows_pays(tokens, outputs) {
                 gemm::product_split_rows(lhs, rhs, size, Precision::F32)
@@ -343,6 +349,28 @@ fn f32_products() {
             now,
         );
     }
+}
+
+/// `values` in a memory-mapped file, as the `foley` binary reads a model's weights: in the
+/// page cache's 4 KiB pages, which the hardware prefetcher does not cross (a vector's are
+/// huge pages).
+fn mapped(values: &[f32]) -> memmap2::Mmap {
+    use std::io::Write;
+    let mut file = tempfile::tempfile().expect("a temporary file for the weights");
+    let bytes: Vec<u8> = values
+        .iter()
+        .flat_map(|value| value.to_ne_bytes())
+        .collect();
+    file.write_all(&bytes).expect("the weights written");
+    // SAFETY: the file is this process's own, unlinked, and never written again.
+    unsafe { memmap2::Mmap::map(&file) }.expect("the weights mapped")
+}
+
+/// A mapped file's bytes as the f32 values [`mapped`] wrote.
+fn mapped_values(map: &memmap2::Mmap) -> &[f32] {
+    // SAFETY: the mapping is page-aligned, holds whole f32 values and lives as long as the
+    // slice; every bit pattern is an f32.
+    unsafe { std::slice::from_raw_parts(map.as_ptr().cast(), map.len() / size_of::<f32>()) }
 }
 
 /// [`median_ms`] for work that makes no tensor.

@@ -57,7 +57,7 @@ impl View {
     }
 
     /// Whether each column's elements lie together and the rows do not.
-    fn is_column_major(&self) -> bool {
+    pub(super) fn is_column_major(&self) -> bool {
         self.row_stride == 1 && self.col_stride != 1
     }
 

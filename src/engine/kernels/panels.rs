@@ -1,5 +1,7 @@
 //! f32 products on AVX-512: 8 rows × 32 columns of sums in 16 registers, the left operand read
-//! in place (one broadcast a row and step), the right one packed into panels of 32 columns.
+//! in place (one broadcast a row and step), the right one packed into panels of 32 columns. A
+//! few tokens against a layer's weights run transposed, so that the weights are the operand
+//! read in place and the tokens the one packed.
 //!
 //! `gemm`'s kernels here are its AVX2 ones (its `x86-v4` build lost on Zen 4, see
 //! docs/PERFORMANCE.md), which fill half of a 512-bit FMA unit. On Zen 4, where AVX-512 runs as
@@ -124,6 +126,19 @@ pub unsafe fn multiply(
         }
         return;
     }
+    if streams_weights(lhs_view, rhs_view) {
+        // SAFETY: passed on from the caller.
+        unsafe {
+            stream_weights(
+                (dst, dst_view),
+                (lhs, lhs_view),
+                (rhs, rhs_view),
+                accumulate,
+                parallel,
+            )
+        };
+        return;
+    }
     let threads = if parallel {
         rayon::current_num_threads()
     } else {
@@ -169,6 +184,84 @@ pub unsafe fn multiply(
     (0..row_runs * col_runs)
         .into_par_iter()
         .for_each(|index| task(index / col_runs, index % col_runs));
+}
+
+/// Bytes of a left operand packed as panels up to which a product with column-major weights
+/// runs transposed ([`stream_weights`]): about an L2 of AVX-512 CPUs. On Zen 4, at 0.13–1 MiB
+/// (T5's 32 tokens, the UNet's 128) it was 1.1–1.45× faster than packing the weights, at
+/// 2.6 MiB (2048 tokens of 320) 0.8× unless the weights are much larger ([`STREAMED_RATIO`]).
+const STREAMED_BYTES: usize = 1 << 20;
+
+/// How many times the packed left operand's bytes weights must have for the product to run
+/// transposed whatever its size: AudioLDM 2's level-3 feed-forward out (2.6 MiB of tokens,
+/// 26 MiB of weights) ran 1.1× faster so.
+const STREAMED_RATIO: usize = 8;
+
+/// Whether `lhs · rhs` runs as `(rhsᵀ · lhsᵀ)ᵀ`: `rhs` is a layer's weights read transposed
+/// (each column in one run) and `lhs` a few tokens against them.
+fn streams_weights(lhs_view: View, rhs_view: View) -> bool {
+    let packed = lhs_view.rows.next_multiple_of(PANEL) * lhs_view.cols * size_of::<f32>();
+    let weights = rhs_view.rows * rhs_view.cols * size_of::<f32>();
+    rhs_view.is_column_major() && (packed <= STREAMED_BYTES || weights >= STREAMED_RATIO * packed)
+}
+
+/// `dst = lhs · rhs` for [`streams_weights`] operands, computed as `dstᵀ = rhsᵀ · lhsᵀ`: the
+/// weights' rows are the broadcast operand, read once, in place, as they stream from memory;
+/// the tokens are packed once as panels every task shares, and each tile is stored
+/// transposed. Packing the weights instead, a few tokens' product spent about as long copying
+/// them as multiplying (each weight meets only those few tokens). The sums are the same: each
+/// adds its products in inner order, one FMA each.
+///
+/// # Safety
+/// As for [`multiply`], with `dst` row-major.
+unsafe fn stream_weights(
+    (dst, dst_view): (*mut f32, View),
+    (lhs, lhs_view): (&[f32], View),
+    (rhs, rhs_view): (&[f32], View),
+    accumulate: bool,
+    parallel: bool,
+) {
+    let (dst_view, weights_view, tokens_view) = (dst_view.t(), rhs_view.t(), lhs_view.t());
+    // A fresh buffer: the thread-local one may be in use on this thread, by a product whose
+    // parallel loop this thread waits in.
+    let mut tokens = Vec::new();
+    pack((lhs, tokens_view), &mut tokens);
+    let rows = weights_view.rows;
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let rows_each = rows.div_ceil(4 * threads).next_multiple_of(ROWS);
+    let dst = super::gemm::Rows(dst);
+    let task = |run: usize| {
+        let top = run * rows_each;
+        let height = rows_each.min(rows - top);
+        let out = (
+            // SAFETY: the run's first element, inside what the caller vouched for.
+            unsafe { dst.get().add(top * dst_view.row_stride) },
+            View {
+                rows: height,
+                ..dst_view
+            },
+        );
+        let weights = (
+            &rhs[top * weights_view.row_stride..],
+            View {
+                rows: height,
+                ..weights_view
+            },
+        );
+        // SAFETY: each run writes its own rows of `dstᵀ`; `tokens` holds every column packed.
+        unsafe { run_panels(out, weights, &tokens, accumulate) };
+    };
+    let runs = rows.div_ceil(rows_each);
+    if runs == 1 {
+        task(0);
+        return;
+    }
+    use rayon::prelude::*;
+    (0..runs).into_par_iter().for_each(task);
 }
 
 /// Rows and columns a task takes of a `rows × cols` output for `threads`: whole panels of
@@ -307,8 +400,8 @@ unsafe fn run_panels(
                 panel: panels[panel * inner * PANEL..].as_ptr(),
                 inner,
                 // SAFETY: inside the output the caller vouched for.
-                out: unsafe { dst.add(top * dst_view.row_stride + first) },
-                out_stride: dst_view.row_stride,
+                out: unsafe { dst.add(top * dst_view.row_stride + first * dst_view.col_stride) },
+                out_strides: (dst_view.row_stride, dst_view.col_stride),
                 width: PANEL.min(cols - first),
                 accumulate,
             };
@@ -334,7 +427,8 @@ mod x86 {
         pub panel: *const f32,
         pub inner: usize,
         pub out: *mut f32,
-        pub out_stride: usize,
+        /// Between rows, and between columns (1, or the tile is stored transposed).
+        pub out_strides: (usize, usize),
         /// Columns stored (≤ 32); the panel's zero columns beyond are dropped.
         pub width: usize,
         /// Add the sums to `out` instead of overwriting it.
@@ -381,9 +475,13 @@ mod x86 {
                     sums[1] = _mm512_fmadd_ps(value, right, sums[1]);
                 }
             }
+            if tile.out_strides.1 != 1 {
+                store_scattered(&tile, &sums);
+                return;
+            }
             let masks = lane_masks(tile.width);
             for (row, sums) in sums.iter().enumerate() {
-                let out = tile.out.add(row * tile.out_stride);
+                let out = tile.out.add(row * tile.out_strides.0);
                 for (half, (&sum, mask)) in sums.iter().zip(masks).enumerate() {
                     if mask == 0 {
                         // Nothing kept, and the address may lie past the output's end.
@@ -397,6 +495,37 @@ mod x86 {
                         sum
                     };
                     _mm512_mask_storeu_ps(out, mask, value);
+                }
+            }
+        }
+    }
+
+    /// The sums stored one element at a time, where the output's columns are not adjacent
+    /// (a tile of a transposed output). Once a tile, after `inner` steps of 16 FMAs each.
+    ///
+    /// # Safety
+    /// As for [`tile`], with `R` live rows.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_scattered<const R: usize>(tile: &Tile, sums: &[[__m512; 2]; R]) {
+        let mut values = [[0f32; PANEL]; R];
+        for (values, sums) in values.iter_mut().zip(sums) {
+            // SAFETY: 32 values, two vectors of 16.
+            unsafe {
+                _mm512_storeu_ps(values.as_mut_ptr(), sums[0]);
+                _mm512_storeu_ps(values.as_mut_ptr().add(16), sums[1]);
+            }
+        }
+        let (row_stride, col_stride) = tile.out_strides;
+        for col in 0..tile.width {
+            for (row, values) in values.iter().enumerate() {
+                // SAFETY: inside the `live` rows of `width` columns the caller vouched for.
+                unsafe {
+                    let out = tile.out.add(row * row_stride + col * col_stride);
+                    *out = if tile.accumulate {
+                        *out + values[col]
+                    } else {
+                        values[col]
+                    };
                 }
             }
         }
@@ -452,6 +581,8 @@ mod tests {
             (17, 64, 70),
             (130, 3, 96),
             (24, 2100, 97),
+            // Tokens too many to stream the (column-major) weights past: they are packed.
+            (300, 1000, 40),
         ];
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
@@ -522,6 +653,26 @@ mod tests {
             col_stride: 2,
         };
         assert!(!pays(scattered));
+    }
+
+    #[test]
+    fn weights_stream_past_few_tokens_only() {
+        let weights = |inner, outputs| View::transposed(inner, outputs, inner);
+        let tokens = |rows, inner| View::rows(rows, inner, inner);
+        // AudioLDM 2's level-3 feed-forward in (640 KiB of tokens) and T5's over a prompt.
+        assert!(streams_weights(tokens(128, 1280), weights(1280, 10240)));
+        assert!(streams_weights(tokens(32, 1024), weights(1024, 2816)));
+        // 2.6 MiB of tokens: against 26 MiB of weights, but not against 3.3 MiB.
+        assert!(streams_weights(tokens(128, 5120), weights(5120, 1280)));
+        assert!(!streams_weights(tokens(2048, 320), weights(320, 2560)));
+        // Row-major weights are read in place by the panels as they are.
+        assert!(!streams_weights(
+            tokens(32, 1024),
+            View::rows(1024, 2816, 2816)
+        ));
+        // The check in `products_match_f64_at_every_edge_and_layout` that the weights are
+        // packed there.
+        assert!(!streams_weights(tokens(300, 1000), weights(1000, 40)));
     }
 
     #[test]
