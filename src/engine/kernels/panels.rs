@@ -139,12 +139,7 @@ pub unsafe fn multiply(
         };
         return;
     }
-    let threads = if parallel {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
-    let (rows_each, cols_each) = split(rows, cols, threads);
+    let (rows_each, cols_each) = split(rows, cols, threads(parallel));
     let (row_runs, col_runs) = (rows.div_ceil(rows_each), cols.div_ceil(cols_each));
     let dst = super::gemm::Rows(dst);
     let task = |row_run: usize, col_run: usize| {
@@ -184,6 +179,15 @@ pub unsafe fn multiply(
     (0..row_runs * col_runs)
         .into_par_iter()
         .for_each(|index| task(index / col_runs, index % col_runs));
+}
+
+/// The threads a product splits over: rayon's when `parallel`.
+fn threads(parallel: bool) -> usize {
+    if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    }
 }
 
 /// Bytes of a left operand packed as panels up to which a product with column-major weights
@@ -227,12 +231,7 @@ unsafe fn stream_weights(
     let mut tokens = Vec::new();
     pack((lhs, tokens_view), &mut tokens);
     let rows = weights_view.rows;
-    let threads = if parallel {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
-    let rows_each = rows.div_ceil(4 * threads).next_multiple_of(ROWS);
+    let rows_each = rows.div_ceil(4 * threads(parallel)).next_multiple_of(ROWS);
     let dst = super::gemm::Rows(dst);
     let task = |run: usize| {
         let top = run * rows_each;
