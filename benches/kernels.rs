@@ -342,7 +342,7 @@ fn f32_products() {
         let now = median_of(|| drop(multiply()));
         let gflop = 2.0 * (tokens * width * outputs) as f64 / 1e9;
         row(
-            "f32 product (`gemm` 8 lanes → 16-lane panels)",
+            "f32 product (`gemm` → panels)",
             &format!("{layer} {tokens}×{width}·{width}×{outputs}"),
             gflop,
             previous,

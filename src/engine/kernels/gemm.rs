@@ -1,6 +1,6 @@
 //! A bounds-checked front to products of strided f32 matrices: [`super::panels`] where the CPU
-//! has AVX-512F, the `gemm` crate elsewhere (and for products too thin to pack), and the bf16
-//! engines of [`gemm_bf16`].
+//! has AVX-512F (and, with AVX2 alone, for few tokens against a layer's weights), the `gemm`
+//! crate elsewhere (and for products too thin to pack), and the bf16 engines of [`gemm_bf16`].
 
 use gemm::Parallelism;
 
@@ -105,12 +105,13 @@ struct How {
     /// Split the work over rayon's threads.
     parallel: bool,
     precision: Precision,
-    /// f32 products take the 16-lane kernel ([`wide_products`]).
+    /// f32 products may take `kernels::panels` ([`wide_products`]).
     wide: bool,
 }
 
-/// Whether f32 products take `kernels::panels` (AVX-512F) instead of `gemm`'s 8-lane kernel:
-/// read on the calling thread, since [`super::with_previous_kernels`] is per thread.
+/// Whether f32 products may take `kernels::panels` (on AVX-512F every product it pays for,
+/// on AVX2 few tokens against a layer's weights) instead of `gemm`'s 8-lane kernel: read on
+/// the calling thread, since [`super::with_previous_kernels`] is per thread.
 fn wide_products() -> bool {
     panels::available() && !super::previous_kernels()
 }
@@ -531,7 +532,7 @@ unsafe fn run(
             return;
         }
     }
-    if wide && panels::pays(dst_view) {
+    if wide && panels::pays(dst_view, lhs_view, rhs_view) {
         // SAFETY: passed on from the caller; the asserts checked the operands.
         unsafe {
             panels::multiply(

@@ -1,7 +1,8 @@
 //! f32 products on AVX-512: 8 rows × 32 columns of sums in 16 registers, the left operand read
 //! in place (one broadcast a row and step), the right one packed into panels of 32 columns. A
 //! few tokens against a layer's weights run transposed, so that the weights are the operand
-//! read in place and the tokens the one packed.
+//! read in place and the tokens the one packed; on CPUs with AVX2 but not AVX-512 (and for up
+//! to 16 tokens on any) those products take an 8-lane build of the kernel, 6 rows × 16 columns.
 //!
 //! `gemm`'s kernels here are its AVX2 ones (its `x86-v4` build lost on Zen 4, see
 //! docs/PERFORMANCE.md), which fill half of a 512-bit FMA unit. On Zen 4, where AVX-512 runs as
@@ -28,14 +29,50 @@ const TASK_ROWS: usize = 64;
 /// 2 KiB of the panel.
 const TRANSPOSE_ROWS: usize = 16;
 
-/// Whether [`multiply`] runs on this CPU.
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        super::exp::has_avx512()
+/// The register kernel this CPU runs: 8 rows × 32 columns in 16-lane AVX-512 registers, or
+/// 6 × 16 in 8-lane AVX2 ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    Avx512,
+    /// Only for products that stream weights past a few tokens ([`streams_weights`]): `gemm`'s
+    /// own 8-lane kernel is as fast elsewhere, but packs the weights for each call.
+    Avx2,
+}
+
+impl Kernel {
+    fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::exp::has_avx512() {
+                return Some(Self::Avx512);
+            }
+            if super::exp::has_avx2() {
+                return Some(Self::Avx2);
+            }
+        }
+        None
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+
+    /// Columns of one panel: two vectors.
+    fn panel(self) -> usize {
+        match self {
+            Self::Avx512 => PANEL,
+            Self::Avx2 => 16,
+        }
+    }
+
+    /// Rows of sums one tile holds, two vectors each.
+    fn rows(self) -> usize {
+        match self {
+            Self::Avx512 => ROWS,
+            Self::Avx2 => 6,
+        }
+    }
+}
+
+/// Whether [`multiply`] runs on this CPU (for the products [`pays`] says).
+pub fn available() -> bool {
+    Kernel::detect().is_some()
 }
 
 /// Rows (of the output, or of its transpose where that is the row-major one) below which
@@ -49,14 +86,24 @@ fn writes(view: View) -> bool {
     view.col_stride == 1 || view.row_stride == 1
 }
 
-/// Whether [`multiply`] writes an output laid out as `view` and is worth running for it.
-pub fn pays(view: View) -> bool {
-    let rows = if view.col_stride == 1 {
-        view.rows
+/// Whether [`multiply`] runs `dst = lhs · rhs` on this CPU and is worth running for it.
+pub fn pays(dst: View, lhs: View, rhs: View) -> bool {
+    pays_on(Kernel::detect(), dst, lhs, rhs)
+}
+
+/// [`pays`] on a CPU whose kernel is `kernel`.
+fn pays_on(kernel: Option<Kernel>, dst: View, lhs: View, rhs: View) -> bool {
+    let rows = if dst.col_stride == 1 {
+        dst.rows
     } else {
-        view.cols
+        dst.cols
     };
-    writes(view) && rows >= FEWEST_ROWS
+    let worth = writes(dst) && rows >= FEWEST_ROWS;
+    match kernel {
+        Some(Kernel::Avx512) => worth,
+        Some(Kernel::Avx2) => worth && dst.col_stride == 1 && streams_weights(lhs, rhs),
+        None => false,
+    }
 }
 
 thread_local! {
@@ -94,12 +141,17 @@ pub unsafe fn multiply(
         writes(dst_view),
         "a product's output is neither row- nor column-major"
     );
-    assert!(
-        available(),
-        "the AVX-512 product runs only where available() says"
-    );
+    let Some(kernel) = Kernel::detect() else {
+        panic!("the panels' products run only where available() says");
+    };
     if rows == 0 || cols == 0 {
         return;
+    }
+    if kernel == Kernel::Avx2 {
+        assert!(
+            dst_view.col_stride == 1 && streams_weights(lhs_view, rhs_view),
+            "the 8-lane panels take only products that stream weights ([`pays`])"
+        );
     }
     if dst_view.col_stride != 1 {
         // A column-major output's transpose is row-major: dstᵀ = rhsᵀ · lhsᵀ.
@@ -127,9 +179,18 @@ pub unsafe fn multiply(
         return;
     }
     if streams_weights(lhs_view, rhs_view) {
+        // Up to 16 tokens fill one 8-lane panel, where a 16-lane one would be half padding
+        // (GPT-2's 8 tokens, twice, against the cross-attention weights: 1.7× faster so).
+        // (A CPU with the 16-lane kernel has the 8-lane one's AVX2 and FMA.)
+        let kernel = if rows <= Kernel::Avx2.panel() {
+            Kernel::Avx2
+        } else {
+            kernel
+        };
         // SAFETY: passed on from the caller.
         unsafe {
             stream_weights(
+                kernel,
                 (dst, dst_view),
                 (lhs, lhs_view),
                 (rhs, rhs_view),
@@ -219,6 +280,7 @@ fn streams_weights(lhs_view: View, rhs_view: View) -> bool {
 /// # Safety
 /// As for [`multiply`], with `dst` row-major.
 unsafe fn stream_weights(
+    kernel: Kernel,
     (dst, dst_view): (*mut f32, View),
     (lhs, lhs_view): (&[f32], View),
     (rhs, rhs_view): (&[f32], View),
@@ -229,9 +291,11 @@ unsafe fn stream_weights(
     // A fresh buffer: the thread-local one may be in use on this thread, by a product whose
     // parallel loop this thread waits in.
     let mut tokens = Vec::new();
-    pack((lhs, tokens_view), &mut tokens);
+    pack((lhs, tokens_view), &mut tokens, kernel.panel());
     let rows = weights_view.rows;
-    let rows_each = rows.div_ceil(4 * threads(parallel)).next_multiple_of(ROWS);
+    let rows_each = rows
+        .div_ceil(4 * threads(parallel))
+        .next_multiple_of(kernel.rows());
     let dst = super::gemm::Rows(dst);
     let task = |run: usize| {
         let top = run * rows_each;
@@ -252,7 +316,7 @@ unsafe fn stream_weights(
             },
         );
         // SAFETY: each run writes its own rows of `dstᵀ`; `tokens` holds every column packed.
-        unsafe { run_panels(out, weights, &tokens, accumulate) };
+        unsafe { run_panels(kernel, out, weights, &tokens, accumulate) };
     };
     let runs = rows.div_ceil(rows_each);
     if runs == 1 {
@@ -307,7 +371,7 @@ unsafe fn multiply_block(
                     ..rhs_view
                 },
             );
-            pack(rhs, panels);
+            pack(rhs, panels, PANEL);
             let out = (
                 // SAFETY: inside the block the caller vouched for.
                 unsafe { dst.add(left) },
@@ -317,23 +381,26 @@ unsafe fn multiply_block(
                 },
             );
             // SAFETY: passed on from the caller.
-            unsafe { run_panels(out, (lhs, lhs_view), panels, accumulate) };
+            unsafe { run_panels(Kernel::Avx512, out, (lhs, lhs_view), panels, accumulate) };
         }
     });
 }
 
-/// `rhs` as panels of 32 columns, each `inner` rows of 32 values back to back, at the start of
-/// `panels` (grown when short, never zero-filled first); the last panel's missing columns are
-/// zeros.
-fn pack((rhs, view): (&[f32], View), panels: &mut Vec<f32>) {
+/// `rhs` as panels of `panel_width` columns, each `inner` rows of them back to back, at the
+/// start of `panels` (grown when short, never zero-filled first); the last panel's missing
+/// columns are zeros.
+fn pack((rhs, view): (&[f32], View), panels: &mut Vec<f32>, panel_width: usize) {
     let (inner, cols) = (view.rows, view.cols);
-    let len = cols.div_ceil(PANEL) * inner * PANEL;
+    let len = cols.div_ceil(panel_width) * inner * panel_width;
     if panels.len() < len {
         panels.resize(len, 0.0);
     }
-    for (panel, out) in panels[..len].chunks_exact_mut(inner * PANEL).enumerate() {
-        let first = panel * PANEL;
-        let width = PANEL.min(cols - first);
+    for (panel, out) in panels[..len]
+        .chunks_exact_mut(inner * panel_width)
+        .enumerate()
+    {
+        let first = panel * panel_width;
+        let width = panel_width.min(cols - first);
         if view.row_stride == 1 && view.col_stride != 1 {
             // Column-major (a layer's weights, transposed): a block of rows at a time, each
             // column's stretch of it read in one run and written down the block, which stays
@@ -341,22 +408,24 @@ fn pack((rhs, view): (&[f32], View), panels: &mut Vec<f32>) {
             // T5's 32-token products spent as long packing as multiplying.
             for top in (0..inner).step_by(TRANSPOSE_ROWS) {
                 let height = TRANSPOSE_ROWS.min(inner - top);
-                let block = &mut out[top * PANEL..][..height * PANEL];
-                for col in 0..PANEL {
+                let block = &mut out[top * panel_width..][..height * panel_width];
+                for col in 0..panel_width {
                     let start = (first + col) * view.col_stride + top;
                     if col < width {
                         let column = &rhs[start..start + height];
-                        for (out, &value) in block.chunks_exact_mut(PANEL).zip(column) {
+                        for (out, &value) in block.chunks_exact_mut(panel_width).zip(column) {
                             out[col] = value;
                         }
                     } else {
-                        block.chunks_exact_mut(PANEL).for_each(|out| out[col] = 0.0);
+                        block
+                            .chunks_exact_mut(panel_width)
+                            .for_each(|out| out[col] = 0.0);
                     }
                 }
             }
             continue;
         }
-        for (row, out) in out.chunks_exact_mut(PANEL).enumerate() {
+        for (row, out) in out.chunks_exact_mut(panel_width).enumerate() {
             let start = row * view.row_stride + first * view.col_stride;
             if view.col_stride == 1 {
                 out[..width].copy_from_slice(&rhs[start..start + width]);
@@ -375,39 +444,48 @@ fn pack((rhs, view): (&[f32], View), panels: &mut Vec<f32>) {
 /// # Safety
 /// As for [`multiply`]; `panels` holds `dst_view.cols` columns packed.
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn run_panels(_: (*mut f32, View), _: (&[f32], View), _: &[f32], _: bool) {
+unsafe fn run_panels(_: Kernel, _: (*mut f32, View), _: (&[f32], View), _: &[f32], _: bool) {
     unreachable!("available() is false off x86-64")
 }
 
-/// Every 8-row tile of `lhs` against each packed panel in turn.
+/// Every tile of `lhs`'s rows against each packed panel in turn.
 ///
 /// # Safety
-/// As for [`multiply`]; `panels` holds `dst_view.cols` columns packed.
+/// As for [`multiply`]; `panels` holds `dst_view.cols` columns packed for `kernel`.
 #[cfg(target_arch = "x86_64")]
 unsafe fn run_panels(
+    kernel: Kernel,
     (dst, dst_view): (*mut f32, View),
     (lhs, lhs_view): (&[f32], View),
     panels: &[f32],
     accumulate: bool,
 ) {
     let (rows, inner, cols) = (lhs_view.rows, lhs_view.cols, dst_view.cols);
-    for top in (0..rows).step_by(ROWS) {
-        for (panel, first) in (0..cols).step_by(PANEL).enumerate() {
+    let (tile_rows, width) = (kernel.rows(), kernel.panel());
+    for top in (0..rows).step_by(tile_rows) {
+        for (panel, first) in (0..cols).step_by(width).enumerate() {
             let tile = x86::Tile {
                 lhs: lhs[top * lhs_view.row_stride..].as_ptr(),
                 lhs_strides: (lhs_view.row_stride, lhs_view.col_stride),
-                panel: panels[panel * inner * PANEL..].as_ptr(),
+                panel: panels[panel * inner * width..].as_ptr(),
                 inner,
                 // SAFETY: inside the output the caller vouched for.
                 out: unsafe { dst.add(top * dst_view.row_stride + first * dst_view.col_stride) },
                 out_strides: (dst_view.row_stride, dst_view.col_stride),
-                width: PANEL.min(cols - first),
+                width: width.min(cols - first),
                 accumulate,
             };
-            // SAFETY: `available` checked AVX-512F. The tile reads rows `top..top + live` of
-            // `lhs` (inside the slice by `extent`), one whole panel, and writes (or adds to)
-            // `width` columns of the same rows of `dst`, which the caller vouched for.
-            unsafe { x86::tile(tile, ROWS.min(rows - top)) };
+            let live = tile_rows.min(rows - top);
+            // SAFETY: `Kernel::detect` checked the kernel's instructions. The tile reads rows
+            // `top..top + live` of `lhs` (inside the slice by `extent`), one whole panel, and
+            // writes (or adds to) `width` columns of the same rows of `dst`, which the caller
+            // vouched for.
+            unsafe {
+                match kernel {
+                    Kernel::Avx512 => x86::tile(tile, live),
+                    Kernel::Avx2 => x86::narrow_tile(tile, live),
+                }
+            };
         }
     }
 }
@@ -475,7 +553,12 @@ mod x86 {
                 }
             }
             if tile.out_strides.1 != 1 {
-                store_scattered(&tile, &sums);
+                let mut values = [[0f32; PANEL]; R];
+                for (values, sums) in values.iter_mut().zip(&sums) {
+                    _mm512_storeu_ps(values.as_mut_ptr(), sums[0]);
+                    _mm512_storeu_ps(values.as_mut_ptr().add(16), sums[1]);
+                }
+                store_each(&tile, &values);
                 return;
             }
             let masks = lane_masks(tile.width);
@@ -499,21 +582,59 @@ mod x86 {
         }
     }
 
-    /// The sums stored one element at a time, where the output's columns are not adjacent
-    /// (a tile of a transposed output). Once a tile, after `inner` steps of 16 FMAs each.
+    /// The tile's `live` rows (1..=6) in AVX2 registers: the same steps, 8 lanes a vector.
     ///
     /// # Safety
-    /// As for [`tile`], with `R` live rows.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store_scattered<const R: usize>(tile: &Tile, sums: &[[__m512; 2]; R]) {
-        let mut values = [[0f32; PANEL]; R];
-        for (values, sums) in values.iter_mut().zip(sums) {
-            // SAFETY: 32 values, two vectors of 16.
-            unsafe {
-                _mm512_storeu_ps(values.as_mut_ptr(), sums[0]);
-                _mm512_storeu_ps(values.as_mut_ptr().add(16), sums[1]);
+    /// The CPU has AVX2 and FMA, and the tile's pointers cover `live` rows of `inner` values of
+    /// `lhs`, `inner` rows of 16 of the panel and `live` rows of `width` of `out`.
+    pub unsafe fn narrow_tile(tile: Tile, live: usize) {
+        unsafe {
+            match live {
+                6 => narrow_rows::<6>(tile),
+                5 => narrow_rows::<5>(tile),
+                4 => narrow_rows::<4>(tile),
+                3 => narrow_rows::<3>(tile),
+                2 => narrow_rows::<2>(tile),
+                _ => narrow_rows::<1>(tile),
             }
         }
+    }
+
+    /// # Safety
+    /// As for [`narrow_tile`], with `R` live rows.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn narrow_rows<const R: usize>(tile: Tile) {
+        const { assert!(R >= 1 && R <= 6) };
+        let mut sums = [[_mm256_setzero_ps(); 2]; R];
+        // SAFETY: every address is inside what the caller vouched for.
+        unsafe {
+            let (row_stride, step_stride) = tile.lhs_strides;
+            for step in 0..tile.inner {
+                let panel = tile.panel.add(step * 16);
+                let (left, right) = (_mm256_loadu_ps(panel), _mm256_loadu_ps(panel.add(8)));
+                let column = tile.lhs.add(step * step_stride);
+                for (row, sums) in sums.iter_mut().enumerate() {
+                    let value = _mm256_set1_ps(*column.add(row * row_stride));
+                    sums[0] = _mm256_fmadd_ps(value, left, sums[0]);
+                    sums[1] = _mm256_fmadd_ps(value, right, sums[1]);
+                }
+            }
+            let mut values = [[0f32; 16]; R];
+            for (values, sums) in values.iter_mut().zip(&sums) {
+                _mm256_storeu_ps(values.as_mut_ptr(), sums[0]);
+                _mm256_storeu_ps(values.as_mut_ptr().add(8), sums[1]);
+            }
+            store_each(&tile, &values);
+        }
+    }
+
+    /// The sums stored one element at a time, for an output whose columns are not adjacent
+    /// (a tile of a transposed output) or a tile without masked stores: once a tile, after
+    /// `inner` steps of its FMAs.
+    ///
+    /// # Safety
+    /// The tile's `out` covers `values.len()` rows of `width` (≤ N) columns.
+    unsafe fn store_each<const N: usize>(tile: &Tile, values: &[[f32; N]]) {
         let (row_stride, col_stride) = tile.out_strides;
         for col in 0..tile.width {
             for (row, values) in values.iter().enumerate() {
@@ -590,11 +711,28 @@ mod tests {
         pool.install(|| check_products(&shapes));
     }
 
+    /// A product under test: `multiply`'s arguments.
+    type Product = unsafe fn((*mut f32, View), (&[f32], View), (&[f32], View), bool, bool);
+
     /// Every layout and mode of [`products_match_f64_at_every_edge_and_layout`] at `shapes`.
     fn check_products(shapes: &[(usize, usize, usize)]) {
+        check_layouts(shapes, multiply, |_, _, _| true);
+    }
+
+    /// `product` against f64 sums at `shapes`, in the layouts (left, right and output
+    /// transposed or not) that `takes` accepts, overwriting and adding, on this thread and
+    /// split over rayon's.
+    fn check_layouts(
+        shapes: &[(usize, usize, usize)],
+        product: Product,
+        takes: impl Fn(bool, bool, bool) -> bool,
+    ) {
         for &(rows, inner, cols) in shapes {
             for case in 0..16 {
                 let [lhs_t, rhs_t, dst_t, accumulate] = [1, 2, 4, 8].map(|bit| case & bit != 0);
+                if !takes(lhs_t, rhs_t, dst_t) {
+                    continue;
+                }
                 let parallel = case % 3 == 0;
                 let (lhs_view, rhs_view) = (layout(rows, inner, lhs_t), layout(inner, cols, rhs_t));
                 let dst_view = layout(rows, cols, dst_t);
@@ -606,7 +744,7 @@ mod tests {
                 // SAFETY: `dst` holds every element its view addresses, and only this call
                 // uses it.
                 unsafe {
-                    multiply(
+                    product(
                         (dst.as_mut_ptr(), dst_view),
                         (&lhs, lhs_view),
                         (&rhs, rhs_view),
@@ -641,8 +779,60 @@ mod tests {
         }
     }
 
+    /// Both kernels' transposed form ([`stream_weights`]) at every layout it takes: weights
+    /// column-major, output row-major. The 8-lane kernel runs only there, on CPUs without
+    /// AVX-512; on this one it is called directly.
+    #[test]
+    fn both_kernels_stream_weights_past_tokens_in_every_layout() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // (No depth 0: `multiply` answers that before choosing a form.)
+            let shapes = [
+                (1, 1, 1),
+                (5, 7, 6),
+                (16, 33, 17),
+                (33, 64, 70),
+                (40, 300, 13),
+            ];
+            let takes = |_, rhs_t: bool, dst_t: bool| rhs_t && !dst_t;
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .expect("a 3-thread pool");
+            if super::super::exp::has_avx2() {
+                // SAFETY: passed on; AVX2 and FMA were just checked.
+                let narrow: Product = |dst, lhs, rhs, accumulate, parallel| unsafe {
+                    stream_weights(Kernel::Avx2, dst, lhs, rhs, accumulate, parallel)
+                };
+                pool.install(|| check_layouts(&shapes, narrow, takes));
+            }
+            if super::super::exp::has_avx512() {
+                // SAFETY: passed on; AVX-512F was just checked.
+                let wide: Product = |dst, lhs, rhs, accumulate, parallel| unsafe {
+                    stream_weights(Kernel::Avx512, dst, lhs, rhs, accumulate, parallel)
+                };
+                pool.install(|| check_layouts(&shapes, wide, takes));
+                // Each sum adds the same products in the same order: equal bits.
+                let (rows, inner, cols) = (40, 300, 13);
+                let (lhs_view, rhs_view) = (layout(rows, inner, false), layout(inner, cols, true));
+                let (lhs, rhs) = (values(lhs_view.extent(), 1), values(rhs_view.extent(), 2));
+                let [narrow_out, wide_out] = [Kernel::Avx2, Kernel::Avx512].map(|kernel| {
+                    let mut dst = vec![0f32; rows * cols];
+                    let out = (dst.as_mut_ptr(), View::rows(rows, cols, cols));
+                    let operands = ((&lhs[..], lhs_view), (&rhs[..], rhs_view));
+                    // SAFETY: `dst` holds the output, used by this call alone.
+                    unsafe { stream_weights(kernel, out, operands.0, operands.1, false, true) };
+                    dst
+                });
+                assert_eq!(narrow_out, wide_out, "the kernels' sums differ");
+            }
+        }
+    }
+
     #[test]
     fn only_outputs_with_enough_rows_pay() {
+        let any = View::rows(1, 1, 1);
+        let pays = |dst| pays_on(Some(Kernel::Avx512), dst, any, any);
         assert!(pays(View::rows(16, 3, 3)) && pays(View::transposed(3, 16, 3)));
         assert!(!pays(View::rows(2, 3072, 3072)) && !pays(View::transposed(3072, 2, 3072)));
         let scattered = View {
@@ -652,6 +842,35 @@ mod tests {
             col_stride: 2,
         };
         assert!(!pays(scattered));
+        assert!(!pays_on(None, View::rows(16, 3, 3), any, any));
+    }
+
+    #[test]
+    fn eight_lanes_take_only_weights_streaming_past_tokens() {
+        let narrow = |dst, lhs, rhs| pays_on(Some(Kernel::Avx2), dst, lhs, rhs);
+        let (tokens, weights) = (
+            View::rows(32, 1024, 1024),
+            View::transposed(1024, 2816, 1024),
+        );
+        assert!(narrow(View::rows(32, 2816, 2816), tokens, weights));
+        // Too few rows, a column-major output, row-major weights, too many tokens.
+        assert!(!narrow(
+            View::rows(2, 2816, 2816),
+            View::rows(2, 1024, 1024),
+            weights
+        ));
+        assert!(!narrow(View::transposed(32, 2816, 32), tokens, weights));
+        assert!(!narrow(
+            View::rows(32, 2816, 2816),
+            tokens,
+            View::rows(1024, 2816, 2816)
+        ));
+        let many = View::rows(2048, 320, 320);
+        assert!(!narrow(
+            View::rows(2048, 2560, 2560),
+            many,
+            View::transposed(320, 2560, 320)
+        ));
     }
 
     #[test]
