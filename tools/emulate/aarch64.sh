@@ -37,11 +37,7 @@ for test in "${tests[@]}"; do test_args+=(--test "$test"); done
 mapfile -t binaries < <(
     cargo test --release --no-default-features --target "$target" "${test_args[@]}" \
         --no-run --message-format=json |
-        python3 -c 'import json,sys
-for line in sys.stdin:
-    message = json.loads(line)
-    if message.get("reason") == "compiler-artifact" and message.get("executable") and message["profile"]["test"]:
-        print(message["executable"])'
+        python3 tools/emulate/test_executables.py
 )
 
 for binary in "${binaries[@]}"; do
