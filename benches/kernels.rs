@@ -305,7 +305,8 @@ fn winograd_products() {
 
 /// f32 products as linear layers make them (tokens × width against the layer's weights, stored
 /// outputs × width, so read transposed): `gemm`'s 8-lane kernel (previous) against
-/// `kernels::panels` where the CPU has AVX-512F (equal rows elsewhere).
+/// `kernels::panels` where it pays (with AVX-512F; with AVX2 alone, the few-token rows; equal
+/// rows elsewhere).
 fn f32_products() {
     // (layer, tokens, width, outputs): AudioLDM 2's UNet at level 1 (2 images × 1024 tokens)
     // and level 3 (2 × 64), its cross-attention keys from GPT-2's 8 tokens, T5's feed-forward

@@ -90,7 +90,7 @@ pub fn matmul(
         accumulate,
         parallel,
         precision,
-        wide: wide_products(),
+        own_f32: own_f32_products(),
     };
     // SAFETY: the assert keeps every element `dst_view` addresses inside `dst`, which is
     // borrowed mutably, so it cannot alias the operands.
@@ -105,14 +105,14 @@ struct How {
     /// Split the work over rayon's threads.
     parallel: bool,
     precision: Precision,
-    /// f32 products may take `kernels::panels` ([`wide_products`]).
-    wide: bool,
+    /// f32 products may take `kernels::panels` ([`own_f32_products`]).
+    own_f32: bool,
 }
 
 /// Whether f32 products may take `kernels::panels` (on AVX-512F every product it pays for,
 /// on AVX2 few tokens against a layer's weights) instead of `gemm`'s 8-lane kernel: read on
 /// the calling thread, since [`super::with_previous_kernels`] is per thread.
-fn wide_products() -> bool {
+fn own_f32_products() -> bool {
     panels::available() && !super::previous_kernels()
 }
 
@@ -130,7 +130,7 @@ pub fn product(
         accumulate: false,
         parallel: true,
         precision,
-        wide: wide_products(),
+        own_f32: own_f32_products(),
     };
     // SAFETY: `run` with `accumulate` false writes every element of the view without reading
     // it (zeros when the inner dimension is 0).
@@ -306,7 +306,7 @@ pub fn position_products(
         accumulate: false,
         parallel: false,
         precision: Precision::F32,
-        wide: wide_products(),
+        own_f32: own_f32_products(),
     };
     if positions == 0 || cols == 0 || rows == 0 {
         return;
@@ -383,7 +383,7 @@ unsafe fn run_split_rows(
         accumulate,
         parallel: precision != Precision::F32,
         precision,
-        wide: wide_products(),
+        own_f32: own_f32_products(),
     };
     if how.parallel {
         // SAFETY: passed on from the caller.
@@ -455,7 +455,7 @@ unsafe fn run_packed(
         accumulate,
         parallel,
         precision: Precision::F32,
-        wide: wide_products(),
+        own_f32: own_f32_products(),
     };
     match left {
         Left::Values(lhs, lhs_view) => {
@@ -488,7 +488,7 @@ unsafe fn run(
         accumulate,
         parallel,
         precision,
-        wide,
+        own_f32,
     } = how;
     let (m, n, k) = (lhs_view.rows, rhs_view.cols, lhs_view.cols);
     assert!(
@@ -532,7 +532,7 @@ unsafe fn run(
             return;
         }
     }
-    if wide && panels::pays(dst_view, lhs_view, rhs_view) {
+    if own_f32 && panels::pays(dst_view, lhs_view, rhs_view) {
         // SAFETY: passed on from the caller; the asserts checked the operands.
         unsafe {
             panels::multiply(

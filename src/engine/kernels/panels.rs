@@ -21,6 +21,9 @@ use super::gemm::View;
 const PANEL: usize = 32;
 /// Rows of sums one kernel call holds (16 of the 32 vector registers).
 const ROWS: usize = 8;
+/// The 8-lane kernel's panel (two AVX2 vectors) and rows (12 of the 16 vector registers).
+const NARROW_PANEL: usize = 16;
+const NARROW_ROWS: usize = 6;
 /// Bytes of packed panels one pass keeps (in L2) while every row of its range reads them.
 const PANELS_BYTES: usize = 512 << 10;
 /// Output rows a parallel task takes at least, so its packing stays a small share of its work.
@@ -57,7 +60,7 @@ impl Kernel {
     fn panel(self) -> usize {
         match self {
             Self::Avx512 => PANEL,
-            Self::Avx2 => 16,
+            Self::Avx2 => NARROW_PANEL,
         }
     }
 
@@ -65,7 +68,7 @@ impl Kernel {
     fn rows(self) -> usize {
         match self {
             Self::Avx512 => ROWS,
-            Self::Avx2 => 6,
+            Self::Avx2 => NARROW_ROWS,
         }
     }
 }
@@ -116,7 +119,8 @@ thread_local! {
 /// rayon's when `parallel`. `dst` is written without being read unless `accumulate`.
 ///
 /// Panics if an operand does not fit its slice, the shapes disagree, `dst` is neither row- nor
-/// column-major or the CPU lacks AVX-512F ([`available`]): all programming errors.
+/// column-major, the CPU has neither kernel ([`available`]) or only the 8-lane one and the
+/// product is not one it takes ([`pays`]): all programming errors.
 ///
 /// # Safety
 /// `dst` addresses the elements its view lays out, which nothing else reads or writes during
@@ -182,7 +186,7 @@ pub unsafe fn multiply(
         // Up to 16 tokens fill one 8-lane panel, where a 16-lane one would be half padding
         // (GPT-2's 8 tokens, twice, against the cross-attention weights: 1.7× faster so).
         // (A CPU with the 16-lane kernel has the 8-lane one's AVX2 and FMA.)
-        let kernel = if rows <= Kernel::Avx2.panel() {
+        let kernel = if rows <= NARROW_PANEL {
             Kernel::Avx2
         } else {
             kernel
@@ -401,7 +405,7 @@ fn pack((rhs, view): (&[f32], View), panels: &mut Vec<f32>, panel_width: usize) 
     {
         let first = panel * panel_width;
         let width = panel_width.min(cols - first);
-        if view.row_stride == 1 && view.col_stride != 1 {
+        if view.is_column_major() {
             // Column-major (a layer's weights, transposed): a block of rows at a time, each
             // column's stretch of it read in one run and written down the block, which stays
             // in L1. Written down the whole panel (in L2 for a wide layer), a column at a time,
@@ -439,10 +443,10 @@ fn pack((rhs, view): (&[f32], View), panels: &mut Vec<f32>, panel_width: usize) 
     }
 }
 
-/// Every 8-row tile of `lhs` against each packed panel in turn.
+/// Every tile of `lhs`'s rows against each packed panel in turn.
 ///
 /// # Safety
-/// As for [`multiply`]; `panels` holds `dst_view.cols` columns packed.
+/// As for [`multiply`]; `panels` holds `dst_view.cols` columns packed for `kernel`.
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn run_panels(_: Kernel, _: (*mut f32, View), _: (&[f32], View), _: &[f32], _: bool) {
     unreachable!("available() is false off x86-64")
@@ -494,7 +498,7 @@ unsafe fn run_panels(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{PANEL, ROWS};
+    use super::{NARROW_PANEL, NARROW_ROWS, PANEL, ROWS};
 
     /// One call's operands: up to 8 rows of `lhs` against one panel.
     pub struct Tile {
@@ -588,6 +592,7 @@ mod x86 {
     /// The CPU has AVX2 and FMA, and the tile's pointers cover `live` rows of `inner` values of
     /// `lhs`, `inner` rows of 16 of the panel and `live` rows of `width` of `out`.
     pub unsafe fn narrow_tile(tile: Tile, live: usize) {
+        const { assert!(NARROW_ROWS == 6 && NARROW_PANEL == 16) };
         unsafe {
             match live {
                 6 => narrow_rows::<6>(tile),
@@ -604,13 +609,13 @@ mod x86 {
     /// As for [`narrow_tile`], with `R` live rows.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn narrow_rows<const R: usize>(tile: Tile) {
-        const { assert!(R >= 1 && R <= 6) };
+        const { assert!(R >= 1 && R <= NARROW_ROWS) };
         let mut sums = [[_mm256_setzero_ps(); 2]; R];
         // SAFETY: every address is inside what the caller vouched for.
         unsafe {
             let (row_stride, step_stride) = tile.lhs_strides;
             for step in 0..tile.inner {
-                let panel = tile.panel.add(step * 16);
+                let panel = tile.panel.add(step * NARROW_PANEL);
                 let (left, right) = (_mm256_loadu_ps(panel), _mm256_loadu_ps(panel.add(8)));
                 let column = tile.lhs.add(step * step_stride);
                 for (row, sums) in sums.iter_mut().enumerate() {
@@ -619,7 +624,7 @@ mod x86 {
                     sums[1] = _mm256_fmadd_ps(value, right, sums[1]);
                 }
             }
-            let mut values = [[0f32; 16]; R];
+            let mut values = [[0f32; NARROW_PANEL]; R];
             for (values, sums) in values.iter_mut().zip(&sums) {
                 _mm256_storeu_ps(values.as_mut_ptr(), sums[0]);
                 _mm256_storeu_ps(values.as_mut_ptr().add(8), sums[1]);
