@@ -715,16 +715,11 @@ mod tests {
             .num_threads(3)
             .build()
             .expect("a 3-thread pool");
-        pool.install(|| check_products(&shapes));
+        pool.install(|| check_layouts(&shapes, multiply, |_, _, _| true));
     }
 
     /// A product under test: `multiply`'s arguments.
     type Product = unsafe fn((*mut f32, View), (&[f32], View), (&[f32], View), bool, bool);
-
-    /// Every layout and mode of [`products_match_f64_at_every_edge_and_layout`] at `shapes`.
-    fn check_products(shapes: &[(usize, usize, usize)]) {
-        check_layouts(shapes, multiply, |_, _, _| true);
-    }
 
     /// `product` against f64 sums at `shapes`, in the layouts (left, right and output
     /// transposed or not) that `takes` accepts, overwriting and adding, on this thread and
